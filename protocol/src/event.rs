@@ -1,0 +1,402 @@
+//! Events: what the edge node publishes and the aggregator stores.
+//!
+//! Every event has a ULID `event_id` (the idempotency key end to end), a schema version, device
+//! ids, the frame time it was observed at (UTC ms, from the frame, never the wall clock), the
+//! detections involved, the rule that produced it, evidence references and a review state.
+//! The kind-specific part is [`EventBody`], tagged by `kind` on the wire.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeviceId, DeviceType};
+
+/// Version of the wire schema. The aggregator refuses other versions with a clear error.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Largest encoded event accepted (evidence images travel separately).
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    ObjectTrack,
+    VehiclePass,
+    PlateAnomaly,
+    PedestrianRedLight,
+    NodeHealth,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [
+        EventKind::ObjectTrack,
+        EventKind::VehiclePass,
+        EventKind::PlateAnomaly,
+        EventKind::PedestrianRedLight,
+        EventKind::NodeHealth,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ObjectTrack => "object_track",
+            EventKind::VehiclePass => "vehicle_pass",
+            EventKind::PlateAnomaly => "plate_anomaly",
+            EventKind::PedestrianRedLight => "pedestrian_red_light",
+            EventKind::NodeHealth => "node_health",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Alert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewState {
+    /// Informational events need no review.
+    NotRequired,
+    Pending,
+    Confirmed,
+    Rejected,
+}
+
+/// Axis-aligned box in frame pixels (x1, y1) top-left, (x2, y2) bottom-right.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct BBox {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+impl BBox {
+    pub fn new(x1: f32, y1: f32, x2: f32, y2: f32) -> Self {
+        BBox { x1, y1, x2, y2 }
+    }
+    pub fn width(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0)
+    }
+    pub fn height(&self) -> f32 {
+        (self.y2 - self.y1).max(0.0)
+    }
+    pub fn area(&self) -> f32 {
+        self.width() * self.height()
+    }
+    pub fn center(&self) -> (f32, f32) {
+        ((self.x1 + self.x2) * 0.5, (self.y1 + self.y2) * 0.5)
+    }
+    /// Bottom centre: where a person or vehicle touches the ground.
+    pub fn foot(&self) -> (f32, f32) {
+        ((self.x1 + self.x2) * 0.5, self.y2)
+    }
+    /// Intersection over union; 0 for empty boxes.
+    pub fn iou(&self, o: &BBox) -> f32 {
+        let iw = (self.x2.min(o.x2) - self.x1.max(o.x1)).max(0.0);
+        let ih = (self.y2.min(o.y2) - self.y1.max(o.y1)).max(0.0);
+        let inter = iw * ih;
+        let union = self.area() + o.area() - inter;
+        if union <= 0.0 {
+            0.0
+        } else {
+            inter / union
+        }
+    }
+}
+
+/// One detection as it appears in an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub class: String,
+    pub score: f32,
+    pub bbox: BBox,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub id: String,
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRef {
+    pub image_id: String,
+    pub sha256: String,
+    /// What the picture shows, e.g. `scene`, `closeup`, `plate`.
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackPhase {
+    /// The track was just confirmed.
+    Start,
+    /// The track ended (lost for too long, or the stream ended).
+    End,
+}
+
+/// A point of a track's path, frame pixels, foot point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PathPoint {
+    pub t_ms: i64,
+    pub x: f32,
+    pub y: f32,
+}
+
+/// Start or end of one confirmed track.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectTrack {
+    pub phase: TrackPhase,
+    pub track_id: u64,
+    pub class: String,
+    /// Mean detection score over the frames the track was matched in.
+    pub mean_score: f32,
+    pub max_score: f32,
+    pub first_box: BBox,
+    pub last_box: BBox,
+    pub first_time_ms: i64,
+    pub last_time_ms: i64,
+    pub duration_ms: i64,
+    /// Frames in which a detection was matched to the track.
+    pub hits: u32,
+    /// Foot-point path, down-sampled to at most a few dozen points.
+    pub path: Vec<PathPoint>,
+    /// Straight-line distance from the first to the last foot point, pixels.
+    pub displacement_px: f32,
+}
+
+/// The kind-specific part of an event. New kinds add variants here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum EventBody {
+    ObjectTrack(ObjectTrack),
+}
+
+impl EventBody {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            EventBody::ObjectTrack(_) => EventKind::ObjectTrack,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub schema_version: u32,
+    pub event_id: String,
+    pub severity: Severity,
+    pub node_id: DeviceId,
+    pub checkpoint_id: DeviceId,
+    pub camera_id: DeviceId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<u32>,
+    /// Frame time, UTC milliseconds since the Unix epoch.
+    pub frame_time_ms: i64,
+    pub detections: Vec<Detection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleRef>,
+    #[serde(default)]
+    pub evidence: Vec<EvidenceRef>,
+    pub review: ReviewState,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("event payload of {0} bytes exceeds the {MAX_EVENT_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("event payload is not valid event JSON: {0}")]
+    Malformed(String),
+    #[error("event schema version {found} is not supported (this build speaks {SCHEMA_VERSION}); upgrade the older side")]
+    Version { found: u64 },
+    #[error("event_id '{0}' is not a ULID (26 Crockford base32 characters)")]
+    EventId(String),
+    #[error("event {event_id}: {field} '{id}' is not a {expected:?} id")]
+    IdType {
+        event_id: String,
+        field: &'static str,
+        id: String,
+        expected: DeviceType,
+    },
+    #[error("event {event_id}: frame_time_ms {t} is outside 2000..2100")]
+    Time { event_id: String, t: i64 },
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        self.body.kind()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("events always serialise")
+    }
+
+    /// Decodes and validates an event from the wire: size, schema version first (so a
+    /// newer peer gets a version error, not a field error), then shape, then ids and time.
+    pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(EventError::TooLarge(bytes.len()));
+        }
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            schema_version: u64,
+        }
+        let v: VersionOnly =
+            serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if v.schema_version != SCHEMA_VERSION as u64 {
+            return Err(EventError::Version {
+                found: v.schema_version,
+            });
+        }
+        let ev: Event =
+            serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
+        ev.validate()?;
+        Ok(ev)
+    }
+
+    pub fn validate(&self) -> Result<(), EventError> {
+        if ulid::Ulid::from_string(&self.event_id).is_err() {
+            return Err(EventError::EventId(self.event_id.clone()));
+        }
+        for (field, id, expected) in [
+            ("node_id", &self.node_id, DeviceType::AnalysisDevice),
+            ("checkpoint_id", &self.checkpoint_id, DeviceType::Checkpoint),
+            ("camera_id", &self.camera_id, DeviceType::Camera),
+        ] {
+            if id.device_type() != expected {
+                return Err(EventError::IdType {
+                    event_id: self.event_id.clone(),
+                    field,
+                    id: id.to_string(),
+                    expected,
+                });
+            }
+        }
+        // 2000-01-01 .. 2100-01-01
+        if !(946_684_800_000..4_102_444_800_000).contains(&self.frame_time_ms) {
+            return Err(EventError::Time {
+                event_id: self.event_id.clone(),
+                t: self.frame_time_ms,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub fn sample() -> Event {
+        let b = BBox::new(10.0, 20.0, 50.0, 120.0);
+        Event {
+            schema_version: SCHEMA_VERSION,
+            event_id: ulid::Ulid::new().to_string(),
+            severity: Severity::Info,
+            node_id: DeviceId::parse("32050500055050000001").unwrap(),
+            checkpoint_id: DeviceId::parse("32050500051210000001").unwrap(),
+            camera_id: DeviceId::parse("32050500051320000001").unwrap(),
+            lane: None,
+            frame_time_ms: 1_780_000_000_000,
+            detections: vec![Detection {
+                class: "person".into(),
+                score: 0.9,
+                bbox: b,
+                track_id: Some(1),
+            }],
+            rule: None,
+            evidence: vec![],
+            review: ReviewState::NotRequired,
+            body: EventBody::ObjectTrack(ObjectTrack {
+                phase: TrackPhase::End,
+                track_id: 1,
+                class: "person".into(),
+                mean_score: 0.8,
+                max_score: 0.9,
+                first_box: b,
+                last_box: b,
+                first_time_ms: 1_780_000_000_000,
+                last_time_ms: 1_780_000_001_000,
+                duration_ms: 1000,
+                hits: 10,
+                path: vec![],
+                displacement_px: 0.0,
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_kind_tag() {
+        let e = sample();
+        let bytes = e.encode();
+        let s = std::str::from_utf8(&bytes).unwrap();
+        assert!(s.contains("\"kind\":\"object_track\""), "{s}");
+        assert_eq!(Event::decode(&bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn wrong_version_is_named() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        v["schema_version"] = 7.into();
+        let err = Event::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(matches!(err, EventError::Version { found: 7 }), "{err}");
+    }
+
+    #[test]
+    fn wrong_id_type_and_bad_ulid_rejected() {
+        let mut e = sample();
+        e.camera_id = DeviceId::parse("32050500051210000009").unwrap();
+        assert!(matches!(
+            Event::decode(&e.encode()),
+            Err(EventError::IdType { field: "camera_id", .. })
+        ));
+        let mut e = sample();
+        e.event_id = "nope".into();
+        assert!(matches!(Event::decode(&e.encode()), Err(EventError::EventId(_))));
+    }
+
+    #[test]
+    fn oversized_rejected() {
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        assert!(matches!(Event::decode(&big), Err(EventError::TooLarge(_))));
+    }
+
+    #[test]
+    fn iou_basics() {
+        let a = BBox::new(0.0, 0.0, 10.0, 10.0);
+        assert!((a.iou(&a) - 1.0).abs() < 1e-6);
+        assert_eq!(a.iou(&BBox::new(20.0, 20.0, 30.0, 30.0)), 0.0);
+        let half = BBox::new(5.0, 0.0, 15.0, 10.0);
+        assert!((a.iou(&half) - 50.0 / 150.0).abs() < 1e-6);
+    }
+
+    fn bbox() -> impl Strategy<Value = BBox> {
+        (0f32..1000.0, 0f32..1000.0, 0f32..300.0, 0f32..300.0)
+            .prop_map(|(x, y, w, h)| BBox::new(x, y, x + w, y + h))
+    }
+
+    proptest! {
+        #[test]
+        fn iou_is_symmetric_and_bounded(a in bbox(), b in bbox()) {
+            let i = a.iou(&b);
+            prop_assert!((0.0..=1.0 + 1e-5).contains(&i));
+            prop_assert!((i - b.iou(&a)).abs() < 1e-5);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Event::decode(&bytes);
+        }
+    }
+}

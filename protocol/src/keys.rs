@@ -1,0 +1,118 @@
+//! zenoh key expressions. Every key the system uses is built here, never with an inline
+//! `format!` elsewhere, so that publishers, subscribers and access rules agree.
+//!
+//! ```text
+//! ckpt/<city6>/<county6>/<checkpoint-id>/<camera-id>/event/<kind>/<event-id>
+//! ckpt/<city6>/<county6>/<checkpoint-id>/health
+//! ckpt/<city6>/<county6>/<checkpoint-id>/alive
+//! ```
+
+use crate::event::EventKind;
+use crate::ids::DeviceId;
+
+pub const ROOT: &str = "ckpt";
+
+/// Prefix of everything one checkpoint publishes.
+pub fn checkpoint_prefix(checkpoint: &DeviceId) -> String {
+    format!(
+        "{ROOT}/{}/{}/{}",
+        checkpoint.city6(),
+        checkpoint.county6(),
+        checkpoint
+    )
+}
+
+/// Key of one event.
+pub fn event(
+    checkpoint: &DeviceId,
+    camera: &DeviceId,
+    kind: EventKind,
+    event_id: &str,
+) -> String {
+    format!(
+        "{}/{}/event/{}/{}",
+        checkpoint_prefix(checkpoint),
+        camera,
+        kind.as_str(),
+        event_id
+    )
+}
+
+/// Periodic node status of one checkpoint.
+pub fn health(checkpoint: &DeviceId) -> String {
+    format!("{}/health", checkpoint_prefix(checkpoint))
+}
+
+/// Liveliness token of one checkpoint's node.
+pub fn alive(checkpoint: &DeviceId) -> String {
+    format!("{}/alive", checkpoint_prefix(checkpoint))
+}
+
+/// Scope an aggregator subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Six-digit county region code, e.g. `320505`.
+    County(String),
+    /// Six-digit city region code, county digits 00, e.g. `320500`.
+    City(String),
+    /// Everything (a single-site demo).
+    All,
+}
+
+/// Wildcard selecting every event in a scope.
+pub fn events_in(scope: &Scope) -> String {
+    match scope {
+        Scope::County(c) => format!("{ROOT}/{}00/{c}/*/*/event/**", &c[..4]),
+        Scope::City(c) => format!("{ROOT}/{c}/*/*/*/event/**"),
+        Scope::All => format!("{ROOT}/*/*/*/*/event/**"),
+    }
+}
+
+/// The parts of an event key, parsed back. Used by the aggregator to check that an event
+/// arrived under the key its own ids imply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventKey<'a> {
+    pub checkpoint: &'a str,
+    pub camera: &'a str,
+    pub kind: &'a str,
+    pub event_id: &'a str,
+}
+
+pub fn parse_event_key(key: &str) -> Option<EventKey<'_>> {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        [ROOT, _city, _county, checkpoint, camera, "event", kind, event_id] => Some(EventKey {
+            checkpoint,
+            camera,
+            kind,
+            event_id,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_key_round_trips() {
+        let ck = DeviceId::parse("32050500051210000001").unwrap();
+        let cam = DeviceId::parse("32050500051320000001").unwrap();
+        let k = event(&ck, &cam, EventKind::ObjectTrack, "01J0000000000000000000000A");
+        assert_eq!(k, "ckpt/320500/320505/32050500051210000001/32050500051320000001/event/object_track/01J0000000000000000000000A");
+        let p = parse_event_key(&k).unwrap();
+        assert_eq!(p.checkpoint, ck.as_str());
+        assert_eq!(p.kind, "object_track");
+        assert!(parse_event_key("ckpt/a/b").is_none());
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(
+            events_in(&Scope::County("320505".into())),
+            "ckpt/320500/320505/*/*/event/**"
+        );
+        assert_eq!(events_in(&Scope::City("320500".into())), "ckpt/320500/*/*/*/event/**");
+    }
+}

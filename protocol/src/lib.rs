@@ -1,0 +1,16 @@
+//! Wire types shared by the edge node and the aggregator.
+//!
+//! Input: nothing; this crate only defines data and pure functions over it.
+//! Output: device ids ([`DeviceId`]), events ([`Event`]) and zenoh key expressions ([`keys`]).
+//! It must not depend on tokio, GStreamer, ort or zenoh: both sides, tests and benches use it.
+#![forbid(unsafe_code)]
+
+pub mod event;
+pub mod ids;
+pub mod keys;
+
+pub use event::{
+    BBox, Detection, Event, EventBody, EventError, EventKind, EvidenceRef, ObjectTrack, PathPoint,
+    ReviewState, RuleRef, Severity, TrackPhase, MAX_EVENT_BYTES, SCHEMA_VERSION,
+};
+pub use ids::{DeviceId, DeviceIdError, DeviceType};
