@@ -1,0 +1,366 @@
+//! One camera's path, top to bottom: decode -> preprocess (decode thread) -> infer ->
+//! track -> events -> publish (inference thread, which owns the ONNX Runtime session).
+//!
+//! The decode thread runs ahead of inference through a bounded channel of
+//! [`FRAME_QUEUE`] frames, so decoding and letterboxing the next frame overlap with inference
+//! of this one. Overflow policy: files block the decoder (every frame is processed); live
+//! streams drop the oldest queued frame, counted. Events are never dropped.
+//!
+//! A failure (source cannot open, stream breaks, model missing) is retried with exponential
+//! backoff; after `retry.max_attempts` failures in a row the camera gives up and reports why.
+//! Nothing here can stop another camera.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use protocol::{DeviceId, Event};
+use serde::Serialize;
+use tracing::{debug, error, info, info_span, warn};
+
+use crate::config::ValidCamera;
+use crate::detect::{DetectError, Detection, Detector};
+use crate::events::EventFactory;
+use crate::frame::Frame;
+use crate::preprocess::{letterbox, Prepared};
+use crate::source::{self, SourceError};
+use crate::stats::{StageSummary, StageTimer};
+use crate::track::{TrackEvent, Tracker};
+
+/// Frames queued between the decode thread and the inference thread.
+pub const FRAME_QUEUE: usize = 4;
+/// Consecutive inference failures after which the camera restarts.
+const MAX_CONSECUTIVE_INFER_ERRORS: u32 = 10;
+
+/// Where events go. The node's publisher implements it; tests collect events in memory.
+pub trait EventSink: Send + Sync {
+    /// Hands an event on, waiting if the sink is full. Err only when the sink is closed.
+    fn send(&self, ev: Event) -> Result<(), String>;
+}
+
+impl EventSink for tokio::sync::mpsc::Sender<Event> {
+    fn send(&self, ev: Event) -> Result<(), String> {
+        self.blocking_send(ev).map_err(|_| "the publisher has stopped".to_string())
+    }
+}
+
+/// Collects events in memory (tests, benches).
+#[derive(Default)]
+pub struct MemorySink(pub Mutex<Vec<Event>>);
+
+impl EventSink for MemorySink {
+    fn send(&self, ev: Event) -> Result<(), String> {
+        self.0.lock().expect("not poisoned").push(ev);
+        Ok(())
+    }
+}
+
+/// What every camera of a node shares.
+#[derive(Clone)]
+pub struct CameraContext {
+    pub node_id: DeviceId,
+    pub checkpoint_id: DeviceId,
+    pub models_dir: PathBuf,
+    pub ort_library: PathBuf,
+    pub intra_threads: usize,
+    pub sink: Arc<dyn EventSink>,
+    pub shutdown: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CameraSummary {
+    pub camera_id: String,
+    pub label: String,
+    pub input: String,
+    pub frames_decoded: u64,
+    pub frames_processed: u64,
+    pub frames_dropped: u64,
+    pub processing_secs: f64,
+    pub fps: f64,
+    pub detections_per_class: BTreeMap<String, u64>,
+    pub confirmed_tracks_per_class: BTreeMap<String, u64>,
+    pub events_published: u64,
+    pub inference_errors: u64,
+    pub attempts: u32,
+    pub failed: bool,
+    pub error: Option<String>,
+    pub stages: Vec<StageSummary>,
+}
+
+#[derive(Default)]
+struct Timers {
+    decode: StageTimer,
+    preprocess: StageTimer,
+    infer: StageTimer,
+    postprocess: StageTimer,
+    track: StageTimer,
+    publish: StageTimer,
+    frame: StageTimer,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CameraError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Detector(#[from] DetectError),
+    #[error("class '{class}' in `classes` is not a label of model '{model}'; labels include: {known}")]
+    UnknownClass { class: String, model: String, known: String },
+    #[error("{0} inferences in a row failed, last: {1}")]
+    Inference(u32, String),
+    #[error("{0}")]
+    Sink(String),
+}
+
+struct Decoded {
+    frame: Frame,
+    prepared: Prepared,
+    decode: Duration,
+    preprocess: Duration,
+    ready_at: Instant,
+}
+
+/// Runs one camera until its source ends, it gives up, or shutdown is raised.
+pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
+    let span = info_span!("camera", checkpoint = %ctx.checkpoint_id, camera = %cam.id, name = %cam.label);
+    let _enter = span.enter();
+    let mut summary = CameraSummary {
+        camera_id: cam.id.to_string(),
+        label: cam.label.clone(),
+        input: cam.raw.source.describe(),
+        ..Default::default()
+    };
+    let mut timers = Timers::default();
+    let mut detector: Option<Detector> = None;
+    let mut failures = 0u32;
+    let mut backoff = Duration::from_millis(cam.retry.initial_backoff_ms);
+    let started = Instant::now();
+    loop {
+        if ctx.shutdown.load(Ordering::Relaxed) {
+            break;
+        }
+        summary.attempts += 1;
+        let frames_before = summary.frames_processed;
+        let result = run_once(&cam, &ctx, &mut detector, &mut summary, &mut timers);
+        let progressed = summary.frames_processed > frames_before;
+        match result {
+            Ok(()) => {
+                summary.error = None;
+                break;
+            }
+            Err(e) => {
+                summary.error = Some(e.to_string());
+                if progressed {
+                    failures = 0;
+                    backoff = Duration::from_millis(cam.retry.initial_backoff_ms);
+                }
+                failures += 1;
+                // A file that broke part-way is not replayed: that would publish its events twice.
+                let give_up = cam.retry.max_attempts.is_some_and(|m| failures >= m) || (progressed && !cam.raw.source.is_live());
+                if give_up || matches!(e, CameraError::Sink(_)) {
+                    error!(error = %e, attempts = summary.attempts, "Camera stopped; fix the input and restart the node");
+                    summary.failed = true;
+                    break;
+                }
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, attempt = summary.attempts, "Camera failed; retrying");
+                sleep_unless_shutdown(backoff, &ctx.shutdown);
+                backoff = (backoff * 2).min(Duration::from_millis(cam.retry.max_backoff_ms));
+            }
+        }
+    }
+    summary.processing_secs = started.elapsed().as_secs_f64();
+    summary.fps = if summary.processing_secs > 0.0 { summary.frames_processed as f64 / summary.processing_secs } else { 0.0 };
+    summary.stages = vec![
+        timers.decode.summary("decode"),
+        timers.preprocess.summary("preprocess"),
+        timers.infer.summary("infer"),
+        timers.postprocess.summary("postprocess"),
+        timers.track.summary("track"),
+        timers.publish.summary("publish"),
+        timers.frame.summary("frame (decoded -> published)"),
+    ];
+    info!(frames = summary.frames_processed, fps = format!("{:.1}", summary.fps), events = summary.events_published, "Camera finished");
+    summary
+}
+
+fn sleep_unless_shutdown(d: Duration, shutdown: &AtomicBool) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+    }
+}
+
+fn run_once(
+    cam: &ValidCamera,
+    ctx: &CameraContext,
+    detector_slot: &mut Option<Detector>,
+    summary: &mut CameraSummary,
+    timers: &mut Timers,
+) -> Result<(), CameraError> {
+    if detector_slot.is_none() {
+        *detector_slot = Some(Detector::load(&cam.raw.detector, &ctx.models_dir, &ctx.ort_library, ctx.intra_threads)?);
+    }
+    let detector = detector_slot.as_mut().expect("just loaded");
+    let labels = detector.labels().to_vec();
+    let mut tracked = vec![false; labels.len()];
+    for class in &cam.raw.classes {
+        match detector.class_id(class) {
+            Some(i) => tracked[i] = true,
+            None => {
+                return Err(CameraError::UnknownClass {
+                    class: class.clone(),
+                    model: detector.manifest().name.clone(),
+                    known: labels.iter().take(12).cloned().collect::<Vec<_>>().join(", ") + ", ...",
+                })
+            }
+        }
+    }
+    let spec = detector.manifest().input.clone();
+    let mut src = source::open(&cam.raw.source)?;
+    let live = cam.raw.source.is_live();
+    let max_frames = cam.raw.max_frames;
+
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Decoded, SourceError>>(FRAME_QUEUE);
+    let shutdown = ctx.shutdown.clone();
+    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let dropped_in_thread = dropped.clone();
+    let decode_span = info_span!("decode");
+    let decoder = std::thread::Builder::new()
+        .name(format!("decode-{}", cam.id))
+        .spawn(move || {
+            let _e = decode_span.enter();
+            decode_loop(&mut *src, &spec, &tx, &shutdown, live, max_frames, &dropped_in_thread)
+        })
+        .expect("spawning a thread");
+
+    let mut factory = EventFactory::new(ctx.node_id.clone(), ctx.checkpoint_id.clone(), cam.id.clone(), cam.raw.lane, labels.clone());
+    let mut tracker = Tracker::new(cam.tracker.clone());
+    let mut consecutive_errors = 0u32;
+    let result = (|| -> Result<(), CameraError> {
+        loop {
+            let item = match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(item) => item,
+                Err(RecvTimeoutError::Timeout) => {
+                    if ctx.shutdown.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(()), // end of source
+            };
+            let d = item?;
+            summary.frames_decoded += 1;
+            timers.decode.record(d.decode);
+            timers.preprocess.record(d.preprocess);
+            let (dets, t) = match detector.detect(&d.prepared) {
+                Ok(x) => {
+                    consecutive_errors = 0;
+                    x
+                }
+                Err(e) => {
+                    summary.inference_errors += 1;
+                    consecutive_errors += 1;
+                    if consecutive_errors == 1 {
+                        warn!(error = %e, frame = d.frame.seq, "Inference failed; frame skipped");
+                    }
+                    if consecutive_errors >= MAX_CONSECUTIVE_INFER_ERRORS {
+                        return Err(CameraError::Inference(consecutive_errors, e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            timers.infer.record(t.infer);
+            timers.postprocess.record(t.postprocess);
+            for det in &dets {
+                *summary.detections_per_class.entry(factory.label(det.class_id)).or_default() += 1;
+            }
+            let t_track = Instant::now();
+            let dets: Vec<Detection> = dets.into_iter().filter(|d| tracked[d.class_id]).collect();
+            let track_events = tracker.update(&dets, d.frame.time_ms);
+            timers.track.record(t_track.elapsed());
+            let t_pub = Instant::now();
+            publish(&track_events, &mut factory, ctx, summary)?;
+            timers.publish.record(t_pub.elapsed());
+            timers.frame.record(d.ready_at.elapsed() + d.decode + d.preprocess);
+            summary.frames_processed += 1;
+            debug!(
+                frame = d.frame.seq,
+                time_ms = d.frame.time_ms,
+                detections = dets.len(),
+                decode_ms = d.decode.as_secs_f64() * 1e3,
+                preprocess_ms = d.preprocess.as_secs_f64() * 1e3,
+                infer_ms = t.infer.as_secs_f64() * 1e3,
+                postprocess_ms = t.postprocess.as_secs_f64() * 1e3,
+                "Frame processed"
+            );
+        }
+    })();
+    // Whatever happened, tracks still open end here: their end events are real.
+    let ended = tracker.finish();
+    let flushed = publish(&ended, &mut factory, ctx, summary);
+    drop(rx);
+    let _ = decoder.join();
+    summary.frames_dropped += dropped.load(Ordering::Relaxed);
+    result.and(flushed)
+}
+
+fn publish(events: &[TrackEvent], factory: &mut EventFactory, ctx: &CameraContext, summary: &mut CameraSummary) -> Result<(), CameraError> {
+    for te in events {
+        if let TrackEvent::Started(t) = te {
+            *summary.confirmed_tracks_per_class.entry(factory.label(t.class_id)).or_default() += 1;
+        }
+        let ev = factory.object_track(te);
+        ctx.sink.send(ev).map_err(CameraError::Sink)?;
+        summary.events_published += 1;
+    }
+    Ok(())
+}
+
+fn decode_loop(
+    src: &mut dyn source::FrameSource,
+    spec: &crate::manifest::InputSpec,
+    tx: &SyncSender<Result<Decoded, SourceError>>,
+    shutdown: &AtomicBool,
+    live: bool,
+    max_frames: Option<u64>,
+    dropped: &std::sync::atomic::AtomicU64,
+) {
+    let mut n = 0u64;
+    // A live stream's frame that could not be queued waits here; the next frame replaces it
+    // (the oldest is dropped, counted).
+    let mut pending: Option<Decoded> = None;
+    while !shutdown.load(Ordering::Relaxed) && max_frames.is_none_or(|m| n < m) {
+        let t0 = Instant::now();
+        let frame = match src.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let decode = t0.elapsed();
+        let t1 = Instant::now();
+        let prepared = letterbox(&frame.rgb, frame.width, frame.height, frame.stride(), spec);
+        let d = Decoded { frame, prepared, decode, preprocess: t1.elapsed(), ready_at: Instant::now() };
+        n += 1;
+        if live {
+            if pending.take().is_some() {
+                dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            match tx.try_send(Ok(d)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(Ok(d))) => pending = Some(d),
+                Err(_) => return,
+            }
+        } else if tx.send(Ok(d)).is_err() {
+            return;
+        }
+    }
+    if let Some(d) = pending {
+        let _ = tx.send(Ok(d));
+    }
+}

@@ -1,0 +1,561 @@
+//! Node configuration: serde data with a doc on every field, checked by [`NodeConfig::validate`],
+//! which reports every problem at once.
+//!
+//! Static problems (bad ids, duplicate cameras, thresholds out of range) are config errors and
+//! stop the node before it starts. Problems only the running camera can see (a missing video
+//! file, a missing model) are per-camera failures: that camera retries, the others run on.
+
+use std::path::{Path, PathBuf};
+
+use protocol::{DeviceId, DeviceType};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's 20-digit device id (type code 505, video analysis device).
+    pub node_id: String,
+    /// The checkpoint this node serves (type code 121); all its cameras publish under it.
+    pub checkpoint_id: String,
+    /// Where the ONNX Runtime library and the models are.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// How the node joins the zenoh network.
+    #[serde(default)]
+    pub zenoh: ZenohConfig,
+    /// Tracker settings shared by every camera unless a camera overrides them.
+    #[serde(default)]
+    pub tracker: TrackerConfig,
+    /// The cameras this node watches; each runs isolated from the others.
+    pub cameras: Vec<CameraConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Path of libonnxruntime.so. The environment variable ORT_DYLIB_PATH overrides it;
+    /// `scripts/setup.sh` installs 1.32.0 under `.cache/onnxruntime/`.
+    #[serde(default)]
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Folder the model files (`file` in each manifest) are looked up in. TRAFFIC_MODELS_DIR
+    /// overrides it. Default `.cache/models`.
+    #[serde(default)]
+    pub models_dir: Option<PathBuf>,
+    /// Threads ONNX Runtime may use inside one inference call, per camera.
+    #[serde(default = "default_intra_threads")]
+    pub intra_threads: usize,
+    /// Seconds to wait at start-up for an aggregator to be reachable before publishing.
+    #[serde(default = "default_wait_aggregator_secs")]
+    pub wait_for_aggregator_secs: u64,
+}
+
+fn default_intra_threads() -> usize {
+    2
+}
+fn default_wait_aggregator_secs() -> u64 {
+    10
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            onnxruntime_library: None,
+            models_dir: None,
+            intra_threads: default_intra_threads(),
+            wait_for_aggregator_secs: default_wait_aggregator_secs(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    pub fn onnxruntime_library(&self) -> PathBuf {
+        std::env::var_os("ORT_DYLIB_PATH")
+            .map(PathBuf::from)
+            .or_else(|| self.onnxruntime_library.clone())
+            .unwrap_or_else(|| PathBuf::from(".cache/onnxruntime/libonnxruntime.so.1.32.0"))
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        std::env::var_os("TRAFFIC_MODELS_DIR")
+            .map(PathBuf::from)
+            .or_else(|| self.models_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(".cache/models"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ZenohMode {
+    Peer,
+    Client,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZenohConfig {
+    /// `peer` (default; connects directly to the aggregator or other peers) or `client`
+    /// (through a zenoh router).
+    #[serde(default = "default_mode")]
+    pub mode: ZenohMode,
+    /// Endpoints to connect to, e.g. `tcp/127.0.0.1:7447` (the aggregator's listener).
+    #[serde(default)]
+    pub connect: Vec<String>,
+    /// Endpoints to listen on; usually none for an edge node.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Multicast scouting finds peers on the LAN; off by default so that only the configured
+    /// endpoints are used.
+    #[serde(default)]
+    pub multicast_scouting: bool,
+}
+
+fn default_mode() -> ZenohMode {
+    ZenohMode::Peer
+}
+
+impl Default for ZenohConfig {
+    fn default() -> Self {
+        ZenohConfig {
+            mode: ZenohMode::Peer,
+            connect: vec!["tcp/127.0.0.1:7447".into()],
+            listen: vec![],
+            multicast_scouting: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// The camera's 20-digit device id (type code 132, network camera).
+    pub id: String,
+    /// A human-readable name for logs and the summary.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where the frames come from.
+    pub source: SourceConfig,
+    /// Path of the detector's model manifest, e.g. `models/yolov8n.toml`.
+    #[serde(default = "default_detector")]
+    pub detector: PathBuf,
+    /// Lane number this camera watches, if it watches one lane.
+    #[serde(default)]
+    pub lane: Option<u32>,
+    /// Object classes to track (detector label names). Others are detected but not tracked.
+    #[serde(default = "default_classes")]
+    pub classes: Vec<String>,
+    /// Stop after this many frames (files and image folders); none = the whole source.
+    #[serde(default)]
+    pub max_frames: Option<u64>,
+    /// Retry policy when the source or the detector fails.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Overrides of the node's tracker settings for this camera.
+    #[serde(default)]
+    pub tracker: Option<TrackerConfig>,
+}
+
+fn default_detector() -> PathBuf {
+    PathBuf::from("models/yolov8n.toml")
+}
+
+fn default_classes() -> Vec<String> {
+    ["person", "bicycle", "car", "motorcycle", "bus", "truck"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A video file in any container GStreamer can decode.
+    File {
+        /// Path of the file.
+        path: PathBuf,
+        /// UTC time of the file's first frame, RFC 3339 (e.g. `2026-11-29T08:00:00Z`); frame
+        /// times are this plus each frame's timestamp. Default: the time the file is opened.
+        #[serde(default)]
+        start_time: Option<String>,
+        /// Play at the file's own frame rate instead of as fast as possible.
+        #[serde(default)]
+        realtime: bool,
+    },
+    /// An RTSP stream; frames are dropped (oldest first) when inference falls behind.
+    Rtsp {
+        /// `rtsp://host:port/path`.
+        url: String,
+        /// Jitter-buffer latency in milliseconds.
+        #[serde(default = "default_latency_ms")]
+        latency_ms: u32,
+    },
+    /// A folder of still images (jpg, jpeg, png), taken in name order as frames.
+    Images {
+        /// Path of the folder.
+        dir: PathBuf,
+        /// Frame rate the images stand for, used for frame times.
+        #[serde(default = "default_images_fps")]
+        fps: f64,
+        /// UTC time of the first image, RFC 3339; default: when the folder is opened.
+        #[serde(default)]
+        start_time: Option<String>,
+    },
+}
+
+fn default_latency_ms() -> u32 {
+    200
+}
+fn default_images_fps() -> f64 {
+    10.0
+}
+
+impl SourceConfig {
+    pub fn is_live(&self) -> bool {
+        matches!(self, SourceConfig::Rtsp { .. })
+    }
+    /// What to call the input in messages.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceConfig::File { path, .. } => format!("file '{}'", path.display()),
+            SourceConfig::Rtsp { url, .. } => format!("rtsp stream '{url}'"),
+            SourceConfig::Images { dir, .. } => format!("image folder '{}'", dir.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First wait after a failure, milliseconds; doubles on each further failure.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Longest wait between attempts, milliseconds.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Give up after this many failed attempts in a row; none = never (the default for RTSP).
+    /// Files and image folders default to 3.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+fn default_initial_backoff_ms() -> u64 {
+    500
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_backoff_ms: default_initial_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+            max_attempts: None,
+        }
+    }
+}
+
+/// ByteTrack-style tracker settings. Scores are detector confidences, IoUs in 0..1.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// Detections at or above this score take part in the first association.
+    #[serde(default = "d_high")]
+    pub high_score: f32,
+    /// Detections between this and `high_score` may only extend tracks already followed.
+    #[serde(default = "d_low")]
+    pub low_score: f32,
+    /// An unmatched detection at or above this score starts a tentative track.
+    #[serde(default = "d_new")]
+    pub new_track_score: f32,
+    /// Minimum IoU for the first (high score) association.
+    #[serde(default = "d_match")]
+    pub match_iou: f32,
+    /// Minimum IoU for the second (low score) association.
+    #[serde(default = "d_low_match")]
+    pub low_match_iou: f32,
+    /// Consecutive matched frames before a tentative track is confirmed.
+    #[serde(default = "d_confirm")]
+    pub confirm_hits: u32,
+    /// Frames a confirmed track may go unmatched before it ends.
+    #[serde(default = "d_lost")]
+    pub max_lost_frames: u32,
+}
+
+fn d_high() -> f32 {
+    0.5
+}
+fn d_low() -> f32 {
+    0.1
+}
+fn d_new() -> f32 {
+    0.6
+}
+fn d_match() -> f32 {
+    0.2
+}
+fn d_low_match() -> f32 {
+    0.5
+}
+fn d_confirm() -> u32 {
+    3
+}
+fn d_lost() -> u32 {
+    30
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            high_score: d_high(),
+            low_score: d_low(),
+            new_track_score: d_new(),
+            match_iou: d_match(),
+            low_match_iou: d_low_match(),
+            confirm_hits: d_confirm(),
+            max_lost_frames: d_lost(),
+        }
+    }
+}
+
+impl TrackerConfig {
+    fn validate(&self, at: &str, errors: &mut Vec<String>) {
+        for (name, v) in [
+            ("high_score", self.high_score),
+            ("low_score", self.low_score),
+            ("new_track_score", self.new_track_score),
+            ("match_iou", self.match_iou),
+            ("low_match_iou", self.low_match_iou),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                errors.push(format!("{at}.{name} = {v} is outside 0..1"));
+            }
+        }
+        if self.low_score > self.high_score {
+            errors.push(format!(
+                "{at}.low_score {} is above high_score {}; low_score must be the lower one",
+                self.low_score, self.high_score
+            ));
+        }
+        if self.confirm_hits == 0 {
+            errors.push(format!("{at}.confirm_hits must be at least 1"));
+        }
+    }
+}
+
+/// A config that passed validation, with its ids parsed.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub node_id: DeviceId,
+    pub checkpoint_id: DeviceId,
+    pub raw: NodeConfig,
+    pub cameras: Vec<ValidCamera>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidCamera {
+    pub id: DeviceId,
+    pub label: String,
+    pub tracker: TrackerConfig,
+    pub retry: RetryConfig,
+    pub raw: CameraConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config '{path}': {source}; pass an existing file with --config")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config '{path}' is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config '{path}' has {} problem(s):\n  - {}", .errors.len(), .errors.join("\n  - "))]
+    Invalid { path: PathBuf, errors: Vec<String> },
+}
+
+impl NodeConfig {
+    pub fn from_toml(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)?.validate(path)
+    }
+
+    /// Checks everything that can be checked without opening cameras or models, and
+    /// reports all problems at once.
+    pub fn validate(self, path: &Path) -> Result<ValidConfig, ConfigError> {
+        let mut errors = Vec::new();
+        let node_id = DeviceId::parse_as(&self.node_id, DeviceType::AnalysisDevice)
+            .map_err(|e| errors.push(format!("node_id: {e}")))
+            .ok();
+        let checkpoint_id = DeviceId::parse_as(&self.checkpoint_id, DeviceType::Checkpoint)
+            .map_err(|e| errors.push(format!("checkpoint_id: {e}")))
+            .ok();
+        self.tracker.validate("tracker", &mut errors);
+        if self.runtime.intra_threads == 0 {
+            errors.push("runtime.intra_threads must be at least 1".into());
+        }
+        if self.cameras.is_empty() {
+            errors.push("no cameras: add at least one [[cameras]] table".into());
+        }
+        let mut cameras = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let at = format!("cameras[{i}]");
+            let id = match DeviceId::parse_as(&cam.id, DeviceType::Camera) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    errors.push(format!("{at}.id: {e}"));
+                    None
+                }
+            };
+            if !seen.insert(cam.id.clone()) {
+                errors.push(format!("{at}.id '{}' is used by an earlier camera; camera ids must be unique", cam.id));
+            }
+            if let (Some(id), Some(ck)) = (&id, &checkpoint_id) {
+                if id.county6() != ck.county6() {
+                    errors.push(format!(
+                        "{at}.id '{id}' is in region {} but checkpoint_id '{ck}' is in region {}; a node's cameras belong to its checkpoint's county",
+                        id.county6(),
+                        ck.county6()
+                    ));
+                }
+            }
+            match &cam.source {
+                SourceConfig::File { path, start_time, .. } => {
+                    if path.as_os_str().is_empty() {
+                        errors.push(format!("{at}.source.path is empty"));
+                    }
+                    check_time(start_time, &at, &mut errors);
+                }
+                SourceConfig::Rtsp { url, .. } => {
+                    if !(url.starts_with("rtsp://") || url.starts_with("rtsps://")) {
+                        errors.push(format!(
+                            "{at}.source.url '{url}' is not an rtsp:// URL"
+                        ));
+                    }
+                }
+                SourceConfig::Images { dir, fps, start_time } => {
+                    if dir.as_os_str().is_empty() {
+                        errors.push(format!("{at}.source.dir is empty"));
+                    }
+                    if !(*fps > 0.0 && fps.is_finite()) {
+                        errors.push(format!("{at}.source.fps = {fps} must be above 0"));
+                    }
+                    check_time(start_time, &at, &mut errors);
+                }
+            }
+            if cam.classes.is_empty() {
+                errors.push(format!("{at}.classes is empty; list the classes to track, e.g. [\"person\", \"car\"]"));
+            }
+            if cam.retry.initial_backoff_ms == 0 || cam.retry.initial_backoff_ms > cam.retry.max_backoff_ms {
+                errors.push(format!(
+                    "{at}.retry: initial_backoff_ms {} must be above 0 and at most max_backoff_ms {}",
+                    cam.retry.initial_backoff_ms, cam.retry.max_backoff_ms
+                ));
+            }
+            let tracker = cam.tracker.clone().unwrap_or_else(|| self.tracker.clone());
+            tracker.validate(&format!("{at}.tracker"), &mut errors);
+            let mut retry = cam.retry.clone();
+            if retry.max_attempts.is_none() && !cam.source.is_live() {
+                retry.max_attempts = Some(3);
+            }
+            if let Some(id) = id {
+                cameras.push(ValidCamera {
+                    label: cam.name.clone().unwrap_or_else(|| id.to_string()),
+                    id,
+                    tracker,
+                    retry,
+                    raw: cam.clone(),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                errors,
+            });
+        }
+        Ok(ValidConfig {
+            node_id: node_id.expect("checked"),
+            checkpoint_id: checkpoint_id.expect("checked"),
+            raw: self,
+            cameras,
+        })
+    }
+}
+
+fn check_time(t: &Option<String>, at: &str, errors: &mut Vec<String>) {
+    if let Some(t) = t {
+        if crate::time::parse_rfc3339_ms(t).is_none() {
+            errors.push(format!(
+                "{at}.source.start_time '{t}' is not an RFC 3339 UTC time like 2026-11-29T08:00:00Z"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = "32050500055050000001"
+checkpoint_id = "32050500051210000001"
+[[cameras]]
+id = "32050500051320000001"
+source = { type = "file", path = "a.avi" }
+"#;
+
+    #[test]
+    fn minimal_config_validates_with_defaults() {
+        let c = NodeConfig::from_toml(GOOD, Path::new("t.toml"))
+            .unwrap()
+            .validate(Path::new("t.toml"))
+            .unwrap();
+        assert_eq!(c.cameras.len(), 1);
+        assert_eq!(c.cameras[0].retry.max_attempts, Some(3));
+        assert_eq!(c.cameras[0].tracker, TrackerConfig::default());
+    }
+
+    #[test]
+    fn all_errors_reported_at_once_naming_the_values() {
+        let text = r#"
+node_id = "123"
+checkpoint_id = "32050500051210000001"
+[tracker]
+low_score = 0.9
+[[cameras]]
+id = "32050500051320000001"
+source = { type = "rtsp", url = "http://x" }
+[[cameras]]
+id = "32050500051320000001"
+classes = []
+source = { type = "file", path = "a.avi", start_time = "yesterday" }
+"#;
+        let err = NodeConfig::from_toml(text, Path::new("bad.toml"))
+            .unwrap()
+            .validate(Path::new("bad.toml"))
+            .unwrap_err()
+            .to_string();
+        for needle in ["'bad.toml'", "node_id", "'123'", "low_score 0.9", "'http://x'", "must be unique", "classes is empty", "'yesterday'"] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = NodeConfig::from_toml(&format!("{GOOD}\nbogus = 1\n"), Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,365 @@
+//! Stage `infer`: the object detector.
+//!
+//! Input: a [`Prepared`] tensor. Output: [`Detection`]s in frame pixels with class names from
+//! the model. The ONNX Runtime session is owned by the camera's inference thread; nothing else
+//! touches it. Output decoding and NMS are pure functions, tested and benched without a model.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::session::Session;
+use ort::value::TensorRef;
+use protocol::BBox;
+
+use crate::manifest::{parse_names_metadata, Decoder, ManifestError, ModelManifest};
+use crate::preprocess::{Letterbox, Prepared};
+
+/// A detection in frame pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub class_id: usize,
+    pub score: f32,
+    pub bbox: BBox,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("cannot load ONNX Runtime from '{path}': {message}; run scripts/setup.sh or set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or newer")]
+    Runtime { path: PathBuf, message: String },
+    #[error("cannot load model '{path}': {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("model '{path}' does not match its manifest '{manifest}': {message}")]
+    Shape {
+        path: PathBuf,
+        manifest: PathBuf,
+        message: String,
+    },
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// The ONNX Runtime library is loaded once per process; every camera shares it.
+static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+fn environment(lib: &Path) -> Result<&'static ort::environment::Environment, DetectError> {
+    ORT_ENV
+        .get_or_init(|| {
+            if !lib.exists() {
+                return Err("no such file".to_string());
+            }
+            ort::init_from(lib)
+                .map_err(|e| e.to_string())?
+                .with_name("edge-node")
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|message| DetectError::Runtime {
+            path: lib.to_path_buf(),
+            message: message.clone(),
+        })
+}
+
+pub struct Detector {
+    session: Session,
+    manifest: ModelManifest,
+    labels: Vec<String>,
+    num_anchors: usize,
+}
+
+impl Detector {
+    /// Loads the model a manifest describes, checking its sha256, its input and output
+    /// names and shapes against the manifest, and reading its labels.
+    pub fn load(
+        manifest_path: &Path,
+        models_dir: &Path,
+        ort_library: &Path,
+        intra_threads: usize,
+    ) -> Result<Detector, DetectError> {
+        let manifest = ModelManifest::load(manifest_path)?;
+        let model_path = manifest.verified_file(models_dir, manifest_path)?;
+        let env = environment(ort_library)?;
+        let load_err = |e: ort::Error| DetectError::Load {
+            path: model_path.clone(),
+            message: e.to_string(),
+        };
+        let session = Session::builder(env)
+            .map_err(load_err)?
+            .with_intra_threads(intra_threads)
+            .map_err(|e| load_err(ort::Error::from(e)))?
+            .with_inter_threads(1)
+            .map_err(|e| load_err(ort::Error::from(e)))?
+            .commit_from_file(&model_path)
+            .map_err(load_err)?;
+        let shape_err = |message: String| DetectError::Shape {
+            path: model_path.clone(),
+            manifest: manifest_path.to_path_buf(),
+            message,
+        };
+        let input = session
+            .inputs()
+            .iter()
+            .find(|i| i.name() == manifest.input.name)
+            .ok_or_else(|| shape_err(format!("no input named '{}'", manifest.input.name)))?;
+        let in_shape: Vec<i64> = input
+            .dtype()
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let want = [1, 3, manifest.input.height as i64, manifest.input.width as i64];
+        if in_shape.len() != 4 || in_shape.iter().zip(want).any(|(&got, w)| got >= 0 && got != w) {
+            return Err(shape_err(format!("input '{}' has shape {in_shape:?}, manifest says {want:?}", input.name())));
+        }
+        let output = session
+            .outputs()
+            .iter()
+            .find(|o| o.name() == manifest.output.name)
+            .ok_or_else(|| shape_err(format!("no output named '{}'", manifest.output.name)))?;
+        let out_shape: Vec<i64> = output
+            .dtype()
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let labels = match (&manifest.labels.names, &manifest.labels.metadata_key) {
+            (Some(n), _) => n.clone(),
+            (None, Some(key)) => {
+                let raw = session
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.custom(key))
+                    .ok_or_else(|| shape_err(format!("no metadata key '{key}' with class names")))?;
+                parse_names_metadata(&raw)
+                    .ok_or_else(|| shape_err(format!("metadata '{key}' is not a class-name map")))?
+            }
+            (None, None) => unreachable!("manifest validation requires labels"),
+        };
+        let num_anchors = match manifest.output.decoder {
+            Decoder::Yolov8 => {
+                if out_shape.len() != 3 || (out_shape[1] >= 0 && out_shape[1] as usize != 4 + labels.len()) {
+                    return Err(shape_err(format!(
+                        "output '{}' has shape {out_shape:?}; yolov8 expects [1, {}, anchors] for {} labels",
+                        manifest.output.name,
+                        4 + labels.len(),
+                        labels.len()
+                    )));
+                }
+                out_shape[2].max(0) as usize
+            }
+        };
+        Ok(Detector {
+            session,
+            manifest,
+            labels,
+            num_anchors,
+        })
+    }
+
+    pub fn manifest(&self) -> &ModelManifest {
+        &self.manifest
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub fn class_id(&self, name: &str) -> Option<usize> {
+        self.labels.iter().position(|l| l == name)
+    }
+
+    /// Runs the model only and returns the raw output (used by the benchmark).
+    pub fn run_raw(&mut self, prepared: &Prepared) -> Result<Vec<f32>, DetectError> {
+        let (h, w) = (self.manifest.input.height as usize, self.manifest.input.width as usize);
+        let input = TensorRef::from_array_view(([1usize, 3, h, w], prepared.tensor.as_slice()))
+            .map_err(|e| DetectError::Run(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.manifest.input.name.as_str() => input])
+            .map_err(|e| DetectError::Run(e.to_string()))?;
+        let (_, data) = outputs[self.manifest.output.name.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| DetectError::Run(e.to_string()))?;
+        Ok(data.to_vec())
+    }
+
+    /// Model inference, then decode and NMS; boxes come back in frame pixels.
+    pub fn detect(&mut self, prepared: &Prepared) -> Result<(Vec<Detection>, InferTimings), DetectError> {
+        let t0 = std::time::Instant::now();
+        let raw = self.run_raw(prepared)?;
+        let t1 = std::time::Instant::now();
+        let num_anchors = if self.num_anchors > 0 {
+            self.num_anchors
+        } else {
+            raw.len() / (4 + self.labels.len())
+        };
+        let dets = match self.manifest.output.decoder {
+            Decoder::Yolov8 => postprocess_yolov8(
+                &raw,
+                self.labels.len(),
+                num_anchors,
+                self.manifest.thresholds.score,
+                self.manifest.thresholds.nms_iou,
+                &prepared.letterbox,
+            ),
+        };
+        Ok((
+            dets,
+            InferTimings {
+                infer: t1 - t0,
+                postprocess: t1.elapsed(),
+            },
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InferTimings {
+    pub infer: std::time::Duration,
+    pub postprocess: std::time::Duration,
+}
+
+/// Decode + per-class NMS + unmap to frame pixels.
+pub fn postprocess_yolov8(
+    raw: &[f32],
+    num_classes: usize,
+    num_anchors: usize,
+    score_threshold: f32,
+    nms_iou: f32,
+    letterbox: &Letterbox,
+) -> Vec<Detection> {
+    let mut dets = decode_yolov8(raw, num_classes, num_anchors, score_threshold);
+    dets = nms_per_class(dets, nms_iou);
+    for d in &mut dets {
+        d.bbox = letterbox.unmap(&d.bbox);
+    }
+    dets.retain(|d| d.bbox.area() > 0.0);
+    dets
+}
+
+/// Decodes a `[4 + C, A]` (attribute-major) YOLOv8 output into boxes in input pixels,
+/// keeping each anchor's best class when it reaches `score_threshold`.
+pub fn decode_yolov8(raw: &[f32], num_classes: usize, num_anchors: usize, score_threshold: f32) -> Vec<Detection> {
+    let attrs = 4 + num_classes;
+    if raw.len() < attrs * num_anchors {
+        return Vec::new();
+    }
+    let mut best = vec![(0usize, f32::MIN); num_anchors];
+    // Attribute-major: walk each class row once, contiguous in memory.
+    for c in 0..num_classes {
+        let row = &raw[(4 + c) * num_anchors..(5 + c) * num_anchors];
+        for (a, &s) in row.iter().enumerate() {
+            if s > best[a].1 {
+                best[a] = (c, s);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (a, &(class_id, score)) in best.iter().enumerate() {
+        if score < score_threshold || !score.is_finite() {
+            continue;
+        }
+        let cx = raw[a];
+        let cy = raw[num_anchors + a];
+        let w = raw[2 * num_anchors + a];
+        let h = raw[3 * num_anchors + a];
+        out.push(Detection {
+            class_id,
+            score,
+            bbox: BBox::new(cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0),
+        });
+    }
+    out
+}
+
+/// Greedy non-maximum suppression within each class: highest score first, dropping boxes of
+/// the same class that overlap a kept one by more than `iou_threshold`.
+pub fn nms_per_class(mut dets: Vec<Detection>, iou_threshold: f32) -> Vec<Detection> {
+    dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut keep: Vec<Detection> = Vec::with_capacity(dets.len());
+    for d in dets {
+        if keep
+            .iter()
+            .all(|k| k.class_id != d.class_id || k.bbox.iou(&d.bbox) <= iou_threshold)
+        {
+            keep.push(d);
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn det(c: usize, s: f32, x: f32) -> Detection {
+        Detection {
+            class_id: c,
+            score: s,
+            bbox: BBox::new(x, 0.0, x + 10.0, 10.0),
+        }
+    }
+
+    #[test]
+    fn nms_suppresses_within_class_only() {
+        let out = nms_per_class(vec![det(0, 0.5, 1.0), det(0, 0.9, 0.0), det(1, 0.8, 0.0), det(0, 0.7, 50.0)], 0.45);
+        let got: Vec<(usize, f32)> = out.iter().map(|d| (d.class_id, d.score)).collect();
+        assert_eq!(got, vec![(0, 0.9), (1, 0.8), (0, 0.7)]);
+    }
+
+    #[test]
+    fn decode_picks_best_class_and_thresholds() {
+        // 2 classes, 3 anchors.
+        let a = 3;
+        let mut raw = vec![0f32; 6 * a];
+        let set = |raw: &mut Vec<f32>, attr: usize, anchor: usize, v: f32| raw[attr * a + anchor] = v;
+        for (anchor, (cx, s0, s1)) in [(100.0, 0.9, 0.1), (200.0, 0.2, 0.24), (300.0, 0.1, 0.6)].into_iter().enumerate() {
+            set(&mut raw, 0, anchor, cx);
+            set(&mut raw, 1, anchor, 50.0);
+            set(&mut raw, 2, anchor, 20.0);
+            set(&mut raw, 3, anchor, 40.0);
+            set(&mut raw, 4, anchor, s0);
+            set(&mut raw, 5, anchor, s1);
+        }
+        let d = decode_yolov8(&raw, 2, a, 0.25);
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].class_id, d[0].bbox), (0, BBox::new(90.0, 30.0, 110.0, 70.0)));
+        assert_eq!(d[1].class_id, 1);
+        assert!(decode_yolov8(&raw[..5], 2, a, 0.25).is_empty());
+    }
+
+    fn arb_dets() -> impl Strategy<Value = Vec<Detection>> {
+        proptest::collection::vec(
+            (0usize..3, 0f32..1.0, 0f32..200.0, 0f32..200.0, 1f32..60.0, 1f32..60.0).prop_map(|(c, s, x, y, w, h)| Detection {
+                class_id: c,
+                score: s,
+                bbox: BBox::new(x, y, x + w, y + h),
+            }),
+            0..40,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn nms_invariants(dets in arb_dets(), thr in 0.1f32..0.9) {
+            let out = nms_per_class(dets.clone(), thr);
+            // No two kept boxes of one class overlap above the threshold.
+            for (i, a) in out.iter().enumerate() {
+                for b in &out[i + 1..] {
+                    prop_assert!(a.class_id != b.class_id || a.bbox.iou(&b.bbox) <= thr);
+                }
+            }
+            // Every dropped box is covered by a kept box of its class with a higher or equal score.
+            for d in &dets {
+                if !out.contains(d) {
+                    prop_assert!(out.iter().any(|k| k.class_id == d.class_id && k.score >= d.score && k.bbox.iou(&d.bbox) > thr));
+                }
+            }
+            // The best box of each class survives.
+            if let Some(best) = dets.iter().max_by(|a, b| a.score.total_cmp(&b.score)) {
+                prop_assert!(out.iter().any(|k| k.score == best.score));
+            }
+        }
+    }
+}

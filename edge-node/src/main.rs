@@ -1,0 +1,63 @@
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use edge_node::config::NodeConfig;
+use edge_node::node;
+
+/// Roadside edge node: cameras in, events out over zenoh.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Node config (TOML), e.g. configs/edge-demo.toml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Only validate the config and exit.
+    #[arg(long)]
+    check: bool,
+    /// Also write the end-of-run summary as JSON here.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,zenoh=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<std::process::ExitCode> {
+    let args = Args::parse();
+    let cfg = NodeConfig::load(&args.config)?;
+    if args.check {
+        println!("config '{}' is valid: {} camera(s)", args.config.display(), cfg.cameras.len());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = shutdown.clone();
+    let summary = rt.block_on(async move {
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("Interrupted; finishing the cameras");
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+        node::run(cfg, shutdown).await
+    })?;
+    print!("{}", node::render_summary(&summary));
+    if let Some(p) = &args.summary_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing summary to '{}'", p.display()))?;
+    }
+    Ok(if summary.any_camera_failed() { std::process::ExitCode::from(3) } else { std::process::ExitCode::SUCCESS })
+}

@@ -1,0 +1,128 @@
+//! The node: every camera on its own threads, one zenoh session, one publisher. Threads,
+//! tasks, channels and shutdown live here and nowhere else.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::keys;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::camera::{run_camera, CameraContext, CameraSummary};
+use crate::config::ValidConfig;
+use crate::publish::{open_session, run_publisher, wait_for_aggregator, PublishError};
+
+/// Events buffered between the cameras and the publisher.
+const EVENT_QUEUE: usize = 1024;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSummary {
+    pub node_id: String,
+    pub checkpoint_id: String,
+    pub aggregator_seen: bool,
+    pub events_published: u64,
+    pub events_failed: u64,
+    pub cameras: Vec<CameraSummary>,
+}
+
+impl NodeSummary {
+    pub fn any_camera_failed(&self) -> bool {
+        self.cameras.iter().any(|c| c.failed)
+    }
+}
+
+/// Runs the node until every camera has finished (files end; live streams run until
+/// `shutdown` is raised).
+pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSummary, PublishError> {
+    let session = open_session(&cfg.raw.zenoh).await?;
+    let wait = Duration::from_secs(cfg.raw.runtime.wait_for_aggregator_secs);
+    let aggregator_seen = wait.is_zero() || wait_for_aggregator(&session, wait).await;
+    if !aggregator_seen {
+        warn!(waited_secs = wait.as_secs(), "No aggregator reachable; publishing anyway, events sent before one appears are lost");
+    }
+    let _alive = session
+        .liveliness()
+        .declare_token(keys::alive(&cfg.checkpoint_id))
+        .await
+        .map_err(|e| PublishError::Open(e.to_string()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+    let publisher = tokio::spawn(run_publisher(session.clone(), rx));
+    let ctx = CameraContext {
+        node_id: cfg.node_id.clone(),
+        checkpoint_id: cfg.checkpoint_id.clone(),
+        models_dir: cfg.raw.runtime.models_dir(),
+        ort_library: cfg.raw.runtime.onnxruntime_library(),
+        intra_threads: cfg.raw.runtime.intra_threads,
+        sink: Arc::new(tx),
+        shutdown,
+    };
+    info!(cameras = cfg.cameras.len(), node = %cfg.node_id, checkpoint = %cfg.checkpoint_id, "Node started");
+    let handles: Vec<_> = cfg
+        .cameras
+        .iter()
+        .cloned()
+        .map(|cam| {
+            let ctx = ctx.clone();
+            std::thread::Builder::new()
+                .name(format!("camera-{}", cam.id))
+                .spawn(move || run_camera(cam, ctx))
+                .expect("spawning a thread")
+        })
+        .collect();
+    drop(ctx); // the cameras hold the only senders now
+    let cameras = tokio::task::spawn_blocking(move || {
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| CameraSummary { failed: true, error: Some("camera thread panicked".into()), ..Default::default() }))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("joining camera threads");
+    let stats = publisher.await.expect("publisher task");
+    // Let zenoh hand the last puts to the transport before the session closes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = session.close().await;
+    Ok(NodeSummary {
+        node_id: cfg.node_id.to_string(),
+        checkpoint_id: cfg.checkpoint_id.to_string(),
+        aggregator_seen,
+        events_published: stats.published,
+        events_failed: stats.failed,
+        cameras,
+    })
+}
+
+/// The summary as a person reads it.
+pub fn render_summary(s: &NodeSummary) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("edge node {} at checkpoint {}\n", s.node_id, s.checkpoint_id));
+    for c in &s.cameras {
+        out.push_str(&format!("camera {} ({}) on {}\n", c.camera_id, c.label, c.input));
+        out.push_str(&format!(
+            "  frames decoded {}, processed {}, dropped {}, mean {:.1} FPS over {:.1} s\n",
+            c.frames_decoded, c.frames_processed, c.frames_dropped, c.fps, c.processing_secs
+        ));
+        let fmt = |m: &std::collections::BTreeMap<String, u64>| {
+            if m.is_empty() {
+                "none".to_string()
+            } else {
+                m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+            }
+        };
+        out.push_str(&format!("  detections per class: {}\n", fmt(&c.detections_per_class)));
+        out.push_str(&format!("  confirmed tracks per class: {}\n", fmt(&c.confirmed_tracks_per_class)));
+        out.push_str(&format!("  events published: {}\n", c.events_published));
+        if c.failed {
+            out.push_str(&format!("  FAILED after {} attempt(s): {}\n", c.attempts, c.error.as_deref().unwrap_or("?")));
+        }
+        out.push_str("  stage                          mean ms    p50 ms    p99 ms\n");
+        for st in &c.stages {
+            if st.count > 0 {
+                out.push_str(&format!("  {:<28} {:>9.2} {:>9.2} {:>9.2}\n", st.stage, st.mean_ms, st.p50_ms, st.p99_ms));
+            }
+        }
+    }
+    out.push_str(&format!("events published over zenoh: {} (failed {})\n", s.events_published, s.events_failed));
+    out
+}

