@@ -1,1 +1,110 @@
+//! Aggregator: subscribe to events over zenoh -> validate -> store (idempotent) -> serve.
+//!
+//! [`start`] wires the stages together; tasks, threads and shutdown live there. The stages
+//! themselves ([`ingest`], [`store`], [`api`]) are usable on their own.
 
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod ingest;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use protocol::keys;
+use tracing::info;
+
+use crate::config::ValidConfig;
+use crate::ingest::IngestMetrics;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid zenoh settings: {0}; check the [zenoh] section")]
+    ZenohConfig(String),
+    #[error("cannot start zenoh (listen {listen:?}): {message}; is another aggregator already listening there?")]
+    Zenoh { listen: Vec<String>, message: String },
+    #[error("cannot listen for HTTP on {addr}: {source}; pick another http.listen")]
+    Http { addr: SocketAddr, source: std::io::Error },
+}
+
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub metrics: Arc<IngestMetrics>,
+    session: zenoh::Session,
+    subscriber: Option<zenoh::pubsub::Subscriber<()>>,
+    token: Option<zenoh::liveliness::LivelinessToken>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    http: tokio::task::JoinHandle<()>,
+    http_stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
+    let writer_store = Store::open(&cfg.raw.storage.sqlite_path)?;
+    let reader_store = Store::open(&cfg.raw.storage.sqlite_path)?;
+    let metrics = Arc::new(IngestMetrics::default());
+
+    let listener = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .map_err(|source| AggregatorError::Http { addr: cfg.http_listen, source })?;
+    let http_addr = listener.local_addr().map_err(|source| AggregatorError::Http { addr: cfg.http_listen, source })?;
+
+    let z = &cfg.raw.zenoh;
+    let text = keys::zenoh_json5(&z.mode, &z.connect, &z.listen, z.multicast_scouting);
+    let zcfg = zenoh::Config::from_json5(&text).map_err(|e| AggregatorError::ZenohConfig(e.to_string()))?;
+    let session = zenoh::open(zcfg).await.map_err(|e| AggregatorError::Zenoh { listen: z.listen.clone(), message: e.to_string() })?;
+
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(ingest::INGEST_QUEUE);
+    let m = metrics.clone();
+    let writer = std::thread::Builder::new()
+        .name("ingest-writer".into())
+        .spawn(move || ingest::run_writer(writer_store, rx, &m))
+        .expect("spawning a thread");
+    let selector = keys::events_in(&cfg.scope);
+    let subscriber = session
+        .declare_subscriber(selector.clone())
+        .callback(move |sample| {
+            // Blocks zenoh's delivery when the writer is behind: back-pressure, not loss.
+            let _ = tx.send((sample.key_expr().as_str().to_string(), sample.payload().to_bytes().into_owned()));
+        })
+        .await
+        .map_err(|e| AggregatorError::Zenoh { listen: z.listen.clone(), message: e.to_string() })?;
+    // Declared after the subscriber: a node that sees this token can already reach it.
+    let token = session
+        .liveliness()
+        .declare_token(keys::aggregator_alive(&cfg.scope_label, &cfg.id))
+        .await
+        .map_err(|e| AggregatorError::Zenoh { listen: z.listen.clone(), message: e.to_string() })?;
+
+    let state = api::ApiState { store: Arc::new(Mutex::new(reader_store)), metrics: metrics.clone(), id: cfg.id.to_string(), scope: cfg.scope_label.clone() };
+    let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = api::router(state);
+    let http = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    info!(http = %http_addr, zenoh = ?z.listen, subscribe = %selector, db = %cfg.raw.storage.sqlite_path.display(), "Aggregator started");
+    Ok(Running { http_addr, metrics, session, subscriber: Some(subscriber), token: Some(token), writer: Some(writer), http, http_stop })
+}
+
+impl Running {
+    /// Stops subscribing, stores what was received, then stops serving.
+    pub async fn stop(mut self) {
+        drop(self.token.take());
+        if let Some(s) = self.subscriber.take() {
+            let _ = s.undeclare().await;
+        }
+        let _ = self.session.close().await;
+        if let Some(w) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        let _ = self.http_stop.send(());
+        let _ = self.http.await;
+    }
+}

@@ -495,7 +495,7 @@ impl NodeConfig {
 
 fn check_time(t: &Option<String>, at: &str, errors: &mut Vec<String>) {
     if let Some(t) = t {
-        if crate::time::parse_rfc3339_ms(t).is_none() {
+        if protocol::time::parse_rfc3339_ms(t).is_none() {
             errors.push(format!(
                 "{at}.source.start_time '{t}' is not an RFC 3339 UTC time like 2026-11-29T08:00:00Z"
             ));
@@ -557,5 +557,26 @@ source = { type = "file", path = "a.avi", start_time = "yesterday" }
             .unwrap_err()
             .to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod example_configs {
+    use super::*;
+
+    /// Every edge config shipped in configs/ parses and validates.
+    #[test]
+    fn shipped_edge_configs_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("edge") && name.ends_with(".toml") {
+                NodeConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no edge configs found in {}", dir.display());
     }
 }

@@ -16,5 +16,5 @@ pub mod preprocess;
 pub mod publish;
 pub mod source;
 pub mod stats;
-pub mod time;
+
 pub mod track;

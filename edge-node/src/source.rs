@@ -18,7 +18,7 @@ use gstreamer_video as gst_video;
 
 use crate::config::SourceConfig;
 use crate::frame::Frame;
-use crate::time::{now_ms, parse_rfc3339_ms};
+use protocol::time::{now_ms, parse_rfc3339_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

@@ -8,6 +8,7 @@
 pub mod event;
 pub mod ids;
 pub mod keys;
+pub mod time;
 
 pub use event::{
     BBox, Detection, Event, EventBody, EventError, EventKind, EvidenceRef, ObjectTrack, PathPoint,

@@ -1,0 +1,125 @@
+//! Stage `serve`: the HTTP JSON API.
+//!
+//! - `GET /health`: liveness and ingest counters.
+//! - `GET /api/v1/events?checkpoint=&camera=&kind=&class=&from=&to=&limit=&cursor=`: events
+//!   in frame-time order, paginated by cursor. `from`/`to` take UTC milliseconds or RFC 3339
+//!   (`2026-11-29T08:00:00Z`); `from` is inclusive, `to` exclusive.
+//! - `GET /api/v1/events/{event_id}`: one event.
+//! - `GET /api/v1/stats`: events per kind, ended object tracks per class.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use protocol::EventKind;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::ingest::IngestMetrics;
+use crate::store::{EventFilter, Store, StoreError};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<Mutex<Store>>,
+    pub metrics: Arc<IngestMetrics>,
+    pub id: String,
+    pub scope: String,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/v1/events", get(list_events))
+        .route("/api/v1/events/{event_id}", get(get_event))
+        .route("/api/v1/stats", get(stats))
+        .with_state(state)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Cursor(_) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+async fn with_store<T: Send + 'static>(state: &ApiState, f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(&store.lock().expect("not poisoned")))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "id": s.id, "scope": s.scope, "ingest": s.metrics.snapshot() }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    checkpoint: Option<String>,
+    camera: Option<String>,
+    kind: Option<String>,
+    class: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    protocol::time::parse_rfc3339_ms(v).ok_or_else(|| {
+        ApiError(StatusCode::BAD_REQUEST, format!("{name} '{v}' is neither UTC milliseconds nor an RFC 3339 time like 2026-11-29T08:00:00Z"))
+    })
+}
+
+async fn list_events(State(s): State<ApiState>, q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>) -> Result<Json<crate::store::Page>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e}; parameters: checkpoint, camera, kind, class, from, to, limit, cursor")))?;
+    let kind = match &q.kind {
+        None => None,
+        Some(k) => Some(EventKind::parse(k).ok_or_else(|| {
+            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+            ApiError(StatusCode::BAD_REQUEST, format!("kind '{k}' is unknown; kinds: {}", known.join(", ")))
+        })?),
+    };
+    let filter = EventFilter {
+        checkpoint_id: q.checkpoint,
+        camera_id: q.camera,
+        kind,
+        class: q.class,
+        from_ms: q.from.as_deref().map(|v| parse_time("from", v)).transpose()?,
+        to_ms: q.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
+        limit: q.limit.unwrap_or(100),
+        cursor: q.cursor,
+    };
+    Ok(Json(with_store(&s, move |st| st.list(&filter)).await?))
+}
+
+async fn get_event(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<protocol::Event>, ApiError> {
+    let id2 = id.clone();
+    match with_store(&s, move |st| st.get(&id2)).await? {
+        Some(ev) => Ok(Json(ev)),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no event '{id}'"))),
+    }
+}
+
+async fn stats(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let st = with_store(&s, |st| st.stats()).await?;
+    Ok(Json(json!({ "store": st, "ingest": s.metrics.snapshot() })))
+}

@@ -1,0 +1,205 @@
+//! Aggregator configuration, validated with every problem reported at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use protocol::keys::Scope;
+use protocol::{DeviceId, DeviceType};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// This aggregator's 20-digit id (type code 503, video image database).
+    pub id: String,
+    /// What it stores: `all` (a single-site demo), `county:<6-digit region>` or
+    /// `city:<6-digit region ending 00>`.
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub zenoh: ZenohConfig,
+}
+
+fn default_scope() -> String {
+    "all".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// SQLite database file; created with its tables if missing.
+    #[serde(default = "default_sqlite")]
+    pub sqlite_path: PathBuf,
+}
+
+fn default_sqlite() -> PathBuf {
+    PathBuf::from("aggregator.db")
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { sqlite_path: default_sqlite() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the HTTP JSON API; port 0 picks a free port (logged at start).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_listen() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZenohConfig {
+    /// `peer` (default) or `client` (through a zenoh router).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Endpoints to listen on; edge nodes connect here.
+    #[serde(default = "default_zlisten")]
+    pub listen: Vec<String>,
+    /// Endpoints to connect to (routers, other aggregators).
+    #[serde(default)]
+    pub connect: Vec<String>,
+    /// Find peers by multicast on the LAN; off by default.
+    #[serde(default)]
+    pub multicast_scouting: bool,
+}
+
+fn default_mode() -> String {
+    "peer".into()
+}
+fn default_zlisten() -> Vec<String> {
+    vec!["tcp/127.0.0.1:7447".into()]
+}
+
+impl Default for ZenohConfig {
+    fn default() -> Self {
+        ZenohConfig { mode: default_mode(), listen: default_zlisten(), connect: vec![], multicast_scouting: false }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub id: DeviceId,
+    pub scope: Scope,
+    pub scope_label: String,
+    pub http_listen: SocketAddr,
+    pub raw: AggregatorConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config '{path}': {source}; pass an existing file with --config")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config '{path}' is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config '{path}' has {} problem(s):\n  - {}", .errors.len(), .errors.join("\n  - "))]
+    Invalid { path: PathBuf, errors: Vec<String> },
+}
+
+pub fn parse_scope(s: &str) -> Result<Scope, String> {
+    let six = |r: &str| r.len() == 6 && r.bytes().all(|b| b.is_ascii_digit());
+    match s.split_once(':') {
+        None if s == "all" => Ok(Scope::All),
+        Some(("county", r)) if six(r) && !r.ends_with("00") => Ok(Scope::County(r.into())),
+        Some(("city", r)) if six(r) && r.ends_with("00") => Ok(Scope::City(r.into())),
+        _ => Err(format!(
+            "scope '{s}' is not one of: all, county:<6-digit region code, e.g. county:320505>, city:<6-digit code ending 00, e.g. city:320500>"
+        )),
+    }
+}
+
+impl AggregatorConfig {
+    pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let raw: AggregatorConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        raw.validate(path)
+    }
+
+    pub fn validate(self, path: &Path) -> Result<ValidConfig, ConfigError> {
+        let mut errors = Vec::new();
+        let id = DeviceId::parse_as(&self.id, DeviceType::ImageDatabase).map_err(|e| errors.push(format!("id: {e}"))).ok();
+        let scope = parse_scope(&self.scope).map_err(|e| errors.push(e)).ok();
+        let http_listen = self
+            .http
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| errors.push(format!("http.listen '{}' is not an address like 127.0.0.1:8080", self.http.listen)))
+            .ok();
+        if self.zenoh.mode != "peer" && self.zenoh.mode != "client" && self.zenoh.mode != "router" {
+            errors.push(format!("zenoh.mode '{}' must be peer, client or router", self.zenoh.mode));
+        }
+        if self.storage.sqlite_path.as_os_str().is_empty() {
+            errors.push("storage.sqlite_path is empty".into());
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid { path: path.into(), errors });
+        }
+        let scope = scope.expect("checked");
+        let scope_label = match &scope {
+            Scope::All => "all".to_string(),
+            Scope::County(c) | Scope::City(c) => c.clone(),
+        };
+        Ok(ValidConfig { id: id.expect("checked"), scope, scope_label, http_listen: http_listen.expect("checked"), raw: self })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes() {
+        assert_eq!(parse_scope("all").unwrap(), Scope::All);
+        assert_eq!(parse_scope("county:320505").unwrap(), Scope::County("320505".into()));
+        assert_eq!(parse_scope("city:320500").unwrap(), Scope::City("320500".into()));
+        assert!(parse_scope("county:320500").is_err());
+        assert!(parse_scope("city:32050").unwrap_err().contains("'city:32050'"));
+    }
+
+    #[test]
+    fn all_problems_at_once() {
+        let raw: AggregatorConfig = toml::from_str("id = \"1\"\nscope = \"galaxy\"\n[http]\nlisten = \"nowhere\"\n").unwrap();
+        let e = raw.validate(Path::new("a.toml")).unwrap_err().to_string();
+        for n in ["'a.toml'", "3 problem", "'1'", "'galaxy'", "'nowhere'"] {
+            assert!(e.contains(n), "{n} missing from {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod example_configs {
+    use super::*;
+
+    /// Every aggregator config shipped in configs/ parses and validates.
+    #[test]
+    fn shipped_aggregator_configs_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("aggregator") && name.ends_with(".toml") {
+                AggregatorConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 1);
+    }
+}

@@ -1,0 +1,149 @@
+//! Stages `subscribe -> validate -> store`: events from zenoh into the database.
+//!
+//! Input: zenoh samples under the aggregator's scope. Output: stored rows and counters.
+//! Samples pass from zenoh's callback into a bounded channel (full: zenoh waits, nothing is
+//! dropped) and are stored by one writer thread in batched transactions. A malformed,
+//! oversized or wrong-version payload, or one whose ids contradict its key, is rejected,
+//! counted by reason and logged (rate-limited); it never stops ingest.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use protocol::{keys, Event, EventError};
+use serde::Serialize;
+use tracing::{debug, error, warn};
+
+use crate::store::Store;
+
+/// Samples waiting to be stored.
+pub const INGEST_QUEUE: usize = 4096;
+/// Largest batch stored in one transaction.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    pub received: AtomicU64,
+    pub stored: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+    pub store_errors: AtomicU64,
+    rejected_by_reason: Mutex<BTreeMap<String, u64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestSnapshot {
+    pub received: u64,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub store_errors: u64,
+    pub rejected_by_reason: BTreeMap<String, u64>,
+}
+
+impl IngestMetrics {
+    pub fn snapshot(&self) -> IngestSnapshot {
+        IngestSnapshot {
+            received: self.received.load(Ordering::Relaxed),
+            stored: self.stored.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            store_errors: self.store_errors.load(Ordering::Relaxed),
+            rejected_by_reason: self.rejected_by_reason.lock().expect("not poisoned").clone(),
+        }
+    }
+
+    fn reject(&self, key: &str, reason: &str, detail: &str) {
+        let n = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.rejected_by_reason.lock().expect("not poisoned").entry(reason.to_string()).or_default() += 1;
+        if n <= 10 || n % 1000 == 0 {
+            warn!(key, reason, detail, rejected_total = n, "Event rejected");
+        }
+    }
+}
+
+/// Checks one sample: payload decodes and validates, and its ids match the key it came on.
+pub fn validate(key: &str, payload: &[u8]) -> Result<Event, (&'static str, String)> {
+    let ev = Event::decode(payload).map_err(|e| {
+        let reason = match e {
+            EventError::TooLarge(_) => "oversized",
+            EventError::Malformed(_) => "malformed",
+            EventError::Version { .. } => "schema_version",
+            _ => "invalid",
+        };
+        (reason, e.to_string())
+    })?;
+    let k = keys::parse_event_key(key).ok_or(("key", format!("key '{key}' is not an event key")))?;
+    if k.checkpoint != ev.checkpoint_id.as_str() || k.camera != ev.camera_id.as_str() || k.kind != ev.kind().as_str() || k.event_id != ev.event_id {
+        return Err(("key_mismatch", format!("key '{key}' does not match event {} of checkpoint {} camera {} kind {}", ev.event_id, ev.checkpoint_id, ev.camera_id, ev.kind().as_str())));
+    }
+    Ok(ev)
+}
+
+/// The writer loop; returns when every sender is gone and the queue is drained.
+pub fn run_writer(mut store: Store, rx: Receiver<(String, Vec<u8>)>, metrics: &IngestMetrics) {
+    let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(x) => x,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut item = Some(first);
+        while let Some((key, payload)) = item.take() {
+            metrics.received.fetch_add(1, Ordering::Relaxed);
+            match validate(&key, &payload) {
+                Ok(ev) => batch.push(ev),
+                Err((reason, detail)) => metrics.reject(&key, reason, &detail),
+            }
+            if batch.len() < MAX_BATCH {
+                item = rx.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        // A failed transaction is retried; the events stay in the batch until stored.
+        let mut attempt = 0;
+        loop {
+            match store.insert_batch(&batch, protocol::time::now_ms()) {
+                Ok(new) => {
+                    metrics.stored.fetch_add(new as u64, Ordering::Relaxed);
+                    metrics.duplicates.fetch_add((batch.len() - new) as u64, Ordering::Relaxed);
+                    debug!(batch = batch.len(), new, "Events stored");
+                    break;
+                }
+                Err(e) => {
+                    metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                    attempt += 1;
+                    error!(error = %e, attempt, batch = batch.len(), "Storing events failed; retrying");
+                    std::thread::sleep(Duration::from_millis(200 * attempt.min(25)));
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::event;
+    use protocol::TrackPhase;
+
+    #[test]
+    fn validation_reasons() {
+        let ev = event(1_790_000_000_000, "32050500051320000001", "person", TrackPhase::End);
+        let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
+        assert_eq!(validate(&key, &ev.encode()).unwrap(), ev);
+        assert_eq!(validate(&key, b"{not json").unwrap_err().0, "malformed");
+        let wrong = key.replace("32050500051320000001", "32050500051320000002");
+        assert_eq!(validate(&wrong, &ev.encode()).unwrap_err().0, "key_mismatch");
+        let mut v: serde_json::Value = serde_json::from_slice(&ev.encode()).unwrap();
+        v["schema_version"] = 99.into();
+        assert_eq!(validate(&key, &serde_json::to_vec(&v).unwrap()).unwrap_err().0, "schema_version");
+        assert_eq!(validate(&key, &vec![b'x'; protocol::MAX_EVENT_BYTES + 1]).unwrap_err().0, "oversized");
+    }
+}

@@ -1,0 +1,85 @@
+use std::path::PathBuf;
+
+use aggregator::config::AggregatorConfig;
+use clap::{Parser, Subcommand};
+
+/// County or city aggregator: stores events from edge nodes and serves queries.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the aggregator until interrupted.
+    Run {
+        /// Aggregator config (TOML), e.g. configs/aggregator-demo.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Write the HTTP address here once listening (for scripts using port 0).
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
+    },
+    /// Validate a config and exit.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// GET a path from a running aggregator's API and print the JSON, e.g.
+    /// `aggregator get 127.0.0.1:8080 /api/v1/stats`.
+    Get { addr: String, path: String },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,zenoh=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    match Args::parse().cmd {
+        Cmd::Check { config } => {
+            let c = AggregatorConfig::load(&config)?;
+            println!("config '{}' is valid: scope {}", config.display(), c.scope_label);
+        }
+        Cmd::Get { addr, path } => {
+            let (status, body) = aggregator::client::get(addr.as_str(), &path)?;
+            match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+                Err(_) => println!("{body}"),
+            }
+            if status >= 400 {
+                anyhow::bail!("HTTP {status}");
+            }
+        }
+        Cmd::Run { config, addr_file } => {
+            let cfg = AggregatorConfig::load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(async {
+                let running = aggregator::start(cfg).await?;
+                if let Some(p) = &addr_file {
+                    std::fs::write(p, running.http_addr.to_string())?;
+                }
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                tracing::info!("Stopping: storing what was received");
+                running.stop().await;
+                anyhow::Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}

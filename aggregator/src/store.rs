@@ -1,0 +1,323 @@
+//! Stage `store`: events into SQLite, idempotent by `event_id`, and the queries the API serves.
+//!
+//! Input: validated events. Output: rows, and pages of events for queries. Synchronous;
+//! callers run it off the async runtime. Schema changes are numbered migrations tracked in
+//! `PRAGMA user_version`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use protocol::{Event, EventBody, EventKind};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database '{path}': {message}; check storage.sqlite_path and that its folder is writable")]
+    Open { path: String, message: String },
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored event '{0}' does not decode: {1}")]
+    Corrupt(String, String),
+    #[error("cursor '{0}' is not valid; pass the next_cursor of a previous page")]
+    Cursor(String),
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    event_id      TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    severity      TEXT NOT NULL,
+    node_id       TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL,
+    camera_id     TEXT NOT NULL,
+    frame_time_ms INTEGER NOT NULL,
+    received_ms   INTEGER NOT NULL,
+    review        TEXT NOT NULL,
+    class         TEXT,
+    phase         TEXT,
+    json          TEXT NOT NULL
+);
+CREATE INDEX events_time ON events (frame_time_ms, event_id);
+CREATE INDEX events_checkpoint_time ON events (checkpoint_id, frame_time_ms, event_id);
+CREATE INDEX events_camera_time ON events (camera_id, frame_time_ms, event_id);
+CREATE INDEX events_kind_time ON events (kind, frame_time_ms, event_id);
+"#];
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// Filters of an event query; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub checkpoint_id: Option<String>,
+    pub camera_id: Option<String>,
+    pub kind: Option<EventKind>,
+    /// Object class (`person`, `car`, ...) for object-track events.
+    pub class: Option<String>,
+    /// Inclusive lower bound of frame time, UTC ms.
+    pub from_ms: Option<i64>,
+    /// Exclusive upper bound of frame time, UTC ms.
+    pub to_ms: Option<i64>,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub events: Vec<Event>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct StoreStats {
+    pub events_total: u64,
+    pub by_kind: BTreeMap<String, u64>,
+    /// Ended object tracks per class.
+    pub object_tracks_by_class: BTreeMap<String, u64>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
+        Self::init(conn).map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })
+    }
+
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Ok(Self::init(Connection::open_in_memory()?)?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, rusqlite::Error> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// Stores a batch in one transaction; returns how many were new (the rest were
+    /// duplicates, ignored).
+    pub fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut new = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (event_id) DO NOTHING",
+            )?;
+            for ev in events {
+                let (class, phase) = match &ev.body {
+                    EventBody::ObjectTrack(t) => (Some(t.class.as_str()), Some(if t.phase == protocol::TrackPhase::Start { "start" } else { "end" })),
+                };
+                new += stmt.execute(params![
+                    ev.event_id,
+                    ev.kind().as_str(),
+                    json_str(&ev.severity),
+                    ev.node_id.as_str(),
+                    ev.checkpoint_id.as_str(),
+                    ev.camera_id.as_str(),
+                    ev.frame_time_ms,
+                    received_ms,
+                    json_str(&ev.review),
+                    class,
+                    phase,
+                    String::from_utf8(ev.encode()).expect("JSON is UTF-8"),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    pub fn get(&self, event_id: &str) -> Result<Option<Event>, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .query_row("SELECT json FROM events WHERE event_id = ?1", [event_id], |r| r.get(0))
+            .optional()?;
+        json.map(|j| decode_row(event_id, &j)).transpose()
+    }
+
+    pub fn list(&self, f: &EventFilter) -> Result<Page, StoreError> {
+        let mut sql = String::from("SELECT event_id, json, frame_time_ms FROM events WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut push = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(v) = &f.checkpoint_id {
+            push(&mut sql, " AND checkpoint_id = ?", v.clone().into());
+        }
+        if let Some(v) = &f.camera_id {
+            push(&mut sql, " AND camera_id = ?", v.clone().into());
+        }
+        if let Some(k) = f.kind {
+            push(&mut sql, " AND kind = ?", k.as_str().to_string().into());
+        }
+        if let Some(v) = &f.class {
+            push(&mut sql, " AND class = ?", v.clone().into());
+        }
+        if let Some(v) = f.from_ms {
+            push(&mut sql, " AND frame_time_ms >= ?", v.into());
+        }
+        if let Some(v) = f.to_ms {
+            push(&mut sql, " AND frame_time_ms < ?", v.into());
+        }
+        if let Some(c) = &f.cursor {
+            let (t, id) = parse_cursor(c)?;
+            args.push(t.into());
+            args.push(id.into());
+            let n = args.len();
+            sql.push_str(&format!(" AND (frame_time_ms, event_id) > (?{}, ?{n})", n - 1));
+        }
+        let limit = f.limit.clamp(1, 1000);
+        sql.push_str(&format!(" ORDER BY frame_time_ms, event_id LIMIT {}", limit + 1));
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params_from_iter(args), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+        let mut events = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for row in rows {
+            let (id, json, t) = row?;
+            if events.len() == limit {
+                more = true;
+                break;
+            }
+            events.push(decode_row(&id, &json)?);
+            last = Some((t, id));
+        }
+        Ok(Page { events, next_cursor: if more { last.map(|(t, id)| format!("{t}_{id}")) } else { None } })
+    }
+
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut s = StoreStats::default();
+        let mut stmt = self.conn.prepare_cached("SELECT kind, COUNT(*) FROM events GROUP BY kind")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (k, n) = row?;
+            let n = n as u64;
+            s.events_total += n;
+            s.by_kind.insert(k, n);
+        }
+        let mut stmt = self.conn.prepare_cached("SELECT class, COUNT(*) FROM events WHERE kind = 'object_track' AND phase = 'end' GROUP BY class")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (k, n) = row?;
+            let n = n as u64;
+            s.object_tracks_by_class.insert(k, n);
+        }
+        Ok(s)
+    }
+}
+
+fn json_str<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+fn decode_row(id: &str, json: &str) -> Result<Event, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(id.to_string(), e.to_string()))
+}
+
+fn parse_cursor(c: &str) -> Result<(i64, String), StoreError> {
+    let (t, id) = c.split_once('_').ok_or_else(|| StoreError::Cursor(c.to_string()))?;
+    let t = t.parse::<i64>().map_err(|_| StoreError::Cursor(c.to_string()))?;
+    if id.len() != 26 {
+        return Err(StoreError::Cursor(c.to_string()));
+    }
+    Ok((t, id.to_string()))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use protocol::*;
+
+    pub fn event(t: i64, camera: &str, class: &str, phase: TrackPhase) -> Event {
+        let b = BBox::new(0.0, 0.0, 10.0, 10.0);
+        Event {
+            schema_version: SCHEMA_VERSION,
+            event_id: ulid::Ulid::from_datetime(std::time::UNIX_EPOCH + std::time::Duration::from_millis(t as u64)).to_string(),
+            severity: Severity::Info,
+            node_id: DeviceId::parse("32050500055050000001").unwrap(),
+            checkpoint_id: DeviceId::parse("32050500051210000001").unwrap(),
+            camera_id: DeviceId::parse(camera).unwrap(),
+            lane: None,
+            frame_time_ms: t,
+            detections: vec![],
+            rule: None,
+            evidence: vec![],
+            review: ReviewState::NotRequired,
+            body: EventBody::ObjectTrack(ObjectTrack {
+                phase,
+                track_id: 1,
+                class: class.into(),
+                mean_score: 0.5,
+                max_score: 0.5,
+                first_box: b,
+                last_box: b,
+                first_time_ms: t,
+                last_time_ms: t,
+                duration_ms: 0,
+                hits: 1,
+                path: vec![],
+                displacement_px: 0.0,
+            }),
+        }
+    }
+
+    const CAM1: &str = "32050500051320000001";
+    const CAM2: &str = "32050500051320000002";
+
+    #[test]
+    fn idempotent_insert_filters_and_cursor_pagination() {
+        let mut s = Store::open_in_memory().unwrap();
+        let t0 = 1_790_000_000_000;
+        let evs: Vec<Event> = (0..25)
+            .map(|i| event(t0 + i * 1000, if i % 2 == 0 { CAM1 } else { CAM2 }, if i % 3 == 0 { "car" } else { "person" }, TrackPhase::End))
+            .collect();
+        assert_eq!(s.insert_batch(&evs, 0).unwrap(), 25);
+        assert_eq!(s.insert_batch(&evs[..10], 0).unwrap(), 0, "duplicates absorbed");
+        assert_eq!(s.get(&evs[3].event_id).unwrap().unwrap(), evs[3]);
+        assert!(s.get("01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap().is_none());
+
+        let mut f = EventFilter { camera_id: Some(CAM1.into()), limit: 5, ..Default::default() };
+        let mut seen = Vec::new();
+        loop {
+            let p = s.list(&f).unwrap();
+            seen.extend(p.events.iter().map(|e| e.frame_time_ms));
+            match p.next_cursor {
+                Some(c) => f.cursor = Some(c),
+                None => break,
+            }
+        }
+        let want: Vec<i64> = (0..25).filter(|i| i % 2 == 0).map(|i| t0 + i * 1000).collect();
+        assert_eq!(seen, want);
+
+        let p = s.list(&EventFilter { class: Some("car".into()), from_ms: Some(t0 + 3000), to_ms: Some(t0 + 12_000), limit: 100, ..Default::default() }).unwrap();
+        assert_eq!(p.events.iter().map(|e| e.frame_time_ms).collect::<Vec<_>>(), vec![t0 + 3000, t0 + 6000, t0 + 9000]);
+        let st = s.stats().unwrap();
+        assert_eq!(st.events_total, 25);
+        assert_eq!(st.object_tracks_by_class["car"], 9);
+        assert!(matches!(s.list(&EventFilter { cursor: Some("x".into()), limit: 1, ..Default::default() }), Err(StoreError::Cursor(_))));
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_schema() {
+        let dir = std::env::temp_dir().join(format!("agg-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.db");
+        let _ = std::fs::remove_file(&p);
+        let e = event(1_790_000_000_000, CAM1, "person", TrackPhase::Start);
+        Store::open(&p).unwrap().insert_batch(std::slice::from_ref(&e), 0).unwrap();
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.get(&e.event_id).unwrap().unwrap(), e);
+        let err = Store::open(Path::new("/nonexistent/dir/a.db")).err().unwrap().to_string();
+        assert!(err.contains("/nonexistent/dir/a.db"), "{err}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
