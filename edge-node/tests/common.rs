@@ -1,0 +1,163 @@
+//! Shared helpers for the black-box tests: an in-process aggregator on loopback, the
+//! edge-node binary run against it with a deadline, and API queries.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("TRAFFIC_CACHE").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".cache"))
+}
+
+/// The sample video; the suite's command (scripts/test.sh) installs it first.
+pub fn vtest() -> PathBuf {
+    let p = cache_dir().join("media/vtest.avi");
+    assert!(p.exists(), "{} is missing: run scripts/setup.sh (scripts/test.sh does)", p.display());
+    p
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct TestAggregator {
+    pub zenoh_port: u16,
+    pub http: SocketAddr,
+    pub running: Option<aggregator::Running>,
+    pub rt: tokio::runtime::Runtime,
+    _dir: tempdir::Dir,
+}
+
+pub mod tempdir {
+    use std::path::PathBuf;
+    pub struct Dir(pub PathBuf);
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!("edge-test-{tag}-{}-{}", std::process::id(), ulid::Ulid::new()));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl TestAggregator {
+    pub fn start() -> TestAggregator {
+        let dir = tempdir::Dir::new("agg");
+        let zenoh_port = free_port();
+        let text = format!(
+            "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zenoh_port}\"]\n",
+            dir.0.join("agg.db").display()
+        );
+        let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
+        let cfg = raw.validate(Path::new("test")).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let running = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), aggregator::start(cfg)).await.unwrap().unwrap() });
+        TestAggregator { zenoh_port, http: running.http_addr, running: Some(running), rt, _dir: dir }
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = aggregator::client::get(self.http, path).unwrap();
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until the aggregator has stored `n` events (or the deadline passes).
+    pub fn wait_stored(&self, n: u64, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let stored = self.get_json("/health")["ingest"]["stored"].as_u64().unwrap();
+            if stored >= n || Instant::now() > deadline {
+                return stored;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every event matching `query`, following cursors.
+    pub fn all_events(&self, query: &str) -> Vec<protocol::Event> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/events?{query}&limit=200&cursor={c}"),
+                None => format!("/api/v1/events?{query}&limit=200"),
+            };
+            let page = self.get_json(&path);
+            out.extend(page["events"].as_array().unwrap().iter().map(|e| serde_json::from_value::<protocol::Event>(e.clone()).unwrap()));
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return out,
+            }
+        }
+    }
+}
+
+impl Drop for TestAggregator {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), r.stop()).await.ok() });
+        }
+    }
+}
+
+/// A node config header for tests, connected to `zenoh_port`.
+pub fn node_header(zenoh_port: u16) -> String {
+    let root = repo_root();
+    format!(
+        r#"node_id = "32050500055050000001"
+checkpoint_id = "32050500051210000001"
+[runtime]
+onnxruntime_library = "{ort}"
+models_dir = "{models}"
+intra_threads = 2
+wait_for_aggregator_secs = 20
+[zenoh]
+connect = ["tcp/127.0.0.1:{zenoh_port}"]
+"#,
+        ort = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| cache_dir().join("onnxruntime/libonnxruntime.so.1.32.0").display().to_string()),
+        models = cache_dir().join("models").display(),
+    ) + &format!("# repo {}\n", root.display())
+}
+
+/// Runs the edge-node binary on `config_text`, killing it after `deadline`.
+pub fn run_edge(config_text: &str, dir: &Path, deadline: Duration) -> (Output, Option<serde_json::Value>) {
+    let cfg = dir.join("edge.toml");
+    std::fs::write(&cfg, config_text).unwrap();
+    let summary = dir.join("summary.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-node"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--summary-json")
+        .arg(&summary)
+        .current_dir(repo_root())
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("TRAFFIC_MODELS_DIR")
+        .env("RUST_LOG", "info,zenoh=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + deadline;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("edge-node ran past {deadline:?}; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let summary = std::fs::read(&summary).ok().map(|b| serde_json::from_slice(&b).unwrap());
+    (out, summary)
+}
