@@ -105,8 +105,8 @@ pub struct ValidConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config '{path}': {source}; pass an existing file with --config")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config '{path}': {err}; pass an existing file with --config")]
+    Read { path: PathBuf, err: std::io::Error },
     #[error("config '{path}' is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config '{path}' has {} problem(s):\n  - {}", .errors.len(), .errors.join("\n  - "))]
@@ -127,7 +127,7 @@ pub fn parse_scope(s: &str) -> Result<Scope, String> {
 
 impl AggregatorConfig {
     pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read { path: path.into(), err })?;
         let raw: AggregatorConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         raw.validate(path)
     }

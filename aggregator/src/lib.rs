@@ -27,8 +27,8 @@ pub enum AggregatorError {
     ZenohConfig(String),
     #[error("cannot start zenoh (listen {listen:?}): {message}; is another aggregator already listening there?")]
     Zenoh { listen: Vec<String>, message: String },
-    #[error("cannot listen for HTTP on {addr}: {source}; pick another http.listen")]
-    Http { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen for HTTP on {addr}: {err}; pick another http.listen")]
+    Http { addr: SocketAddr, err: std::io::Error },
 }
 
 pub struct Running {
@@ -49,8 +49,8 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
 
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
-        .map_err(|source| AggregatorError::Http { addr: cfg.http_listen, source })?;
-    let http_addr = listener.local_addr().map_err(|source| AggregatorError::Http { addr: cfg.http_listen, source })?;
+        .map_err(|err| AggregatorError::Http { addr: cfg.http_listen, err })?;
+    let http_addr = listener.local_addr().map_err(|err| AggregatorError::Http { addr: cfg.http_listen, err })?;
 
     let z = &cfg.raw.zenoh;
     let text = keys::zenoh_json5(&z.mode, &z.connect, &z.listen, z.multicast_scouting);

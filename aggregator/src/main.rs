@@ -30,6 +30,8 @@ enum Cmd {
     /// GET a path from a running aggregator's API and print the JSON, e.g.
     /// `aggregator get 127.0.0.1:8080 /api/v1/stats`.
     Get { addr: String, path: String },
+    /// Print what a running aggregator has stored, as a person reads it.
+    Summary { addr: String },
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +63,22 @@ fn run() -> anyhow::Result<()> {
             if status >= 400 {
                 anyhow::bail!("HTTP {status}");
             }
+        }
+        Cmd::Summary { addr } => {
+            let (status, body) = aggregator::client::get(addr.as_str(), "/api/v1/stats")?;
+            if status != 200 {
+                anyhow::bail!("HTTP {status} from {addr}: {body}");
+            }
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            let map = |v: &serde_json::Value| -> String {
+                let parts: Vec<String> = v.as_object().map(|o| o.iter().map(|(k, n)| format!("{k} {n}")).collect()).unwrap_or_default();
+                if parts.is_empty() { "none".into() } else { parts.join(", ") }
+            };
+            println!("aggregator at {addr}");
+            println!("  events stored: {} ({})", v["store"]["events_total"], map(&v["store"]["by_kind"]));
+            println!("  object tracks stored per class: {}", map(&v["store"]["object_tracks_by_class"]));
+            let i = &v["ingest"];
+            println!("  received {}, stored {}, duplicates {}, rejected {}", i["received"], i["stored"], i["duplicates"], i["rejected"]);
         }
         Cmd::Run { config, addr_file } => {
             let cfg = AggregatorConfig::load(&config)?;

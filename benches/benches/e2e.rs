@@ -1,1 +1,117 @@
-fn main(){}
+//! End-to-end benchmark on vtest.avi, in one run:
+//! - model-only: inference FPS over frames decoded and letterboxed ahead of time;
+//! - full pipeline: decode -> preprocess -> infer -> postprocess -> track -> events, with the
+//!   camera's own threads, to an in-memory sink (zenoh publishing is measured by its own
+//!   stage timing in the demo; here it would only add loopback noise);
+//! - their ratio, and per-stage mean and p99 ms.
+//!
+//! Rounds alternate model-only and pipeline so that both see the same machine load; medians
+//! are reported. `E2E_FRAMES` (default 300) and `E2E_ROUNDS` (default 3) size the run.
+//! Results go to stdout and target/e2e-bench.json.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use edge_node::camera::{run_camera, CameraContext, CameraSummary, MemorySink};
+use edge_node::config::{NodeConfig, SourceConfig};
+use edge_node::detect::Detector;
+use edge_node::preprocess::{letterbox, Prepared};
+use protocol::DeviceId;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with --test-ish flags: do nothing then.
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let frames = env_usize("E2E_FRAMES", 300);
+    let rounds = env_usize("E2E_ROUNDS", 3);
+    let vtest = benches::vtest();
+    let manifest_path = benches::detector_manifest();
+    let threads = env_usize("E2E_THREADS", 2);
+
+    // Frames decoded and letterboxed ahead of time for the model-only runs.
+    let mut detector = Detector::load(&manifest_path, &benches::models_dir(), &benches::ort_library(), threads).expect("detector");
+    let spec = detector.manifest().input.clone();
+    let mut src = edge_node::source::open(&SourceConfig::File { path: vtest.clone(), start_time: None, realtime: false }).unwrap();
+    let mut prepared: Vec<Prepared> = Vec::with_capacity(frames);
+    while prepared.len() < frames {
+        match src.next_frame().unwrap() {
+            Some(f) => prepared.push(letterbox(&f.rgb, f.width, f.height, f.stride(), &spec)),
+            None => break,
+        }
+    }
+    drop(src);
+    let n = prepared.len();
+    // Warm-up: the first runs allocate ORT's buffers.
+    for p in prepared.iter().take(5) {
+        detector.run_raw(p).unwrap();
+    }
+
+    let cfg_text = format!(
+        "node_id = \"32050500055050000001\"\ncheckpoint_id = \"32050500051210000001\"\n[[cameras]]\nid = \"32050500051320000001\"\nsource = {{ type = \"file\", path = \"{}\", start_time = \"2026-11-29T00:00:00Z\" }}\ndetector = \"{}\"\nmax_frames = {n}\n",
+        vtest.display(),
+        manifest_path.display()
+    );
+    let cfg = NodeConfig::from_toml(&cfg_text, Path::new("e2e")).unwrap().validate(Path::new("e2e")).unwrap();
+
+    let mut model_fps = Vec::new();
+    let mut pipe_fps = Vec::new();
+    let mut ratios = Vec::new();
+    let mut last: Option<CameraSummary> = None;
+    for round in 1..=rounds {
+        let t = Instant::now();
+        for p in &prepared {
+            std::hint::black_box(detector.run_raw(p).unwrap());
+        }
+        let m = n as f64 / t.elapsed().as_secs_f64();
+
+        let sink = Arc::new(MemorySink::default());
+        let ctx = CameraContext {
+            node_id: DeviceId::parse("32050500055050000001").unwrap(),
+            checkpoint_id: DeviceId::parse("32050500051210000001").unwrap(),
+            models_dir: benches::models_dir(),
+            ort_library: benches::ort_library(),
+            intra_threads: threads,
+            sink: sink.clone(),
+            shutdown: Arc::new(AtomicBool::new(false)),
+        };
+        let s = run_camera(cfg.cameras[0].clone(), ctx);
+        assert!(!s.failed, "pipeline failed: {:?}", s.error);
+        assert_eq!(s.frames_processed as usize, n);
+        eprintln!("round {round}/{rounds}: model-only {m:.1} FPS, pipeline {:.1} FPS, ratio {:.3}, events {}", s.fps, s.fps / m, sink.0.lock().unwrap().len());
+        model_fps.push(m);
+        pipe_fps.push(s.fps);
+        ratios.push(s.fps / m);
+        last = Some(s);
+    }
+    let s = last.unwrap();
+    let (m, p, r) = (median(model_fps.clone()), median(pipe_fps.clone()), median(ratios.clone()));
+    println!("e2e benchmark on vtest.avi: {n} frames x {rounds} rounds, ORT intra threads {threads}");
+    println!("  model-only inference      {m:>7.1} FPS (median)");
+    println!("  full pipeline             {p:>7.1} FPS (median)");
+    println!("  pipeline / model-only     {r:>7.3} (median of per-round ratios; goal >= 0.9)");
+    println!("  stage (last round)          mean ms    p99 ms");
+    for st in &s.stages {
+        println!("  {:<26} {:>9.2} {:>9.2}", st.stage, st.mean_ms, st.p99_ms);
+    }
+    let json = serde_json::json!({
+        "frames": n, "rounds": rounds, "intra_threads": threads,
+        "model_only_fps": model_fps, "pipeline_fps": pipe_fps, "ratios": ratios,
+        "median": { "model_only_fps": m, "pipeline_fps": p, "ratio": r },
+        "stages": s.stages,
+    });
+    let out = benches::repo_root().join("target/e2e-bench.json");
+    std::fs::write(&out, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    println!("  written to {}", out.display());
+}

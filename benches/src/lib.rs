@@ -1,1 +1,30 @@
+//! Shared set-up for the benches: paths of the cached models and media, and a node config for
+//! the sample video.
 
+use std::path::{Path, PathBuf};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("TRAFFIC_CACHE").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".cache"))
+}
+
+pub fn vtest() -> PathBuf {
+    let p = cache_dir().join("media/vtest.avi");
+    assert!(p.exists(), "{} is missing: run scripts/setup.sh first", p.display());
+    p
+}
+
+pub fn ort_library() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("onnxruntime/libonnxruntime.so.1.32.0"))
+}
+
+pub fn models_dir() -> PathBuf {
+    cache_dir().join("models")
+}
+
+pub fn detector_manifest() -> PathBuf {
+    repo_root().join("models/yolov8n.toml")
+}

@@ -362,10 +362,10 @@ pub struct ValidCamera {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config '{path}': {source}; pass an existing file with --config")]
+    #[error("cannot read config '{path}': {err}; pass an existing file with --config")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        err: std::io::Error,
     },
     #[error("config '{path}' is not valid: {message}")]
     Parse { path: PathBuf, message: String },
@@ -382,9 +382,9 @@ impl NodeConfig {
     }
 
     pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            err,
         })?;
         Self::from_toml(&text, path)?.validate(path)
     }

@@ -103,10 +103,10 @@ pub struct Thresholds {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read model manifest '{path}': {source}; check the camera's `detector` path")]
+    #[error("cannot read model manifest '{path}': {err}; check the camera's `detector` path")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        err: std::io::Error,
     },
     #[error("model manifest '{path}' is not valid: {message}")]
     Parse { path: PathBuf, message: String },
@@ -119,18 +119,18 @@ pub enum ManifestError {
         found: String,
         expected: String,
     },
-    #[error("cannot read model file '{path}': {source}")]
+    #[error("cannot read model file '{path}': {err}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        err: std::io::Error,
     },
 }
 
 impl ModelManifest {
     pub fn load(path: &Path) -> Result<ModelManifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        let text = std::fs::read_to_string(path).map_err(|err| ManifestError::Read {
             path: path.to_path_buf(),
-            source,
+            err,
         })?;
         let m: ModelManifest = toml::from_str(&text).map_err(|e| ManifestError::Parse {
             path: path.to_path_buf(),
@@ -172,7 +172,7 @@ impl ModelManifest {
                     manifest: manifest_path.to_path_buf(),
                 })
             }
-            Err(source) => return Err(ManifestError::Io { path, source }),
+            Err(err) => return Err(ManifestError::Io { path, err }),
         };
         let found = hex::encode(Sha256::digest(&bytes));
         if !found.eq_ignore_ascii_case(&self.sha256) {

@@ -100,8 +100,8 @@ pub fn render_summary(s: &NodeSummary) -> String {
     for c in &s.cameras {
         out.push_str(&format!("camera {} ({}) on {}\n", c.camera_id, c.label, c.input));
         out.push_str(&format!(
-            "  frames decoded {}, processed {}, dropped {}, mean {:.1} FPS over {:.1} s\n",
-            c.frames_decoded, c.frames_processed, c.frames_dropped, c.fps, c.processing_secs
+            "  frames decoded {}, processed {}, dropped {}, mean {:.1} FPS over {:.1} s of video processing ({:.1} s with start-up)\n",
+            c.frames_decoded, c.frames_processed, c.frames_dropped, c.fps, c.streaming_secs, c.processing_secs
         ));
         let fmt = |m: &std::collections::BTreeMap<String, u64>| {
             if m.is_empty() {

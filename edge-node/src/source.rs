@@ -95,11 +95,13 @@ fn bus_error(pipeline: &gst::Pipeline) -> Option<String> {
     while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
         if let gst::MessageView::Error(e) = msg.view() {
             let src = e.src().map(|s| s.name().to_string()).unwrap_or_default();
-            let mut m = format!("{} (element {src})", e.error());
-            if let Some(d) = e.debug() {
-                if let Some(first) = d.lines().last() {
-                    m.push_str(&format!("; {}", first.trim()));
-                }
+            // The debug text names GStreamer source files; useful to developers only.
+            tracing::debug!(element = %src, debug = ?e.debug(), "GStreamer error detail");
+            let mut m = e.error().to_string();
+            if src.starts_with("typefind") || m.contains("type of stream") {
+                m.push_str(" (is it a video file GStreamer can decode? scripts/setup.sh installs the decoders)");
+            } else if src.starts_with("src") {
+                m.push_str(" (check the source path or URL and that the camera is reachable)");
             }
             return Some(m);
         }

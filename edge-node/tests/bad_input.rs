@@ -1,0 +1,111 @@
+//! Bad input: a corrupt video file, a missing model file and an invalid config each give a
+//! clear error naming the input, and the other cameras keep running.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn corrupt_video_and_missing_model_fail_alone_while_the_good_camera_runs() {
+    let agg = TestAggregator::start();
+    let dir = common::tempdir::Dir::new("bad");
+    // Corrupt: an AVI header followed by garbage; truncated: the first 64 KiB of vtest.avi
+    // cut mid-frame is still playable, so it is the garbage file that must fail.
+    let corrupt = dir.0.join("corrupt.avi");
+    let mut bytes = b"RIFF\x00\x10\x00\x00AVI LIST".to_vec();
+    bytes.extend((0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    std::fs::write(&corrupt, bytes).unwrap();
+    // A manifest whose model file does not exist.
+    let manifest = std::fs::read_to_string(repo_root().join("models/yolov8n.toml")).unwrap().replace("file = \"yolov8n.onnx\"", "file = \"missing-model.onnx\"");
+    let manifest_path = dir.0.join("missing.toml");
+    std::fs::write(&manifest_path, manifest).unwrap();
+
+    let config = node_header(agg.zenoh_port)
+        + &format!(
+            r#"[[cameras]]
+id = "32050500051320000001"
+name = "good"
+source = {{ type = "file", path = "{vtest}" }}
+max_frames = 40
+[[cameras]]
+id = "32050500051320000002"
+name = "corrupt"
+source = {{ type = "file", path = "{corrupt}" }}
+retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
+[[cameras]]
+id = "32050500051320000003"
+name = "no-model"
+source = {{ type = "file", path = "{vtest}" }}
+detector = "{manifest}"
+retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
+[[cameras]]
+id = "32050500051320000004"
+name = "no-file"
+source = {{ type = "file", path = "{dir}/does-not-exist.mp4" }}
+retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
+"#,
+            vtest = vtest().display(),
+            corrupt = corrupt.display(),
+            manifest = manifest_path.display(),
+            dir = dir.0.display(),
+        );
+    let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(240));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "failed cameras give exit code 3\n{stderr}");
+    let summary = summary.expect("summary written even when cameras fail");
+    let cams = summary["cameras"].as_array().unwrap();
+    let by_name = |n: &str| cams.iter().find(|c| c["label"] == n).unwrap_or_else(|| panic!("camera {n} in summary"));
+
+    let good = by_name("good");
+    assert_eq!(good["failed"], false, "{good}");
+    assert_eq!(good["frames_processed"], 40);
+    let published = good["events_published"].as_u64().unwrap();
+    assert!(published > 0);
+    assert_eq!(agg.wait_stored(published, Duration::from_secs(20)), published);
+
+    let corrupt_err = by_name("corrupt")["error"].as_str().unwrap().to_string();
+    assert!(corrupt_err.contains("corrupt.avi"), "{corrupt_err}");
+    assert_eq!(by_name("corrupt")["attempts"], 2);
+
+    let model_err = by_name("no-model")["error"].as_str().unwrap().to_string();
+    assert!(model_err.contains("missing-model.onnx") && model_err.contains("setup.sh"), "{model_err}");
+
+    let file_err = by_name("no-file")["error"].as_str().unwrap().to_string();
+    assert!(file_err.contains("does-not-exist.mp4") && file_err.contains("No such file"), "{file_err}");
+
+    // The operator sees the same in the log and in the printed summary.
+    for needle in ["corrupt.avi", "missing-model.onnx", "does-not-exist.mp4"] {
+        assert!(stderr.contains(needle), "{needle} missing from stderr:\n{stderr}");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAILED after 2 attempt(s)"), "{stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn invalid_config_names_file_and_every_problem() {
+    let dir = common::tempdir::Dir::new("cfg");
+    let config = r#"node_id = "32050500055050000001"
+checkpoint_id = "320505000512100000"
+[[cameras]]
+id = "32050500051320000001"
+source = { type = "rtsp", url = "http://camera/stream" }
+[[cameras]]
+id = "32050500051320000001"
+source = { type = "file", path = "x.avi" }
+"#;
+    let (out, summary) = run_edge(config, &dir.0, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(summary.is_none());
+    for needle in ["edge.toml", "3 problem(s)", "checkpoint_id", "'320505000512100000'", "'http://camera/stream'", "must be unique"] {
+        assert!(stderr.contains(needle), "{needle} missing:\n{stderr}");
+    }
+
+    let (out, _) = run_edge("node_id = 5\n", &dir.0, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("edge.toml") && stderr.contains("node_id"), "{stderr}");
+}
