@@ -55,7 +55,10 @@ impl From<StoreError> for ApiError {
     }
 }
 
-async fn with_store<T: Send + 'static>(state: &ApiState, f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static) -> Result<T, ApiError> {
+async fn with_store<T: Send + 'static>(
+    state: &ApiState,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || f(&store.lock().expect("not poisoned")))
         .await
@@ -89,13 +92,24 @@ fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
     })
 }
 
-async fn list_events(State(s): State<ApiState>, q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>) -> Result<Json<crate::store::Page>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e}; parameters: checkpoint, camera, kind, class, from, to, limit, cursor")))?;
+async fn list_events(
+    State(s): State<ApiState>,
+    q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<crate::store::Page>, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; parameters: checkpoint, camera, kind, class, from, to, limit, cursor"),
+        )
+    })?;
     let kind = match &q.kind {
         None => None,
         Some(k) => Some(EventKind::parse(k).ok_or_else(|| {
             let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-            ApiError(StatusCode::BAD_REQUEST, format!("kind '{k}' is unknown; kinds: {}", known.join(", ")))
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("kind '{k}' is unknown; kinds: {}", known.join(", ")),
+            )
         })?),
     };
     let filter = EventFilter {
@@ -103,7 +117,11 @@ async fn list_events(State(s): State<ApiState>, q: Result<Query<ListParams>, axu
         camera_id: q.camera,
         kind,
         class: q.class,
-        from_ms: q.from.as_deref().map(|v| parse_time("from", v)).transpose()?,
+        from_ms: q
+            .from
+            .as_deref()
+            .map(|v| parse_time("from", v))
+            .transpose()?,
         to_ms: q.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
         limit: q.limit.unwrap_or(100),
         cursor: q.cursor,
@@ -111,7 +129,10 @@ async fn list_events(State(s): State<ApiState>, q: Result<Query<ListParams>, axu
     Ok(Json(with_store(&s, move |st| st.list(&filter)).await?))
 }
 
-async fn get_event(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<protocol::Event>, ApiError> {
+async fn get_event(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<protocol::Event>, ApiError> {
     let id2 = id.clone();
     match with_store(&s, move |st| st.get(&id2)).await? {
         Some(ev) => Ok(Json(ev)),

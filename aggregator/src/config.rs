@@ -42,7 +42,9 @@ fn default_sqlite() -> PathBuf {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { sqlite_path: default_sqlite() }
+        StorageConfig {
+            sqlite_path: default_sqlite(),
+        }
     }
 }
 
@@ -60,7 +62,9 @@ fn default_listen() -> String {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_listen() }
+        HttpConfig {
+            listen: default_listen(),
+        }
     }
 }
 
@@ -90,7 +94,12 @@ fn default_zlisten() -> Vec<String> {
 
 impl Default for ZenohConfig {
     fn default() -> Self {
-        ZenohConfig { mode: default_mode(), listen: default_zlisten(), connect: vec![], multicast_scouting: false }
+        ZenohConfig {
+            mode: default_mode(),
+            listen: default_zlisten(),
+            connect: vec![],
+            multicast_scouting: false,
+        }
     }
 }
 
@@ -127,36 +136,61 @@ pub fn parse_scope(s: &str) -> Result<Scope, String> {
 
 impl AggregatorConfig {
     pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read { path: path.into(), err })?;
-        let raw: AggregatorConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            path: path.into(),
+            err,
+        })?;
+        let raw: AggregatorConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         raw.validate(path)
     }
 
     pub fn validate(self, path: &Path) -> Result<ValidConfig, ConfigError> {
         let mut errors = Vec::new();
-        let id = DeviceId::parse_as(&self.id, DeviceType::ImageDatabase).map_err(|e| errors.push(format!("id: {e}"))).ok();
+        let id = DeviceId::parse_as(&self.id, DeviceType::ImageDatabase)
+            .map_err(|e| errors.push(format!("id: {e}")))
+            .ok();
         let scope = parse_scope(&self.scope).map_err(|e| errors.push(e)).ok();
         let http_listen = self
             .http
             .listen
             .parse::<SocketAddr>()
-            .map_err(|_| errors.push(format!("http.listen '{}' is not an address like 127.0.0.1:8080", self.http.listen)))
+            .map_err(|_| {
+                errors.push(format!(
+                    "http.listen '{}' is not an address like 127.0.0.1:8080",
+                    self.http.listen
+                ))
+            })
             .ok();
         if self.zenoh.mode != "peer" && self.zenoh.mode != "client" && self.zenoh.mode != "router" {
-            errors.push(format!("zenoh.mode '{}' must be peer, client or router", self.zenoh.mode));
+            errors.push(format!(
+                "zenoh.mode '{}' must be peer, client or router",
+                self.zenoh.mode
+            ));
         }
         if self.storage.sqlite_path.as_os_str().is_empty() {
             errors.push("storage.sqlite_path is empty".into());
         }
         if !errors.is_empty() {
-            return Err(ConfigError::Invalid { path: path.into(), errors });
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                errors,
+            });
         }
         let scope = scope.expect("checked");
         let scope_label = match &scope {
             Scope::All => "all".to_string(),
             Scope::County(c) | Scope::City(c) => c.clone(),
         };
-        Ok(ValidConfig { id: id.expect("checked"), scope, scope_label, http_listen: http_listen.expect("checked"), raw: self })
+        Ok(ValidConfig {
+            id: id.expect("checked"),
+            scope,
+            scope_label,
+            http_listen: http_listen.expect("checked"),
+            raw: self,
+        })
     }
 }
 
@@ -167,15 +201,25 @@ mod tests {
     #[test]
     fn scopes() {
         assert_eq!(parse_scope("all").unwrap(), Scope::All);
-        assert_eq!(parse_scope("county:320505").unwrap(), Scope::County("320505".into()));
-        assert_eq!(parse_scope("city:320500").unwrap(), Scope::City("320500".into()));
+        assert_eq!(
+            parse_scope("county:320505").unwrap(),
+            Scope::County("320505".into())
+        );
+        assert_eq!(
+            parse_scope("city:320500").unwrap(),
+            Scope::City("320500".into())
+        );
         assert!(parse_scope("county:320500").is_err());
-        assert!(parse_scope("city:32050").unwrap_err().contains("'city:32050'"));
+        assert!(parse_scope("city:32050")
+            .unwrap_err()
+            .contains("'city:32050'"));
     }
 
     #[test]
     fn all_problems_at_once() {
-        let raw: AggregatorConfig = toml::from_str("id = \"1\"\nscope = \"galaxy\"\n[http]\nlisten = \"nowhere\"\n").unwrap();
+        let raw: AggregatorConfig =
+            toml::from_str("id = \"1\"\nscope = \"galaxy\"\n[http]\nlisten = \"nowhere\"\n")
+                .unwrap();
         let e = raw.validate(Path::new("a.toml")).unwrap_err().to_string();
         for n in ["'a.toml'", "3 problem", "'1'", "'galaxy'", "'nowhere'"] {
             assert!(e.contains(n), "{n} missing from {e}");

@@ -51,13 +51,22 @@ impl IngestMetrics {
             duplicates: self.duplicates.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             store_errors: self.store_errors.load(Ordering::Relaxed),
-            rejected_by_reason: self.rejected_by_reason.lock().expect("not poisoned").clone(),
+            rejected_by_reason: self
+                .rejected_by_reason
+                .lock()
+                .expect("not poisoned")
+                .clone(),
         }
     }
 
     fn reject(&self, key: &str, reason: &str, detail: &str) {
         let n = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-        *self.rejected_by_reason.lock().expect("not poisoned").entry(reason.to_string()).or_default() += 1;
+        *self
+            .rejected_by_reason
+            .lock()
+            .expect("not poisoned")
+            .entry(reason.to_string())
+            .or_default() += 1;
         if n <= 10 || n % 1000 == 0 {
             warn!(key, reason, detail, rejected_total = n, "Event rejected");
         }
@@ -75,9 +84,23 @@ pub fn validate(key: &str, payload: &[u8]) -> Result<Event, (&'static str, Strin
         };
         (reason, e.to_string())
     })?;
-    let k = keys::parse_event_key(key).ok_or(("key", format!("key '{key}' is not an event key")))?;
-    if k.checkpoint != ev.checkpoint_id.as_str() || k.camera != ev.camera_id.as_str() || k.kind != ev.kind().as_str() || k.event_id != ev.event_id {
-        return Err(("key_mismatch", format!("key '{key}' does not match event {} of checkpoint {} camera {} kind {}", ev.event_id, ev.checkpoint_id, ev.camera_id, ev.kind().as_str())));
+    let k =
+        keys::parse_event_key(key).ok_or(("key", format!("key '{key}' is not an event key")))?;
+    if k.checkpoint != ev.checkpoint_id.as_str()
+        || k.camera != ev.camera_id.as_str()
+        || k.kind != ev.kind().as_str()
+        || k.event_id != ev.event_id
+    {
+        return Err((
+            "key_mismatch",
+            format!(
+                "key '{key}' does not match event {} of checkpoint {} camera {} kind {}",
+                ev.event_id,
+                ev.checkpoint_id,
+                ev.camera_id,
+                ev.kind().as_str()
+            ),
+        ));
     }
     Ok(ev)
 }
@@ -111,7 +134,9 @@ pub fn run_writer(mut store: Store, rx: Receiver<(String, Vec<u8>)>, metrics: &I
             match store.insert_batch(&batch, protocol::time::now_ms()) {
                 Ok(new) => {
                     metrics.stored.fetch_add(new as u64, Ordering::Relaxed);
-                    metrics.duplicates.fetch_add((batch.len() - new) as u64, Ordering::Relaxed);
+                    metrics
+                        .duplicates
+                        .fetch_add((batch.len() - new) as u64, Ordering::Relaxed);
                     debug!(batch = batch.len(), new, "Events stored");
                     break;
                 }
@@ -135,15 +160,33 @@ mod tests {
 
     #[test]
     fn validation_reasons() {
-        let ev = event(1_790_000_000_000, "32050500051320000001", "person", TrackPhase::End);
+        let ev = event(
+            1_790_000_000_000,
+            "32050500051320000001",
+            "person",
+            TrackPhase::End,
+        );
         let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
         assert_eq!(validate(&key, &ev.encode()).unwrap(), ev);
         assert_eq!(validate(&key, b"{not json").unwrap_err().0, "malformed");
         let wrong = key.replace("32050500051320000001", "32050500051320000002");
-        assert_eq!(validate(&wrong, &ev.encode()).unwrap_err().0, "key_mismatch");
+        assert_eq!(
+            validate(&wrong, &ev.encode()).unwrap_err().0,
+            "key_mismatch"
+        );
         let mut v: serde_json::Value = serde_json::from_slice(&ev.encode()).unwrap();
         v["schema_version"] = 99.into();
-        assert_eq!(validate(&key, &serde_json::to_vec(&v).unwrap()).unwrap_err().0, "schema_version");
-        assert_eq!(validate(&key, &vec![b'x'; protocol::MAX_EVENT_BYTES + 1]).unwrap_err().0, "oversized");
+        assert_eq!(
+            validate(&key, &serde_json::to_vec(&v).unwrap())
+                .unwrap_err()
+                .0,
+            "schema_version"
+        );
+        assert_eq!(
+            validate(&key, &vec![b'x'; protocol::MAX_EVENT_BYTES + 1])
+                .unwrap_err()
+                .0,
+            "oversized"
+        );
     }
 }

@@ -26,9 +26,15 @@ pub enum AggregatorError {
     #[error("invalid zenoh settings: {0}; check the [zenoh] section")]
     ZenohConfig(String),
     #[error("cannot start zenoh (listen {listen:?}): {message}; is another aggregator already listening there?")]
-    Zenoh { listen: Vec<String>, message: String },
+    Zenoh {
+        listen: Vec<String>,
+        message: String,
+    },
     #[error("cannot listen for HTTP on {addr}: {err}; pick another http.listen")]
-    Http { addr: SocketAddr, err: std::io::Error },
+    Http {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
 }
 
 pub struct Running {
@@ -49,13 +55,25 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
 
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
-        .map_err(|err| AggregatorError::Http { addr: cfg.http_listen, err })?;
-    let http_addr = listener.local_addr().map_err(|err| AggregatorError::Http { addr: cfg.http_listen, err })?;
+        .map_err(|err| AggregatorError::Http {
+            addr: cfg.http_listen,
+            err,
+        })?;
+    let http_addr = listener.local_addr().map_err(|err| AggregatorError::Http {
+        addr: cfg.http_listen,
+        err,
+    })?;
 
     let z = &cfg.raw.zenoh;
     let text = keys::zenoh_json5(&z.mode, &z.connect, &z.listen, z.multicast_scouting);
-    let zcfg = zenoh::Config::from_json5(&text).map_err(|e| AggregatorError::ZenohConfig(e.to_string()))?;
-    let session = zenoh::open(zcfg).await.map_err(|e| AggregatorError::Zenoh { listen: z.listen.clone(), message: e.to_string() })?;
+    let zcfg = zenoh::Config::from_json5(&text)
+        .map_err(|e| AggregatorError::ZenohConfig(e.to_string()))?;
+    let session = zenoh::open(zcfg)
+        .await
+        .map_err(|e| AggregatorError::Zenoh {
+            listen: z.listen.clone(),
+            message: e.to_string(),
+        })?;
 
     let (tx, rx) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(ingest::INGEST_QUEUE);
     let m = metrics.clone();
@@ -68,18 +86,32 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         .declare_subscriber(selector.clone())
         .callback(move |sample| {
             // Blocks zenoh's delivery when the writer is behind: back-pressure, not loss.
-            let _ = tx.send((sample.key_expr().as_str().to_string(), sample.payload().to_bytes().into_owned()));
+            let _ = tx.send((
+                sample.key_expr().as_str().to_string(),
+                sample.payload().to_bytes().into_owned(),
+            ));
         })
         .await
-        .map_err(|e| AggregatorError::Zenoh { listen: z.listen.clone(), message: e.to_string() })?;
+        .map_err(|e| AggregatorError::Zenoh {
+            listen: z.listen.clone(),
+            message: e.to_string(),
+        })?;
     // Declared after the subscriber: a node that sees this token can already reach it.
     let token = session
         .liveliness()
         .declare_token(keys::aggregator_alive(&cfg.scope_label, &cfg.id))
         .await
-        .map_err(|e| AggregatorError::Zenoh { listen: z.listen.clone(), message: e.to_string() })?;
+        .map_err(|e| AggregatorError::Zenoh {
+            listen: z.listen.clone(),
+            message: e.to_string(),
+        })?;
 
-    let state = api::ApiState { store: Arc::new(Mutex::new(reader_store)), metrics: metrics.clone(), id: cfg.id.to_string(), scope: cfg.scope_label.clone() };
+    let state = api::ApiState {
+        store: Arc::new(Mutex::new(reader_store)),
+        metrics: metrics.clone(),
+        id: cfg.id.to_string(),
+        scope: cfg.scope_label.clone(),
+    };
     let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(state);
     let http = tokio::spawn(async move {
@@ -90,7 +122,16 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
             .await;
     });
     info!(http = %http_addr, zenoh = ?z.listen, subscribe = %selector, db = %cfg.raw.storage.sqlite_path.display(), "Aggregator started");
-    Ok(Running { http_addr, metrics, session, subscriber: Some(subscriber), token: Some(token), writer: Some(writer), http, http_stop })
+    Ok(Running {
+        http_addr,
+        metrics,
+        session,
+        subscriber: Some(subscriber),
+        token: Some(token),
+        writer: Some(writer),
+        http,
+        http_stop,
+    })
 }
 
 impl Running {

@@ -36,7 +36,10 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,zenoh=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,zenoh=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run() {
@@ -52,7 +55,11 @@ fn run() -> anyhow::Result<()> {
     match Args::parse().cmd {
         Cmd::Check { config } => {
             let c = AggregatorConfig::load(&config)?;
-            println!("config '{}' is valid: scope {}", config.display(), c.scope_label);
+            println!(
+                "config '{}' is valid: scope {}",
+                config.display(),
+                c.scope_label
+            );
         }
         Cmd::Get { addr, path } => {
             let (status, body) = aggregator::client::get(addr.as_str(), &path)?;
@@ -71,24 +78,45 @@ fn run() -> anyhow::Result<()> {
             }
             let v: serde_json::Value = serde_json::from_str(&body)?;
             let map = |v: &serde_json::Value| -> String {
-                let parts: Vec<String> = v.as_object().map(|o| o.iter().map(|(k, n)| format!("{k} {n}")).collect()).unwrap_or_default();
-                if parts.is_empty() { "none".into() } else { parts.join(", ") }
+                let parts: Vec<String> = v
+                    .as_object()
+                    .map(|o| o.iter().map(|(k, n)| format!("{k} {n}")).collect())
+                    .unwrap_or_default();
+                if parts.is_empty() {
+                    "none".into()
+                } else {
+                    parts.join(", ")
+                }
             };
             println!("aggregator at {addr}");
-            println!("  events stored: {} ({})", v["store"]["events_total"], map(&v["store"]["by_kind"]));
-            println!("  object tracks stored per class: {}", map(&v["store"]["object_tracks_by_class"]));
+            println!(
+                "  events stored: {} ({})",
+                v["store"]["events_total"],
+                map(&v["store"]["by_kind"])
+            );
+            println!(
+                "  object tracks stored per class: {}",
+                map(&v["store"]["object_tracks_by_class"])
+            );
             let i = &v["ingest"];
-            println!("  received {}, stored {}, duplicates {}, rejected {}", i["received"], i["stored"], i["duplicates"], i["rejected"]);
+            println!(
+                "  received {}, stored {}, duplicates {}, rejected {}",
+                i["received"], i["stored"], i["duplicates"], i["rejected"]
+            );
         }
         Cmd::Run { config, addr_file } => {
             let cfg = AggregatorConfig::load(&config)?;
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
             rt.block_on(async {
                 let running = aggregator::start(cfg).await?;
                 if let Some(p) = &addr_file {
                     std::fs::write(p, running.http_addr.to_string())?;
                 }
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}

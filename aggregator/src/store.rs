@@ -81,8 +81,14 @@ pub struct StoreStats {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path).map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
-        Self::init(conn).map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })
+        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::init(conn).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     pub fn open_in_memory() -> Result<Store, StoreError> {
@@ -105,7 +111,11 @@ impl Store {
 
     /// Stores a batch in one transaction; returns how many were new (the rest were
     /// duplicates, ignored).
-    pub fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError> {
+    pub fn insert_batch(
+        &mut self,
+        events: &[Event],
+        received_ms: i64,
+    ) -> Result<usize, StoreError> {
         let tx = self.conn.transaction()?;
         let mut new = 0;
         {
@@ -115,7 +125,14 @@ impl Store {
             )?;
             for ev in events {
                 let (class, phase) = match &ev.body {
-                    EventBody::ObjectTrack(t) => (Some(t.class.as_str()), Some(if t.phase == protocol::TrackPhase::Start { "start" } else { "end" })),
+                    EventBody::ObjectTrack(t) => (
+                        Some(t.class.as_str()),
+                        Some(if t.phase == protocol::TrackPhase::Start {
+                            "start"
+                        } else {
+                            "end"
+                        }),
+                    ),
                 };
                 new += stmt.execute(params![
                     ev.event_id,
@@ -140,7 +157,11 @@ impl Store {
     pub fn get(&self, event_id: &str) -> Result<Option<Event>, StoreError> {
         let json: Option<String> = self
             .conn
-            .query_row("SELECT json FROM events WHERE event_id = ?1", [event_id], |r| r.get(0))
+            .query_row(
+                "SELECT json FROM events WHERE event_id = ?1",
+                [event_id],
+                |r| r.get(0),
+            )
             .optional()?;
         json.map(|j| decode_row(event_id, &j)).transpose()
     }
@@ -175,12 +196,24 @@ impl Store {
             args.push(t.into());
             args.push(id.into());
             let n = args.len();
-            sql.push_str(&format!(" AND (frame_time_ms, event_id) > (?{}, ?{n})", n - 1));
+            sql.push_str(&format!(
+                " AND (frame_time_ms, event_id) > (?{}, ?{n})",
+                n - 1
+            ));
         }
         let limit = f.limit.clamp(1, 1000);
-        sql.push_str(&format!(" ORDER BY frame_time_ms, event_id LIMIT {}", limit + 1));
+        sql.push_str(&format!(
+            " ORDER BY frame_time_ms, event_id LIMIT {}",
+            limit + 1
+        ));
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params_from_iter(args), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+        let rows = stmt.query_map(params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
         let mut events = Vec::new();
         let mut last = None;
         let mut more = false;
@@ -193,12 +226,21 @@ impl Store {
             events.push(decode_row(&id, &json)?);
             last = Some((t, id));
         }
-        Ok(Page { events, next_cursor: if more { last.map(|(t, id)| format!("{t}_{id}")) } else { None } })
+        Ok(Page {
+            events,
+            next_cursor: if more {
+                last.map(|(t, id)| format!("{t}_{id}"))
+            } else {
+                None
+            },
+        })
     }
 
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut s = StoreStats::default();
-        let mut stmt = self.conn.prepare_cached("SELECT kind, COUNT(*) FROM events GROUP BY kind")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT kind, COUNT(*) FROM events GROUP BY kind")?;
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
             let (k, n) = row?;
             let n = n as u64;
@@ -216,7 +258,10 @@ impl Store {
 }
 
 fn json_str<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 fn decode_row(id: &str, json: &str) -> Result<Event, StoreError> {
@@ -224,8 +269,12 @@ fn decode_row(id: &str, json: &str) -> Result<Event, StoreError> {
 }
 
 fn parse_cursor(c: &str) -> Result<(i64, String), StoreError> {
-    let (t, id) = c.split_once('_').ok_or_else(|| StoreError::Cursor(c.to_string()))?;
-    let t = t.parse::<i64>().map_err(|_| StoreError::Cursor(c.to_string()))?;
+    let (t, id) = c
+        .split_once('_')
+        .ok_or_else(|| StoreError::Cursor(c.to_string()))?;
+    let t = t
+        .parse::<i64>()
+        .map_err(|_| StoreError::Cursor(c.to_string()))?;
     if id.len() != 26 {
         return Err(StoreError::Cursor(c.to_string()));
     }
@@ -241,7 +290,10 @@ pub(crate) mod tests {
         let b = BBox::new(0.0, 0.0, 10.0, 10.0);
         Event {
             schema_version: SCHEMA_VERSION,
-            event_id: ulid::Ulid::from_datetime(std::time::UNIX_EPOCH + std::time::Duration::from_millis(t as u64)).to_string(),
+            event_id: ulid::Ulid::from_datetime(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(t as u64),
+            )
+            .to_string(),
             severity: Severity::Info,
             node_id: DeviceId::parse("32050500055050000001").unwrap(),
             checkpoint_id: DeviceId::parse("32050500051210000001").unwrap(),
@@ -278,14 +330,29 @@ pub(crate) mod tests {
         let mut s = Store::open_in_memory().unwrap();
         let t0 = 1_790_000_000_000;
         let evs: Vec<Event> = (0..25)
-            .map(|i| event(t0 + i * 1000, if i % 2 == 0 { CAM1 } else { CAM2 }, if i % 3 == 0 { "car" } else { "person" }, TrackPhase::End))
+            .map(|i| {
+                event(
+                    t0 + i * 1000,
+                    if i % 2 == 0 { CAM1 } else { CAM2 },
+                    if i % 3 == 0 { "car" } else { "person" },
+                    TrackPhase::End,
+                )
+            })
             .collect();
         assert_eq!(s.insert_batch(&evs, 0).unwrap(), 25);
-        assert_eq!(s.insert_batch(&evs[..10], 0).unwrap(), 0, "duplicates absorbed");
+        assert_eq!(
+            s.insert_batch(&evs[..10], 0).unwrap(),
+            0,
+            "duplicates absorbed"
+        );
         assert_eq!(s.get(&evs[3].event_id).unwrap().unwrap(), evs[3]);
         assert!(s.get("01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap().is_none());
 
-        let mut f = EventFilter { camera_id: Some(CAM1.into()), limit: 5, ..Default::default() };
+        let mut f = EventFilter {
+            camera_id: Some(CAM1.into()),
+            limit: 5,
+            ..Default::default()
+        };
         let mut seen = Vec::new();
         loop {
             let p = s.list(&f).unwrap();
@@ -295,15 +362,36 @@ pub(crate) mod tests {
                 None => break,
             }
         }
-        let want: Vec<i64> = (0..25).filter(|i| i % 2 == 0).map(|i| t0 + i * 1000).collect();
+        let want: Vec<i64> = (0..25)
+            .filter(|i| i % 2 == 0)
+            .map(|i| t0 + i * 1000)
+            .collect();
         assert_eq!(seen, want);
 
-        let p = s.list(&EventFilter { class: Some("car".into()), from_ms: Some(t0 + 3000), to_ms: Some(t0 + 12_000), limit: 100, ..Default::default() }).unwrap();
-        assert_eq!(p.events.iter().map(|e| e.frame_time_ms).collect::<Vec<_>>(), vec![t0 + 3000, t0 + 6000, t0 + 9000]);
+        let p = s
+            .list(&EventFilter {
+                class: Some("car".into()),
+                from_ms: Some(t0 + 3000),
+                to_ms: Some(t0 + 12_000),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            p.events.iter().map(|e| e.frame_time_ms).collect::<Vec<_>>(),
+            vec![t0 + 3000, t0 + 6000, t0 + 9000]
+        );
         let st = s.stats().unwrap();
         assert_eq!(st.events_total, 25);
         assert_eq!(st.object_tracks_by_class["car"], 9);
-        assert!(matches!(s.list(&EventFilter { cursor: Some("x".into()), limit: 1, ..Default::default() }), Err(StoreError::Cursor(_))));
+        assert!(matches!(
+            s.list(&EventFilter {
+                cursor: Some("x".into()),
+                limit: 1,
+                ..Default::default()
+            }),
+            Err(StoreError::Cursor(_))
+        ));
     }
 
     #[test]
@@ -313,10 +401,16 @@ pub(crate) mod tests {
         let p = dir.join("a.db");
         let _ = std::fs::remove_file(&p);
         let e = event(1_790_000_000_000, CAM1, "person", TrackPhase::Start);
-        Store::open(&p).unwrap().insert_batch(std::slice::from_ref(&e), 0).unwrap();
+        Store::open(&p)
+            .unwrap()
+            .insert_batch(std::slice::from_ref(&e), 0)
+            .unwrap();
         let s = Store::open(&p).unwrap();
         assert_eq!(s.get(&e.event_id).unwrap().unwrap(), e);
-        let err = Store::open(Path::new("/nonexistent/dir/a.db")).err().unwrap().to_string();
+        let err = Store::open(Path::new("/nonexistent/dir/a.db"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("/nonexistent/dir/a.db"), "{err}");
         std::fs::remove_dir_all(dir).ok();
     }

@@ -21,7 +21,10 @@ use edge_node::preprocess::{letterbox, Prepared};
 use protocol::DeviceId;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -41,9 +44,20 @@ fn main() {
     let threads = env_usize("E2E_THREADS", 2);
 
     // Frames decoded and letterboxed ahead of time for the model-only runs.
-    let mut detector = Detector::load(&manifest_path, &benches::models_dir(), &benches::ort_library(), threads).expect("detector");
+    let mut detector = Detector::load(
+        &manifest_path,
+        &benches::models_dir(),
+        &benches::ort_library(),
+        threads,
+    )
+    .expect("detector");
     let spec = detector.manifest().input.clone();
-    let mut src = edge_node::source::open(&SourceConfig::File { path: vtest.clone(), start_time: None, realtime: false }).unwrap();
+    let mut src = edge_node::source::open(&SourceConfig::File {
+        path: vtest.clone(),
+        start_time: None,
+        realtime: false,
+    })
+    .unwrap();
     let mut prepared: Vec<Prepared> = Vec::with_capacity(frames);
     while prepared.len() < frames {
         match src.next_frame().unwrap() {
@@ -63,7 +77,10 @@ fn main() {
         vtest.display(),
         manifest_path.display()
     );
-    let cfg = NodeConfig::from_toml(&cfg_text, Path::new("e2e")).unwrap().validate(Path::new("e2e")).unwrap();
+    let cfg = NodeConfig::from_toml(&cfg_text, Path::new("e2e"))
+        .unwrap()
+        .validate(Path::new("e2e"))
+        .unwrap();
 
     let mut model_fps = Vec::new();
     let mut pipe_fps = Vec::new();
@@ -96,8 +113,14 @@ fn main() {
         last = Some(s);
     }
     let s = last.unwrap();
-    let (m, p, r) = (median(model_fps.clone()), median(pipe_fps.clone()), median(ratios.clone()));
-    println!("e2e benchmark on vtest.avi: {n} frames x {rounds} rounds, ORT intra threads {threads}");
+    let (m, p, r) = (
+        median(model_fps.clone()),
+        median(pipe_fps.clone()),
+        median(ratios.clone()),
+    );
+    println!(
+        "e2e benchmark on vtest.avi: {n} frames x {rounds} rounds, ORT intra threads {threads}"
+    );
     println!("  model-only inference      {m:>7.1} FPS (median)");
     println!("  full pipeline             {p:>7.1} FPS (median)");
     println!("  pipeline / model-only     {r:>7.3} (median of per-round ratios; goal >= 0.9)");

@@ -16,22 +16,56 @@ use protocol::{BBox, DeviceId};
 
 fn bench(c: &mut Criterion) {
     let manifest = ModelManifest::load(&benches::detector_manifest()).unwrap();
-    let mut src = edge_node::source::open(&SourceConfig::File { path: benches::vtest(), start_time: None, realtime: false }).unwrap();
+    let mut src = edge_node::source::open(&SourceConfig::File {
+        path: benches::vtest(),
+        start_time: None,
+        realtime: false,
+    })
+    .unwrap();
     let mut frame = src.next_frame().unwrap().unwrap();
     for _ in 0..100 {
         frame = src.next_frame().unwrap().unwrap();
     }
     c.bench_function("preprocess/letterbox 768x576 -> 640", |b| {
-        b.iter(|| letterbox(black_box(&frame.rgb), frame.width, frame.height, frame.stride(), &manifest.input))
+        b.iter(|| {
+            letterbox(
+                black_box(&frame.rgb),
+                frame.width,
+                frame.height,
+                frame.stride(),
+                &manifest.input,
+            )
+        })
     });
 
-    let prepared = letterbox(&frame.rgb, frame.width, frame.height, frame.stride(), &manifest.input);
-    let mut det = Detector::load(&benches::detector_manifest(), &benches::models_dir(), &benches::ort_library(), 2).unwrap();
+    let prepared = letterbox(
+        &frame.rgb,
+        frame.width,
+        frame.height,
+        frame.stride(),
+        &manifest.input,
+    );
+    let mut det = Detector::load(
+        &benches::detector_manifest(),
+        &benches::models_dir(),
+        &benches::ort_library(),
+        2,
+    )
+    .unwrap();
     let raw = det.run_raw(&prepared).unwrap();
     let classes = det.labels().len();
     let anchors = raw.len() / (4 + classes);
     c.bench_function("postprocess/yolov8 decode + nms (vtest frame 100)", |b| {
-        b.iter(|| postprocess_yolov8(black_box(&raw), classes, anchors, 0.25, 0.45, &prepared.letterbox))
+        b.iter(|| {
+            postprocess_yolov8(
+                black_box(&raw),
+                classes,
+                anchors,
+                0.25,
+                0.45,
+                &prepared.letterbox,
+            )
+        })
     });
 
     // 50 people walking in a grid, each 2 px a frame; the tracker is warmed up first.
@@ -41,7 +75,11 @@ fn bench(c: &mut Criterion) {
                 .map(|i| {
                     let x = (i % 10) as f32 * 70.0 + f as f32 * 2.0;
                     let y = (i / 10) as f32 * 110.0;
-                    Detection { class_id: 0, score: 0.5 + (i % 5) as f32 * 0.1, bbox: BBox::new(x, y, x + 40.0, y + 100.0) }
+                    Detection {
+                        class_id: 0,
+                        score: 0.5 + (i % 5) as f32 * 0.1,
+                        bbox: BBox::new(x, y, x + 40.0, y + 100.0),
+                    }
                 })
                 .collect()
         })
@@ -71,7 +109,9 @@ fn bench(c: &mut Criterion) {
         None,
         det.labels().to_vec(),
     );
-    c.bench_function("events/object_track build + encode", |b| b.iter(|| black_box(factory.object_track(&started[0]).encode())));
+    c.bench_function("events/object_track build + encode", |b| {
+        b.iter(|| black_box(factory.object_track(&started[0]).encode()))
+    });
 }
 
 criterion_group!(benches, bench);

@@ -8,17 +8,25 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("TRAFFIC_CACHE").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".cache"))
+    std::env::var_os("TRAFFIC_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cache"))
 }
 
 pub fn vtest() -> PathBuf {
     let p = cache_dir().join("media/vtest.avi");
-    assert!(p.exists(), "{} is missing: run scripts/setup.sh first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh first",
+        p.display()
+    );
     p
 }
 
 pub fn ort_library() -> PathBuf {
-    std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("onnxruntime/libonnxruntime.so.1.32.0"))
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("onnxruntime/libonnxruntime.so.1.32.0"))
 }
 
 pub fn models_dir() -> PathBuf {

@@ -43,7 +43,8 @@ pub trait EventSink: Send + Sync {
 
 impl EventSink for tokio::sync::mpsc::Sender<Event> {
     fn send(&self, ev: Event) -> Result<(), String> {
-        self.blocking_send(ev).map_err(|_| "the publisher has stopped".to_string())
+        self.blocking_send(ev)
+            .map_err(|_| "the publisher has stopped".to_string())
     }
 }
 
@@ -111,8 +112,14 @@ enum CameraError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Detector(#[from] DetectError),
-    #[error("class '{class}' in `classes` is not a label of model '{model}'; labels include: {known}")]
-    UnknownClass { class: String, model: String, known: String },
+    #[error(
+        "class '{class}' in `classes` is not a label of model '{model}'; labels include: {known}"
+    )]
+    UnknownClass {
+        class: String,
+        model: String,
+        known: String,
+    },
     #[error("{0} inferences in a row failed, last: {1}")]
     Inference(u32, String),
     #[error("{0}")]
@@ -129,7 +136,8 @@ struct Decoded {
 
 /// Runs one camera until its source ends, it gives up, or shutdown is raised.
 pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
-    let span = info_span!("camera", checkpoint = %ctx.checkpoint_id, camera = %cam.id, name = %cam.label);
+    let span =
+        info_span!("camera", checkpoint = %ctx.checkpoint_id, camera = %cam.id, name = %cam.label);
     let _enter = span.enter();
     let mut summary = CameraSummary {
         camera_id: cam.id.to_string(),
@@ -163,7 +171,8 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
                 }
                 failures += 1;
                 // A file that broke part-way is not replayed: that would publish its events twice.
-                let give_up = cam.retry.max_attempts.is_some_and(|m| failures >= m) || (progressed && !cam.raw.source.is_live());
+                let give_up = cam.retry.max_attempts.is_some_and(|m| failures >= m)
+                    || (progressed && !cam.raw.source.is_live());
                 if give_up || matches!(e, CameraError::Sink(_)) {
                     error!(error = %e, attempts = summary.attempts, "Camera stopped; fix the input and restart the node");
                     summary.failed = true;
@@ -176,7 +185,11 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
         }
     }
     summary.processing_secs = started.elapsed().as_secs_f64();
-    summary.fps = if summary.streaming_secs > 0.0 { summary.frames_processed as f64 / summary.streaming_secs } else { 0.0 };
+    summary.fps = if summary.streaming_secs > 0.0 {
+        summary.frames_processed as f64 / summary.streaming_secs
+    } else {
+        0.0
+    };
     summary.stages = vec![
         timers.decode.summary("decode"),
         timers.preprocess.summary("preprocess"),
@@ -186,7 +199,12 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
         timers.publish.summary("publish"),
         timers.frame.summary("frame (decoded -> published)"),
     ];
-    info!(frames = summary.frames_processed, fps = format!("{:.1}", summary.fps), events = summary.events_published, "Camera finished");
+    info!(
+        frames = summary.frames_processed,
+        fps = format!("{:.1}", summary.fps),
+        events = summary.events_published,
+        "Camera finished"
+    );
     summary
 }
 
@@ -205,7 +223,12 @@ fn run_once(
     timers: &mut Timers,
 ) -> Result<(), CameraError> {
     if detector_slot.is_none() {
-        *detector_slot = Some(Detector::load(&cam.raw.detector, &ctx.models_dir, &ctx.ort_library, ctx.intra_threads)?);
+        *detector_slot = Some(Detector::load(
+            &cam.raw.detector,
+            &ctx.models_dir,
+            &ctx.ort_library,
+            ctx.intra_threads,
+        )?);
     }
     let detector = detector_slot.as_mut().expect("just loaded");
     let labels = detector.labels().to_vec();
@@ -217,7 +240,13 @@ fn run_once(
                 return Err(CameraError::UnknownClass {
                     class: class.clone(),
                     model: detector.manifest().name.clone(),
-                    known: labels.iter().take(12).cloned().collect::<Vec<_>>().join(", ") + ", ...",
+                    known: labels
+                        .iter()
+                        .take(12)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                        + ", ...",
                 })
             }
         }
@@ -237,11 +266,25 @@ fn run_once(
         .name(format!("decode-{}", cam.id))
         .spawn(move || {
             let _e = decode_span.enter();
-            decode_loop(&mut *src, &spec, &tx, &shutdown, live, max_frames, &dropped_in_thread)
+            decode_loop(
+                &mut *src,
+                &spec,
+                &tx,
+                &shutdown,
+                live,
+                max_frames,
+                &dropped_in_thread,
+            )
         })
         .expect("spawning a thread");
 
-    let mut factory = EventFactory::new(ctx.node_id.clone(), ctx.checkpoint_id.clone(), cam.id.clone(), cam.raw.lane, labels.clone());
+    let mut factory = EventFactory::new(
+        ctx.node_id.clone(),
+        ctx.checkpoint_id.clone(),
+        cam.id.clone(),
+        cam.raw.lane,
+        labels.clone(),
+    );
     let mut tracker = Tracker::new(cam.tracker.clone());
     let mut consecutive_errors = 0u32;
     let result = (|| -> Result<(), CameraError> {
@@ -280,7 +323,10 @@ fn run_once(
             timers.infer.record(t.infer);
             timers.postprocess.record(t.postprocess);
             for det in &dets {
-                *summary.detections_per_class.entry(factory.label(det.class_id)).or_default() += 1;
+                *summary
+                    .detections_per_class
+                    .entry(factory.label(det.class_id))
+                    .or_default() += 1;
             }
             let t_track = Instant::now();
             let dets: Vec<Detection> = dets.into_iter().filter(|d| tracked[d.class_id]).collect();
@@ -289,7 +335,9 @@ fn run_once(
             let t_pub = Instant::now();
             publish(&track_events, &mut factory, ctx, summary)?;
             timers.publish.record(t_pub.elapsed());
-            timers.frame.record(d.ready_at.elapsed() + d.decode + d.preprocess);
+            timers
+                .frame
+                .record(d.ready_at.elapsed() + d.decode + d.preprocess);
             summary.frames_processed += 1;
             debug!(
                 frame = d.frame.seq,
@@ -313,10 +361,18 @@ fn run_once(
     result.and(flushed)
 }
 
-fn publish(events: &[TrackEvent], factory: &mut EventFactory, ctx: &CameraContext, summary: &mut CameraSummary) -> Result<(), CameraError> {
+fn publish(
+    events: &[TrackEvent],
+    factory: &mut EventFactory,
+    ctx: &CameraContext,
+    summary: &mut CameraSummary,
+) -> Result<(), CameraError> {
     for te in events {
         if let TrackEvent::Started(t) = te {
-            *summary.confirmed_tracks_per_class.entry(factory.label(t.class_id)).or_default() += 1;
+            *summary
+                .confirmed_tracks_per_class
+                .entry(factory.label(t.class_id))
+                .or_default() += 1;
         }
         let ev = factory.object_track(te);
         ctx.sink.send(ev).map_err(CameraError::Sink)?;
@@ -351,7 +407,13 @@ fn decode_loop(
         let decode = t0.elapsed();
         let t1 = Instant::now();
         let prepared = letterbox(&frame.rgb, frame.width, frame.height, frame.stride(), spec);
-        let d = Decoded { frame, prepared, decode, preprocess: t1.elapsed(), ready_at: Instant::now() };
+        let d = Decoded {
+            frame,
+            prepared,
+            decode,
+            preprocess: t1.elapsed(),
+            ready_at: Instant::now(),
+        };
         n += 1;
         if live {
             if pending.take().is_some() {

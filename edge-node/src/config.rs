@@ -363,10 +363,7 @@ pub struct ValidCamera {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config '{path}': {err}; pass an existing file with --config")]
-    Read {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    Read { path: PathBuf, err: std::io::Error },
     #[error("config '{path}' is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config '{path}' has {} problem(s):\n  - {}", .errors.len(), .errors.join("\n  - "))]
@@ -418,7 +415,10 @@ impl NodeConfig {
                 }
             };
             if !seen.insert(cam.id.clone()) {
-                errors.push(format!("{at}.id '{}' is used by an earlier camera; camera ids must be unique", cam.id));
+                errors.push(format!(
+                    "{at}.id '{}' is used by an earlier camera; camera ids must be unique",
+                    cam.id
+                ));
             }
             if let (Some(id), Some(ck)) = (&id, &checkpoint_id) {
                 if id.county6() != ck.county6() {
@@ -430,7 +430,9 @@ impl NodeConfig {
                 }
             }
             match &cam.source {
-                SourceConfig::File { path, start_time, .. } => {
+                SourceConfig::File {
+                    path, start_time, ..
+                } => {
                     if path.as_os_str().is_empty() {
                         errors.push(format!("{at}.source.path is empty"));
                     }
@@ -438,12 +440,14 @@ impl NodeConfig {
                 }
                 SourceConfig::Rtsp { url, .. } => {
                     if !(url.starts_with("rtsp://") || url.starts_with("rtsps://")) {
-                        errors.push(format!(
-                            "{at}.source.url '{url}' is not an rtsp:// URL"
-                        ));
+                        errors.push(format!("{at}.source.url '{url}' is not an rtsp:// URL"));
                     }
                 }
-                SourceConfig::Images { dir, fps, start_time } => {
+                SourceConfig::Images {
+                    dir,
+                    fps,
+                    start_time,
+                } => {
                     if dir.as_os_str().is_empty() {
                         errors.push(format!("{at}.source.dir is empty"));
                     }
@@ -454,9 +458,13 @@ impl NodeConfig {
                 }
             }
             if cam.classes.is_empty() {
-                errors.push(format!("{at}.classes is empty; list the classes to track, e.g. [\"person\", \"car\"]"));
+                errors.push(format!(
+                    "{at}.classes is empty; list the classes to track, e.g. [\"person\", \"car\"]"
+                ));
             }
-            if cam.retry.initial_backoff_ms == 0 || cam.retry.initial_backoff_ms > cam.retry.max_backoff_ms {
+            if cam.retry.initial_backoff_ms == 0
+                || cam.retry.initial_backoff_ms > cam.retry.max_backoff_ms
+            {
                 errors.push(format!(
                     "{at}.retry: initial_backoff_ms {} must be above 0 and at most max_backoff_ms {}",
                     cam.retry.initial_backoff_ms, cam.retry.max_backoff_ms
@@ -546,7 +554,16 @@ source = { type = "file", path = "a.avi", start_time = "yesterday" }
             .validate(Path::new("bad.toml"))
             .unwrap_err()
             .to_string();
-        for needle in ["'bad.toml'", "node_id", "'123'", "low_score 0.9", "'http://x'", "must be unique", "classes is empty", "'yesterday'"] {
+        for needle in [
+            "'bad.toml'",
+            "node_id",
+            "'123'",
+            "low_score 0.9",
+            "'http://x'",
+            "must be unique",
+            "classes is empty",
+            "'yesterday'",
+        ] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }
     }

@@ -108,9 +108,22 @@ impl Detector {
             .tensor_shape()
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
-        let want = [1, 3, manifest.input.height as i64, manifest.input.width as i64];
-        if in_shape.len() != 4 || in_shape.iter().zip(want).any(|(&got, w)| got >= 0 && got != w) {
-            return Err(shape_err(format!("input '{}' has shape {in_shape:?}, manifest says {want:?}", input.name())));
+        let want = [
+            1,
+            3,
+            manifest.input.height as i64,
+            manifest.input.width as i64,
+        ];
+        if in_shape.len() != 4
+            || in_shape
+                .iter()
+                .zip(want)
+                .any(|(&got, w)| got >= 0 && got != w)
+        {
+            return Err(shape_err(format!(
+                "input '{}' has shape {in_shape:?}, manifest says {want:?}",
+                input.name()
+            )));
         }
         let output = session
             .outputs()
@@ -129,7 +142,9 @@ impl Detector {
                     .metadata()
                     .ok()
                     .and_then(|m| m.custom(key))
-                    .ok_or_else(|| shape_err(format!("no metadata key '{key}' with class names")))?;
+                    .ok_or_else(|| {
+                        shape_err(format!("no metadata key '{key}' with class names"))
+                    })?;
                 parse_names_metadata(&raw)
                     .ok_or_else(|| shape_err(format!("metadata '{key}' is not a class-name map")))?
             }
@@ -137,7 +152,9 @@ impl Detector {
         };
         let num_anchors = match manifest.output.decoder {
             Decoder::Yolov8 => {
-                if out_shape.len() != 3 || (out_shape[1] >= 0 && out_shape[1] as usize != 4 + labels.len()) {
+                if out_shape.len() != 3
+                    || (out_shape[1] >= 0 && out_shape[1] as usize != 4 + labels.len())
+                {
                     return Err(shape_err(format!(
                         "output '{}' has shape {out_shape:?}; yolov8 expects [1, {}, anchors] for {} labels",
                         manifest.output.name,
@@ -170,7 +187,10 @@ impl Detector {
 
     /// Runs the model only and returns the raw output (used by the benchmark).
     pub fn run_raw(&mut self, prepared: &Prepared) -> Result<Vec<f32>, DetectError> {
-        let (h, w) = (self.manifest.input.height as usize, self.manifest.input.width as usize);
+        let (h, w) = (
+            self.manifest.input.height as usize,
+            self.manifest.input.width as usize,
+        );
         let input = TensorRef::from_array_view(([1usize, 3, h, w], prepared.tensor.as_slice()))
             .map_err(|e| DetectError::Run(e.to_string()))?;
         let outputs = self
@@ -184,7 +204,10 @@ impl Detector {
     }
 
     /// Model inference, then decode and NMS; boxes come back in frame pixels.
-    pub fn detect(&mut self, prepared: &Prepared) -> Result<(Vec<Detection>, InferTimings), DetectError> {
+    pub fn detect(
+        &mut self,
+        prepared: &Prepared,
+    ) -> Result<(Vec<Detection>, InferTimings), DetectError> {
         let t0 = std::time::Instant::now();
         let raw = self.run_raw(prepared)?;
         let t1 = std::time::Instant::now();
@@ -239,7 +262,12 @@ pub fn postprocess_yolov8(
 
 /// Decodes a `[4 + C, A]` (attribute-major) YOLOv8 output into boxes in input pixels,
 /// keeping each anchor's best class when it reaches `score_threshold`.
-pub fn decode_yolov8(raw: &[f32], num_classes: usize, num_anchors: usize, score_threshold: f32) -> Vec<Detection> {
+pub fn decode_yolov8(
+    raw: &[f32],
+    num_classes: usize,
+    num_anchors: usize,
+    score_threshold: f32,
+) -> Vec<Detection> {
     let attrs = 4 + num_classes;
     if raw.len() < attrs * num_anchors {
         return Vec::new();
@@ -303,7 +331,15 @@ mod tests {
 
     #[test]
     fn nms_suppresses_within_class_only() {
-        let out = nms_per_class(vec![det(0, 0.5, 1.0), det(0, 0.9, 0.0), det(1, 0.8, 0.0), det(0, 0.7, 50.0)], 0.45);
+        let out = nms_per_class(
+            vec![
+                det(0, 0.5, 1.0),
+                det(0, 0.9, 0.0),
+                det(1, 0.8, 0.0),
+                det(0, 0.7, 50.0),
+            ],
+            0.45,
+        );
         let got: Vec<(usize, f32)> = out.iter().map(|d| (d.class_id, d.score)).collect();
         assert_eq!(got, vec![(0, 0.9), (1, 0.8), (0, 0.7)]);
     }
@@ -313,8 +349,12 @@ mod tests {
         // 2 classes, 3 anchors.
         let a = 3;
         let mut raw = vec![0f32; 6 * a];
-        let set = |raw: &mut Vec<f32>, attr: usize, anchor: usize, v: f32| raw[attr * a + anchor] = v;
-        for (anchor, (cx, s0, s1)) in [(100.0, 0.9, 0.1), (200.0, 0.2, 0.24), (300.0, 0.1, 0.6)].into_iter().enumerate() {
+        let set =
+            |raw: &mut Vec<f32>, attr: usize, anchor: usize, v: f32| raw[attr * a + anchor] = v;
+        for (anchor, (cx, s0, s1)) in [(100.0, 0.9, 0.1), (200.0, 0.2, 0.24), (300.0, 0.1, 0.6)]
+            .into_iter()
+            .enumerate()
+        {
             set(&mut raw, 0, anchor, cx);
             set(&mut raw, 1, anchor, 50.0);
             set(&mut raw, 2, anchor, 20.0);
@@ -324,18 +364,29 @@ mod tests {
         }
         let d = decode_yolov8(&raw, 2, a, 0.25);
         assert_eq!(d.len(), 2);
-        assert_eq!((d[0].class_id, d[0].bbox), (0, BBox::new(90.0, 30.0, 110.0, 70.0)));
+        assert_eq!(
+            (d[0].class_id, d[0].bbox),
+            (0, BBox::new(90.0, 30.0, 110.0, 70.0))
+        );
         assert_eq!(d[1].class_id, 1);
         assert!(decode_yolov8(&raw[..5], 2, a, 0.25).is_empty());
     }
 
     fn arb_dets() -> impl Strategy<Value = Vec<Detection>> {
         proptest::collection::vec(
-            (0usize..3, 0f32..1.0, 0f32..200.0, 0f32..200.0, 1f32..60.0, 1f32..60.0).prop_map(|(c, s, x, y, w, h)| Detection {
-                class_id: c,
-                score: s,
-                bbox: BBox::new(x, y, x + w, y + h),
-            }),
+            (
+                0usize..3,
+                0f32..1.0,
+                0f32..200.0,
+                0f32..200.0,
+                1f32..60.0,
+                1f32..60.0,
+            )
+                .prop_map(|(c, s, x, y, w, h)| Detection {
+                    class_id: c,
+                    score: s,
+                    bbox: BBox::new(x, y, x + w, y + h),
+                }),
             0..40,
         )
     }

@@ -5,8 +5,8 @@
 //! in the order things were seen. Pure: it publishes nothing.
 
 use protocol::{
-    Detection as WireDetection, DeviceId, Event, EventBody, ObjectTrack, ReviewState, RuleRef, Severity, TrackPhase,
-    SCHEMA_VERSION,
+    Detection as WireDetection, DeviceId, Event, EventBody, ObjectTrack, ReviewState, RuleRef,
+    Severity, TrackPhase, SCHEMA_VERSION,
 };
 
 use crate::track::{Track, TrackEvent, PATH_SUMMARY_POINTS};
@@ -24,12 +24,28 @@ pub struct EventFactory {
 }
 
 impl EventFactory {
-    pub fn new(node_id: DeviceId, checkpoint_id: DeviceId, camera_id: DeviceId, lane: Option<u32>, labels: Vec<String>) -> Self {
-        EventFactory { node_id, checkpoint_id, camera_id, lane, labels, ulids: ulid::Generator::new() }
+    pub fn new(
+        node_id: DeviceId,
+        checkpoint_id: DeviceId,
+        camera_id: DeviceId,
+        lane: Option<u32>,
+        labels: Vec<String>,
+    ) -> Self {
+        EventFactory {
+            node_id,
+            checkpoint_id,
+            camera_id,
+            lane,
+            labels,
+            ulids: ulid::Generator::new(),
+        }
     }
 
     pub fn label(&self, class_id: usize) -> String {
-        self.labels.get(class_id).cloned().unwrap_or_else(|| format!("class{class_id}"))
+        self.labels
+            .get(class_id)
+            .cloned()
+            .unwrap_or_else(|| format!("class{class_id}"))
     }
 
     fn next_id(&mut self, time_ms: i64) -> String {
@@ -58,8 +74,16 @@ impl EventFactory {
             camera_id: self.camera_id.clone(),
             lane: self.lane,
             frame_time_ms: t.last_time_ms,
-            detections: vec![WireDetection { class: class.clone(), score: t.score, bbox: t.bbox, track_id: Some(t.id) }],
-            rule: Some(RuleRef { id: OBJECT_TRACK_RULE.into(), version: OBJECT_TRACK_RULE_VERSION }),
+            detections: vec![WireDetection {
+                class: class.clone(),
+                score: t.score,
+                bbox: t.bbox,
+                track_id: Some(t.id),
+            }],
+            rule: Some(RuleRef {
+                id: OBJECT_TRACK_RULE.into(),
+                version: OBJECT_TRACK_RULE_VERSION,
+            }),
             evidence: vec![],
             review: ReviewState::NotRequired,
             body: EventBody::ObjectTrack(ObjectTrack {

@@ -24,7 +24,10 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,zenoh=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,zenoh=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run() {
@@ -40,10 +43,17 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
     let args = Args::parse();
     let cfg = NodeConfig::load(&args.config)?;
     if args.check {
-        println!("config '{}' is valid: {} camera(s)", args.config.display(), cfg.cameras.len());
+        println!(
+            "config '{}' is valid: {} camera(s)",
+            args.config.display(),
+            cfg.cameras.len()
+        );
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
     let summary = rt.block_on(async move {
@@ -57,7 +67,12 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
     })?;
     print!("{}", node::render_summary(&summary));
     if let Some(p) = &args.summary_json {
-        std::fs::write(p, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing summary to '{}'", p.display()))?;
+        std::fs::write(p, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing summary to '{}'", p.display()))?;
     }
-    Ok(if summary.any_camera_failed() { std::process::ExitCode::from(3) } else { std::process::ExitCode::SUCCESS })
+    Ok(if summary.any_camera_failed() {
+        std::process::ExitCode::from(3)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }

@@ -104,10 +104,7 @@ pub struct Thresholds {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read model manifest '{path}': {err}; check the camera's `detector` path")]
-    Read {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    Read { path: PathBuf, err: std::io::Error },
     #[error("model manifest '{path}' is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("model file '{path}' (manifest '{manifest}') is missing; run scripts/setup.sh to fetch it, or set TRAFFIC_MODELS_DIR")]
@@ -120,10 +117,7 @@ pub enum ManifestError {
         expected: String,
     },
     #[error("cannot read model file '{path}': {err}")]
-    Io {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    Io { path: PathBuf, err: std::io::Error },
 }
 
 impl ModelManifest {
@@ -149,7 +143,9 @@ impl ModelManifest {
         if m.labels.metadata_key.is_none() && m.labels.names.is_none() {
             problems.push("labels: set metadata_key or names".to_string());
         }
-        if !(0.0..=1.0).contains(&m.thresholds.score) || !(0.0..=1.0).contains(&m.thresholds.nms_iou) {
+        if !(0.0..=1.0).contains(&m.thresholds.score)
+            || !(0.0..=1.0).contains(&m.thresholds.nms_iou)
+        {
             problems.push("thresholds.score and nms_iou must be in 0..1".to_string());
         }
         if !problems.is_empty() {
@@ -162,7 +158,11 @@ impl ModelManifest {
     }
 
     /// Path of the model file in `models_dir`, checked to exist and to match its sha256.
-    pub fn verified_file(&self, models_dir: &Path, manifest_path: &Path) -> Result<PathBuf, ManifestError> {
+    pub fn verified_file(
+        &self,
+        models_dir: &Path,
+        manifest_path: &Path,
+    ) -> Result<PathBuf, ManifestError> {
         let path = models_dir.join(&self.file);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -194,7 +194,12 @@ pub fn parse_names_metadata(s: &str) -> Option<Vec<String>> {
     let mut rest = inner;
     while !rest.trim().is_empty() {
         let colon = rest.find(':')?;
-        let idx: usize = rest[..colon].trim().trim_start_matches(',').trim().parse().ok()?;
+        let idx: usize = rest[..colon]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .parse()
+            .ok()?;
         let after = rest[colon + 1..].trim_start();
         let quote = after.chars().next()?;
         if quote != '\'' && quote != '"' {
@@ -239,8 +244,17 @@ mod tests {
 
     #[test]
     fn missing_model_names_file_and_fix() {
-        let m = ModelManifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/yolov8n.toml")).unwrap();
-        let e = m.verified_file(Path::new("/nonexistent"), Path::new("models/yolov8n.toml")).unwrap_err().to_string();
-        assert!(e.contains("/nonexistent/yolov8n.onnx") && e.contains("setup.sh"), "{e}");
+        let m = ModelManifest::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/yolov8n.toml"),
+        )
+        .unwrap();
+        let e = m
+            .verified_file(Path::new("/nonexistent"), Path::new("models/yolov8n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/yolov8n.onnx") && e.contains("setup.sh"),
+            "{e}"
+        );
     }
 }

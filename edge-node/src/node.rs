@@ -39,7 +39,10 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
     let wait = Duration::from_secs(cfg.raw.runtime.wait_for_aggregator_secs);
     let aggregator_seen = wait.is_zero() || wait_for_aggregator(&session, wait).await;
     if !aggregator_seen {
-        warn!(waited_secs = wait.as_secs(), "No aggregator reachable; publishing anyway, events sent before one appears are lost");
+        warn!(
+            waited_secs = wait.as_secs(),
+            "No aggregator reachable; publishing anyway, events sent before one appears are lost"
+        );
     }
     let _alive = session
         .liveliness()
@@ -74,7 +77,13 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
     let cameras = tokio::task::spawn_blocking(move || {
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| CameraSummary { failed: true, error: Some("camera thread panicked".into()), ..Default::default() }))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| CameraSummary {
+                    failed: true,
+                    error: Some("camera thread panicked".into()),
+                    ..Default::default()
+                })
+            })
             .collect::<Vec<_>>()
     })
     .await
@@ -96,9 +105,15 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
 /// The summary as a person reads it.
 pub fn render_summary(s: &NodeSummary) -> String {
     let mut out = String::new();
-    out.push_str(&format!("edge node {} at checkpoint {}\n", s.node_id, s.checkpoint_id));
+    out.push_str(&format!(
+        "edge node {} at checkpoint {}\n",
+        s.node_id, s.checkpoint_id
+    ));
     for c in &s.cameras {
-        out.push_str(&format!("camera {} ({}) on {}\n", c.camera_id, c.label, c.input));
+        out.push_str(&format!(
+            "camera {} ({}) on {}\n",
+            c.camera_id, c.label, c.input
+        ));
         out.push_str(&format!(
             "  frames decoded {}, processed {}, dropped {}, mean {:.1} FPS over {:.1} s of video processing ({:.1} s with start-up)\n",
             c.frames_decoded, c.frames_processed, c.frames_dropped, c.fps, c.streaming_secs, c.processing_secs
@@ -107,22 +122,41 @@ pub fn render_summary(s: &NodeSummary) -> String {
             if m.is_empty() {
                 "none".to_string()
             } else {
-                m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+                m.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         };
-        out.push_str(&format!("  detections per class: {}\n", fmt(&c.detections_per_class)));
-        out.push_str(&format!("  confirmed tracks per class: {}\n", fmt(&c.confirmed_tracks_per_class)));
+        out.push_str(&format!(
+            "  detections per class: {}\n",
+            fmt(&c.detections_per_class)
+        ));
+        out.push_str(&format!(
+            "  confirmed tracks per class: {}\n",
+            fmt(&c.confirmed_tracks_per_class)
+        ));
         out.push_str(&format!("  events published: {}\n", c.events_published));
         if c.failed {
-            out.push_str(&format!("  FAILED after {} attempt(s): {}\n", c.attempts, c.error.as_deref().unwrap_or("?")));
+            out.push_str(&format!(
+                "  FAILED after {} attempt(s): {}\n",
+                c.attempts,
+                c.error.as_deref().unwrap_or("?")
+            ));
         }
         out.push_str("  stage                          mean ms    p50 ms    p99 ms\n");
         for st in &c.stages {
             if st.count > 0 {
-                out.push_str(&format!("  {:<28} {:>9.2} {:>9.2} {:>9.2}\n", st.stage, st.mean_ms, st.p50_ms, st.p99_ms));
+                out.push_str(&format!(
+                    "  {:<28} {:>9.2} {:>9.2} {:>9.2}\n",
+                    st.stage, st.mean_ms, st.p50_ms, st.p99_ms
+                ));
             }
         }
     }
-    out.push_str(&format!("events published over zenoh: {} (failed {})\n", s.events_published, s.events_failed));
+    out.push_str(&format!(
+        "events published over zenoh: {} (failed {})\n",
+        s.events_published, s.events_failed
+    ));
     out
 }

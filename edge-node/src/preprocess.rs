@@ -198,7 +198,13 @@ mod tests {
             rgb[y * stride + 9] = 7; // garbage in the padding
         }
         let p = letterbox(&rgb, w, h, stride, &spec(3, 2));
-        assert!(p.tensor[..6].iter().all(|v| (v - 200.0 / 255.0).abs() < 1e-6), "{:?}", &p.tensor[..6]);
+        assert!(
+            p.tensor[..6]
+                .iter()
+                .all(|v| (v - 200.0 / 255.0).abs() < 1e-6),
+            "{:?}",
+            &p.tensor[..6]
+        );
     }
 
     proptest! {

@@ -29,8 +29,11 @@ pub async fn open_session(cfg: &ZenohConfig) -> Result<zenoh::Session, PublishEr
         ZenohMode::Client => "client",
     };
     let text = keys::zenoh_json5(mode, &cfg.connect, &cfg.listen, cfg.multicast_scouting);
-    let config = zenoh::Config::from_json5(&text).map_err(|e| PublishError::Config(e.to_string()))?;
-    zenoh::open(config).await.map_err(|e| PublishError::Open(e.to_string()))
+    let config =
+        zenoh::Config::from_json5(&text).map_err(|e| PublishError::Config(e.to_string()))?;
+    zenoh::open(config)
+        .await
+        .map_err(|e| PublishError::Open(e.to_string()))
 }
 
 /// Waits until some aggregator's liveliness token is visible; false after `wait`.
@@ -68,7 +71,11 @@ pub async fn run_publisher(session: zenoh::Session, mut rx: mpsc::Receiver<Event
     let mut stats = PublishStats::default();
     while let Some(ev) = rx.recv().await {
         let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
-        match session.put(&key, ev.encode()).congestion_control(CongestionControl::Block).await {
+        match session
+            .put(&key, ev.encode())
+            .congestion_control(CongestionControl::Block)
+            .await
+        {
             Ok(()) => {
                 stats.published += 1;
                 debug!(key = %key, "Event published");

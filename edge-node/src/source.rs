@@ -42,20 +42,41 @@ pub fn open(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
         message: format!("GStreamer failed to initialise: {e}; run scripts/setup.sh"),
     })?;
     match cfg {
-        SourceConfig::File { path, start_time, realtime } => {
+        SourceConfig::File {
+            path,
+            start_time,
+            realtime,
+        } => {
             check_file(path, &cfg.describe())?;
             let base = start_time.as_deref().and_then(parse_rfc3339_ms);
-            Ok(Box::new(GstSource::start(cfg.describe(), Kind::File { path: path.clone(), realtime: *realtime }, base)?))
+            Ok(Box::new(GstSource::start(
+                cfg.describe(),
+                Kind::File {
+                    path: path.clone(),
+                    realtime: *realtime,
+                },
+                base,
+            )?))
         }
         SourceConfig::Rtsp { url, latency_ms } => Ok(Box::new(GstSource::start(
             cfg.describe(),
-            Kind::Rtsp { url: url.clone(), latency_ms: *latency_ms },
+            Kind::Rtsp {
+                url: url.clone(),
+                latency_ms: *latency_ms,
+            },
             None,
         )?)),
-        SourceConfig::Images { dir, fps, start_time } => Ok(Box::new(ImageFolder::open(
+        SourceConfig::Images {
+            dir,
+            fps,
+            start_time,
+        } => Ok(Box::new(ImageFolder::open(
             dir,
             *fps,
-            start_time.as_deref().and_then(parse_rfc3339_ms).unwrap_or_else(now_ms),
+            start_time
+                .as_deref()
+                .and_then(parse_rfc3339_ms)
+                .unwrap_or_else(now_ms),
             cfg.describe(),
         )?)),
     }
@@ -111,7 +132,10 @@ fn bus_error(pipeline: &gst::Pipeline) -> Option<String> {
 
 impl GstSource {
     fn start(input: String, kind: Kind, base_ms: Option<i64>) -> Result<GstSource, SourceError> {
-        let open_err = |message: String| SourceError::Open { input: input.clone(), message };
+        let open_err = |message: String| SourceError::Open {
+            input: input.clone(),
+            message,
+        };
         let (desc, live, sync) = match &kind {
             Kind::File { realtime, .. } => ("filesrc name=src ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink", false, *realtime),
             Kind::Rtsp { .. } => ("rtspsrc name=src ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink", true, false),
@@ -122,7 +146,9 @@ impl GstSource {
             .map_err(|_| open_err("pipeline is not a gst::Pipeline".into()))?;
         let src = pipeline.by_name("src").expect("named in the description");
         match &kind {
-            Kind::File { path, .. } => src.set_property("location", path.to_string_lossy().as_ref()),
+            Kind::File { path, .. } => {
+                src.set_property("location", path.to_string_lossy().as_ref())
+            }
             Kind::Rtsp { url, latency_ms } => {
                 src.set_property("location", url.as_str());
                 src.set_property("latency", *latency_ms);
@@ -173,13 +199,18 @@ fn sample_to_rgb(sample: &gst::Sample) -> Result<(u32, u32, Vec<u8>, Option<i64>
     let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| format!("bad caps: {e}"))?;
     let buffer = sample.buffer().ok_or("sample without buffer")?;
     let pts_ms = buffer.pts().map(|p| p.mseconds() as i64);
-    let map = buffer.map_readable().map_err(|e| format!("cannot map buffer: {e}"))?;
+    let map = buffer
+        .map_readable()
+        .map_err(|e| format!("cannot map buffer: {e}"))?;
     let (w, h) = (info.width(), info.height());
     let stride = info.stride()[0] as usize;
     let row = w as usize * 3;
     let data = map.as_slice();
     if data.len() < stride * (h as usize - 1) + row {
-        return Err(format!("buffer of {} bytes is too small for {w}x{h}", data.len()));
+        return Err(format!(
+            "buffer of {} bytes is too small for {w}x{h}",
+            data.len()
+        ));
     }
     let mut rgb = Vec::with_capacity(row * h as usize);
     for y in 0..h as usize {
@@ -191,23 +222,39 @@ fn sample_to_rgb(sample: &gst::Sample) -> Result<(u32, u32, Vec<u8>, Option<i64>
 impl FrameSource for GstSource {
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         loop {
-            if let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
-                let (width, height, rgb, pts_ms) = sample_to_rgb(&sample).map_err(|message| SourceError::Stream {
-                    input: self.input.clone(),
-                    message,
-                })?;
+            if let Some(sample) = self
+                .sink
+                .try_pull_sample(gst::ClockTime::from_mseconds(100))
+            {
+                let (width, height, rgb, pts_ms) =
+                    sample_to_rgb(&sample).map_err(|message| SourceError::Stream {
+                        input: self.input.clone(),
+                        message,
+                    })?;
                 let time_ms = self.frame_time(pts_ms);
                 let seq = self.seq;
                 self.seq += 1;
                 self.last_frame_at = Instant::now();
-                return Ok(Some(Frame { seq, time_ms, width, height, rgb: Arc::new(rgb) }));
+                return Ok(Some(Frame {
+                    seq,
+                    time_ms,
+                    width,
+                    height,
+                    rgb: Arc::new(rgb),
+                }));
             }
             if let Some(message) = bus_error(&self.pipeline) {
-                return Err(SourceError::Stream { input: self.input.clone(), message });
+                return Err(SourceError::Stream {
+                    input: self.input.clone(),
+                    message,
+                });
             }
             if self.sink.is_eos() {
                 if self.live {
-                    return Err(SourceError::Stream { input: self.input.clone(), message: "the stream ended".into() });
+                    return Err(SourceError::Stream {
+                        input: self.input.clone(),
+                        message: "the stream ended".into(),
+                    });
                 }
                 if self.seq == 0 {
                     return Err(SourceError::Stream {
@@ -218,7 +265,10 @@ impl FrameSource for GstSource {
                 return Ok(None);
             }
             if self.last_frame_at.elapsed() > self.stall_timeout {
-                return Err(SourceError::Stalled { input: self.input.clone(), secs: self.stall_timeout.as_secs() });
+                return Err(SourceError::Stalled {
+                    input: self.input.clone(),
+                    secs: self.stall_timeout.as_secs(),
+                });
             }
         }
     }
@@ -250,29 +300,50 @@ impl ImageFolder {
         let mut files: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png")
+                })
             })
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(SourceError::Open { input, message: "holds no .jpg, .jpeg or .png files".into() });
+            return Err(SourceError::Open {
+                input,
+                message: "holds no .jpg, .jpeg or .png files".into(),
+            });
         }
-        Ok(ImageFolder { input, files, next: 0, fps, base_ms, seq: 0 })
+        Ok(ImageFolder {
+            input,
+            files,
+            next: 0,
+            fps,
+            base_ms,
+            seq: 0,
+        })
     }
 }
 
 fn decode_image(path: &Path) -> Result<(u32, u32, Vec<u8>), String> {
-    let pipeline = gst::parse::launch("filesrc name=src ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink")
-        .map_err(|e| e.to_string())?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| "not a pipeline".to_string())?;
-    pipeline.by_name("src").expect("named").set_property("location", path.to_string_lossy().as_ref());
-    let sink = pipeline.by_name("sink").expect("named").downcast::<gst_app::AppSink>().map_err(|_| "not an appsink")?;
+    let pipeline = gst::parse::launch(
+        "filesrc name=src ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink",
+    )
+    .map_err(|e| e.to_string())?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| "not a pipeline".to_string())?;
+    pipeline
+        .by_name("src")
+        .expect("named")
+        .set_property("location", path.to_string_lossy().as_ref());
+    let sink = pipeline
+        .by_name("sink")
+        .expect("named")
+        .downcast::<gst_app::AppSink>()
+        .map_err(|_| "not an appsink")?;
     sink.set_sync(false);
     let result = (|| {
-        pipeline.set_state(gst::State::Playing).map_err(|e| bus_error(&pipeline).unwrap_or_else(|| e.to_string()))?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| bus_error(&pipeline).unwrap_or_else(|| e.to_string()))?;
         match sink.try_pull_preroll(gst::ClockTime::from_seconds(5)) {
             Some(sample) => sample_to_rgb(&sample).map(|(w, h, rgb, _)| (w, h, rgb)),
             None => Err(bus_error(&pipeline).unwrap_or_else(|| "no image decoded".into())),
@@ -293,13 +364,24 @@ impl FrameSource for ImageFolder {
                     let seq = self.seq;
                     self.seq += 1;
                     let time_ms = self.base_ms + (index as f64 * 1000.0 / self.fps).round() as i64;
-                    return Ok(Some(Frame { seq, time_ms, width, height, rgb: Arc::new(rgb) }));
+                    return Ok(Some(Frame {
+                        seq,
+                        time_ms,
+                        width,
+                        height,
+                        rgb: Arc::new(rgb),
+                    }));
                 }
-                Err(e) => tracing::warn!(input = %self.input, file = %path.display(), error = %e, "Skipping an image that does not decode"),
+                Err(e) => {
+                    tracing::warn!(input = %self.input, file = %path.display(), error = %e, "Skipping an image that does not decode")
+                }
             }
         }
         if self.seq == 0 {
-            return Err(SourceError::Stream { input: self.input.clone(), message: "no image in the folder decoded".into() });
+            return Err(SourceError::Stream {
+                input: self.input.clone(),
+                message: "no image in the folder decoded".into(),
+            });
         }
         Ok(None)
     }

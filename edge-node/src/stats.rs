@@ -48,7 +48,11 @@ impl StageTimer {
         StageSummary {
             stage: stage.to_string(),
             count: self.count,
-            mean_ms: if self.count == 0 { 0.0 } else { self.sum_ms / self.count as f64 },
+            mean_ms: if self.count == 0 {
+                0.0
+            } else {
+                self.sum_ms / self.count as f64
+            },
             p50_ms: pct(0.5),
             p99_ms: pct(0.99),
         }

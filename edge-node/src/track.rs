@@ -54,8 +54,18 @@ impl Kalman {
     fn new(b: &BBox) -> Kalman {
         let z = to_xyah(b);
         let h = z[3];
-        let sp = [2.0 * STD_POS * h, 2.0 * STD_POS * h, 1e-2, 2.0 * STD_POS * h];
-        let sv = [10.0 * STD_VEL * h, 10.0 * STD_VEL * h, 1e-5, 10.0 * STD_VEL * h];
+        let sp = [
+            2.0 * STD_POS * h,
+            2.0 * STD_POS * h,
+            1e-2,
+            2.0 * STD_POS * h,
+        ];
+        let sv = [
+            10.0 * STD_VEL * h,
+            10.0 * STD_VEL * h,
+            1e-5,
+            10.0 * STD_VEL * h,
+        ];
         Kalman {
             x: std::array::from_fn(|i| [z[i], 0.0]),
             p: std::array::from_fn(|i| [sp[i] * sp[i], 0.0, sv[i] * sv[i]]),
@@ -70,7 +80,11 @@ impl Kalman {
             let [p, v] = self.x[i];
             self.x[i] = [p + v, v];
             let [p00, p01, p11] = self.p[i];
-            self.p[i] = [p00 + 2.0 * p01 + p11 + qp[i] * qp[i], p01 + p11, p11 + qv[i] * qv[i]];
+            self.p[i] = [
+                p00 + 2.0 * p01 + p11 + qp[i] * qp[i],
+                p01 + p11,
+                p11 + qv[i] * qv[i],
+            ];
         }
         // Height cannot go negative however fast a box was shrinking.
         if self.x[3][0] < 1.0 {
@@ -94,7 +108,12 @@ impl Kalman {
     }
 
     fn bbox(&self) -> BBox {
-        let (cx, cy, a, h) = (self.x[0][0], self.x[1][0], self.x[2][0].max(0.0), self.x[3][0].max(0.0));
+        let (cx, cy, a, h) = (
+            self.x[0][0],
+            self.x[1][0],
+            self.x[2][0].max(0.0),
+            self.x[3][0].max(0.0),
+        );
         let w = a * h;
         BBox::new(cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0)
     }
@@ -198,14 +217,16 @@ impl Track {
         let mut pts = self.path.clone();
         let (x, y) = self.bbox.foot();
         if pts.last().is_none_or(|p| p.t_ms != self.last_time_ms) {
-            pts.push(PathPoint { t_ms: self.last_time_ms, x, y });
+            pts.push(PathPoint {
+                t_ms: self.last_time_ms,
+                x,
+                y,
+            });
         }
         if pts.len() <= n || n < 2 {
             return pts;
         }
-        (0..n)
-            .map(|i| pts[i * (pts.len() - 1) / (n - 1)])
-            .collect()
+        (0..n).map(|i| pts[i * (pts.len() - 1) / (n - 1)]).collect()
     }
 
     pub fn displacement_px(&self) -> f32 {
@@ -256,7 +277,9 @@ impl Tracker {
             t.kf.predict();
             t.matched_now = false;
         }
-        let high: Vec<usize> = (0..dets.len()).filter(|&i| dets[i].score >= cfg.high_score).collect();
+        let high: Vec<usize> = (0..dets.len())
+            .filter(|&i| dets[i].score >= cfg.high_score)
+            .collect();
         let low: Vec<usize> = (0..dets.len())
             .filter(|&i| dets[i].score >= cfg.low_score && dets[i].score < cfg.high_score)
             .collect();
@@ -265,7 +288,8 @@ impl Tracker {
         let pool: Vec<usize> = (0..self.tracks.len())
             .filter(|&i| self.tracks[i].state != TrackState::Tentative)
             .collect();
-        let (m1, rest_tracks, rest_high) = greedy_match(&self.tracks, &pool, dets, &high, cfg.match_iou);
+        let (m1, rest_tracks, rest_high) =
+            greedy_match(&self.tracks, &pool, dets, &high, cfg.match_iou);
         // 2. Tracks followed in the previous frame, still unmatched, against low-score ones.
         let followed: Vec<usize> = rest_tracks
             .into_iter()
@@ -276,7 +300,8 @@ impl Tracker {
         let tentative: Vec<usize> = (0..self.tracks.len())
             .filter(|&i| self.tracks[i].state == TrackState::Tentative)
             .collect();
-        let (m3, _, rest_high) = greedy_match(&self.tracks, &tentative, dets, &rest_high, cfg.match_iou);
+        let (m3, _, rest_high) =
+            greedy_match(&self.tracks, &tentative, dets, &rest_high, cfg.match_iou);
 
         let mut events = Vec::new();
         for (ti, di) in m1.into_iter().chain(m2).chain(m3) {
@@ -417,7 +442,9 @@ mod tests {
     #[test]
     fn one_walker_is_one_track_confirmed_after_three_hits() {
         let mut tr = Tracker::new(TrackerConfig::default());
-        let frames: Vec<Vec<Detection>> = (0..50).map(|i| vec![det(0, 0.8, 10.0 + 4.0 * i as f32, 50.0)]).collect();
+        let frames: Vec<Vec<Detection>> = (0..50)
+            .map(|i| vec![det(0, 0.8, 10.0 + 4.0 * i as f32, 50.0)])
+            .collect();
         let e1 = tr.update(&frames[0], 0);
         let e2 = tr.update(&frames[1], 100);
         assert!(e1.is_empty() && e2.is_empty());
@@ -445,9 +472,16 @@ mod tests {
     #[test]
     fn low_score_detections_keep_a_track_but_never_start_one() {
         let mut tr = Tracker::new(TrackerConfig::default());
-        let mut frames: Vec<Vec<Detection>> = (0..5).map(|i| vec![det(0, 0.9, 10.0 + 2.0 * i as f32, 50.0)]).collect();
+        let mut frames: Vec<Vec<Detection>> = (0..5)
+            .map(|i| vec![det(0, 0.9, 10.0 + 2.0 * i as f32, 50.0)])
+            .collect();
         // Occluded: score drops to 0.3 for 10 frames; a lone 0.3 detection elsewhere.
-        frames.extend((5..15).map(|i| vec![det(0, 0.3, 10.0 + 2.0 * i as f32, 50.0), det(0, 0.3, 400.0, 300.0)]));
+        frames.extend((5..15).map(|i| {
+            vec![
+                det(0, 0.3, 10.0 + 2.0 * i as f32, 50.0),
+                det(0, 0.3, 400.0, 300.0),
+            ]
+        }));
         frames.extend((15..20).map(|i| vec![det(0, 0.9, 10.0 + 2.0 * i as f32, 50.0)]));
         let ev = run(&mut tr, &frames);
         let (s, e) = ids(&ev);
@@ -482,7 +516,11 @@ mod tests {
         let frames: Vec<Vec<Detection>> = (0..40)
             .map(|i| {
                 let i = i as f32;
-                vec![det(0, 0.9, 10.0 + 5.0 * i, 50.0), det(0, 0.85, 210.0 - 5.0 * i, 120.0), det(2, 0.9, 500.0, 400.0)]
+                vec![
+                    det(0, 0.9, 10.0 + 5.0 * i, 50.0),
+                    det(0, 0.85, 210.0 - 5.0 * i, 120.0),
+                    det(2, 0.9, 500.0, 400.0),
+                ]
             })
             .collect();
         let ev = run(&mut tr, &frames);
@@ -507,7 +545,8 @@ mod tests {
     fn scene() -> impl Strategy<Value = Vec<Vec<Detection>>> {
         proptest::collection::vec(
             proptest::collection::vec(
-                (0usize..2, 0.0f32..1.0, 0f32..600.0, 0f32..400.0).prop_map(|(c, s, x, y)| det(c, s, x, y)),
+                (0usize..2, 0.0f32..1.0, 0f32..600.0, 0f32..400.0)
+                    .prop_map(|(c, s, x, y)| det(c, s, x, y)),
                 0..8,
             ),
             1..40,

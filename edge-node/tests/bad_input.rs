@@ -18,7 +18,9 @@ fn corrupt_video_and_missing_model_fail_alone_while_the_good_camera_runs() {
     bytes.extend((0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     std::fs::write(&corrupt, bytes).unwrap();
     // A manifest whose model file does not exist.
-    let manifest = std::fs::read_to_string(repo_root().join("models/yolov8n.toml")).unwrap().replace("file = \"yolov8n.onnx\"", "file = \"missing-model.onnx\"");
+    let manifest = std::fs::read_to_string(repo_root().join("models/yolov8n.toml"))
+        .unwrap()
+        .replace("file = \"yolov8n.onnx\"", "file = \"missing-model.onnx\"");
     let manifest_path = dir.0.join("missing.toml");
     std::fs::write(&manifest_path, manifest).unwrap();
 
@@ -53,31 +55,51 @@ retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
         );
     let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(240));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "failed cameras give exit code 3\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "failed cameras give exit code 3\n{stderr}"
+    );
     let summary = summary.expect("summary written even when cameras fail");
     let cams = summary["cameras"].as_array().unwrap();
-    let by_name = |n: &str| cams.iter().find(|c| c["label"] == n).unwrap_or_else(|| panic!("camera {n} in summary"));
+    let by_name = |n: &str| {
+        cams.iter()
+            .find(|c| c["label"] == n)
+            .unwrap_or_else(|| panic!("camera {n} in summary"))
+    };
 
     let good = by_name("good");
     assert_eq!(good["failed"], false, "{good}");
     assert_eq!(good["frames_processed"], 40);
     let published = good["events_published"].as_u64().unwrap();
     assert!(published > 0);
-    assert_eq!(agg.wait_stored(published, Duration::from_secs(20)), published);
+    assert_eq!(
+        agg.wait_stored(published, Duration::from_secs(20)),
+        published
+    );
 
     let corrupt_err = by_name("corrupt")["error"].as_str().unwrap().to_string();
     assert!(corrupt_err.contains("corrupt.avi"), "{corrupt_err}");
     assert_eq!(by_name("corrupt")["attempts"], 2);
 
     let model_err = by_name("no-model")["error"].as_str().unwrap().to_string();
-    assert!(model_err.contains("missing-model.onnx") && model_err.contains("setup.sh"), "{model_err}");
+    assert!(
+        model_err.contains("missing-model.onnx") && model_err.contains("setup.sh"),
+        "{model_err}"
+    );
 
     let file_err = by_name("no-file")["error"].as_str().unwrap().to_string();
-    assert!(file_err.contains("does-not-exist.mp4") && file_err.contains("No such file"), "{file_err}");
+    assert!(
+        file_err.contains("does-not-exist.mp4") && file_err.contains("No such file"),
+        "{file_err}"
+    );
 
     // The operator sees the same in the log and in the printed summary.
     for needle in ["corrupt.avi", "missing-model.onnx", "does-not-exist.mp4"] {
-        assert!(stderr.contains(needle), "{needle} missing from stderr:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{needle} missing from stderr:\n{stderr}"
+        );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("FAILED after 2 attempt(s)"), "{stdout}");
@@ -100,12 +122,22 @@ source = { type = "file", path = "x.avi" }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(summary.is_none());
-    for needle in ["edge.toml", "3 problem(s)", "checkpoint_id", "'320505000512100000'", "'http://camera/stream'", "must be unique"] {
+    for needle in [
+        "edge.toml",
+        "3 problem(s)",
+        "checkpoint_id",
+        "'320505000512100000'",
+        "'http://camera/stream'",
+        "must be unique",
+    ] {
         assert!(stderr.contains(needle), "{needle} missing:\n{stderr}");
     }
 
     let (out, _) = run_edge("node_id = 5\n", &dir.0, Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("edge.toml") && stderr.contains("node_id"), "{stderr}");
+    assert!(
+        stderr.contains("edge.toml") && stderr.contains("node_id"),
+        "{stderr}"
+    );
 }

@@ -8,22 +8,35 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn cache_dir() -> PathBuf {
-    std::env::var_os("TRAFFIC_CACHE").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".cache"))
+    std::env::var_os("TRAFFIC_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cache"))
 }
 
 /// The sample video; the suite's command (scripts/test.sh) installs it first.
 pub fn vtest() -> PathBuf {
     let p = cache_dir().join("media/vtest.avi");
-    assert!(p.exists(), "{} is missing: run scripts/setup.sh (scripts/test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct TestAggregator {
@@ -39,7 +52,11 @@ pub mod tempdir {
     pub struct Dir(pub PathBuf);
     impl Dir {
         pub fn new(tag: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!("edge-test-{tag}-{}-{}", std::process::id(), ulid::Ulid::new()));
+            let p = std::env::temp_dir().join(format!(
+                "edge-test-{tag}-{}-{}",
+                std::process::id(),
+                ulid::Ulid::new()
+            ));
             std::fs::create_dir_all(&p).unwrap();
             Dir(p)
         }
@@ -61,9 +78,24 @@ impl TestAggregator {
         );
         let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
         let cfg = raw.validate(Path::new("test")).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let running = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), aggregator::start(cfg)).await.unwrap().unwrap() });
-        TestAggregator { zenoh_port, http: running.http_addr, running: Some(running), rt, _dir: dir }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let running = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), aggregator::start(cfg))
+                .await
+                .unwrap()
+                .unwrap()
+        });
+        TestAggregator {
+            zenoh_port,
+            http: running.http_addr,
+            running: Some(running),
+            rt,
+            _dir: dir,
+        }
     }
 
     pub fn get_json(&self, path: &str) -> serde_json::Value {
@@ -76,7 +108,9 @@ impl TestAggregator {
     pub fn wait_stored(&self, n: u64, within: Duration) -> u64 {
         let deadline = Instant::now() + within;
         loop {
-            let stored = self.get_json("/health")["ingest"]["stored"].as_u64().unwrap();
+            let stored = self.get_json("/health")["ingest"]["stored"]
+                .as_u64()
+                .unwrap();
             if stored >= n || Instant::now() > deadline {
                 return stored;
             }
@@ -94,7 +128,13 @@ impl TestAggregator {
                 None => format!("/api/v1/events?{query}&limit=200"),
             };
             let page = self.get_json(&path);
-            out.extend(page["events"].as_array().unwrap().iter().map(|e| serde_json::from_value::<protocol::Event>(e.clone()).unwrap()));
+            out.extend(
+                page["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| serde_json::from_value::<protocol::Event>(e.clone()).unwrap()),
+            );
             match page["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_string()),
                 None => return out,
@@ -106,7 +146,11 @@ impl TestAggregator {
 impl Drop for TestAggregator {
     fn drop(&mut self) {
         if let Some(r) = self.running.take() {
-            self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), r.stop()).await.ok() });
+            self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(20), r.stop())
+                    .await
+                    .ok()
+            });
         }
     }
 }
@@ -125,13 +169,20 @@ wait_for_aggregator_secs = 20
 [zenoh]
 connect = ["tcp/127.0.0.1:{zenoh_port}"]
 "#,
-        ort = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| cache_dir().join("onnxruntime/libonnxruntime.so.1.32.0").display().to_string()),
+        ort = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| cache_dir()
+            .join("onnxruntime/libonnxruntime.so.1.32.0")
+            .display()
+            .to_string()),
         models = cache_dir().join("models").display(),
     ) + &format!("# repo {}\n", root.display())
 }
 
 /// Runs the edge-node binary on `config_text`, killing it after `deadline`.
-pub fn run_edge(config_text: &str, dir: &Path, deadline: Duration) -> (Output, Option<serde_json::Value>) {
+pub fn run_edge(
+    config_text: &str,
+    dir: &Path,
+    deadline: Duration,
+) -> (Output, Option<serde_json::Value>) {
     let cfg = dir.join("edge.toml");
     std::fs::write(&cfg, config_text).unwrap();
     let summary = dir.join("summary.json");
@@ -153,11 +204,16 @@ pub fn run_edge(config_text: &str, dir: &Path, deadline: Duration) -> (Output, O
         if Instant::now() > until {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            panic!("edge-node ran past {deadline:?}; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "edge-node ran past {deadline:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = child.wait_with_output().unwrap();
-    let summary = std::fs::read(&summary).ok().map(|b| serde_json::from_slice(&b).unwrap());
+    let summary = std::fs::read(&summary)
+        .ok()
+        .map(|b| serde_json::from_slice(&b).unwrap());
     (out, summary)
 }

@@ -359,11 +359,17 @@ pub(crate) mod tests {
         e.camera_id = DeviceId::parse("32050500051210000009").unwrap();
         assert!(matches!(
             Event::decode(&e.encode()),
-            Err(EventError::IdType { field: "camera_id", .. })
+            Err(EventError::IdType {
+                field: "camera_id",
+                ..
+            })
         ));
         let mut e = sample();
         e.event_id = "nope".into();
-        assert!(matches!(Event::decode(&e.encode()), Err(EventError::EventId(_))));
+        assert!(matches!(
+            Event::decode(&e.encode()),
+            Err(EventError::EventId(_))
+        ));
     }
 
     #[test]

@@ -159,9 +159,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes_and_types_with_the_input_quoted() {
-        let e = DeviceId::parse("3205050005121000001").unwrap_err().to_string();
+        let e = DeviceId::parse("3205050005121000001")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'3205050005121000001'"), "{e}");
-        let e = DeviceId::parse("32050500059990000001").unwrap_err().to_string();
+        let e = DeviceId::parse("32050500059990000001")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'999'"), "{e}");
         assert!(DeviceId::parse("3205050005121000000a").is_err());
         let e = DeviceId::parse_as("32050500051210000001", DeviceType::Camera).unwrap_err();

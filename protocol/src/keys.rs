@@ -23,12 +23,7 @@ pub fn checkpoint_prefix(checkpoint: &DeviceId) -> String {
 }
 
 /// Key of one event.
-pub fn event(
-    checkpoint: &DeviceId,
-    camera: &DeviceId,
-    kind: EventKind,
-    event_id: &str,
-) -> String {
+pub fn event(checkpoint: &DeviceId, camera: &DeviceId, kind: EventKind, event_id: &str) -> String {
     format!(
         "{}/{}/event/{}/{}",
         checkpoint_prefix(checkpoint),
@@ -99,7 +94,12 @@ mod tests {
     fn event_key_round_trips() {
         let ck = DeviceId::parse("32050500051210000001").unwrap();
         let cam = DeviceId::parse("32050500051320000001").unwrap();
-        let k = event(&ck, &cam, EventKind::ObjectTrack, "01J0000000000000000000000A");
+        let k = event(
+            &ck,
+            &cam,
+            EventKind::ObjectTrack,
+            "01J0000000000000000000000A",
+        );
         assert_eq!(k, "ckpt/320500/320505/32050500051210000001/32050500051320000001/event/object_track/01J0000000000000000000000A");
         let p = parse_event_key(&k).unwrap();
         assert_eq!(p.checkpoint, ck.as_str());
@@ -113,7 +113,10 @@ mod tests {
             events_in(&Scope::County("320505".into())),
             "ckpt/320500/320505/*/*/event/**"
         );
-        assert_eq!(events_in(&Scope::City("320500".into())), "ckpt/320500/*/*/*/event/**");
+        assert_eq!(
+            events_in(&Scope::City("320500".into())),
+            "ckpt/320500/*/*/*/event/**"
+        );
     }
 }
 
@@ -128,7 +131,12 @@ pub const ANY_AGGREGATOR_ALIVE: &str = "ckpt/agg/**";
 
 /// zenoh session settings both binaries share, rendered as the JSON5 zenoh reads, so that
 /// this crate need not depend on zenoh.
-pub fn zenoh_json5(mode: &str, connect: &[String], listen: &[String], multicast_scouting: bool) -> String {
+pub fn zenoh_json5(
+    mode: &str,
+    connect: &[String],
+    listen: &[String],
+    multicast_scouting: bool,
+) -> String {
     let list = |v: &[String]| serde_json::to_string(v).expect("strings serialise");
     format!(
         r#"{{ mode: "{mode}", connect: {{ endpoints: {} }}, listen: {{ endpoints: {} }}, scouting: {{ multicast: {{ enabled: {multicast_scouting} }}, gossip: {{ enabled: true }} }} }}"#,

@@ -22,10 +22,22 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         }
         part.parse().ok()
     };
-    if b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || (b[10] != b'T' && b[10] != b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -83,10 +95,16 @@ mod tests {
     #[test]
     fn known_times() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_ms("2026-11-29T08:00:00.5Z"), Some(1_795_939_200_500));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-29T08:00:00.5Z"),
+            Some(1_795_939_200_500)
+        );
         assert_eq!(parse_rfc3339_ms("2026-11-29T08:00:00+08:00"), None);
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
-        assert_eq!(format_rfc3339_ms(1_795_939_200_500), "2026-11-29T08:00:00.500Z");
+        assert_eq!(
+            format_rfc3339_ms(1_795_939_200_500),
+            "2026-11-29T08:00:00.500Z"
+        );
     }
 
     proptest! {
