@@ -143,7 +143,7 @@ pub struct CameraConfig {
     /// Object classes to track (detector label names). Others are detected but not tracked.
     #[serde(default = "default_classes")]
     pub classes: Vec<String>,
-    /// Stop after this many frames (files and image folders); none = the whole source.
+    /// Stop after this many frames; none = the whole file, or forever for a live stream.
     #[serde(default)]
     pub max_frames: Option<u64>,
     /// Retry policy when the source or the detector fails.

@@ -1,0 +1,117 @@
+//! The other source kinds, end to end through the real model and zenoh: an RTSP stream from
+//! a GStreamer RTSP server on loopback, and a folder of still images (one of them corrupt).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_rtsp_server as rtsp;
+use gstreamer_rtsp_server::prelude::*;
+
+/// Serves vtest.avi re-encoded to H.264 at rtsp://127.0.0.1:<port>/vtest, in real time.
+fn rtsp_server() -> (u16, gst::glib::MainLoop) {
+    gst::init().unwrap();
+    let main_loop = gst::glib::MainLoop::new(None, false);
+    let server = rtsp::RTSPServer::new();
+    server.set_address("127.0.0.1");
+    server.set_service("0");
+    let factory = rtsp::RTSPMediaFactory::new();
+    factory.set_launch(&format!(
+        "( filesrc location={} ! decodebin ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! rtph264pay name=pay0 pt=96 )",
+        vtest().display()
+    ));
+    factory.set_shared(true);
+    server.mount_points().unwrap().add_factory("/vtest", factory);
+    let id = server.attach(None).unwrap();
+    let port = server.bound_port() as u16;
+    let ml = main_loop.clone();
+    std::thread::spawn(move || {
+        ml.run();
+        id.remove();
+        drop(server);
+    });
+    (port, main_loop)
+}
+
+#[test]
+fn rtsp_stream_on_loopback() {
+    let (port, main_loop) = rtsp_server();
+    let agg = TestAggregator::start();
+    let dir = common::tempdir::Dir::new("rtsp");
+    let config = node_header(agg.zenoh_port)
+        + &format!(
+            r#"[[cameras]]
+id = "32050500051320000005"
+name = "rtsp"
+source = {{ type = "rtsp", url = "rtsp://127.0.0.1:{port}/vtest", latency_ms = 100 }}
+max_frames = 60
+"#
+        );
+    let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(120));
+    main_loop.quit();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let cam = &summary.unwrap()["cameras"][0];
+    assert_eq!(cam["frames_processed"], 60, "{cam}");
+    assert!(cam["detections_per_class"]["person"].as_u64().unwrap() >= 60 * 2, "{cam}");
+    let published = cam["events_published"].as_u64().unwrap();
+    assert!(published >= 6, "at least the three people of the first frames start and end tracks: {cam}");
+    assert_eq!(agg.wait_stored(published, Duration::from_secs(20)), published);
+    // Live frame times come from the stream clock mapped to now: they are recent.
+    let events = agg.all_events("camera=32050500051320000005");
+    let now = protocol::time::now_ms();
+    assert!(events.iter().all(|e| (now - e.frame_time_ms).abs() < 120_000), "frame times not current");
+}
+
+#[test]
+fn image_folder_with_a_corrupt_image() {
+    gst::init().unwrap();
+    let agg = TestAggregator::start();
+    let dir = common::tempdir::Dir::new("images");
+    let images = dir.0.join("frames");
+    std::fs::create_dir_all(&images).unwrap();
+    // The first 30 frames of vtest.avi as JPEG files, plus one that is not an image.
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! identity eos-after=30 ! jpegenc ! multifilesink location={}/%05d.jpg",
+        vtest().display(),
+        images.display()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error]).unwrap();
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+    std::fs::write(images.join("00015b.jpg"), b"not a jpeg at all").unwrap();
+    assert_eq!(std::fs::read_dir(&images).unwrap().count(), 31);
+
+    let config = node_header(agg.zenoh_port)
+        + &format!(
+            r#"[[cameras]]
+id = "32050500051320000006"
+name = "stills"
+source = {{ type = "images", dir = "{}", fps = 10, start_time = "2026-11-29T00:00:00Z" }}
+"#,
+            images.display()
+        );
+    let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("00015b.jpg"), "the skipped image is named in the log:\n{stderr}");
+    let cam = &summary.unwrap()["cameras"][0];
+    assert_eq!(cam["frames_processed"], 30, "{cam}");
+    let published = cam["events_published"].as_u64().unwrap();
+    assert_eq!(agg.wait_stored(published, Duration::from_secs(20)), published);
+    let events = agg.all_events("camera=32050500051320000006&kind=object_track&class=person");
+    let t0 = protocol::time::parse_rfc3339_ms("2026-11-29T00:00:00Z").unwrap();
+    // The three people of frame 0 are followed; frame times follow fps from start_time.
+    let starts = events
+        .iter()
+        .filter(|e| matches!(&e.body, protocol::EventBody::ObjectTrack(t) if t.phase == protocol::TrackPhase::Start && t.first_time_ms == t0))
+        .count();
+    assert_eq!(starts, 3, "{events:#?}");
+    assert!(events.iter().all(|e| e.frame_time_ms >= t0 && e.frame_time_ms <= t0 + 3000));
+}
