@@ -67,7 +67,7 @@ impl IngestMetrics {
             .expect("not poisoned")
             .entry(reason.to_string())
             .or_default() += 1;
-        if n <= 10 || n % 1000 == 0 {
+        if n <= 10 || n.is_multiple_of(1000) {
             warn!(key, reason, detail, rejected_total = n, "Event rejected");
         }
     }

@@ -31,7 +31,7 @@ use crate::stats::{StageSummary, StageTimer};
 use crate::track::{TrackEvent, Tracker};
 
 /// Frames queued between the decode thread and the inference thread.
-pub const FRAME_QUEUE: usize = 4;
+pub const FRAME_QUEUE: usize = 2;
 /// Consecutive inference failures after which the camera restarts.
 const MAX_CONSECUTIVE_INFER_ERRORS: u32 = 10;
 

@@ -137,7 +137,7 @@ impl ModelManifest {
         if m.input.width == 0 || m.input.height == 0 {
             problems.push("input width and height must be above 0".to_string());
         }
-        if m.input.std.iter().any(|s| *s == 0.0) {
+        if m.input.std.contains(&0.0) {
             problems.push("input.std must not contain 0".to_string());
         }
         if m.labels.metadata_key.is_none() && m.labels.names.is_none() {

@@ -173,7 +173,7 @@ impl Track {
     }
 
     fn push_path(&mut self, t: i64) {
-        if self.path_seen % self.path_stride == 0 {
+        if self.path_seen.is_multiple_of(self.path_stride) {
             let (x, y) = self.bbox.foot();
             self.path.push(PathPoint { t_ms: t, x, y });
             if self.path.len() >= MAX_PATH_POINTS {

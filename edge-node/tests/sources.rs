@@ -24,7 +24,10 @@ fn rtsp_server() -> (u16, gst::glib::MainLoop) {
         vtest().display()
     ));
     factory.set_shared(true);
-    server.mount_points().unwrap().add_factory("/vtest", factory);
+    server
+        .mount_points()
+        .unwrap()
+        .add_factory("/vtest", factory);
     let id = server.attach(None).unwrap();
     let port = server.bound_port() as u16;
     let ml = main_loop.clone();
@@ -56,14 +59,28 @@ max_frames = 60
     assert!(out.status.success(), "{stderr}");
     let cam = &summary.unwrap()["cameras"][0];
     assert_eq!(cam["frames_processed"], 60, "{cam}");
-    assert!(cam["detections_per_class"]["person"].as_u64().unwrap() >= 60 * 2, "{cam}");
+    assert!(
+        cam["detections_per_class"]["person"].as_u64().unwrap() >= 60 * 2,
+        "{cam}"
+    );
     let published = cam["events_published"].as_u64().unwrap();
-    assert!(published >= 6, "at least the three people of the first frames start and end tracks: {cam}");
-    assert_eq!(agg.wait_stored(published, Duration::from_secs(20)), published);
+    assert!(
+        published >= 6,
+        "at least the three people of the first frames start and end tracks: {cam}"
+    );
+    assert_eq!(
+        agg.wait_stored(published, Duration::from_secs(20)),
+        published
+    );
     // Live frame times come from the stream clock mapped to now: they are recent.
     let events = agg.all_events("camera=32050500051320000005");
     let now = protocol::time::now_ms();
-    assert!(events.iter().all(|e| (now - e.frame_time_ms).abs() < 120_000), "frame times not current");
+    assert!(
+        events
+            .iter()
+            .all(|e| (now - e.frame_time_ms).abs() < 120_000),
+        "frame times not current"
+    );
 }
 
 #[test]
@@ -82,7 +99,12 @@ fn image_folder_with_a_corrupt_image() {
     .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let bus = pipeline.bus().unwrap();
-    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error]).unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
     assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
     pipeline.set_state(gst::State::Null).unwrap();
     std::fs::write(images.join("00015b.jpg"), b"not a jpeg at all").unwrap();
@@ -100,11 +122,17 @@ source = {{ type = "images", dir = "{}", fps = 10, start_time = "2026-11-29T00:0
     let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(120));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("00015b.jpg"), "the skipped image is named in the log:\n{stderr}");
+    assert!(
+        stderr.contains("00015b.jpg"),
+        "the skipped image is named in the log:\n{stderr}"
+    );
     let cam = &summary.unwrap()["cameras"][0];
     assert_eq!(cam["frames_processed"], 30, "{cam}");
     let published = cam["events_published"].as_u64().unwrap();
-    assert_eq!(agg.wait_stored(published, Duration::from_secs(20)), published);
+    assert_eq!(
+        agg.wait_stored(published, Duration::from_secs(20)),
+        published
+    );
     let events = agg.all_events("camera=32050500051320000006&kind=object_track&class=person");
     let t0 = protocol::time::parse_rfc3339_ms("2026-11-29T00:00:00Z").unwrap();
     // The three people of frame 0 are followed; frame times follow fps from start_time.
@@ -113,5 +141,7 @@ source = {{ type = "images", dir = "{}", fps = 10, start_time = "2026-11-29T00:0
         .filter(|e| matches!(&e.body, protocol::EventBody::ObjectTrack(t) if t.phase == protocol::TrackPhase::Start && t.first_time_ms == t0))
         .count();
     assert_eq!(starts, 3, "{events:#?}");
-    assert!(events.iter().all(|e| e.frame_time_ms >= t0 && e.frame_time_ms <= t0 + 3000));
+    assert!(events
+        .iter()
+        .all(|e| e.frame_time_ms >= t0 && e.frame_time_ms <= t0 + 3000));
 }

@@ -86,6 +86,31 @@ pub fn parse_event_key(key: &str) -> Option<EventKey<'_>> {
     }
 }
 
+/// Liveliness token an aggregator holds while it is subscribed and storing; `scope_label` is
+/// its region code or `all`.
+pub fn aggregator_alive(scope_label: &str, aggregator_id: &DeviceId) -> String {
+    format!("{ROOT}/agg/{scope_label}/{aggregator_id}")
+}
+
+/// Matches every aggregator's liveliness token.
+pub const ANY_AGGREGATOR_ALIVE: &str = "ckpt/agg/**";
+
+/// zenoh session settings both binaries share, rendered as the JSON5 zenoh reads, so that
+/// this crate need not depend on zenoh.
+pub fn zenoh_json5(
+    mode: &str,
+    connect: &[String],
+    listen: &[String],
+    multicast_scouting: bool,
+) -> String {
+    let list = |v: &[String]| serde_json::to_string(v).expect("strings serialise");
+    format!(
+        r#"{{ mode: "{mode}", connect: {{ endpoints: {} }}, listen: {{ endpoints: {} }}, scouting: {{ multicast: {{ enabled: {multicast_scouting} }}, gossip: {{ enabled: true }} }} }}"#,
+        list(connect),
+        list(listen)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,29 +143,4 @@ mod tests {
             "ckpt/320500/*/*/*/event/**"
         );
     }
-}
-
-/// Liveliness token an aggregator holds while it is subscribed and storing; `scope_label` is
-/// its region code or `all`.
-pub fn aggregator_alive(scope_label: &str, aggregator_id: &DeviceId) -> String {
-    format!("{ROOT}/agg/{scope_label}/{aggregator_id}")
-}
-
-/// Matches every aggregator's liveliness token.
-pub const ANY_AGGREGATOR_ALIVE: &str = "ckpt/agg/**";
-
-/// zenoh session settings both binaries share, rendered as the JSON5 zenoh reads, so that
-/// this crate need not depend on zenoh.
-pub fn zenoh_json5(
-    mode: &str,
-    connect: &[String],
-    listen: &[String],
-    multicast_scouting: bool,
-) -> String {
-    let list = |v: &[String]| serde_json::to_string(v).expect("strings serialise");
-    format!(
-        r#"{{ mode: "{mode}", connect: {{ endpoints: {} }}, listen: {{ endpoints: {} }}, scouting: {{ multicast: {{ enabled: {multicast_scouting} }}, gossip: {{ enabled: true }} }} }}"#,
-        list(connect),
-        list(listen)
-    )
 }
