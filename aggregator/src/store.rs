@@ -133,6 +133,7 @@ impl Store {
                             "end"
                         }),
                     ),
+                    EventBody::PedestrianRedLight(_) => (Some("person"), None),
                 };
                 new += stmt.execute(params![
                     ev.event_id,

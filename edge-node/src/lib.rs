@@ -13,8 +13,11 @@ pub mod frame;
 pub mod manifest;
 pub mod node;
 pub mod preprocess;
+pub mod red_light;
+pub mod signal;
 pub mod publish;
 pub mod source;
 pub mod stats;
 
 pub mod track;
+pub mod zones;

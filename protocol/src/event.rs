@@ -173,17 +173,116 @@ pub struct ObjectTrack {
     pub displacement_px: f32,
 }
 
+/// State of a signal head as the rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LightState {
+    Red,
+    Green,
+    /// Flashing green or amber: the end of the walk phase; not red.
+    Flashing,
+    Unknown,
+}
+
+impl LightState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LightState::Red => "red",
+            LightState::Green => "green",
+            LightState::Flashing => "flashing",
+            LightState::Unknown => "unknown",
+        }
+    }
+}
+
+/// Where a signal reading came from, in the usual order of trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalSource {
+    /// The signal controller's phase feed over zenoh.
+    Feed,
+    /// A fixed-time plan from the configuration.
+    Plan,
+    /// The colour of the light seen by the camera.
+    Vision,
+}
+
+impl SignalSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalSource::Feed => "feed",
+            SignalSource::Plan => "plan",
+            SignalSource::Vision => "vision",
+        }
+    }
+}
+
+/// One signal reading: state, since when, where from, and how old it was when used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalReading {
+    pub phase: String,
+    pub state: LightState,
+    /// When the current state began, UTC ms.
+    pub since_ms: i64,
+    pub source: SignalSource,
+    /// When this reading was observed (feed: the controller's time; vision: the frame's).
+    pub observed_ms: i64,
+}
+
+impl SignalReading {
+    pub fn age_ms(&self, now_ms: i64) -> i64 {
+        now_ms - self.observed_ms
+    }
+}
+
+/// What a signal controller publishes on `keys::signal(checkpoint, phase)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalPhaseMsg {
+    pub phase: String,
+    pub state: LightState,
+    pub since_ms: i64,
+    /// The controller's time when it sent this, UTC ms.
+    pub sent_ms: i64,
+    /// The controller's id or name.
+    pub controller: String,
+}
+
+/// A pedestrian who left a waiting area and entered the crosswalk on red.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PedestrianRedLight {
+    pub track_id: u64,
+    pub crosswalk: String,
+    pub waiting_area: String,
+    /// Last frame time in the waiting area.
+    pub left_waiting_ms: i64,
+    /// First frame time in the crosswalk.
+    pub entered_ms: i64,
+    /// Frame time the violation was confirmed (after the required frames inside).
+    pub confirmed_ms: i64,
+    /// The signal when the person entered.
+    pub signal: SignalReading,
+    /// How long the signal had been red when the person entered.
+    pub red_for_ms: i64,
+    /// Age of the signal reading when used.
+    pub signal_age_ms: i64,
+    /// The person's box in each staged picture (leaving, mid-crosswalk, further on).
+    pub boxes: Vec<BBox>,
+}
+
 /// The kind-specific part of an event. New kinds add variants here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "body", rename_all = "snake_case")]
 pub enum EventBody {
     ObjectTrack(ObjectTrack),
+    PedestrianRedLight(PedestrianRedLight),
 }
 
 impl EventBody {
     pub fn kind(&self) -> EventKind {
         match self {
             EventBody::ObjectTrack(_) => EventKind::ObjectTrack,
+            EventBody::PedestrianRedLight(_) => EventKind::PedestrianRedLight,
         }
     }
 }

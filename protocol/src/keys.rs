@@ -43,6 +43,16 @@ pub fn alive(checkpoint: &DeviceId) -> String {
     format!("{}/alive", checkpoint_prefix(checkpoint))
 }
 
+/// Signal-controller feed of one phase at a checkpoint.
+pub fn signal(checkpoint: &DeviceId, phase: &str) -> String {
+    format!("{}/signal/{phase}", checkpoint_prefix(checkpoint))
+}
+
+/// One evidence image (JPEG bytes), published before the event that references it.
+pub fn evidence(checkpoint: &DeviceId, camera: &DeviceId, image_id: &str) -> String {
+    format!("{}/{}/evidence/{image_id}", checkpoint_prefix(checkpoint), camera)
+}
+
 /// Scope an aggregator subscribes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -60,6 +70,20 @@ pub fn events_in(scope: &Scope) -> String {
         Scope::County(c) => format!("{ROOT}/{}00/{c}/*/*/event/**", &c[..4]),
         Scope::City(c) => format!("{ROOT}/{c}/*/*/*/event/**"),
         Scope::All => format!("{ROOT}/*/*/*/*/event/**"),
+    }
+}
+
+/// Wildcard selecting every evidence image in a scope.
+pub fn evidence_in(scope: &Scope) -> String {
+    events_in(scope).replace("/event/**", "/evidence/*")
+}
+
+/// The parts of an evidence key: (checkpoint, camera, image id).
+pub fn parse_evidence_key(key: &str) -> Option<(&str, &str, &str)> {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        [ROOT, _city, _county, checkpoint, camera, "evidence", image_id] => Some((checkpoint, camera, image_id)),
+        _ => None,
     }
 }
 

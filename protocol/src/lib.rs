@@ -11,7 +11,8 @@ pub mod keys;
 pub mod time;
 
 pub use event::{
-    BBox, Detection, Event, EventBody, EventError, EventKind, EvidenceRef, ObjectTrack, PathPoint,
-    ReviewState, RuleRef, Severity, TrackPhase, MAX_EVENT_BYTES, SCHEMA_VERSION,
+    BBox, Detection, Event, EventBody, EventError, EventKind, EvidenceRef, LightState, ObjectTrack,
+    PathPoint, PedestrianRedLight, ReviewState, RuleRef, Severity, SignalPhaseMsg, SignalReading,
+    SignalSource, TrackPhase, MAX_EVENT_BYTES, SCHEMA_VERSION,
 };
 pub use ids::{DeviceId, DeviceIdError, DeviceType};
