@@ -6,6 +6,8 @@
 //!   (`2026-11-29T08:00:00Z`); `from` is inclusive, `to` exclusive.
 //! - `GET /api/v1/events/{event_id}`: one event.
 //! - `GET /api/v1/stats`: events per kind, ended object tracks per class.
+//! - `GET /api/v1/evidence/{image_id}`: an evidence image (JPEG), its sha256 in
+//!   `X-Content-SHA256`; an event's `evidence` lists its image ids.
 
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +37,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/evidence/{image_id}", get(get_evidence))
         .with_state(state)
 }
 
@@ -137,6 +140,18 @@ async fn get_event(
     match with_store(&s, move |st| st.get(&id2)).await? {
         Some(ev) => Ok(Json(ev)),
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("no event '{id}'"))),
+    }
+}
+
+async fn get_evidence(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id2 = id.clone();
+    match with_store(&s, move |st| st.get_evidence(&id2)).await? {
+        Some(b) => Ok((
+            [(axum::http::header::CONTENT_TYPE, b.content_type.clone()), (axum::http::HeaderName::from_static("x-content-sha256"), b.sha256.clone())],
+            b.bytes,
+        )
+            .into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no evidence image '{id}' (images arrive shortly before their event)"))),
     }
 }
 

@@ -30,6 +30,7 @@ pub struct IngestMetrics {
     pub duplicates: AtomicU64,
     pub rejected: AtomicU64,
     pub store_errors: AtomicU64,
+    pub evidence_stored: AtomicU64,
     rejected_by_reason: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -40,6 +41,7 @@ pub struct IngestSnapshot {
     pub duplicates: u64,
     pub rejected: u64,
     pub store_errors: u64,
+    pub evidence_stored: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
 }
 
@@ -51,6 +53,7 @@ impl IngestMetrics {
             duplicates: self.duplicates.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             store_errors: self.store_errors.load(Ordering::Relaxed),
+            evidence_stored: self.evidence_stored.load(Ordering::Relaxed),
             rejected_by_reason: self
                 .rejected_by_reason
                 .lock()
@@ -105,6 +108,36 @@ pub fn validate(key: &str, payload: &[u8]) -> Result<Event, (&'static str, Strin
     Ok(ev)
 }
 
+/// Largest evidence image accepted.
+pub const MAX_EVIDENCE_BYTES: usize = 16 << 20;
+
+/// Checks an evidence sample: key shape, id characters, size, JPEG or PNG signature.
+pub fn validate_evidence(key: &str, payload: &[u8]) -> Result<crate::store::EvidenceBlob, (&'static str, String)> {
+    let (checkpoint, camera, image_id) = protocol::keys::parse_evidence_key(key).ok_or(("key", format!("key '{key}' is not an evidence key")))?;
+    if image_id.is_empty() || image_id.len() > 80 || !image_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(("evidence_id", format!("evidence id '{image_id}' must be 1-80 letters, digits, '-' or '_'")));
+    }
+    if payload.len() > MAX_EVIDENCE_BYTES {
+        return Err(("evidence_oversized", format!("evidence image of {} bytes exceeds {MAX_EVIDENCE_BYTES}", payload.len())));
+    }
+    let content_type = if payload.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        "image/jpeg"
+    } else if payload.starts_with(b"\x89PNG") {
+        "image/png"
+    } else {
+        return Err(("evidence_format", format!("evidence '{image_id}' is neither JPEG nor PNG")));
+    };
+    use sha2::Digest;
+    Ok(crate::store::EvidenceBlob {
+        image_id: image_id.to_string(),
+        checkpoint_id: checkpoint.to_string(),
+        camera_id: camera.to_string(),
+        sha256: hex::encode(sha2::Sha256::digest(payload)),
+        content_type: content_type.to_string(),
+        bytes: payload.to_vec(),
+    })
+}
+
 /// The writer loop; returns when every sender is gone and the queue is drained.
 pub fn run_writer(mut store: Store, rx: Receiver<(String, Vec<u8>)>, metrics: &IngestMetrics) {
     let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
@@ -116,6 +149,25 @@ pub fn run_writer(mut store: Store, rx: Receiver<(String, Vec<u8>)>, metrics: &I
         };
         let mut item = Some(first);
         while let Some((key, payload)) = item.take() {
+            if key.contains("/evidence/") {
+                // Images are few and large: stored one by one, outside the event batch.
+                match validate_evidence(&key, &payload) {
+                    Ok(blob) => match store.insert_evidence(&blob, protocol::time::now_ms()) {
+                        Ok(_) => {
+                            metrics.evidence_stored.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                            error!(error = %e, key = %key, "Storing evidence failed");
+                        }
+                    },
+                    Err((reason, detail)) => metrics.reject(&key, reason, &detail),
+                }
+                if batch.len() < MAX_BATCH {
+                    item = rx.try_recv().ok();
+                }
+                continue;
+            }
             metrics.received.fetch_add(1, Ordering::Relaxed);
             match validate(&key, &payload) {
                 Ok(ev) => batch.push(ev),

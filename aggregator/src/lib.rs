@@ -42,6 +42,7 @@ pub struct Running {
     pub metrics: Arc<IngestMetrics>,
     session: zenoh::Session,
     subscriber: Option<zenoh::pubsub::Subscriber<()>>,
+    evidence_subscriber: Option<zenoh::pubsub::Subscriber<()>>,
     token: Option<zenoh::liveliness::LivelinessToken>,
     writer: Option<std::thread::JoinHandle<()>>,
     http: tokio::task::JoinHandle<()>,
@@ -81,6 +82,14 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         .name("ingest-writer".into())
         .spawn(move || ingest::run_writer(writer_store, rx, &m))
         .expect("spawning a thread");
+    let evidence_tx = tx.clone();
+    let evidence_subscriber = session
+        .declare_subscriber(keys::evidence_in(&cfg.scope))
+        .callback(move |sample| {
+            let _ = evidence_tx.send((sample.key_expr().as_str().to_string(), sample.payload().to_bytes().into_owned()));
+        })
+        .await
+        .map_err(|e| AggregatorError::Zenoh { listen: z.listen.clone(), message: e.to_string() })?;
     let selector = keys::events_in(&cfg.scope);
     let subscriber = session
         .declare_subscriber(selector.clone())
@@ -127,6 +136,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         metrics,
         session,
         subscriber: Some(subscriber),
+        evidence_subscriber: Some(evidence_subscriber),
         token: Some(token),
         writer: Some(writer),
         http,
@@ -139,6 +149,9 @@ impl Running {
     pub async fn stop(mut self) {
         drop(self.token.take());
         if let Some(s) = self.subscriber.take() {
+            let _ = s.undeclare().await;
+        }
+        if let Some(s) = self.evidence_subscriber.take() {
             let _ = s.undeclare().await;
         }
         let _ = self.session.close().await;

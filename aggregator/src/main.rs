@@ -32,6 +32,13 @@ enum Cmd {
     Get { addr: String, path: String },
     /// Print what a running aggregator has stored, as a person reads it.
     Summary { addr: String },
+    /// List pedestrian red-light violations and save their evidence pictures.
+    Violations {
+        addr: String,
+        /// Folder to save the evidence JPEGs in.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -104,6 +111,7 @@ fn run() -> anyhow::Result<()> {
                 i["received"], i["stored"], i["duplicates"], i["rejected"]
             );
         }
+        Cmd::Violations { addr, save } => violations(&addr, save.as_deref())?,
         Cmd::Run { config, addr_file } => {
             let cfg = AggregatorConfig::load(&config)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -126,6 +134,68 @@ fn run() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })?;
         }
+    }
+    Ok(())
+}
+
+fn violations(addr: &str, save: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let mut cursor: Option<String> = None;
+    let mut n = 0;
+    if let Some(d) = save {
+        std::fs::create_dir_all(d)?;
+    }
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/events?kind=pedestrian_red_light&limit=200&cursor={c}"),
+            None => "/api/v1/events?kind=pedestrian_red_light&limit=200".to_string(),
+        };
+        let (status, body) = aggregator::client::get(addr, &path)?;
+        if status != 200 {
+            anyhow::bail!("HTTP {status} from {addr}: {body}");
+        }
+        let page: serde_json::Value = serde_json::from_str(&body)?;
+        for ev in page["events"].as_array().cloned().unwrap_or_default() {
+            n += 1;
+            let b = &ev["body"];
+            let t = ev["frame_time_ms"].as_i64().unwrap_or(0);
+            println!(
+                "violation {n}: event {} at {} camera {} track {} crossed '{}' from '{}' on red (red for {:.1} s, signal from {}, age {} ms), review {}",
+                ev["event_id"].as_str().unwrap_or("?"),
+                protocol::time::format_rfc3339_ms(t),
+                ev["camera_id"].as_str().unwrap_or("?"),
+                b["track_id"],
+                b["crosswalk"].as_str().unwrap_or("?"),
+                b["waiting_area"].as_str().unwrap_or("?"),
+                b["red_for_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+                b["signal"]["source"].as_str().unwrap_or("?"),
+                b["signal_age_ms"],
+                ev["review"].as_str().unwrap_or("?"),
+            );
+            for e in ev["evidence"].as_array().cloned().unwrap_or_default() {
+                let id = e["image_id"].as_str().unwrap_or("?");
+                let url = format!("http://{addr}/api/v1/evidence/{id}");
+                match save {
+                    Some(dir) => {
+                        let (status, _, bytes) = aggregator::client::get_bytes(addr, &format!("/api/v1/evidence/{id}"))?;
+                        if status == 200 {
+                            let p = dir.join(format!("{id}.jpg"));
+                            std::fs::write(&p, &bytes)?;
+                            println!("  {:<8} {}  ({url})", e["role"].as_str().unwrap_or("?"), p.display());
+                        } else {
+                            println!("  {:<8} missing at the aggregator ({url})", e["role"].as_str().unwrap_or("?"));
+                        }
+                    }
+                    None => println!("  {:<8} {url}", e["role"].as_str().unwrap_or("?")),
+                }
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    if n == 0 {
+        println!("no pedestrian red-light violations stored");
     }
     Ok(())
 }

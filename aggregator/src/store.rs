@@ -42,6 +42,16 @@ CREATE INDEX events_time ON events (frame_time_ms, event_id);
 CREATE INDEX events_checkpoint_time ON events (checkpoint_id, frame_time_ms, event_id);
 CREATE INDEX events_camera_time ON events (camera_id, frame_time_ms, event_id);
 CREATE INDEX events_kind_time ON events (kind, frame_time_ms, event_id);
+"#, r#"
+CREATE TABLE evidence (
+    image_id      TEXT PRIMARY KEY,
+    checkpoint_id TEXT NOT NULL,
+    camera_id     TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    content_type  TEXT NOT NULL,
+    bytes         BLOB NOT NULL,
+    received_ms   INTEGER NOT NULL
+);
 "#];
 
 pub struct Store {
@@ -71,12 +81,24 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// An evidence image as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceBlob {
+    pub image_id: String,
+    pub checkpoint_id: String,
+    pub camera_id: String,
+    pub sha256: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct StoreStats {
     pub events_total: u64,
     pub by_kind: BTreeMap<String, u64>,
     /// Ended object tracks per class.
     pub object_tracks_by_class: BTreeMap<String, u64>,
+    pub evidence_images: u64,
 }
 
 impl Store {
@@ -153,6 +175,27 @@ impl Store {
         }
         tx.commit()?;
         Ok(new)
+    }
+
+    /// Stores an evidence image; false when it was already there.
+    pub fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT INTO evidence (image_id, checkpoint_id, camera_id, sha256, content_type, bytes, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (image_id) DO NOTHING",
+            params![e.image_id, e.checkpoint_id, e.camera_id, e.sha256, e.content_type, e.bytes, received_ms],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn get_evidence(&self, image_id: &str) -> Result<Option<EvidenceBlob>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT image_id, checkpoint_id, camera_id, sha256, content_type, bytes FROM evidence WHERE image_id = ?1",
+                [image_id],
+                |r| Ok(EvidenceBlob { image_id: r.get(0)?, checkpoint_id: r.get(1)?, camera_id: r.get(2)?, sha256: r.get(3)?, content_type: r.get(4)?, bytes: r.get(5)? }),
+            )
+            .optional()?)
     }
 
     pub fn get(&self, event_id: &str) -> Result<Option<Event>, StoreError> {
@@ -254,6 +297,7 @@ impl Store {
             let n = n as u64;
             s.object_tracks_by_class.insert(k, n);
         }
+        s.evidence_images = self.conn.query_row("SELECT COUNT(*) FROM evidence", [], |r| r.get::<_, i64>(0))? as u64;
         Ok(s)
     }
 }

@@ -102,11 +102,12 @@ fn main() {
             intra_threads: threads,
             sink: sink.clone(),
             shutdown: Arc::new(AtomicBool::new(false)),
+            feed: Default::default(),
         };
         let s = run_camera(cfg.cameras[0].clone(), ctx);
         assert!(!s.failed, "pipeline failed: {:?}", s.error);
         assert_eq!(s.frames_processed as usize, n);
-        eprintln!("round {round}/{rounds}: model-only {m:.1} FPS, pipeline {:.1} FPS, ratio {:.3}, events {}", s.fps, s.fps / m, sink.0.lock().unwrap().len());
+        eprintln!("round {round}/{rounds}: model-only {m:.1} FPS, pipeline {:.1} FPS, ratio {:.3}, events {}", s.fps, s.fps / m, sink.events().len());
         model_fps.push(m);
         pipe_fps.push(s.fps);
         ratios.push(s.fps / m);

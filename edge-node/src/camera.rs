@@ -22,6 +22,11 @@ use serde::Serialize;
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::config::ValidCamera;
+pub use crate::crossing::Outgoing;
+use crate::crossing::{CrossingSummary, CrossingWatch};
+use crate::signal::FeedState;
+use crate::track::Track;
+use std::collections::HashSet;
 use crate::detect::{DetectError, Detection, Detector};
 use crate::events::EventFactory;
 use crate::frame::Frame;
@@ -35,26 +40,41 @@ pub const FRAME_QUEUE: usize = 2;
 /// Consecutive inference failures after which the camera restarts.
 const MAX_CONSECUTIVE_INFER_ERRORS: u32 = 10;
 
-/// Where events go. The node's publisher implements it; tests collect events in memory.
+/// Where events and evidence go. The node's publisher implements it; tests collect them in
+/// memory.
 pub trait EventSink: Send + Sync {
-    /// Hands an event on, waiting if the sink is full. Err only when the sink is closed.
-    fn send(&self, ev: Event) -> Result<(), String>;
+    /// Hands an event or image on, waiting if the sink is full. Err only when it is closed.
+    fn send(&self, out: Outgoing) -> Result<(), String>;
 }
 
-impl EventSink for tokio::sync::mpsc::Sender<Event> {
-    fn send(&self, ev: Event) -> Result<(), String> {
-        self.blocking_send(ev)
+impl EventSink for tokio::sync::mpsc::Sender<Outgoing> {
+    fn send(&self, out: Outgoing) -> Result<(), String> {
+        self.blocking_send(out)
             .map_err(|_| "the publisher has stopped".to_string())
     }
 }
 
-/// Collects events in memory (tests, benches).
+/// Collects events and evidence in memory (tests, benches).
 #[derive(Default)]
-pub struct MemorySink(pub Mutex<Vec<Event>>);
+pub struct MemorySink(pub Mutex<Vec<Outgoing>>);
+
+impl MemorySink {
+    pub fn events(&self) -> Vec<Event> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter_map(|o| match o {
+                Outgoing::Event(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
 
 impl EventSink for MemorySink {
-    fn send(&self, ev: Event) -> Result<(), String> {
-        self.0.lock().expect("not poisoned").push(ev);
+    fn send(&self, out: Outgoing) -> Result<(), String> {
+        self.0.lock().expect("not poisoned").push(out);
         Ok(())
     }
 }
@@ -69,6 +89,8 @@ pub struct CameraContext {
     pub intra_threads: usize,
     pub sink: Arc<dyn EventSink>,
     pub shutdown: Arc<AtomicBool>,
+    /// Latest signal-controller readings, shared by the cameras of the node.
+    pub feed: FeedState,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -90,6 +112,8 @@ pub struct CameraSummary {
     pub events_published: u64,
     pub inference_errors: u64,
     pub attempts: u32,
+    /// Pedestrian crossing: rule counters, signal coverage, evidence pictures.
+    pub crossing: Option<CrossingSummary>,
     pub failed: bool,
     pub error: Option<String>,
     pub stages: Vec<StageSummary>,
@@ -103,6 +127,8 @@ struct Timers {
     postprocess: StageTimer,
     track: StageTimer,
     publish: StageTimer,
+    crossing: StageTimer,
+    evidence: StageTimer,
     frame: StageTimer,
 }
 
@@ -196,6 +222,8 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
         timers.infer.summary("infer"),
         timers.postprocess.summary("postprocess"),
         timers.track.summary("track"),
+        timers.crossing.summary("crossing rule"),
+        timers.evidence.summary("evidence (per violation)"),
         timers.publish.summary("publish"),
         timers.frame.summary("frame (decoded -> published)"),
     ];
@@ -286,6 +314,7 @@ fn run_once(
         labels.clone(),
     );
     let mut tracker = Tracker::new(cam.tracker.clone());
+    let mut crossing = CrossingWatch::new(&cam.raw, ctx.feed.clone(), &labels);
     let mut consecutive_errors = 0u32;
     let result = (|| -> Result<(), CameraError> {
         loop {
@@ -335,6 +364,24 @@ fn run_once(
             let t_pub = Instant::now();
             publish(&track_events, &mut factory, ctx, summary)?;
             timers.publish.record(t_pub.elapsed());
+            if let Some(cw) = &mut crossing {
+                let t_cross = Instant::now();
+                let ended: HashSet<u64> = track_events
+                    .iter()
+                    .filter_map(|e| match e {
+                        TrackEvent::Ended(t) => Some(t.id),
+                        _ => None,
+                    })
+                    .collect();
+                let visible: Vec<&Track> = tracker.visible().collect();
+                let n_evidence = cw.evidence_time.len();
+                let out = cw.on_frame(&d.frame, &visible, &dets, &ended, &mut factory);
+                send_all(out, ctx, summary)?;
+                for t in cw.evidence_time.drain(n_evidence..) {
+                    timers.evidence.record(t);
+                }
+                timers.crossing.record(t_cross.elapsed());
+            }
             timers
                 .frame
                 .record(d.ready_at.elapsed() + d.decode + d.preprocess);
@@ -351,9 +398,17 @@ fn run_once(
             );
         }
     })();
-    // Whatever happened, tracks still open end here: their end events are real.
+    // Whatever happened, tracks still open end here: their end events are real, and so are
+    // violations waiting for their last picture.
     let ended = tracker.finish();
-    let flushed = publish(&ended, &mut factory, ctx, summary);
+    let mut flushed = publish(&ended, &mut factory, ctx, summary);
+    if let Some(cw) = &mut crossing {
+        let out = cw.finish(&mut factory);
+        flushed = flushed.and(send_all(out, ctx, summary));
+        let mut cs = cw.summary.clone();
+        cs.rule = cw.counters();
+        summary.crossing = Some(cs);
+    }
     drop(rx);
     let _ = decoder.join();
     summary.frames_dropped += dropped.load(Ordering::Relaxed);
@@ -375,8 +430,18 @@ fn publish(
                 .or_default() += 1;
         }
         let ev = factory.object_track(te);
-        ctx.sink.send(ev).map_err(CameraError::Sink)?;
+        ctx.sink.send(Outgoing::Event(ev)).map_err(CameraError::Sink)?;
         summary.events_published += 1;
+    }
+    Ok(())
+}
+
+fn send_all(out: Vec<Outgoing>, ctx: &CameraContext, summary: &mut CameraSummary) -> Result<(), CameraError> {
+    for o in out {
+        if matches!(o, Outgoing::Event(_)) {
+            summary.events_published += 1;
+        }
+        ctx.sink.send(o).map_err(CameraError::Sink)?;
     }
     Ok(())
 }

@@ -9,7 +9,12 @@ use protocol::{
     Severity, TrackPhase, SCHEMA_VERSION,
 };
 
+use crate::evidence::Picture;
+use crate::red_light::Finding;
 use crate::track::{Track, TrackEvent, PATH_SUMMARY_POINTS};
+
+pub const RED_LIGHT_RULE: &str = "pedestrian_red_light";
+pub const RED_LIGHT_RULE_VERSION: u32 = 1;
 
 pub const OBJECT_TRACK_RULE: &str = "object_track";
 pub const OBJECT_TRACK_RULE_VERSION: u32 = 1;
@@ -48,7 +53,7 @@ impl EventFactory {
             .unwrap_or_else(|| format!("class{class_id}"))
     }
 
-    fn next_id(&mut self, time_ms: i64) -> String {
+    pub fn next_id(&mut self, time_ms: i64) -> String {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(time_ms.max(0) as u64);
         // The generator is monotonic within a millisecond; it only fails after 2^80 ids in
         // one millisecond, where a fresh random id is as good.
@@ -100,6 +105,39 @@ impl EventFactory {
                 hits: t.hits,
                 path: t.path_summary(PATH_SUMMARY_POINTS),
                 displacement_px: t.displacement_px(),
+            }),
+        }
+    }
+
+    /// A `pedestrian_red_light` event; it awaits review.
+    pub fn red_light(&mut self, event_id: String, f: &Finding, boxes: Vec<protocol::BBox>, pictures: &[Picture]) -> Event {
+        Event {
+            schema_version: SCHEMA_VERSION,
+            event_id: event_id.clone(),
+            severity: Severity::Alert,
+            node_id: self.node_id.clone(),
+            checkpoint_id: self.checkpoint_id.clone(),
+            camera_id: self.camera_id.clone(),
+            lane: self.lane,
+            frame_time_ms: f.confirmed.1,
+            detections: vec![WireDetection { class: "person".into(), score: 1.0, bbox: f.confirmed.2, track_id: Some(f.track_id) }],
+            rule: Some(RuleRef { id: RED_LIGHT_RULE.into(), version: RED_LIGHT_RULE_VERSION }),
+            evidence: pictures
+                .iter()
+                .map(|p| protocol::EvidenceRef { image_id: format!("{event_id}-{}", p.role), sha256: p.sha256.clone(), role: p.role.clone() })
+                .collect(),
+            review: ReviewState::Pending,
+            body: EventBody::PedestrianRedLight(protocol::PedestrianRedLight {
+                track_id: f.track_id,
+                crosswalk: f.crosswalk.clone(),
+                waiting_area: f.waiting_area.clone(),
+                left_waiting_ms: f.left.1,
+                entered_ms: f.entered.1,
+                confirmed_ms: f.confirmed.1,
+                red_for_ms: f.entered.1 - f.signal.since_ms,
+                signal: f.signal.clone(),
+                signal_age_ms: f.signal_age_ms,
+                boxes,
             }),
         }
     }

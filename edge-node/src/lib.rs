@@ -7,8 +7,10 @@
 
 pub mod camera;
 pub mod config;
+pub mod crossing;
 pub mod detect;
 pub mod events;
+pub mod evidence;
 pub mod frame;
 pub mod manifest;
 pub mod node;

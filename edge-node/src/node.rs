@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::camera::{run_camera, CameraContext, CameraSummary};
 use crate::config::ValidConfig;
-use crate::publish::{open_session, run_publisher, wait_for_aggregator, PublishError};
+use crate::publish::{open_session, run_publisher, subscribe_signal_feed, wait_for_aggregator, PublishError};
 
 /// Events buffered between the cameras and the publisher.
 const EVENT_QUEUE: usize = 1024;
@@ -22,6 +22,7 @@ pub struct NodeSummary {
     pub checkpoint_id: String,
     pub aggregator_seen: bool,
     pub events_published: u64,
+    pub evidence_published: u64,
     pub events_failed: u64,
     pub cameras: Vec<CameraSummary>,
 }
@@ -49,6 +50,8 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
         .declare_token(keys::alive(&cfg.checkpoint_id))
         .await
         .map_err(|e| PublishError::Open(e.to_string()))?;
+    let feed = crate::signal::FeedState::default();
+    let _feed_sub = subscribe_signal_feed(&session, &cfg.checkpoint_id, feed.clone()).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     let publisher = tokio::spawn(run_publisher(session.clone(), rx));
     let ctx = CameraContext {
@@ -59,6 +62,7 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
         intra_threads: cfg.raw.runtime.intra_threads,
         sink: Arc::new(tx),
         shutdown,
+        feed,
     };
     info!(cameras = cfg.cameras.len(), node = %cfg.node_id, checkpoint = %cfg.checkpoint_id, "Node started");
     let handles: Vec<_> = cfg
@@ -97,6 +101,7 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
         checkpoint_id: cfg.checkpoint_id.to_string(),
         aggregator_seen,
         events_published: stats.published,
+        evidence_published: stats.evidence_published,
         events_failed: stats.failed,
         cameras,
     })
@@ -137,6 +142,12 @@ pub fn render_summary(s: &NodeSummary) -> String {
             fmt(&c.confirmed_tracks_per_class)
         ));
         out.push_str(&format!("  events published: {}\n", c.events_published));
+        if let Some(x) = &c.crossing {
+            out.push_str(&format!(
+                "  crossing: {} entries from a waiting area, {} red-light violations, {} in grace, {} with the signal unknown; signal unknown for {:.1} s; sources used (frames): {:?}; {} evidence pictures\n",
+                x.rule.entries, x.rule.violations, x.rule.entries_in_grace, x.rule.entries_signal_unknown, x.signal_unknown_ms as f64 / 1000.0, x.frames_by_signal_source, x.evidence_pictures
+            ));
+        }
         if c.failed {
             out.push_str(&format!(
                 "  FAILED after {} attempt(s): {}\n",

@@ -8,10 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-use protocol::{keys, Event};
+use protocol::keys;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use zenoh::qos::CongestionControl;
+use zenoh::qos::{CongestionControl, Priority};
+
+use crate::crossing::Outgoing;
 
 use crate::config::{ZenohConfig, ZenohMode};
 
@@ -63,28 +65,72 @@ pub async fn wait_for_aggregator(session: &zenoh::Session, wait: Duration) -> bo
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PublishStats {
     pub published: u64,
+    pub evidence_published: u64,
     pub failed: u64,
 }
 
-/// Publishes until every sender is dropped and the channel is drained.
-pub async fn run_publisher(session: zenoh::Session, mut rx: mpsc::Receiver<Event>) -> PublishStats {
+/// Publishes until every sender is dropped and the channel is drained. Evidence images go at
+/// a lower priority than events, so that large payloads do not stall small ones; a camera
+/// sends a violation's images before its event.
+pub async fn run_publisher(session: zenoh::Session, mut rx: mpsc::Receiver<Outgoing>) -> PublishStats {
     let mut stats = PublishStats::default();
-    while let Some(ev) = rx.recv().await {
-        let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
-        match session
-            .put(&key, ev.encode())
-            .congestion_control(CongestionControl::Block)
-            .await
-        {
-            Ok(()) => {
-                stats.published += 1;
-                debug!(key = %key, "Event published");
+    while let Some(out) = rx.recv().await {
+        let (key, result) = match out {
+            Outgoing::Event(ev) => {
+                let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
+                let r = session.put(&key, ev.encode()).congestion_control(CongestionControl::Block).await;
+                if r.is_ok() {
+                    stats.published += 1;
+                }
+                (key, r)
             }
+            Outgoing::Evidence { checkpoint, camera, image_id, jpeg } => {
+                let key = keys::evidence(&checkpoint, &camera, &image_id);
+                let r = session
+                    .put(&key, jpeg.as_slice().to_vec())
+                    .congestion_control(CongestionControl::Block)
+                    .priority(Priority::DataLow)
+                    .encoding(zenoh::bytes::Encoding::IMAGE_JPEG)
+                    .await;
+                if r.is_ok() {
+                    stats.evidence_published += 1;
+                }
+                (key, r)
+            }
+        };
+        match result {
+            Ok(()) => debug!(key = %key, "Published"),
             Err(e) => {
                 stats.failed += 1;
-                warn!(key = %key, error = %e, "Event not published");
+                warn!(key = %key, error = %e, "Not published");
             }
         }
     }
     stats
+}
+
+/// Keeps the cameras' view of the signal controller's feed up to date.
+pub async fn subscribe_signal_feed(
+    session: &zenoh::Session,
+    checkpoint: &protocol::DeviceId,
+    feed: crate::signal::FeedState,
+) -> Result<zenoh::pubsub::Subscriber<()>, PublishError> {
+    let key = keys::signal(checkpoint, "*");
+    session
+        .declare_subscriber(&key)
+        .callback(move |sample| match serde_json::from_slice::<protocol::SignalPhaseMsg>(&sample.payload().to_bytes()) {
+            Ok(m) => {
+                let reading = protocol::SignalReading {
+                    phase: m.phase.clone(),
+                    state: m.state,
+                    since_ms: m.since_ms,
+                    source: protocol::SignalSource::Feed,
+                    observed_ms: m.sent_ms,
+                };
+                feed.lock().expect("not poisoned").insert(m.phase, reading);
+            }
+            Err(e) => warn!(key = %sample.key_expr(), error = %e, "Signal feed message ignored: not a signal phase message"),
+        })
+        .await
+        .map_err(|e| PublishError::Open(e.to_string()))
 }

@@ -1,0 +1,237 @@
+//! Stage `crossing`: one camera's pedestrian crossing, per frame: resolve the signal, run the
+//! red-light rule over the visible person tracks, keep recent frames, and once a violation's
+//! third picture is due, render the evidence and build the `pedestrian_red_light` event.
+//!
+//! Input: the frame, the tracks, the frame's two-wheeler detections. Output: [`Outgoing`]
+//! evidence images and events, images first. Synchronous; the camera thread calls it.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use protocol::{BBox, DeviceId, Event, LightState};
+use serde::Serialize;
+
+use crate::config::CameraConfig;
+use crate::events::EventFactory;
+use crate::evidence::{local_time_label, picture, render_closeup, render_scene, FrameRing, Overlay, Picture};
+use crate::frame::Frame;
+use crate::red_light::{mark_riders, Finding, Person, RedLightRule, RuleCounters};
+use crate::signal::{FeedState, Resolved, SignalResolver};
+use crate::track::Track;
+use crate::zones::ZoneMap;
+
+/// What a camera hands to the publisher.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Event(Event),
+    Evidence { checkpoint: DeviceId, camera: DeviceId, image_id: String, jpeg: std::sync::Arc<Vec<u8>> },
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CrossingSummary {
+    pub rule: RuleCountersOut,
+    /// Frame time during which the signal was unknown or stale, ms.
+    pub signal_unknown_ms: i64,
+    /// Frames per signal source used.
+    pub frames_by_signal_source: std::collections::BTreeMap<String, u64>,
+    pub evidence_pictures: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RuleCountersOut {
+    pub entries: u64,
+    pub entries_in_grace: u64,
+    pub entries_signal_unknown: u64,
+    pub violations: u64,
+    pub frames_signal_unknown: u64,
+}
+
+impl From<&RuleCounters> for RuleCountersOut {
+    fn from(c: &RuleCounters) -> Self {
+        RuleCountersOut {
+            entries: c.entries,
+            entries_in_grace: c.entries_in_grace,
+            entries_signal_unknown: c.entries_signal_unknown,
+            violations: c.violations,
+            frames_signal_unknown: c.frames_signal_unknown,
+        }
+    }
+}
+
+struct Pending {
+    finding: Finding,
+    due_ms: i64,
+    /// Latest frame the person was seen in: (seq, time, box).
+    last_seen: (u64, i64, BBox),
+}
+
+pub struct CrossingWatch {
+    signal: SignalResolver,
+    rule: RedLightRule,
+    ring: FrameRing,
+    pending: Vec<Pending>,
+    zone_shapes: Vec<(Vec<(f32, f32)>, [u8; 3])>,
+    zone_size: (u32, u32),
+    quality: u8,
+    utc_offset_min: i32,
+    person_class: usize,
+    two_wheeler_classes: Vec<usize>,
+    prev_time_ms: Option<i64>,
+    pub summary: CrossingSummary,
+    /// Time spent rendering evidence.
+    pub evidence_time: Vec<Duration>,
+}
+
+impl CrossingWatch {
+    /// None when the camera has no red-light rule.
+    pub fn new(cam: &CameraConfig, feed: FeedState, labels: &[String]) -> Option<CrossingWatch> {
+        let rl = cam.red_light.clone()?;
+        let sig = cam.signal.clone()?;
+        let id = |n: &str| labels.iter().position(|l| l == n);
+        Some(CrossingWatch {
+            signal: SignalResolver::new(sig, feed),
+            rule: RedLightRule::new(rl, ZoneMap::new(&cam.zones)),
+            ring: FrameRing::new(cam.evidence.ring_buffer_mb << 20),
+            pending: Vec::new(),
+            zone_shapes: Vec::new(),
+            zone_size: (0, 0),
+            quality: cam.evidence.jpeg_quality,
+            utc_offset_min: cam.evidence.utc_offset_minutes,
+            person_class: id("person")?,
+            two_wheeler_classes: ["bicycle", "motorcycle"].iter().filter_map(|n| id(n)).collect(),
+            prev_time_ms: None,
+            summary: CrossingSummary::default(),
+            evidence_time: Vec::new(),
+        })
+    }
+
+    /// One frame: `visible` are the confirmed tracks matched in it, `two_wheelers` this
+    /// frame's bicycle and motorcycle boxes, `ended` the tracks that ended in it.
+    pub fn on_frame(
+        &mut self,
+        frame: &Frame,
+        visible: &[&Track],
+        detections: &[crate::detect::Detection],
+        ended: &HashSet<u64>,
+        factory: &mut EventFactory,
+    ) -> Vec<Outgoing> {
+        self.ring.push(frame.clone());
+        self.signal.observe_frame(frame);
+        let resolved = self.signal.resolve(frame.time_ms);
+        match &resolved.reading {
+            Some(r) => *self.summary.frames_by_signal_source.entry(r.source.as_str().to_string()).or_default() += 1,
+            None => {
+                if let Some(prev) = self.prev_time_ms {
+                    self.summary.signal_unknown_ms += frame.time_ms - prev;
+                }
+            }
+        }
+        self.prev_time_ms = Some(frame.time_ms);
+
+        let mut people: Vec<Person> = visible
+            .iter()
+            .filter(|t| t.class_id == self.person_class)
+            .map(|t| Person { track_id: t.id, bbox: t.bbox, rider: false })
+            .collect();
+        let wheels: Vec<BBox> = detections.iter().filter(|d| self.two_wheeler_classes.contains(&d.class_id)).map(|d| d.bbox).collect();
+        mark_riders(&mut people, &wheels);
+        let findings = self.rule.evaluate(frame.seq, frame.time_ms, frame.width, frame.height, &people, &resolved);
+        self.rule.forget(ended);
+        for f in findings {
+            tracing::info!(track = f.track_id, crosswalk = %f.crosswalk, signal = ?f.signal.source, "Pedestrian entered the crosswalk on red");
+            let due_ms = f.confirmed.1 + self.rule.config().third_picture_after_ms;
+            self.pending.push(Pending { last_seen: f.confirmed, finding: f, due_ms });
+        }
+        for p in &mut self.pending {
+            if let Some(pp) = people.iter().find(|pp| pp.track_id == p.finding.track_id) {
+                p.last_seen = (frame.seq, frame.time_ms, pp.bbox);
+            }
+        }
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            if frame.time_ms >= p.due_ms || ended.contains(&p.finding.track_id) {
+                let p = self.pending.swap_remove(i);
+                out.extend(self.emit(p, &resolved, factory));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// End of stream: violations still waiting for their third picture use the last frame
+    /// the person was seen in.
+    pub fn finish(&mut self, factory: &mut EventFactory) -> Vec<Outgoing> {
+        let resolved = Resolved { reading: None, age_ms: 0 };
+        let pending: Vec<Pending> = self.pending.drain(..).collect();
+        pending.into_iter().flat_map(|p| self.emit(p, &resolved, factory)).collect()
+    }
+
+    pub fn counters(&self) -> RuleCountersOut {
+        (&self.rule.counters).into()
+    }
+
+    fn shapes_for(&mut self, w: u32, h: u32) {
+        if self.zone_size != (w, h) {
+            let z = self.rule.zones();
+            self.zone_shapes = z
+                .crosswalks
+                .iter()
+                .map(|(_, p)| (p.to_pixels(w, h), [255, 220, 0]))
+                .chain(z.waiting.iter().map(|(_, p)| (p.to_pixels(w, h), [0, 200, 255])))
+                .collect();
+            self.zone_size = (w, h);
+        }
+    }
+
+    fn emit(&mut self, p: Pending, _now: &Resolved, factory: &mut EventFactory) -> Vec<Outgoing> {
+        let t0 = Instant::now();
+        let f = &p.finding;
+        let event_id = factory.next_id(f.confirmed.1);
+        let sig = &f.signal;
+        let signal_line = format!(
+            "PED SIGNAL {} SINCE {} ({}, AGE {} MS)",
+            sig.state.as_str(),
+            local_time_label(sig.since_ms, self.utc_offset_min).split(' ').nth(1).unwrap_or(""),
+            sig.source.as_str(),
+            f.signal_age_ms
+        );
+        let stages = [("stage1", f.left), ("stage2", f.confirmed), ("stage3", p.last_seen)];
+        let mut pictures: Vec<Picture> = Vec::new();
+        let mut boxes = Vec::new();
+        for (n, (role, (seq, _t, bbox))) in stages.iter().enumerate() {
+            let Some(frame) = self.ring.get_or_after(*seq).cloned() else {
+                tracing::warn!(track = f.track_id, role, "Frame for evidence picture no longer buffered; raise evidence.ring_buffer_mb");
+                continue;
+            };
+            self.shapes_for(frame.width, frame.height);
+            let lines = vec![
+                format!("{}  PICTURE {}/3", local_time_label(frame.time_ms, self.utc_offset_min), n + 1),
+                format!("CHECKPOINT {}  CAMERA {}", factory.checkpoint_id, factory.camera_id),
+                format!("{signal_line}  TRACK {}", f.track_id),
+            ];
+            let ov = Overlay { lines, zones: &self.zone_shapes, person: *bbox };
+            pictures.push(picture(role, render_scene(&frame, &ov, self.quality)));
+            boxes.push(*bbox);
+            if *role == "stage2" {
+                pictures.push(picture("closeup", render_closeup(&frame, &ov, self.quality)));
+            }
+        }
+        self.summary.evidence_pictures += pictures.len() as u64;
+        let mut out: Vec<Outgoing> = pictures
+            .iter()
+            .map(|pic| Outgoing::Evidence {
+                checkpoint: factory.checkpoint_id.clone(),
+                camera: factory.camera_id.clone(),
+                image_id: format!("{event_id}-{}", pic.role),
+                jpeg: pic.jpeg.clone(),
+            })
+            .collect();
+        out.push(Outgoing::Event(factory.red_light(event_id, f, boxes, &pictures)));
+        self.evidence_time.push(t0.elapsed());
+        debug_assert!(f.signal.state == LightState::Red);
+        out
+    }
+}
