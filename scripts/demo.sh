@@ -42,6 +42,10 @@ for _ in $(seq 1 50); do
 done
 echo
 "$BIN/aggregator" summary "$ADDR"
+echo
+echo "Pedestrian red-light violations, with their evidence pictures saved under out/evidence/:"
+rm -rf out/evidence
+"$BIN/aggregator" violations "$ADDR" --save out/evidence
 cat <<MSG
 
 Query the API while the aggregator runs (it stops when this script ends; run

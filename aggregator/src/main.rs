@@ -42,6 +42,9 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
+    // Printing into a closed pipe (`| head`) ends the program quietly instead of panicking.
+    #[cfg(unix)]
+    unsafe_free_sigpipe_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -198,4 +201,18 @@ fn violations(addr: &str, save: Option<&std::path::Path>) -> anyhow::Result<()> 
         println!("no pedestrian red-light violations stored");
     }
     Ok(())
+}
+
+/// Restores the default SIGPIPE action through libc-free means: Rust ignores SIGPIPE, so
+/// writes to a closed pipe fail and `println!` panics; a failed write ends the process here.
+#[cfg(unix)]
+fn unsafe_free_sigpipe_default() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

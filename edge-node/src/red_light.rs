@@ -190,8 +190,16 @@ impl RedLightRule {
                         st.inside_frames = 0;
                         st.candidate = None;
                         let from_wait = st.last_waiting.filter(|w| t_ms - w.2 <= self.cfg.max_gap_ms);
-                        if from_wait.is_some() && !st.reported {
+                        if let (Some(w), false) = (from_wait, st.reported) {
                             self.counters.entries += 1;
+                            tracing::debug!(
+                                track = p.track_id,
+                                frame = seq,
+                                t_ms,
+                                from = %self.zones.waiting[w.0].0,
+                                signal = ?signal.reading.as_ref().map(|r| (r.state, t_ms - r.since_ms)),
+                                "Person entered the crosswalk from a waiting area"
+                            );
                             match &signal.reading {
                                 None => self.counters.entries_signal_unknown += 1,
                                 Some(r) if r.state == LightState::Red => {
