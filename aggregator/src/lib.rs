@@ -86,10 +86,16 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     let evidence_subscriber = session
         .declare_subscriber(keys::evidence_in(&cfg.scope))
         .callback(move |sample| {
-            let _ = evidence_tx.send((sample.key_expr().as_str().to_string(), sample.payload().to_bytes().into_owned()));
+            let _ = evidence_tx.send((
+                sample.key_expr().as_str().to_string(),
+                sample.payload().to_bytes().into_owned(),
+            ));
         })
         .await
-        .map_err(|e| AggregatorError::Zenoh { listen: z.listen.clone(), message: e.to_string() })?;
+        .map_err(|e| AggregatorError::Zenoh {
+            listen: z.listen.clone(),
+            message: e.to_string(),
+        })?;
     let selector = keys::events_in(&cfg.scope);
     let subscriber = session
         .declare_subscriber(selector.clone())

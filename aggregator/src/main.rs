@@ -179,13 +179,21 @@ fn violations(addr: &str, save: Option<&std::path::Path>) -> anyhow::Result<()> 
                 let url = format!("http://{addr}/api/v1/evidence/{id}");
                 match save {
                     Some(dir) => {
-                        let (status, _, bytes) = aggregator::client::get_bytes(addr, &format!("/api/v1/evidence/{id}"))?;
+                        let (status, _, bytes) =
+                            aggregator::client::get_bytes(addr, &format!("/api/v1/evidence/{id}"))?;
                         if status == 200 {
                             let p = dir.join(format!("{id}.jpg"));
                             std::fs::write(&p, &bytes)?;
-                            println!("  {:<8} {}  ({url})", e["role"].as_str().unwrap_or("?"), p.display());
+                            println!(
+                                "  {:<8} {}  ({url})",
+                                e["role"].as_str().unwrap_or("?"),
+                                p.display()
+                            );
                         } else {
-                            println!("  {:<8} missing at the aggregator ({url})", e["role"].as_str().unwrap_or("?"));
+                            println!(
+                                "  {:<8} missing at the aggregator ({url})",
+                                e["role"].as_str().unwrap_or("?")
+                            );
                         }
                     }
                     None => println!("  {:<8} {url}", e["role"].as_str().unwrap_or("?")),
@@ -209,7 +217,11 @@ fn violations(addr: &str, save: Option<&std::path::Path>) -> anyhow::Result<()> 
 fn unsafe_free_sigpipe_default() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let msg = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or("");
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or("");
         if msg.contains("Broken pipe") {
             std::process::exit(0);
         }

@@ -23,7 +23,8 @@ pub enum StoreError {
     Cursor(String),
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     event_id      TEXT PRIMARY KEY,
     kind          TEXT NOT NULL,
@@ -42,7 +43,8 @@ CREATE INDEX events_time ON events (frame_time_ms, event_id);
 CREATE INDEX events_checkpoint_time ON events (checkpoint_id, frame_time_ms, event_id);
 CREATE INDEX events_camera_time ON events (camera_id, frame_time_ms, event_id);
 CREATE INDEX events_kind_time ON events (kind, frame_time_ms, event_id);
-"#, r#"
+"#,
+    r#"
 CREATE TABLE evidence (
     image_id      TEXT PRIMARY KEY,
     checkpoint_id TEXT NOT NULL,
@@ -52,7 +54,8 @@ CREATE TABLE evidence (
     bytes         BLOB NOT NULL,
     received_ms   INTEGER NOT NULL
 );
-"#];
+"#,
+];
 
 pub struct Store {
     conn: Connection,
@@ -178,7 +181,11 @@ impl Store {
     }
 
     /// Stores an evidence image; false when it was already there.
-    pub fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError> {
+    pub fn insert_evidence(
+        &mut self,
+        e: &EvidenceBlob,
+        received_ms: i64,
+    ) -> Result<bool, StoreError> {
         let n = self.conn.execute(
             "INSERT INTO evidence (image_id, checkpoint_id, camera_id, sha256, content_type, bytes, received_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (image_id) DO NOTHING",
@@ -297,7 +304,10 @@ impl Store {
             let n = n as u64;
             s.object_tracks_by_class.insert(k, n);
         }
-        s.evidence_images = self.conn.query_row("SELECT COUNT(*) FROM evidence", [], |r| r.get::<_, i64>(0))? as u64;
+        s.evidence_images = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM evidence", [], |r| r.get::<_, i64>(0))?
+            as u64;
         Ok(s)
     }
 }

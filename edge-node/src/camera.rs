@@ -24,16 +24,16 @@ use tracing::{debug, error, info, info_span, warn};
 use crate::config::ValidCamera;
 pub use crate::crossing::Outgoing;
 use crate::crossing::{CrossingSummary, CrossingWatch};
-use crate::signal::FeedState;
-use crate::track::Track;
-use std::collections::HashSet;
 use crate::detect::{DetectError, Detection, Detector};
 use crate::events::EventFactory;
 use crate::frame::Frame;
 use crate::preprocess::{letterbox, Prepared};
+use crate::signal::FeedState;
 use crate::source::{self, SourceError};
 use crate::stats::{StageSummary, StageTimer};
+use crate::track::Track;
 use crate::track::{TrackEvent, Tracker};
+use std::collections::HashSet;
 
 /// Frames queued between the decode thread and the inference thread.
 pub const FRAME_QUEUE: usize = 2;
@@ -430,13 +430,19 @@ fn publish(
                 .or_default() += 1;
         }
         let ev = factory.object_track(te);
-        ctx.sink.send(Outgoing::Event(ev)).map_err(CameraError::Sink)?;
+        ctx.sink
+            .send(Outgoing::Event(ev))
+            .map_err(CameraError::Sink)?;
         summary.events_published += 1;
     }
     Ok(())
 }
 
-fn send_all(out: Vec<Outgoing>, ctx: &CameraContext, summary: &mut CameraSummary) -> Result<(), CameraError> {
+fn send_all(
+    out: Vec<Outgoing>,
+    ctx: &CameraContext,
+    summary: &mut CameraSummary,
+) -> Result<(), CameraError> {
     for o in out {
         if matches!(o, Outgoing::Event(_)) {
             summary.events_published += 1;

@@ -490,7 +490,10 @@ impl NodeConfig {
                 validate_red_light(cam, rl, &at, &mut errors);
             }
             if !(1..=100).contains(&cam.evidence.jpeg_quality) {
-                errors.push(format!("{at}.evidence.jpeg_quality = {} must be 1..100", cam.evidence.jpeg_quality));
+                errors.push(format!(
+                    "{at}.evidence.jpeg_quality = {} must be 1..100",
+                    cam.evidence.jpeg_quality
+                ));
             }
             if cam.evidence.ring_buffer_mb < 8 {
                 errors.push(format!("{at}.evidence.ring_buffer_mb = {} is too small to hold a second of video; use at least 8", cam.evidence.ring_buffer_mb));
@@ -526,29 +529,63 @@ impl NodeConfig {
     }
 }
 
-fn validate_red_light(cam: &CameraConfig, rl: &crate::red_light::RedLightConfig, at: &str, errors: &mut Vec<String>) {
+fn validate_red_light(
+    cam: &CameraConfig,
+    rl: &crate::red_light::RedLightConfig,
+    at: &str,
+    errors: &mut Vec<String>,
+) {
     use crate::zones::ZoneKind;
-    let names = |k: ZoneKind| -> Vec<&str> { cam.zones.iter().filter(|z| z.kind == k).map(|z| z.name.as_str()).collect() };
+    let names = |k: ZoneKind| -> Vec<&str> {
+        cam.zones
+            .iter()
+            .filter(|z| z.kind == k)
+            .map(|z| z.name.as_str())
+            .collect()
+    };
     let crosswalks = names(ZoneKind::Crosswalk);
     let waiting = names(ZoneKind::WaitingArea);
     if cam.signal.is_none() {
-        errors.push(format!("{at}.red_light needs a signal: add [cameras.signal] with a phase and a source"));
+        errors.push(format!(
+            "{at}.red_light needs a signal: add [cameras.signal] with a phase and a source"
+        ));
     }
     if crosswalks.is_empty() || waiting.is_empty() {
         errors.push(format!("{at}.red_light needs at least one zone of kind crosswalk and one of kind waiting_area in {at}.zones"));
     }
-    for (field, list, known, kind) in [("crosswalks", &rl.crosswalks, &crosswalks, "crosswalks"), ("waiting_areas", &rl.waiting_areas, &waiting, "waiting areas")] {
+    for (field, list, known, kind) in [
+        ("crosswalks", &rl.crosswalks, &crosswalks, "crosswalks"),
+        (
+            "waiting_areas",
+            &rl.waiting_areas,
+            &waiting,
+            "waiting areas",
+        ),
+    ] {
         for n in list {
             if !known.contains(&n.as_str()) {
-                errors.push(format!("unknown zone '{n}' in {at}.red_light.{field}; {kind} defined: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") }));
+                errors.push(format!(
+                    "unknown zone '{n}' in {at}.red_light.{field}; {kind} defined: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
             }
         }
     }
     if !cam.classes.iter().any(|c| c == "person") {
         errors.push(format!("{at}.red_light needs \"person\" in {at}.classes"));
     }
-    if rl.min_frames_inside == 0 || rl.grace_ms < 0 || rl.max_gap_ms < 0 || rl.third_picture_after_ms < 0 {
-        errors.push(format!("{at}.red_light: min_frames_inside must be at least 1 and the times not negative"));
+    if rl.min_frames_inside == 0
+        || rl.grace_ms < 0
+        || rl.max_gap_ms < 0
+        || rl.third_picture_after_ms < 0
+    {
+        errors.push(format!(
+            "{at}.red_light: min_frames_inside must be at least 1 and the times not negative"
+        ));
     }
 }
 

@@ -13,7 +13,9 @@ use serde::Serialize;
 
 use crate::config::CameraConfig;
 use crate::events::EventFactory;
-use crate::evidence::{local_time_label, picture, render_closeup, render_scene, FrameRing, Overlay, Picture};
+use crate::evidence::{
+    local_time_label, picture, render_closeup, render_scene, FrameRing, Overlay, Picture,
+};
 use crate::frame::Frame;
 use crate::red_light::{mark_riders, Finding, Person, RedLightRule, RuleCounters};
 use crate::signal::{FeedState, Resolved, SignalResolver};
@@ -24,7 +26,12 @@ use crate::zones::ZoneMap;
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     Event(Event),
-    Evidence { checkpoint: DeviceId, camera: DeviceId, image_id: String, jpeg: std::sync::Arc<Vec<u8>> },
+    Evidence {
+        checkpoint: DeviceId,
+        camera: DeviceId,
+        image_id: String,
+        jpeg: std::sync::Arc<Vec<u8>>,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -98,7 +105,10 @@ impl CrossingWatch {
             quality: cam.evidence.jpeg_quality,
             utc_offset_min: cam.evidence.utc_offset_minutes,
             person_class: id("person")?,
-            two_wheeler_classes: ["bicycle", "motorcycle"].iter().filter_map(|n| id(n)).collect(),
+            two_wheeler_classes: ["bicycle", "motorcycle"]
+                .iter()
+                .filter_map(|n| id(n))
+                .collect(),
             prev_time_ms: None,
             summary: CrossingSummary::default(),
             evidence_time: Vec::new(),
@@ -119,7 +129,13 @@ impl CrossingWatch {
         self.signal.observe_frame(frame);
         let resolved = self.signal.resolve(frame.time_ms);
         match &resolved.reading {
-            Some(r) => *self.summary.frames_by_signal_source.entry(r.source.as_str().to_string()).or_default() += 1,
+            Some(r) => {
+                *self
+                    .summary
+                    .frames_by_signal_source
+                    .entry(r.source.as_str().to_string())
+                    .or_default() += 1
+            }
             None => {
                 if let Some(prev) = self.prev_time_ms {
                     self.summary.signal_unknown_ms += frame.time_ms - prev;
@@ -131,16 +147,35 @@ impl CrossingWatch {
         let mut people: Vec<Person> = visible
             .iter()
             .filter(|t| t.class_id == self.person_class)
-            .map(|t| Person { track_id: t.id, bbox: t.bbox, rider: false })
+            .map(|t| Person {
+                track_id: t.id,
+                bbox: t.bbox,
+                rider: false,
+            })
             .collect();
-        let wheels: Vec<BBox> = detections.iter().filter(|d| self.two_wheeler_classes.contains(&d.class_id)).map(|d| d.bbox).collect();
+        let wheels: Vec<BBox> = detections
+            .iter()
+            .filter(|d| self.two_wheeler_classes.contains(&d.class_id))
+            .map(|d| d.bbox)
+            .collect();
         mark_riders(&mut people, &wheels);
-        let findings = self.rule.evaluate(frame.seq, frame.time_ms, frame.width, frame.height, &people, &resolved);
+        let findings = self.rule.evaluate(
+            frame.seq,
+            frame.time_ms,
+            frame.width,
+            frame.height,
+            &people,
+            &resolved,
+        );
         self.rule.forget(ended);
         for f in findings {
             tracing::info!(track = f.track_id, crosswalk = %f.crosswalk, signal = ?f.signal.source, "Pedestrian entered the crosswalk on red");
             let due_ms = f.confirmed.1 + self.rule.config().third_picture_after_ms;
-            self.pending.push(Pending { last_seen: f.confirmed, finding: f, due_ms });
+            self.pending.push(Pending {
+                last_seen: f.confirmed,
+                finding: f,
+                due_ms,
+            });
         }
         for p in &mut self.pending {
             if let Some(pp) = people.iter().find(|pp| pp.track_id == p.finding.track_id) {
@@ -164,9 +199,15 @@ impl CrossingWatch {
     /// End of stream: violations still waiting for their third picture use the last frame
     /// the person was seen in.
     pub fn finish(&mut self, factory: &mut EventFactory) -> Vec<Outgoing> {
-        let resolved = Resolved { reading: None, age_ms: 0 };
+        let resolved = Resolved {
+            reading: None,
+            age_ms: 0,
+        };
         let pending: Vec<Pending> = self.pending.drain(..).collect();
-        pending.into_iter().flat_map(|p| self.emit(p, &resolved, factory)).collect()
+        pending
+            .into_iter()
+            .flat_map(|p| self.emit(p, &resolved, factory))
+            .collect()
     }
 
     pub fn counters(&self) -> RuleCountersOut {
@@ -180,7 +221,11 @@ impl CrossingWatch {
                 .crosswalks
                 .iter()
                 .map(|(_, p)| (p.to_pixels(w, h), [255, 220, 0]))
-                .chain(z.waiting.iter().map(|(_, p)| (p.to_pixels(w, h), [0, 200, 255])))
+                .chain(
+                    z.waiting
+                        .iter()
+                        .map(|(_, p)| (p.to_pixels(w, h), [0, 200, 255])),
+                )
                 .collect();
             self.zone_size = (w, h);
         }
@@ -194,29 +239,54 @@ impl CrossingWatch {
         let signal_line = format!(
             "PED SIGNAL {} SINCE {} ({}, AGE {} MS)",
             sig.state.as_str(),
-            local_time_label(sig.since_ms, self.utc_offset_min).split(' ').nth(1).unwrap_or(""),
+            local_time_label(sig.since_ms, self.utc_offset_min)
+                .split(' ')
+                .nth(1)
+                .unwrap_or(""),
             sig.source.as_str(),
             f.signal_age_ms
         );
-        let stages = [("stage1", f.left), ("stage2", f.confirmed), ("stage3", p.last_seen)];
+        let stages = [
+            ("stage1", f.left),
+            ("stage2", f.confirmed),
+            ("stage3", p.last_seen),
+        ];
         let mut pictures: Vec<Picture> = Vec::new();
         let mut boxes = Vec::new();
         for (n, (role, (seq, _t, bbox))) in stages.iter().enumerate() {
             let Some(frame) = self.ring.get_or_after(*seq).cloned() else {
-                tracing::warn!(track = f.track_id, role, "Frame for evidence picture no longer buffered; raise evidence.ring_buffer_mb");
+                tracing::warn!(
+                    track = f.track_id,
+                    role,
+                    "Frame for evidence picture no longer buffered; raise evidence.ring_buffer_mb"
+                );
                 continue;
             };
             self.shapes_for(frame.width, frame.height);
             let lines = vec![
-                format!("{}  PICTURE {}/3", local_time_label(frame.time_ms, self.utc_offset_min), n + 1),
-                format!("CHECKPOINT {}  CAMERA {}", factory.checkpoint_id, factory.camera_id),
+                format!(
+                    "{}  PICTURE {}/3",
+                    local_time_label(frame.time_ms, self.utc_offset_min),
+                    n + 1
+                ),
+                format!(
+                    "CHECKPOINT {}  CAMERA {}",
+                    factory.checkpoint_id, factory.camera_id
+                ),
                 format!("{signal_line}  TRACK {}", f.track_id),
             ];
-            let ov = Overlay { lines, zones: &self.zone_shapes, person: *bbox };
+            let ov = Overlay {
+                lines,
+                zones: &self.zone_shapes,
+                person: *bbox,
+            };
             pictures.push(picture(role, render_scene(&frame, &ov, self.quality)));
             boxes.push(*bbox);
             if *role == "stage2" {
-                pictures.push(picture("closeup", render_closeup(&frame, &ov, self.quality)));
+                pictures.push(picture(
+                    "closeup",
+                    render_closeup(&frame, &ov, self.quality),
+                ));
             }
         }
         self.summary.evidence_pictures += pictures.len() as u64;
@@ -229,7 +299,9 @@ impl CrossingWatch {
                 jpeg: pic.jpeg.clone(),
             })
             .collect();
-        out.push(Outgoing::Event(factory.red_light(event_id, f, boxes, &pictures)));
+        out.push(Outgoing::Event(
+            factory.red_light(event_id, f, boxes, &pictures),
+        ));
         self.evidence_time.push(t0.elapsed());
         debug_assert!(f.signal.state == LightState::Red);
         out

@@ -110,7 +110,13 @@ impl EventFactory {
     }
 
     /// A `pedestrian_red_light` event; it awaits review.
-    pub fn red_light(&mut self, event_id: String, f: &Finding, boxes: Vec<protocol::BBox>, pictures: &[Picture]) -> Event {
+    pub fn red_light(
+        &mut self,
+        event_id: String,
+        f: &Finding,
+        boxes: Vec<protocol::BBox>,
+        pictures: &[Picture],
+    ) -> Event {
         Event {
             schema_version: SCHEMA_VERSION,
             event_id: event_id.clone(),
@@ -120,11 +126,23 @@ impl EventFactory {
             camera_id: self.camera_id.clone(),
             lane: self.lane,
             frame_time_ms: f.confirmed.1,
-            detections: vec![WireDetection { class: "person".into(), score: 1.0, bbox: f.confirmed.2, track_id: Some(f.track_id) }],
-            rule: Some(RuleRef { id: RED_LIGHT_RULE.into(), version: RED_LIGHT_RULE_VERSION }),
+            detections: vec![WireDetection {
+                class: "person".into(),
+                score: 1.0,
+                bbox: f.confirmed.2,
+                track_id: Some(f.track_id),
+            }],
+            rule: Some(RuleRef {
+                id: RED_LIGHT_RULE.into(),
+                version: RED_LIGHT_RULE_VERSION,
+            }),
             evidence: pictures
                 .iter()
-                .map(|p| protocol::EvidenceRef { image_id: format!("{event_id}-{}", p.role), sha256: p.sha256.clone(), role: p.role.clone() })
+                .map(|p| protocol::EvidenceRef {
+                    image_id: format!("{event_id}-{}", p.role),
+                    sha256: p.sha256.clone(),
+                    role: p.role.clone(),
+                })
                 .collect(),
             review: ReviewState::Pending,
             body: EventBody::PedestrianRedLight(protocol::PedestrianRedLight {

@@ -38,7 +38,11 @@ fn d_offset() -> i32 {
 
 impl Default for EvidenceConfig {
     fn default() -> Self {
-        EvidenceConfig { ring_buffer_mb: d_ring(), jpeg_quality: d_quality(), utc_offset_minutes: d_offset() }
+        EvidenceConfig {
+            ring_buffer_mb: d_ring(),
+            jpeg_quality: d_quality(),
+            utc_offset_minutes: d_offset(),
+        }
     }
 }
 
@@ -51,7 +55,11 @@ pub struct FrameRing {
 
 impl FrameRing {
     pub fn new(cap_bytes: usize) -> Self {
-        FrameRing { cap_bytes, bytes: 0, frames: VecDeque::new() }
+        FrameRing {
+            cap_bytes,
+            bytes: 0,
+            frames: VecDeque::new(),
+        }
     }
 
     pub fn push(&mut self, f: Frame) {
@@ -98,7 +106,11 @@ pub struct Canvas {
 
 impl Canvas {
     pub fn new(w: usize, h: usize) -> Canvas {
-        Canvas { w, h, rgb: vec![0; w * h * 3] }
+        Canvas {
+            w,
+            h,
+            rgb: vec![0; w * h * 3],
+        }
     }
 
     fn put(&mut self, x: i64, y: i64, c: [u8; 3]) {
@@ -110,7 +122,17 @@ impl Canvas {
 
     /// Copies `src` (packed RGB, `sw` x `sh`) region `r` scaled to `dw` x `dh` at (`dx`, `dy`).
     #[allow(clippy::too_many_arguments)]
-    pub fn blit_scaled(&mut self, src: &[u8], sw: usize, sh: usize, r: (usize, usize, usize, usize), dx: usize, dy: usize, dw: usize, dh: usize) {
+    pub fn blit_scaled(
+        &mut self,
+        src: &[u8],
+        sw: usize,
+        sh: usize,
+        r: (usize, usize, usize, usize),
+        dx: usize,
+        dy: usize,
+        dw: usize,
+        dh: usize,
+    ) {
         let (rx, ry, rw, rh) = r;
         for y in 0..dh {
             let sy = (ry + y * rh / dh.max(1)).min(sh - 1);
@@ -162,7 +184,11 @@ impl Canvas {
                     if bits & (0x10 >> col) != 0 {
                         for sy in 0..scale {
                             for sx in 0..scale {
-                                self.put(cx + (col * scale + sx) as i64, (y + row * scale + sy) as i64, c);
+                                self.put(
+                                    cx + (col * scale + sx) as i64,
+                                    (y + row * scale + sy) as i64,
+                                    c,
+                                );
                             }
                         }
                     }
@@ -175,7 +201,13 @@ impl Canvas {
     pub fn jpeg(&self, quality: u8) -> Vec<u8> {
         let mut out = Vec::new();
         let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
-        enc.encode(&self.rgb, self.w as u16, self.h as u16, jpeg_encoder::ColorType::Rgb).expect("encoding to memory cannot fail for sizes below 65536");
+        enc.encode(
+            &self.rgb,
+            self.w as u16,
+            self.h as u16,
+            jpeg_encoder::ColorType::Rgb,
+        )
+        .expect("encoding to memory cannot fail for sizes below 65536");
         out
     }
 }
@@ -277,7 +309,16 @@ pub fn render_closeup(frame: &Frame, ov: &Overlay, quality: u8) -> Vec<u8> {
     let w = dw.max(text_w);
     let banner = ov.lines.len() * 12 + 6;
     let mut c = Canvas::new(w, dh + banner);
-    c.blit_scaled(&frame.rgb, frame.width as usize, frame.height as usize, (x1, y1, rw, rh), (w - dw) / 2, banner, dw, dh);
+    c.blit_scaled(
+        &frame.rgb,
+        frame.width as usize,
+        frame.height as usize,
+        (x1, y1, rw, rh),
+        (w - dw) / 2,
+        banner,
+        dw,
+        dh,
+    );
     for (i, l) in ov.lines.iter().enumerate() {
         c.text(6, 4 + i * 12, l, 1, [255, 255, 255]);
     }
@@ -286,7 +327,11 @@ pub fn render_closeup(frame: &Frame, ov: &Overlay, quality: u8) -> Vec<u8> {
 
 pub fn picture(role: &str, jpeg: Vec<u8>) -> Picture {
     let sha256 = hex::encode(Sha256::digest(&jpeg));
-    Picture { role: role.to_string(), jpeg: Arc::new(jpeg), sha256 }
+    Picture {
+        role: role.to_string(),
+        jpeg: Arc::new(jpeg),
+        sha256,
+    }
 }
 
 /// `YYYY-MM-DD hh:mm:ss.fff (UTC+8)` for a UTC time shown at `offset_min` from UTC.
@@ -294,7 +339,11 @@ pub fn local_time_label(t_ms: i64, offset_min: i32) -> String {
     let s = protocol::time::format_rfc3339_ms(t_ms + offset_min as i64 * 60_000);
     let sign = if offset_min >= 0 { '+' } else { '-' };
     let (h, m) = (offset_min.abs() / 60, offset_min.abs() % 60);
-    let zone = if m == 0 { format!("UTC{sign}{h}") } else { format!("UTC{sign}{h}:{m:02}") };
+    let zone = if m == 0 {
+        format!("UTC{sign}{h}")
+    } else {
+        format!("UTC{sign}{h}:{m:02}")
+    };
     format!("{} ({zone})", s.trim_end_matches('Z').replace('T', " "))
 }
 
@@ -303,7 +352,13 @@ mod tests {
     use super::*;
 
     fn frame(seq: u64) -> Frame {
-        Frame { seq, time_ms: seq as i64 * 100, width: 64, height: 48, rgb: Arc::new(vec![128; 64 * 48 * 3]) }
+        Frame {
+            seq,
+            time_ms: seq as i64 * 100,
+            width: 64,
+            height: 48,
+            rgb: Arc::new(vec![128; 64 * 48 * 3]),
+        }
     }
 
     #[test]
@@ -324,7 +379,14 @@ mod tests {
     fn renders_decodable_jpegs_with_banner() {
         let f = frame(3);
         let zones = vec![(vec![(5.0, 5.0), (30.0, 5.0), (30.0, 30.0)], [255, 255, 0])];
-        let ov = Overlay { lines: vec!["2026-11-29 08:00:00.300 (UTC+8)".into(), "SIGNAL RED".into()], zones: &zones, person: BBox::new(10.0, 10.0, 20.0, 40.0) };
+        let ov = Overlay {
+            lines: vec![
+                "2026-11-29 08:00:00.300 (UTC+8)".into(),
+                "SIGNAL RED".into(),
+            ],
+            zones: &zones,
+            person: BBox::new(10.0, 10.0, 20.0, 40.0),
+        };
         let j = render_scene(&f, &ov, 80);
         assert_eq!(&j[..2], &[0xFF, 0xD8], "JPEG SOI");
         assert_eq!(&j[j.len() - 2..], &[0xFF, 0xD9], "JPEG EOI");
@@ -336,6 +398,9 @@ mod tests {
 
     #[test]
     fn time_label() {
-        assert_eq!(local_time_label(1_795_939_200_500, 480), "2026-11-29 16:00:00.500 (UTC+8)");
+        assert_eq!(
+            local_time_label(1_795_939_200_500, 480),
+            "2026-11-29 16:00:00.500 (UTC+8)"
+        );
     }
 }

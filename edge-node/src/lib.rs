@@ -15,9 +15,9 @@ pub mod frame;
 pub mod manifest;
 pub mod node;
 pub mod preprocess;
+pub mod publish;
 pub mod red_light;
 pub mod signal;
-pub mod publish;
 pub mod source;
 pub mod stats;
 

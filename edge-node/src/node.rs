@@ -11,7 +11,9 @@ use tracing::{info, warn};
 
 use crate::camera::{run_camera, CameraContext, CameraSummary};
 use crate::config::ValidConfig;
-use crate::publish::{open_session, run_publisher, subscribe_signal_feed, wait_for_aggregator, PublishError};
+use crate::publish::{
+    open_session, run_publisher, subscribe_signal_feed, wait_for_aggregator, PublishError,
+};
 
 /// Events buffered between the cameras and the publisher.
 const EVENT_QUEUE: usize = 1024;

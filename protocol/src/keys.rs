@@ -50,7 +50,11 @@ pub fn signal(checkpoint: &DeviceId, phase: &str) -> String {
 
 /// One evidence image (JPEG bytes), published before the event that references it.
 pub fn evidence(checkpoint: &DeviceId, camera: &DeviceId, image_id: &str) -> String {
-    format!("{}/{}/evidence/{image_id}", checkpoint_prefix(checkpoint), camera)
+    format!(
+        "{}/{}/evidence/{image_id}",
+        checkpoint_prefix(checkpoint),
+        camera
+    )
 }
 
 /// Scope an aggregator subscribes to.
@@ -82,7 +86,9 @@ pub fn evidence_in(scope: &Scope) -> String {
 pub fn parse_evidence_key(key: &str) -> Option<(&str, &str, &str)> {
     let parts: Vec<&str> = key.split('/').collect();
     match parts.as_slice() {
-        [ROOT, _city, _county, checkpoint, camera, "evidence", image_id] => Some((checkpoint, camera, image_id)),
+        [ROOT, _city, _county, checkpoint, camera, "evidence", image_id] => {
+            Some((checkpoint, camera, image_id))
+        }
         _ => None,
     }
 }
