@@ -1,0 +1,214 @@
+//! Pedestrians crossing on red, end to end on vtest.avi with the demo configuration: the
+//! edge-node binary with the real model and the fixed-time plan, evidence over zenoh, the
+//! aggregator storing and serving it. Scored against ground truth established by eye
+//! (tests/data/vtest_red_light.toml): precision and recall are printed and must be high.
+//! A second test drives the signal from the controller's feed over zenoh instead.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use protocol::{EventBody, EventKind, LightState, SignalSource};
+use sha2::{Digest, Sha256};
+
+#[derive(serde::Deserialize)]
+struct Truth {
+    frames: u64,
+    violations: Vec<i64>,
+    tolerance_frames: i64,
+}
+
+/// The demo's edge config with the test's zenoh port, paths and frame limit.
+fn demo_config(
+    zenoh_port: u16,
+    extra_connect: Option<u16>,
+    max_frames: u64,
+    edit: impl FnOnce(&mut toml::Value),
+) -> String {
+    let text = std::fs::read_to_string(repo_root().join("configs/edge-demo.toml")).unwrap();
+    let mut v: toml::Value = toml::from_str(&text).unwrap();
+    let header: toml::Value = toml::from_str(&node_header(zenoh_port)).unwrap();
+    v["runtime"] = header["runtime"].clone();
+    let mut connect = vec![toml::Value::String(format!("tcp/127.0.0.1:{zenoh_port}"))];
+    if let Some(p) = extra_connect {
+        connect.push(toml::Value::String(format!("tcp/127.0.0.1:{p}")));
+    }
+    v["zenoh"]["connect"] = toml::Value::Array(connect);
+    let cam = &mut v["cameras"][0];
+    cam["source"]["path"] = toml::Value::String(vtest().display().to_string());
+    cam.as_table_mut()
+        .unwrap()
+        .insert("max_frames".into(), toml::Value::Integer(max_frames as i64));
+    edit(&mut v);
+    toml::to_string(&v).unwrap()
+}
+
+#[test]
+fn red_light_violations_on_vtest_match_ground_truth() {
+    let truth: Truth = toml::from_str(
+        &std::fs::read_to_string(repo_root().join("edge-node/tests/data/vtest_red_light.toml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let agg = TestAggregator::start();
+    let dir = common::tempdir::Dir::new("redlight");
+    let config = demo_config(agg.zenoh_port, None, truth.frames, |_| {});
+    let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(400));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary = summary.unwrap();
+    let published = summary["events_published"].as_u64().unwrap();
+    assert_eq!(
+        agg.wait_stored(published, Duration::from_secs(30)),
+        published
+    );
+
+    let events = agg.all_events("kind=pedestrian_red_light");
+    let t0 = protocol::time::parse_rfc3339_ms("2026-11-29T00:00:00Z").unwrap();
+    let mut found: Vec<i64> = Vec::new();
+    for ev in &events {
+        assert_eq!(ev.kind(), EventKind::PedestrianRedLight);
+        assert_eq!(ev.review, protocol::ReviewState::Pending);
+        let EventBody::PedestrianRedLight(b) = &ev.body else {
+            unreachable!()
+        };
+        assert_eq!(b.signal.state, LightState::Red);
+        assert_eq!(b.signal.source, SignalSource::Plan);
+        assert!(b.red_for_ms >= 2000, "inside the grace period: {b:?}");
+        assert!(b.left_waiting_ms < b.entered_ms && b.entered_ms <= b.confirmed_ms);
+        found.push((b.entered_ms - t0) / 100);
+        // Three staged pictures and a close-up, each served by the aggregator with the
+        // sha256 the event carries.
+        let roles: Vec<&str> = ev.evidence.iter().map(|e| e.role.as_str()).collect();
+        assert_eq!(roles, ["stage1", "stage2", "closeup", "stage3"], "{ev:?}");
+        for e in &ev.evidence {
+            let (status, head, bytes) = aggregator::client::get_bytes(
+                agg.http,
+                &format!("/api/v1/evidence/{}", e.image_id),
+            )
+            .unwrap();
+            assert_eq!(status, 200, "evidence {} missing", e.image_id);
+            assert!(head
+                .to_ascii_lowercase()
+                .contains("content-type: image/jpeg"));
+            assert_eq!(hex::encode(Sha256::digest(&bytes)), e.sha256);
+        }
+    }
+    // Match detections to the truth, each at most once.
+    let mut unmatched_truth = truth.violations.clone();
+    let mut true_pos = 0;
+    for f in &found {
+        if let Some(i) = unmatched_truth
+            .iter()
+            .position(|t| (t - f).abs() <= truth.tolerance_frames)
+        {
+            unmatched_truth.remove(i);
+            true_pos += 1;
+        }
+    }
+    let precision = true_pos as f64 / found.len().max(1) as f64;
+    let recall = true_pos as f64 / truth.violations.len() as f64;
+    eprintln!("red-light on vtest: found entries at frames {found:?}; truth {:?}; precision {precision:.2}, recall {recall:.2}", truth.violations);
+    let crossing = &summary["cameras"][0]["crossing"];
+    eprintln!("crossing summary: {crossing}");
+    assert!(
+        precision >= 0.85 && recall >= 0.85,
+        "precision {precision:.2} recall {recall:.2}; missed {unmatched_truth:?}"
+    );
+    assert_eq!(crossing["signal_unknown_ms"], 0);
+}
+
+#[test]
+fn signal_from_the_controller_feed_over_zenoh() {
+    let agg = TestAggregator::start();
+    let dir = common::tempdir::Dir::new("feed");
+    // The test plays the signal controller: its own zenoh session, which the node connects to.
+    let feed_port = free_port();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let session = rt.block_on(async {
+        let cfg = zenoh::Config::from_json5(&protocol::keys::zenoh_json5(
+            "peer",
+            &[],
+            &[format!("tcp/127.0.0.1:{feed_port}")],
+            false,
+        ))
+        .unwrap();
+        zenoh::open(cfg).await.unwrap()
+    });
+    let checkpoint = protocol::DeviceId::parse("32050500051210000001").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let s2 = session.clone();
+    // Red since a minute ago, repeated every 300 ms with the controller's current time.
+    let publisher = rt.spawn(async move {
+        let since = protocol::time::now_ms() - 60_000;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let msg = protocol::SignalPhaseMsg {
+                phase: "ped_plaza".into(),
+                state: LightState::Red,
+                since_ms: since,
+                sent_ms: protocol::time::now_ms(),
+                controller: "test-controller".into(),
+            };
+            s2.put(
+                protocol::keys::signal(&checkpoint, "ped_plaza"),
+                serde_json::to_vec(&msg).unwrap(),
+            )
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    // Frames at the file's own rate, with wall-clock times, so that the feed is fresh; the
+    // feed is the only source.
+    let config = demo_config(agg.zenoh_port, Some(feed_port), 140, |v| {
+        let cam = &mut v["cameras"][0];
+        cam["source"] = toml::Value::try_from(std::collections::BTreeMap::from([
+            ("type", toml::Value::String("file".into())),
+            ("path", toml::Value::String(vtest().display().to_string())),
+            ("realtime", toml::Value::Boolean(true)),
+        ]))
+        .unwrap();
+        cam["signal"]["precedence"] = toml::Value::Array(vec![toml::Value::String("feed".into())]);
+    });
+    let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(120));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    rt.block_on(async {
+        let _ = publisher.await;
+        let _ = session.close().await;
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary = summary.unwrap();
+    let crossing = &summary["cameras"][0]["crossing"];
+    eprintln!("crossing summary with the feed: {crossing}");
+    assert!(
+        crossing["frames_by_signal_source"]["feed"]
+            .as_u64()
+            .unwrap()
+            >= 120,
+        "{crossing}"
+    );
+    let published = summary["events_published"].as_u64().unwrap();
+    assert_eq!(
+        agg.wait_stored(published, Duration::from_secs(30)),
+        published
+    );
+    let events = agg.all_events("kind=pedestrian_red_light");
+    assert!(
+        !events.is_empty(),
+        "people enter the crosswalk from the kerbs in the first 14 s: {crossing}"
+    );
+    for ev in &events {
+        let EventBody::PedestrianRedLight(b) = &ev.body else {
+            unreachable!()
+        };
+        assert_eq!(b.signal.source, SignalSource::Feed);
+        assert!(b.signal_age_ms <= 3000, "{b:?}");
+    }
+}
