@@ -6,7 +6,7 @@
 //! - their ratio, and per-stage mean and p99 ms.
 //!
 //! Rounds alternate model-only and pipeline so that both see the same machine load; medians
-//! are reported. `E2E_FRAMES` (default 300) and `E2E_ROUNDS` (default 3) size the run.
+//! are reported. `E2E_FRAMES` (default 620, which takes in nine red-light violations of the demo crossing) and `E2E_ROUNDS` (default 3) size the run.
 //! Results go to stdout and target/e2e-bench.json.
 
 use std::path::Path;
@@ -37,7 +37,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
-    let frames = env_usize("E2E_FRAMES", 300);
+    let frames = env_usize("E2E_FRAMES", 620);
     let rounds = env_usize("E2E_ROUNDS", 3);
     let vtest = benches::vtest();
     let manifest_path = benches::detector_manifest();
@@ -81,18 +81,17 @@ fn main() {
         .unwrap()
         .validate(Path::new("e2e"))
         .unwrap();
+    // The same camera with the demo's crossing: zones, fixed-time plan, red-light rule.
+    let mut demo: toml::Value = toml::from_str(&std::fs::read_to_string(benches::repo_root().join("configs/edge-demo.toml")).unwrap()).unwrap();
+    {
+        let cam = &mut demo["cameras"][0];
+        cam["source"]["path"] = toml::Value::String(vtest.display().to_string());
+        cam["detector"] = toml::Value::String(manifest_path.display().to_string());
+        cam.as_table_mut().unwrap().insert("max_frames".into(), toml::Value::Integer(n as i64));
+    }
+    let with_rule = NodeConfig::from_toml(&toml::to_string(&demo).unwrap(), Path::new("e2e-rule")).unwrap().validate(Path::new("e2e-rule")).unwrap();
 
-    let mut model_fps = Vec::new();
-    let mut pipe_fps = Vec::new();
-    let mut ratios = Vec::new();
-    let mut last: Option<CameraSummary> = None;
-    for round in 1..=rounds {
-        let t = Instant::now();
-        for p in &prepared {
-            std::hint::black_box(detector.run_raw(p).unwrap());
-        }
-        let m = n as f64 / t.elapsed().as_secs_f64();
-
+    let run = |cam: edge_node::config::ValidCamera| -> (CameraSummary, usize) {
         let sink = Arc::new(MemorySink::default());
         let ctx = CameraContext {
             node_id: DeviceId::parse("32050500055050000001").unwrap(),
@@ -104,14 +103,41 @@ fn main() {
             shutdown: Arc::new(AtomicBool::new(false)),
             feed: Default::default(),
         };
-        let s = run_camera(cfg.cameras[0].clone(), ctx);
+        let s = run_camera(cam, ctx);
         assert!(!s.failed, "pipeline failed: {:?}", s.error);
         assert_eq!(s.frames_processed as usize, n);
-        eprintln!("round {round}/{rounds}: model-only {m:.1} FPS, pipeline {:.1} FPS, ratio {:.3}, events {}", s.fps, s.fps / m, sink.events().len());
+        let events = sink.events().len();
+        (s, events)
+    };
+    let mut model_fps = Vec::new();
+    let mut pipe_fps = Vec::new();
+    let mut ratios = Vec::new();
+    let mut rule_fps = Vec::new();
+    let mut rule_ratios = Vec::new();
+    let mut last: Option<CameraSummary> = None;
+    let mut last_rule: Option<CameraSummary> = None;
+    for round in 1..=rounds {
+        let t = Instant::now();
+        for p in &prepared {
+            std::hint::black_box(detector.run_raw(p).unwrap());
+        }
+        let m = n as f64 / t.elapsed().as_secs_f64();
+        let (s, events) = run(cfg.cameras[0].clone());
+        let (r, rule_events) = run(with_rule.cameras[0].clone());
+        eprintln!(
+            "round {round}/{rounds}: model-only {m:.1} FPS, pipeline {:.1} FPS (ratio {:.3}, {events} events), with the red-light rule {:.1} FPS (rule on / off {:.3}, {rule_events} events)",
+            s.fps,
+            s.fps / m,
+            r.fps,
+            r.fps / s.fps
+        );
         model_fps.push(m);
         pipe_fps.push(s.fps);
         ratios.push(s.fps / m);
+        rule_fps.push(r.fps);
+        rule_ratios.push(r.fps / s.fps);
         last = Some(s);
+        last_rule = Some(r);
     }
     let s = last.unwrap();
     let (m, p, r) = (
@@ -125,6 +151,12 @@ fn main() {
     println!("  model-only inference      {m:>7.1} FPS (median)");
     println!("  full pipeline             {p:>7.1} FPS (median)");
     println!("  pipeline / model-only     {r:>7.3} (median of per-round ratios; goal >= 0.9)");
+    let (rf, rr) = (median(rule_fps.clone()), median(rule_ratios.clone()));
+    println!("  pipeline with red-light   {rf:>7.1} FPS (median)");
+    println!("  rule on / rule off        {rr:>7.3} (median of per-round ratios)");
+    if let Some(x) = last_rule.as_ref().and_then(|r| r.crossing.as_ref()) {
+        println!("  red-light violations      {:>7} (evidence pictures {})", x.rule.violations, x.evidence_pictures);
+    }
     println!("  stage (last round)          mean ms    p99 ms");
     for st in &s.stages {
         println!("  {:<26} {:>9.2} {:>9.2}", st.stage, st.mean_ms, st.p99_ms);
@@ -132,7 +164,9 @@ fn main() {
     let json = serde_json::json!({
         "frames": n, "rounds": rounds, "intra_threads": threads,
         "model_only_fps": model_fps, "pipeline_fps": pipe_fps, "ratios": ratios,
-        "median": { "model_only_fps": m, "pipeline_fps": p, "ratio": r },
+        "median": { "model_only_fps": m, "pipeline_fps": p, "ratio": r, "pipeline_with_rule_fps": rf, "rule_on_off_ratio": rr },
+        "pipeline_with_rule_fps": rule_fps, "rule_on_off_ratios": rule_ratios,
+        "stages_with_rule": last_rule.as_ref().map(|r| r.stages.clone()),
         "stages": s.stages,
     });
     let out = benches::repo_root().join("target/e2e-bench.json");

@@ -11,7 +11,11 @@ use edge_node::detect::{postprocess_yolov8, Detection, Detector};
 use edge_node::events::EventFactory;
 use edge_node::manifest::ModelManifest;
 use edge_node::preprocess::letterbox;
+use edge_node::evidence::{picture, render_closeup, render_scene, Overlay};
+use edge_node::red_light::{Person, RedLightConfig, RedLightRule};
+use edge_node::signal::Resolved;
 use edge_node::track::Tracker;
+use edge_node::zones::{ZoneConfig, ZoneMap};
 use protocol::{BBox, DeviceId};
 
 fn bench(c: &mut Criterion) {
