@@ -9,9 +9,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use edge_node::config::{SourceConfig, TrackerConfig};
 use edge_node::detect::{postprocess_yolov8, Detection, Detector};
 use edge_node::events::EventFactory;
+use edge_node::evidence::{picture, render_closeup, render_scene, Overlay};
 use edge_node::manifest::ModelManifest;
 use edge_node::preprocess::letterbox;
-use edge_node::evidence::{picture, render_closeup, render_scene, Overlay};
 use edge_node::red_light::{Person, RedLightConfig, RedLightRule};
 use edge_node::signal::Resolved;
 use edge_node::track::Tracker;
@@ -116,6 +116,82 @@ fn bench(c: &mut Criterion) {
     c.bench_function("events/object_track build + encode", |b| {
         b.iter(|| black_box(factory.object_track(&started[0]).encode()))
     });
+
+    // The red-light rule with the demo's zones and 50 people walking across them.
+    let demo: toml::Value = toml::from_str(
+        &std::fs::read_to_string(benches::repo_root().join("configs/edge-demo.toml")).unwrap(),
+    )
+    .unwrap();
+    let zones: Vec<ZoneConfig> = demo["cameras"][0]["zones"].clone().try_into().unwrap();
+    let mut rule = RedLightRule::new(RedLightConfig::default(), ZoneMap::new(&zones));
+    let red = Resolved {
+        reading: Some(protocol::SignalReading {
+            phase: "p".into(),
+            state: protocol::LightState::Red,
+            since_ms: 0,
+            source: protocol::SignalSource::Plan,
+            observed_ms: 0,
+        }),
+        age_ms: 0,
+    };
+    let people: Vec<Vec<Person>> = (0..300)
+        .map(|f| {
+            (0..50u64)
+                .map(|i| {
+                    let x = ((i * 37 + f * 3) % 768) as f32;
+                    let y = 180.0 + (i % 10) as f32 * 25.0;
+                    Person {
+                        track_id: i,
+                        bbox: BBox::new(x, y - 80.0, x + 30.0, y),
+                        rider: false,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mut k = 0u64;
+    c.bench_function("crossing/red-light rule, 50 people, one frame", |b| {
+        b.iter(|| {
+            k += 1;
+            black_box(rule.evaluate(
+                k,
+                k as i64 * 100,
+                768,
+                576,
+                &people[(k % 300) as usize],
+                &red,
+            ))
+        })
+    });
+
+    // Evidence for one violation: three scene pictures and a close-up, JPEG and sha256.
+    let shapes: Vec<edge_node::evidence::Shape> = ZoneMap::new(&zones)
+        .crosswalks
+        .iter()
+        .map(|(_, p)| (p.to_pixels(768, 576), [255, 220, 0]))
+        .collect();
+    let ov = Overlay {
+        lines: vec![
+            "2026-11-29 08:00:36.300 (UTC+8)  PICTURE 1/3".into(),
+            "CHECKPOINT 32050500051210000001  CAMERA 32050500051320000001".into(),
+            "PED SIGNAL RED SINCE 08:00:24.000 (PLAN, AGE 0 MS)  TRACK 9".into(),
+        ],
+        zones: &shapes,
+        person: BBox::new(528.0, 258.0, 568.0, 352.0),
+    };
+    c.bench_function(
+        "evidence/one violation: 3 scenes + close-up, JPEG q85 + sha256",
+        |b| {
+            b.iter(|| {
+                let mut v = Vec::new();
+                for role in ["stage1", "stage2", "stage3"] {
+                    v.push(picture(role, render_scene(&frame, &ov, 85)));
+                }
+                v.push(picture("closeup", render_closeup(&frame, &ov, 85)));
+                black_box(v)
+            })
+        },
+    );
 }
 
 criterion_group!(benches, bench);

@@ -65,7 +65,7 @@ impl MemorySink {
             .expect("not poisoned")
             .iter()
             .filter_map(|o| match o {
-                Outgoing::Event(e) => Some(e.clone()),
+                Outgoing::Event(e) => Some((**e).clone()),
                 _ => None,
             })
             .collect()
@@ -431,7 +431,7 @@ fn publish(
         }
         let ev = factory.object_track(te);
         ctx.sink
-            .send(Outgoing::Event(ev))
+            .send(Outgoing::Event(Box::new(ev)))
             .map_err(CameraError::Sink)?;
         summary.events_published += 1;
     }

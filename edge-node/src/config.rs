@@ -685,3 +685,42 @@ mod example_configs {
         assert!(n >= 1, "no edge configs found in {}", dir.display());
     }
 }
+
+#[cfg(test)]
+mod crossing_config {
+    use super::*;
+
+    #[test]
+    fn unknown_zone_references_name_both_ends() {
+        let text = r#"
+node_id = "32050500055050000001"
+checkpoint_id = "32050500051210000001"
+[[cameras]]
+id = "32050500051320000001"
+source = { type = "file", path = "a.avi" }
+[[cameras.zones]]
+name = "crossing_s"
+kind = "crosswalk"
+polygon = [[0.1, 0.4], [0.9, 0.4], [0.9, 0.6], [0.1, 0.6]]
+[[cameras.zones]]
+name = "wait_n"
+kind = "waiting_area"
+polygon = [[0.1, 0.2], [0.9, 0.2], [0.9, 0.4], [0.1, 1.4]]
+[cameras.red_light]
+crosswalks = ["crossing_n"]
+waiting_areas = ["wait_n"]
+"#;
+        let err = NodeConfig::from_toml(text, Path::new("x.toml"))
+            .unwrap()
+            .validate(Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "unknown zone 'crossing_n' in cameras[0].red_light.crosswalks; crosswalks defined: crossing_s",
+            "cameras[0].zones[1] 'wait_n': corner [0.1, 1.4] is outside the frame",
+            "red_light needs a signal",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in\n{err}");
+        }
+    }
+}

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::config::CameraConfig;
 use crate::events::EventFactory;
 use crate::evidence::{
-    local_time_label, picture, render_closeup, render_scene, FrameRing, Overlay, Picture,
+    local_time_label, picture, render_closeup, render_scene, FrameRing, Overlay, Picture, Shape,
 };
 use crate::frame::Frame;
 use crate::red_light::{mark_riders, Finding, Person, RedLightRule, RuleCounters};
@@ -25,7 +25,7 @@ use crate::zones::ZoneMap;
 /// What a camera hands to the publisher.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    Event(Event),
+    Event(Box<Event>),
     Evidence {
         checkpoint: DeviceId,
         camera: DeviceId,
@@ -77,7 +77,7 @@ pub struct CrossingWatch {
     rule: RedLightRule,
     ring: FrameRing,
     pending: Vec<Pending>,
-    zone_shapes: Vec<(Vec<(f32, f32)>, [u8; 3])>,
+    zone_shapes: Vec<Shape>,
     zone_size: (u32, u32),
     quality: u8,
     utc_offset_min: i32,
@@ -299,9 +299,9 @@ impl CrossingWatch {
                 jpeg: pic.jpeg.clone(),
             })
             .collect();
-        out.push(Outgoing::Event(
+        out.push(Outgoing::Event(Box::new(
             factory.red_light(event_id, f, boxes, &pictures),
-        ));
+        )));
         self.evidence_time.push(t0.elapsed());
         debug_assert!(f.signal.state == LightState::Red);
         out

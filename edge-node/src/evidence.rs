@@ -266,10 +266,13 @@ fn glyph(c: char) -> [u8; 7] {
     }
 }
 
+/// A zone outline to draw: corners in pixels and an RGB colour.
+pub type Shape = (Vec<(f32, f32)>, [u8; 3]);
+
 /// Text lines of the banner and the shapes to draw.
 pub struct Overlay<'a> {
     pub lines: Vec<String>,
-    pub zones: &'a [(Vec<(f32, f32)>, [u8; 3])],
+    pub zones: &'a [Shape],
     pub person: BBox,
 }
 

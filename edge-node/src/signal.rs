@@ -103,7 +103,7 @@ impl SignalConfig {
             ));
         }
         if let Some(p) = &self.plan {
-            if !(p.cycle_secs > 0.0) {
+            if p.cycle_secs.is_nan() || p.cycle_secs <= 0.0 {
                 errors.push(format!(
                     "{at}.plan.cycle_secs = {} must be above 0",
                     p.cycle_secs
@@ -427,7 +427,7 @@ mod tests {
     #[test]
     fn plan_states_and_onsets() {
         let p = plan();
-        let base = 1_800_000_000_000 - (1_800_000_000_000 % 60_000); // a cycle start
+        let base = 1_800_000_000_000; // a multiple of 60 s: a cycle start
         assert_eq!(
             p.state_at(base + 31_000),
             (LightState::Green, base + 30_000)
@@ -517,7 +517,7 @@ mod tests {
             vision: None,
         };
         let r = SignalResolver::new(cfg.clone(), feed.clone());
-        let t = 1_800_000_031_000 - (1_800_000_000_000 % 60_000);
+        let t = 1_800_000_031_000;
         assert_eq!(r.resolve(t).reading.unwrap().source, SignalSource::Plan);
         feed.lock().unwrap().insert(
             "p1".into(),

@@ -23,7 +23,12 @@ fn decode(path: &Path) -> Option<(usize, usize, Vec<u8>)> {
     }
 }
 
-/// (correct, total) per true colour, and the confusion counts.
+/// (correct, total) per true colour.
+type PerColour = BTreeMap<String, (u32, u32)>;
+/// Counts per (true colour, classified state).
+type Confusion = BTreeMap<(String, String), u32>;
+
+/// Scores one split.
 fn score(
     split: &str,
 ) -> (
