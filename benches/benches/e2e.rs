@@ -52,11 +52,14 @@ fn main() {
     )
     .expect("detector");
     let spec = detector.manifest().input.clone();
-    let mut src = edge_node::source::open(&SourceConfig::File {
-        path: vtest.clone(),
-        start_time: None,
-        realtime: false,
-    })
+    let mut src = edge_node::source::open(
+        &SourceConfig::File {
+            path: vtest.clone(),
+            start_time: None,
+            realtime: false,
+        },
+        std::time::Duration::from_secs(10),
+    )
     .unwrap();
     let mut prepared: Vec<Prepared> = Vec::with_capacity(frames);
     while prepared.len() < frames {

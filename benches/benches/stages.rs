@@ -20,11 +20,14 @@ use protocol::{BBox, DeviceId};
 
 fn bench(c: &mut Criterion) {
     let manifest = ModelManifest::load(&benches::detector_manifest()).unwrap();
-    let mut src = edge_node::source::open(&SourceConfig::File {
-        path: benches::vtest(),
-        start_time: None,
-        realtime: false,
-    })
+    let mut src = edge_node::source::open(
+        &SourceConfig::File {
+            path: benches::vtest(),
+            start_time: None,
+            realtime: false,
+        },
+        std::time::Duration::from_secs(10),
+    )
     .unwrap();
     let mut frame = src.next_frame().unwrap().unwrap();
     for _ in 0..100 {

@@ -281,7 +281,10 @@ fn run_once(
     }
     let spec = detector.manifest().input.clone();
     let streaming_since = Instant::now();
-    let mut src = source::open(&cam.raw.source)?;
+    let mut src = source::open(
+        &cam.raw.source,
+        Duration::from_secs(cam.raw.stall_timeout_secs),
+    )?;
     let live = cam.raw.source.is_live();
     let max_frames = cam.raw.max_frames;
 

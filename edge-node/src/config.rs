@@ -149,6 +149,10 @@ pub struct CameraConfig {
     /// Retry policy when the source or the detector fails.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// A source that yields no frame for this long has failed (a dead camera, or a damaged
+    /// file the demuxer waits on), seconds.
+    #[serde(default = "default_stall_secs")]
+    pub stall_timeout_secs: u64,
     /// Overrides of the node's tracker settings for this camera.
     #[serde(default)]
     pub tracker: Option<TrackerConfig>,
@@ -164,6 +168,10 @@ pub struct CameraConfig {
     /// Evidence pictures: ring buffer size, JPEG quality, local time shown.
     #[serde(default)]
     pub evidence: crate::evidence::EvidenceConfig,
+}
+
+fn default_stall_secs() -> u64 {
+    10
 }
 
 fn default_detector() -> PathBuf {
@@ -468,6 +476,9 @@ impl NodeConfig {
                     }
                     check_time(start_time, &at, &mut errors);
                 }
+            }
+            if cam.stall_timeout_secs == 0 {
+                errors.push(format!("{at}.stall_timeout_secs must be at least 1"));
             }
             if cam.classes.is_empty() {
                 errors.push(format!(

@@ -36,7 +36,10 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
 }
 
-pub fn open(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
+pub fn open(
+    cfg: &SourceConfig,
+    stall_timeout: Duration,
+) -> Result<Box<dyn FrameSource>, SourceError> {
     gst::init().map_err(|e| SourceError::Open {
         input: cfg.describe(),
         message: format!("GStreamer failed to initialise: {e}; run scripts/setup.sh"),
@@ -51,6 +54,7 @@ pub fn open(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
             let base = start_time.as_deref().and_then(parse_rfc3339_ms);
             Ok(Box::new(GstSource::start(
                 cfg.describe(),
+                stall_timeout,
                 Kind::File {
                     path: path.clone(),
                     realtime: *realtime,
@@ -60,6 +64,7 @@ pub fn open(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
         }
         SourceConfig::Rtsp { url, latency_ms } => Ok(Box::new(GstSource::start(
             cfg.describe(),
+            stall_timeout,
             Kind::Rtsp {
                 url: url.clone(),
                 latency_ms: *latency_ms,
@@ -131,7 +136,12 @@ fn bus_error(pipeline: &gst::Pipeline) -> Option<String> {
 }
 
 impl GstSource {
-    fn start(input: String, kind: Kind, base_ms: Option<i64>) -> Result<GstSource, SourceError> {
+    fn start(
+        input: String,
+        stall_timeout: Duration,
+        kind: Kind,
+        base_ms: Option<i64>,
+    ) -> Result<GstSource, SourceError> {
         let open_err = |message: String| SourceError::Open {
             input: input.clone(),
             message,
@@ -176,7 +186,7 @@ impl GstSource {
             first_pts_ms: None,
             seq: 0,
             last_frame_at: Instant::now(),
-            stall_timeout: Duration::from_secs(if live { 10 } else { 30 }),
+            stall_timeout,
         })
     }
 

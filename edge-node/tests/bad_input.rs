@@ -35,6 +35,7 @@ max_frames = 40
 id = "32050500051320000002"
 name = "corrupt"
 source = {{ type = "file", path = "{corrupt}" }}
+stall_timeout_secs = 3
 retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
 [[cameras]]
 id = "32050500051320000003"

@@ -29,12 +29,7 @@ type PerColour = BTreeMap<String, (u32, u32)>;
 type Confusion = BTreeMap<(String, String), u32>;
 
 /// Scores one split.
-fn score(
-    split: &str,
-) -> (
-    BTreeMap<String, (u32, u32)>,
-    BTreeMap<(String, String), u32>,
-) {
+fn score(split: &str) -> (PerColour, Confusion) {
     let root = common::repo_root()
         .join(".cache/media/traffic_lights")
         .join(split);
