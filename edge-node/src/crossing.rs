@@ -217,14 +217,15 @@ impl CrossingWatch {
     fn shapes_for(&mut self, w: u32, h: u32) {
         if self.zone_size != (w, h) {
             let z = self.rule.zones();
+            // Kerbs first, crosswalks over them, so that shared edges show the crosswalk.
             self.zone_shapes = z
-                .crosswalks
+                .waiting
                 .iter()
-                .map(|(_, p)| (p.to_pixels(w, h), [255, 220, 0]))
+                .map(|(_, p)| (p.to_pixels(w, h), [0, 200, 255]))
                 .chain(
-                    z.waiting
+                    z.crosswalks
                         .iter()
-                        .map(|(_, p)| (p.to_pixels(w, h), [0, 200, 255])),
+                        .map(|(_, p)| (p.to_pixels(w, h), [255, 220, 0])),
                 )
                 .collect();
             self.zone_size = (w, h);
