@@ -21,11 +21,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::ingest::IngestMetrics;
-use crate::store::{EventFilter, Store, StoreError};
+use crate::store::{EventFilter, EventStore, StoreError};
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub store: Arc<Mutex<Store>>,
+    pub store: Arc<Mutex<Box<dyn EventStore>>>,
     pub metrics: Arc<IngestMetrics>,
     pub id: String,
     pub scope: String,
@@ -60,10 +60,10 @@ impl From<StoreError> for ApiError {
 
 async fn with_store<T: Send + 'static>(
     state: &ApiState,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce(&mut dyn EventStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || f(&store.lock().expect("not poisoned")))
+    tokio::task::spawn_blocking(move || f(store.lock().expect("not poisoned").as_mut()))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(ApiError::from)

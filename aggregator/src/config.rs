@@ -28,12 +28,40 @@ fn default_scope() -> String {
     "all".into()
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Embedded SQLite file: the default, nothing to run.
+    Sqlite,
+    /// A PostgreSQL server: production.
+    Postgres,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// `sqlite` (default) or `postgres`.
+    #[serde(default = "default_backend")]
+    pub backend: Backend,
     /// SQLite database file; created with its tables if missing.
     #[serde(default = "default_sqlite")]
     pub sqlite_path: PathBuf,
+    /// PostgreSQL connection, e.g. `host=127.0.0.1 port=5432 user=postgres dbname=test`.
+    #[serde(default = "default_pg_url")]
+    pub postgres_url: String,
+    /// PostgreSQL schema the tables live in; created if missing.
+    #[serde(default = "default_pg_schema")]
+    pub postgres_schema: String,
+}
+
+fn default_backend() -> Backend {
+    Backend::Sqlite
+}
+fn default_pg_url() -> String {
+    "host=127.0.0.1 port=5432 user=postgres dbname=test".into()
+}
+fn default_pg_schema() -> String {
+    "traffic".into()
 }
 
 fn default_sqlite() -> PathBuf {
@@ -43,7 +71,10 @@ fn default_sqlite() -> PathBuf {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: default_backend(),
             sqlite_path: default_sqlite(),
+            postgres_url: default_pg_url(),
+            postgres_schema: default_pg_schema(),
         }
     }
 }

@@ -16,7 +16,7 @@ use protocol::{keys, Event, EventError};
 use serde::Serialize;
 use tracing::{debug, error, warn};
 
-use crate::store::Store;
+use crate::store::EventStore;
 
 /// Samples waiting to be stored.
 pub const INGEST_QUEUE: usize = 4096;
@@ -160,7 +160,11 @@ pub fn validate_evidence(
 }
 
 /// The writer loop; returns when every sender is gone and the queue is drained.
-pub fn run_writer(mut store: Store, rx: Receiver<(String, Vec<u8>)>, metrics: &IngestMetrics) {
+pub fn run_writer(
+    mut store: Box<dyn EventStore>,
+    rx: Receiver<(String, Vec<u8>)>,
+    metrics: &IngestMetrics,
+) {
     let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(500)) {

@@ -7,6 +7,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod ingest;
+pub mod pg;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use tracing::info;
 
 use crate::config::ValidConfig;
 use crate::ingest::IngestMetrics;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AggregatorError {
@@ -47,11 +48,21 @@ pub struct Running {
     writer: Option<std::thread::JoinHandle<()>>,
     http: tokio::task::JoinHandle<()>,
     http_stop: tokio::sync::oneshot::Sender<()>,
+    reader_store: Arc<Mutex<Box<dyn store::EventStore>>>,
 }
 
 pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
-    let writer_store = Store::open(&cfg.raw.storage.sqlite_path)?;
-    let reader_store = Store::open(&cfg.raw.storage.sqlite_path)?;
+    // One connection writes (ingest), one reads (the API); SQLite in WAL mode and
+    // PostgreSQL both let them work side by side.
+    // The PostgreSQL client blocks and owns a runtime of its own: it is opened (and later
+    // dropped) off the async runtime.
+    let storage = cfg.raw.storage.clone();
+    let (writer_store, reader_store) =
+        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            Ok((store::open(&storage)?, store::open(&storage)?))
+        })
+        .await
+        .expect("opening the store does not panic")?;
     let metrics = Arc::new(IngestMetrics::default());
 
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
@@ -121,8 +132,9 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
             message: e.to_string(),
         })?;
 
+    let reader_store = Arc::new(Mutex::new(reader_store));
     let state = api::ApiState {
-        store: Arc::new(Mutex::new(reader_store)),
+        store: reader_store.clone(),
         metrics: metrics.clone(),
         id: cfg.id.to_string(),
         scope: cfg.scope_label.clone(),
@@ -147,6 +159,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         writer: Some(writer),
         http,
         http_stop,
+        reader_store,
     })
 }
 
@@ -166,5 +179,7 @@ impl Running {
         }
         let _ = self.http_stop.send(());
         let _ = self.http.await;
+        let store = self.reader_store;
+        let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     }
 }

@@ -19,6 +19,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("stored event '{0}' does not decode: {1}")]
     Corrupt(String, String),
+    #[error("cannot use PostgreSQL: {0}")]
+    Pg(String),
     #[error("cursor '{0}' is not valid; pass the next_cursor of a previous page")]
     Cursor(String),
 }
@@ -57,7 +59,8 @@ CREATE TABLE evidence (
 "#,
 ];
 
-pub struct Store {
+/// The embedded SQLite backend.
+pub struct SqliteStore {
     conn: Connection,
 }
 
@@ -104,8 +107,8 @@ pub struct StoreStats {
     pub evidence_images: u64,
 }
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -116,11 +119,11 @@ impl Store {
         })
     }
 
-    pub fn open_in_memory() -> Result<Store, StoreError> {
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         Ok(Self::init(Connection::open_in_memory()?)?)
     }
 
-    fn init(conn: Connection) -> Result<Store, rusqlite::Error> {
+    fn init(conn: Connection) -> Result<SqliteStore, rusqlite::Error> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -131,7 +134,7 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(Store { conn })
+        Ok(SqliteStore { conn })
     }
 
     /// Stores a batch in one transaction; returns how many were new (the rest were
@@ -149,20 +152,10 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (event_id) DO NOTHING",
             )?;
             for ev in events {
-                let (class, phase) = match &ev.body {
-                    EventBody::ObjectTrack(t) => (
-                        Some(t.class.as_str()),
-                        Some(if t.phase == protocol::TrackPhase::Start {
-                            "start"
-                        } else {
-                            "end"
-                        }),
-                    ),
-                    EventBody::PedestrianRedLight(_) => (Some("person"), None),
-                };
+                let (kind, class, phase) = columns(ev);
                 new += stmt.execute(params![
                     ev.event_id,
-                    ev.kind().as_str(),
+                    kind,
                     json_str(&ev.severity),
                     ev.node_id.as_str(),
                     ev.checkpoint_id.as_str(),
@@ -218,45 +211,14 @@ impl Store {
     }
 
     pub fn list(&self, f: &EventFilter) -> Result<Page, StoreError> {
-        let mut sql = String::from("SELECT event_id, json, frame_time_ms FROM events WHERE 1=1");
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        let mut push = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-        };
-        if let Some(v) = &f.checkpoint_id {
-            push(&mut sql, " AND checkpoint_id = ?", v.clone().into());
-        }
-        if let Some(v) = &f.camera_id {
-            push(&mut sql, " AND camera_id = ?", v.clone().into());
-        }
-        if let Some(k) = f.kind {
-            push(&mut sql, " AND kind = ?", k.as_str().to_string().into());
-        }
-        if let Some(v) = &f.class {
-            push(&mut sql, " AND class = ?", v.clone().into());
-        }
-        if let Some(v) = f.from_ms {
-            push(&mut sql, " AND frame_time_ms >= ?", v.into());
-        }
-        if let Some(v) = f.to_ms {
-            push(&mut sql, " AND frame_time_ms < ?", v.into());
-        }
-        if let Some(c) = &f.cursor {
-            let (t, id) = parse_cursor(c)?;
-            args.push(t.into());
-            args.push(id.into());
-            let n = args.len();
-            sql.push_str(&format!(
-                " AND (frame_time_ms, event_id) > (?{}, ?{n})",
-                n - 1
-            ));
-        }
-        let limit = f.limit.clamp(1, 1000);
-        sql.push_str(&format!(
-            " ORDER BY frame_time_ms, event_id LIMIT {}",
-            limit + 1
-        ));
+        let (sql, args, limit) = list_sql(f, |n| format!("?{n}"))?;
+        let args: Vec<rusqlite::types::Value> = args
+            .into_iter()
+            .map(|a| match a {
+                SqlArg::Int(v) => v.into(),
+                SqlArg::Text(v) => v.into(),
+            })
+            .collect();
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params_from_iter(args), |r| {
             Ok((
@@ -265,26 +227,8 @@ impl Store {
                 r.get::<_, i64>(2)?,
             ))
         })?;
-        let mut events = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        for row in rows {
-            let (id, json, t) = row?;
-            if events.len() == limit {
-                more = true;
-                break;
-            }
-            events.push(decode_row(&id, &json)?);
-            last = Some((t, id));
-        }
-        Ok(Page {
-            events,
-            next_cursor: if more {
-                last.map(|(t, id)| format!("{t}_{id}"))
-            } else {
-                None
-            },
-        })
+        let rows: Vec<(String, String, i64)> = rows.collect::<Result<_, _>>()?;
+        page_from_rows(rows, limit)
     }
 
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -312,14 +256,154 @@ impl Store {
     }
 }
 
-fn json_str<T: Serialize>(v: &T) -> String {
+/// One storage interface, two backends: SQLite embedded (the default) and PostgreSQL
+/// (production). Both pass the same conformance suite (tests/store_conformance.rs).
+pub trait EventStore: Send {
+    /// Stores a batch atomically; returns how many were new (duplicates by `event_id` are
+    /// ignored).
+    fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError>;
+    fn get(&mut self, event_id: &str) -> Result<Option<Event>, StoreError>;
+    fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError>;
+    fn stats(&mut self) -> Result<StoreStats, StoreError>;
+    /// Stores an evidence image; false when it was already there.
+    fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError>;
+    fn get_evidence(&mut self, image_id: &str) -> Result<Option<EvidenceBlob>, StoreError>;
+}
+
+impl EventStore for SqliteStore {
+    fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError> {
+        SqliteStore::insert_batch(self, events, received_ms)
+    }
+    fn get(&mut self, event_id: &str) -> Result<Option<Event>, StoreError> {
+        SqliteStore::get(self, event_id)
+    }
+    fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError> {
+        SqliteStore::list(self, f)
+    }
+    fn stats(&mut self) -> Result<StoreStats, StoreError> {
+        SqliteStore::stats(self)
+    }
+    fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError> {
+        SqliteStore::insert_evidence(self, e, received_ms)
+    }
+    fn get_evidence(&mut self, image_id: &str) -> Result<Option<EvidenceBlob>, StoreError> {
+        SqliteStore::get_evidence(self, image_id)
+    }
+}
+
+/// Opens the backend the config names.
+pub fn open(cfg: &crate::config::StorageConfig) -> Result<Box<dyn EventStore>, StoreError> {
+    match cfg.backend {
+        crate::config::Backend::Sqlite => Ok(Box::new(SqliteStore::open(&cfg.sqlite_path)?)),
+        crate::config::Backend::Postgres => Ok(Box::new(crate::pg::PgStore::connect(
+            &cfg.postgres_url,
+            &cfg.postgres_schema,
+        )?)),
+    }
+}
+
+/// A bind value of a generated query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlArg {
+    Int(i64),
+    Text(String),
+}
+
+/// The event-list query for a filter, with placeholders made by `ph(n)` (`?n` for SQLite,
+/// `$n` for PostgreSQL); returns the SQL, its arguments and the page size.
+pub(crate) fn list_sql(
+    f: &EventFilter,
+    ph: impl Fn(usize) -> String,
+) -> Result<(String, Vec<SqlArg>, usize), StoreError> {
+    let mut sql = String::from("SELECT event_id, json, frame_time_ms FROM events WHERE 1=1");
+    let mut args = Vec::new();
+    let mut push = |sql: &mut String, column_op: &str, v: SqlArg| {
+        args.push(v);
+        sql.push_str(&format!(" AND {column_op} {}", ph(args.len())));
+    };
+    if let Some(v) = &f.checkpoint_id {
+        push(&mut sql, "checkpoint_id =", SqlArg::Text(v.clone()));
+    }
+    if let Some(v) = &f.camera_id {
+        push(&mut sql, "camera_id =", SqlArg::Text(v.clone()));
+    }
+    if let Some(k) = f.kind {
+        push(&mut sql, "kind =", SqlArg::Text(k.as_str().to_string()));
+    }
+    if let Some(v) = &f.class {
+        push(&mut sql, "class =", SqlArg::Text(v.clone()));
+    }
+    if let Some(v) = f.from_ms {
+        push(&mut sql, "frame_time_ms >=", SqlArg::Int(v));
+    }
+    if let Some(v) = f.to_ms {
+        push(&mut sql, "frame_time_ms <", SqlArg::Int(v));
+    }
+    if let Some(c) = &f.cursor {
+        let (t, id) = parse_cursor(c)?;
+        args.push(SqlArg::Int(t));
+        args.push(SqlArg::Text(id));
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND (frame_time_ms, event_id) > ({}, {})",
+            ph(n - 1),
+            ph(n)
+        ));
+    }
+    let limit = f.limit.clamp(1, 1000);
+    sql.push_str(&format!(
+        " ORDER BY frame_time_ms, event_id LIMIT {}",
+        limit + 1
+    ));
+    Ok((sql, args, limit))
+}
+
+/// A page from rows fetched with one row more than the page size.
+pub(crate) fn page_from_rows(
+    rows: Vec<(String, String, i64)>,
+    limit: usize,
+) -> Result<Page, StoreError> {
+    let more = rows.len() > limit;
+    let mut events = Vec::with_capacity(limit.min(rows.len()));
+    let mut last = None;
+    for (id, json, t) in rows.into_iter().take(limit) {
+        events.push(decode_row(&id, &json)?);
+        last = Some((t, id));
+    }
+    Ok(Page {
+        events,
+        next_cursor: if more {
+            last.map(|(t, id)| format!("{t}_{id}"))
+        } else {
+            None
+        },
+    })
+}
+
+/// The indexed columns stored beside an event's JSON: (kind, class, phase).
+pub(crate) fn columns(ev: &Event) -> (&'static str, Option<&str>, Option<&'static str>) {
+    match &ev.body {
+        EventBody::ObjectTrack(t) => (
+            ev.kind().as_str(),
+            Some(t.class.as_str()),
+            Some(if t.phase == protocol::TrackPhase::Start {
+                "start"
+            } else {
+                "end"
+            }),
+        ),
+        EventBody::PedestrianRedLight(_) => (ev.kind().as_str(), Some("person"), None),
+    }
+}
+
+pub(crate) fn json_str<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default()
 }
 
-fn decode_row(id: &str, json: &str) -> Result<Event, StoreError> {
+pub(crate) fn decode_row(id: &str, json: &str) -> Result<Event, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(id.to_string(), e.to_string()))
 }
 
@@ -382,7 +466,7 @@ pub(crate) mod tests {
 
     #[test]
     fn idempotent_insert_filters_and_cursor_pagination() {
-        let mut s = Store::open_in_memory().unwrap();
+        let mut s = SqliteStore::open_in_memory().unwrap();
         let t0 = 1_790_000_000_000;
         let evs: Vec<Event> = (0..25)
             .map(|i| {
@@ -456,13 +540,13 @@ pub(crate) mod tests {
         let p = dir.join("a.db");
         let _ = std::fs::remove_file(&p);
         let e = event(1_790_000_000_000, CAM1, "person", TrackPhase::Start);
-        Store::open(&p)
+        SqliteStore::open(&p)
             .unwrap()
             .insert_batch(std::slice::from_ref(&e), 0)
             .unwrap();
-        let s = Store::open(&p).unwrap();
+        let s = SqliteStore::open(&p).unwrap();
         assert_eq!(s.get(&e.event_id).unwrap().unwrap(), e);
-        let err = Store::open(Path::new("/nonexistent/dir/a.db"))
+        let err = SqliteStore::open(Path::new("/nonexistent/dir/a.db"))
             .err()
             .unwrap()
             .to_string();

@@ -1,0 +1,220 @@
+//! The PostgreSQL backend of [`EventStore`]: the same schema and queries as SQLite, in a
+//! schema of its own (`storage.postgres_schema`), migrated on connect. Production runs it;
+//! the conformance suite runs it against the server on 127.0.0.1:5432.
+
+use postgres::{Client, NoTls};
+use protocol::Event;
+
+use crate::store::{
+    columns, decode_row, json_str, list_sql, page_from_rows, EventFilter, EventStore, EvidenceBlob,
+    Page, SqlArg, StoreError, StoreStats,
+};
+
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE events (
+    event_id      TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    severity      TEXT NOT NULL,
+    node_id       TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL,
+    camera_id     TEXT NOT NULL,
+    frame_time_ms BIGINT NOT NULL,
+    received_ms   BIGINT NOT NULL,
+    review        TEXT NOT NULL,
+    class         TEXT,
+    phase         TEXT,
+    json          TEXT NOT NULL
+);
+CREATE INDEX events_time ON events (frame_time_ms, event_id);
+CREATE INDEX events_checkpoint_time ON events (checkpoint_id, frame_time_ms, event_id);
+CREATE INDEX events_camera_time ON events (camera_id, frame_time_ms, event_id);
+CREATE INDEX events_kind_time ON events (kind, frame_time_ms, event_id);
+"#,
+    r#"
+CREATE TABLE evidence (
+    image_id      TEXT PRIMARY KEY,
+    checkpoint_id TEXT NOT NULL,
+    camera_id     TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    content_type  TEXT NOT NULL,
+    bytes         BYTEA NOT NULL,
+    received_ms   BIGINT NOT NULL
+);
+"#,
+];
+
+pub struct PgStore {
+    client: Client,
+}
+
+fn pg(e: postgres::Error) -> StoreError {
+    StoreError::Pg(e.to_string())
+}
+
+impl PgStore {
+    /// Connects (`url` like `host=127.0.0.1 port=5432 user=postgres dbname=test` or
+    /// `postgresql://...`), creates `schema` if missing and applies pending migrations.
+    pub fn connect(url: &str, schema: &str) -> Result<PgStore, StoreError> {
+        if schema.is_empty()
+            || !schema
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(StoreError::Pg(format!(
+                "schema name '{schema}' must be letters, digits and '_'"
+            )));
+        }
+        let mut client = Client::connect(url, NoTls)
+            .map_err(|e| StoreError::Pg(format!("cannot connect to '{url}': {e}; check storage.postgres_url and that the server runs")))?;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema};
+                 CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY);"
+            ))
+            .map_err(pg)?;
+        // One migrator at a time: aggregators side by side may start together.
+        let mut tx = client.transaction().map_err(pg)?;
+        tx.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE", &[])
+            .map_err(pg)?;
+        let done: i32 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .map_err(pg)?
+            .get(0);
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+            tx.batch_execute(m).map_err(pg)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[&(i as i32 + 1)],
+            )
+            .map_err(pg)?;
+        }
+        tx.commit().map_err(pg)?;
+        Ok(PgStore { client })
+    }
+}
+
+impl EventStore for PgStore {
+    fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError> {
+        let mut tx = self.client.transaction().map_err(pg)?;
+        let stmt = tx
+            .prepare(
+                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .map_err(pg)?;
+        let mut new = 0;
+        for ev in events {
+            let (kind, class, phase) = columns(ev);
+            let json = String::from_utf8(ev.encode()).expect("JSON is UTF-8");
+            new += tx
+                .execute(
+                    &stmt,
+                    &[
+                        &ev.event_id,
+                        &kind,
+                        &json_str(&ev.severity),
+                        &ev.node_id.as_str(),
+                        &ev.checkpoint_id.as_str(),
+                        &ev.camera_id.as_str(),
+                        &ev.frame_time_ms,
+                        &received_ms,
+                        &json_str(&ev.review),
+                        &class,
+                        &phase,
+                        &json,
+                    ],
+                )
+                .map_err(pg)? as usize;
+        }
+        tx.commit().map_err(pg)?;
+        Ok(new)
+    }
+
+    fn get(&mut self, event_id: &str) -> Result<Option<Event>, StoreError> {
+        let row = self
+            .client
+            .query_opt("SELECT json FROM events WHERE event_id = $1", &[&event_id])
+            .map_err(pg)?;
+        row.map(|r| decode_row(event_id, &r.get::<_, String>(0)))
+            .transpose()
+    }
+
+    fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError> {
+        let (sql, args, limit) = list_sql(f, |n| format!("${n}"))?;
+        let params: Vec<Box<dyn postgres::types::ToSql + Sync>> = args
+            .into_iter()
+            .map(|a| -> Box<dyn postgres::types::ToSql + Sync> {
+                match a {
+                    SqlArg::Int(v) => Box::new(v),
+                    SqlArg::Text(v) => Box::new(v),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|b| b.as_ref()).collect();
+        let rows = self.client.query(&sql, &refs).map_err(pg)?;
+        page_from_rows(
+            rows.into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+            limit,
+        )
+    }
+
+    fn stats(&mut self) -> Result<StoreStats, StoreError> {
+        let mut s = StoreStats::default();
+        for r in self
+            .client
+            .query("SELECT kind, COUNT(*) FROM events GROUP BY kind", &[])
+            .map_err(pg)?
+        {
+            let n = r.get::<_, i64>(1) as u64;
+            s.events_total += n;
+            s.by_kind.insert(r.get(0), n);
+        }
+        for r in self
+            .client
+            .query("SELECT class, COUNT(*) FROM events WHERE kind = 'object_track' AND phase = 'end' GROUP BY class", &[])
+            .map_err(pg)?
+        {
+            s.object_tracks_by_class.insert(r.get(0), r.get::<_, i64>(1) as u64);
+        }
+        s.evidence_images = self
+            .client
+            .query_one("SELECT COUNT(*) FROM evidence", &[])
+            .map_err(pg)?
+            .get::<_, i64>(0) as u64;
+        Ok(s)
+    }
+
+    fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError> {
+        let n = self
+            .client
+            .execute(
+                "INSERT INTO evidence (image_id, checkpoint_id, camera_id, sha256, content_type, bytes, received_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (image_id) DO NOTHING",
+                &[&e.image_id, &e.checkpoint_id, &e.camera_id, &e.sha256, &e.content_type, &e.bytes, &received_ms],
+            )
+            .map_err(pg)?;
+        Ok(n == 1)
+    }
+
+    fn get_evidence(&mut self, image_id: &str) -> Result<Option<EvidenceBlob>, StoreError> {
+        let row = self
+            .client
+            .query_opt("SELECT image_id, checkpoint_id, camera_id, sha256, content_type, bytes FROM evidence WHERE image_id = $1", &[&image_id])
+            .map_err(pg)?;
+        Ok(row.map(|r| EvidenceBlob {
+            image_id: r.get(0),
+            checkpoint_id: r.get(1),
+            camera_id: r.get(2),
+            sha256: r.get(3),
+            content_type: r.get(4),
+            bytes: r.get(5),
+        }))
+    }
+}
