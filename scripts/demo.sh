@@ -16,7 +16,11 @@ BIN=$ROOT/target/release
 
 mkdir -p out
 rm -f out/demo-aggregator.db out/demo-aggregator.db-wal out/demo-aggregator.db-shm
-sed 's|^sqlite_path = .*|sqlite_path = "out/demo-aggregator.db"|' configs/aggregator-demo.toml > out/aggregator-demo.toml
+# The demo replays a recording with fixed frame times (2026-11-29): keep its events whatever
+# today's date, instead of purging them as past their retention period.
+sed -e 's|^sqlite_path = .*|sqlite_path = "out/demo-aggregator.db"|' \
+    -e 's|^default_days = .*|default_days = 0|' -e 's|^days = .*|days = {}|' \
+    configs/aggregator-demo.toml > out/aggregator-demo.toml
 
 "$BIN/aggregator" run --config out/aggregator-demo.toml --addr-file out/aggregator.addr 2> out/aggregator.log &
 AGG=$!

@@ -22,6 +22,53 @@ pub struct AggregatorConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub zenoh: ZenohConfig,
+    /// How long events are kept; personal data no longer than configured.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// Days to keep events, per kind, and how often the purge job runs. An event kind not listed
+/// is kept `default_days`; `0` days keeps that kind forever.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(default = "default_retention_days")]
+    pub default_days: u32,
+    /// e.g. `{ object_track = 30, pedestrian_red_light = 365 }`.
+    #[serde(default)]
+    pub days: std::collections::BTreeMap<String, u32>,
+    /// Seconds between purge runs.
+    #[serde(default = "default_purge_interval")]
+    pub purge_interval_secs: u64,
+}
+
+fn default_retention_days() -> u32 {
+    180
+}
+fn default_purge_interval() -> u64 {
+    3600
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            default_days: default_retention_days(),
+            days: Default::default(),
+            purge_interval_secs: default_purge_interval(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Days to keep `kind`; None keeps it forever.
+    pub fn days_for(&self, kind: protocol::EventKind) -> Option<u32> {
+        let d = self
+            .days
+            .get(kind.as_str())
+            .copied()
+            .unwrap_or(self.default_days);
+        (d > 0).then_some(d)
+    }
 }
 
 fn default_scope() -> String {
@@ -200,6 +247,21 @@ impl AggregatorConfig {
                 "zenoh.mode '{}' must be peer, client or router",
                 self.zenoh.mode
             ));
+        }
+        for k in self.retention.days.keys() {
+            if protocol::EventKind::parse(k).is_none() {
+                let known: Vec<&str> = protocol::EventKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect();
+                errors.push(format!(
+                    "retention.days names unknown event kind '{k}'; kinds: {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        if self.retention.purge_interval_secs == 0 {
+            errors.push("retention.purge_interval_secs must be at least 1".into());
         }
         if self.storage.sqlite_path.as_os_str().is_empty() {
             errors.push("storage.sqlite_path is empty".into());

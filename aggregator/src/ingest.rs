@@ -31,6 +31,8 @@ pub struct IngestMetrics {
     pub rejected: AtomicU64,
     pub store_errors: AtomicU64,
     pub evidence_stored: AtomicU64,
+    pub purged_events: AtomicU64,
+    pub purged_images: AtomicU64,
     rejected_by_reason: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -42,6 +44,8 @@ pub struct IngestSnapshot {
     pub rejected: u64,
     pub store_errors: u64,
     pub evidence_stored: u64,
+    pub purged_events: u64,
+    pub purged_images: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
 }
 
@@ -54,6 +58,8 @@ impl IngestMetrics {
             rejected: self.rejected.load(Ordering::Relaxed),
             store_errors: self.store_errors.load(Ordering::Relaxed),
             evidence_stored: self.evidence_stored.load(Ordering::Relaxed),
+            purged_events: self.purged_events.load(Ordering::Relaxed),
+            purged_images: self.purged_images.load(Ordering::Relaxed),
             rejected_by_reason: self
                 .rejected_by_reason
                 .lock()

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod ingest;
 pub mod pg;
+pub mod retention;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ pub struct Running {
     http: tokio::task::JoinHandle<()>,
     http_stop: tokio::sync::oneshot::Sender<()>,
     reader_store: Arc<Mutex<Box<dyn store::EventStore>>>,
+    purge_stop: Arc<std::sync::atomic::AtomicBool>,
+    purger: std::thread::JoinHandle<()>,
 }
 
 pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
@@ -57,9 +60,13 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     // The PostgreSQL client blocks and owns a runtime of its own: it is opened (and later
     // dropped) off the async runtime.
     let storage = cfg.raw.storage.clone();
-    let (writer_store, reader_store) =
+    let (writer_store, reader_store, purge_store) =
         tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            Ok((store::open(&storage)?, store::open(&storage)?))
+            Ok((
+                store::open(&storage)?,
+                store::open(&storage)?,
+                store::open(&storage)?,
+            ))
         })
         .await
         .expect("opening the store does not panic")?;
@@ -132,6 +139,16 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
             message: e.to_string(),
         })?;
 
+    let purge_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (retention, stop, m) = (
+        cfg.raw.retention.clone(),
+        purge_stop.clone(),
+        metrics.clone(),
+    );
+    let purger = std::thread::Builder::new()
+        .name("retention-purge".into())
+        .spawn(move || retention::run(purge_store, retention, stop, m))
+        .expect("spawning a thread");
     let reader_store = Arc::new(Mutex::new(reader_store));
     let state = api::ApiState {
         store: reader_store.clone(),
@@ -160,6 +177,8 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         http,
         http_stop,
         reader_store,
+        purge_stop,
+        purger,
     })
 }
 
@@ -181,5 +200,9 @@ impl Running {
         let _ = self.http.await;
         let store = self.reader_store;
         let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+        self.purge_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let purger = self.purger;
+        let _ = tokio::task::spawn_blocking(move || purger.join()).await;
     }
 }

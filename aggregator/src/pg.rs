@@ -217,4 +217,33 @@ impl EventStore for PgStore {
             bytes: r.get(5),
         }))
     }
+
+    fn purge(
+        &mut self,
+        kind: protocol::EventKind,
+        before_ms: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut tx = self.client.transaction().map_err(pg)?;
+        let ids: Vec<String> = tx
+            .query(
+                "DELETE FROM events WHERE kind = $1 AND frame_time_ms < $2 RETURNING event_id",
+                &[&kind.as_str(), &before_ms],
+            )
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut images = 0;
+        for id in &ids {
+            // Image ids are `<event id>-<role>`.
+            images += tx
+                .execute(
+                    "DELETE FROM evidence WHERE image_id >= $1 AND image_id < $2",
+                    &[&format!("{id}-"), &format!("{id}.")],
+                )
+                .map_err(pg)?;
+        }
+        tx.commit().map_err(pg)?;
+        Ok((ids.len() as u64, images))
+    }
 }

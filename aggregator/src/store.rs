@@ -268,6 +268,9 @@ pub trait EventStore: Send {
     /// Stores an evidence image; false when it was already there.
     fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError>;
     fn get_evidence(&mut self, image_id: &str) -> Result<Option<EvidenceBlob>, StoreError>;
+    /// Deletes events of `kind` whose frame time is before `before_ms`, and their evidence
+    /// images; returns (events, images) deleted.
+    fn purge(&mut self, kind: EventKind, before_ms: i64) -> Result<(u64, u64), StoreError>;
 }
 
 impl EventStore for SqliteStore {
@@ -288,6 +291,28 @@ impl EventStore for SqliteStore {
     }
     fn get_evidence(&mut self, image_id: &str) -> Result<Option<EvidenceBlob>, StoreError> {
         SqliteStore::get_evidence(self, image_id)
+    }
+    fn purge(&mut self, kind: EventKind, before_ms: i64) -> Result<(u64, u64), StoreError> {
+        let tx = self.conn.transaction()?;
+        let ids: Vec<String> = {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM events WHERE kind = ?1 AND frame_time_ms < ?2 RETURNING event_id",
+            )?;
+            let rows =
+                stmt.query_map(params![kind.as_str(), before_ms], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut images = 0;
+        {
+            // Image ids are `<event id>-<role>`.
+            let mut stmt =
+                tx.prepare_cached("DELETE FROM evidence WHERE image_id >= ?1 AND image_id < ?2")?;
+            for id in &ids {
+                images += stmt.execute(params![format!("{id}-"), format!("{id}.")])? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok((ids.len() as u64, images))
     }
 }
 

@@ -2,7 +2,9 @@
 //! 127.0.0.1:5432 (the server CI and every development machine run; `TRAFFIC_PG_URL`
 //! overrides). The PostgreSQL run is never skipped: without a server it fails and says so.
 
+use aggregator::config::RetentionConfig;
 use aggregator::pg::PgStore;
+use aggregator::retention::purge_once;
 use aggregator::store::{EventFilter, EventStore, EvidenceBlob, SqliteStore, StoreError};
 use protocol::*;
 
@@ -166,6 +168,33 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
     assert_eq!(other.stats().unwrap().events_total, 25);
     assert_eq!(other.get(&evs[24].event_id).unwrap().unwrap(), evs[24]);
     assert_eq!(other.insert_batch(&evs[..3], 7).unwrap(), 0);
+
+    // Retention: object tracks before T0 + 10 s go, and the image of the first one with it.
+    assert_eq!(
+        other.purge(EventKind::ObjectTrack, T0 + 10_000).unwrap(),
+        (10, 1)
+    );
+    assert!(other.get(&evs[0].event_id).unwrap().is_none());
+    assert!(other.get_evidence(&blob.image_id).unwrap().is_none());
+    assert!(other.get(&evs[10].event_id).unwrap().is_some());
+    assert_eq!(
+        other
+            .purge(EventKind::PedestrianRedLight, i64::MAX)
+            .unwrap(),
+        (0, 0)
+    );
+    // The purge job's pass: object tracks kept 1 day, everything else forever.
+    let cfg = RetentionConfig {
+        default_days: 0,
+        days: [("object_track".to_string(), 1)].into(),
+        purge_interval_secs: 60,
+    };
+    assert_eq!(cfg.days_for(EventKind::PedestrianRedLight), None);
+    assert_eq!(
+        purge_once(other.as_mut(), &cfg, T0 + 86_400_000 + 20_000).unwrap(),
+        (10, 0)
+    );
+    assert_eq!(other.stats().unwrap().events_total, 5);
 }
 
 #[test]
