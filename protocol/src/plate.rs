@@ -151,7 +151,7 @@ pub fn normalise(raw: &str) -> String {
                 c => c,
             };
             match c {
-                '·' | '•' | '.' | ' ' | '-' | '\u{3000}' | '\u{00B7}' | '\u{30FB}' => None,
+                '·' | '•' | '.' | ' ' | '-' | '\u{3000}' | '\u{30FB}' => None,
                 c => Some(c.to_ascii_uppercase()),
             }
         })
