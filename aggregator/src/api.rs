@@ -6,6 +6,7 @@
 //!   (`2026-11-29T08:00:00Z`); `from` is inclusive, `to` exclusive.
 //! - `GET /api/v1/events/{event_id}`: one event.
 //! - `GET /api/v1/stats`: events per kind, ended object tracks per class.
+//! - `GET /api/v1/checkpoints`: the checkpoint registry (id, name, coordinates, county).
 //! - `GET /api/v1/evidence/{image_id}`: an evidence image (JPEG), its sha256 in
 //!   `X-Content-SHA256`; an event's `evidence` lists its image ids.
 
@@ -29,6 +30,7 @@ pub struct ApiState {
     pub metrics: Arc<IngestMetrics>,
     pub id: String,
     pub scope: String,
+    pub checkpoints: Arc<crate::checkpoints::Registry>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -37,6 +39,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/checkpoints", get(checkpoints))
         .route("/api/v1/evidence/{image_id}", get(get_evidence))
         .with_state(state)
 }
@@ -165,6 +168,10 @@ async fn get_evidence(
             format!("no evidence image '{id}' (images arrive shortly before their event)"),
         )),
     }
+}
+
+async fn checkpoints(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    Json(json!({ "checkpoints": s.checkpoints.all() }))
 }
 
 async fn stats(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {

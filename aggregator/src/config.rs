@@ -25,6 +25,20 @@ pub struct AggregatorConfig {
     /// How long events are kept; personal data no longer than configured.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The checkpoints in scope: id, name, coordinates.
+    #[serde(default)]
+    pub checkpoints: Vec<crate::checkpoints::CheckpointConfig>,
+    /// Road distances between checkpoints that differ from the straight line times
+    /// `road_factor`.
+    #[serde(default)]
+    pub road_distances: Vec<crate::checkpoints::RoadDistanceConfig>,
+    /// Road distance over great-circle distance where no road distance is configured.
+    #[serde(default = "default_road_factor")]
+    pub road_factor: f64,
+}
+
+fn default_road_factor() -> f64 {
+    1.3
 }
 
 /// Days to keep events, per kind, and how often the purge job runs. An event kind not listed
@@ -184,6 +198,7 @@ impl Default for ZenohConfig {
 #[derive(Debug, Clone)]
 pub struct ValidConfig {
     pub id: DeviceId,
+    pub checkpoints: crate::checkpoints::Registry,
     pub scope: Scope,
     pub scope_label: String,
     pub http_listen: SocketAddr,
@@ -263,6 +278,13 @@ impl AggregatorConfig {
         if self.retention.purge_interval_secs == 0 {
             errors.push("retention.purge_interval_secs must be at least 1".into());
         }
+        let checkpoints = crate::checkpoints::Registry::build(
+            &self.checkpoints,
+            &self.road_distances,
+            self.road_factor,
+            scope.as_ref(),
+            &mut errors,
+        );
         if self.storage.sqlite_path.as_os_str().is_empty() {
             errors.push("storage.sqlite_path is empty".into());
         }
@@ -278,6 +300,7 @@ impl AggregatorConfig {
             Scope::County(c) | Scope::City(c) => c.clone(),
         };
         Ok(ValidConfig {
+            checkpoints,
             id: id.expect("checked"),
             scope,
             scope_label,

@@ -4,6 +4,7 @@
 //! themselves ([`ingest`], [`store`], [`api`]) are usable on their own.
 
 pub mod api;
+pub mod checkpoints;
 pub mod client;
 pub mod config;
 pub mod ingest;
@@ -155,6 +156,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         metrics: metrics.clone(),
         id: cfg.id.to_string(),
         scope: cfg.scope_label.clone(),
+        checkpoints: Arc::new(cfg.checkpoints.clone()),
     };
     let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(state);
