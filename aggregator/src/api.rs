@@ -83,6 +83,7 @@ struct ListParams {
     camera: Option<String>,
     kind: Option<String>,
     class: Option<String>,
+    plate: Option<String>,
     from: Option<String>,
     to: Option<String>,
     limit: Option<usize>,
@@ -105,7 +106,9 @@ async fn list_events(
     let Query(q) = q.map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
-            format!("{e}; parameters: checkpoint, camera, kind, class, from, to, limit, cursor"),
+            format!(
+                "{e}; parameters: checkpoint, camera, kind, class, plate, from, to, limit, cursor"
+            ),
         )
     })?;
     let kind = match &q.kind {
@@ -123,6 +126,7 @@ async fn list_events(
         camera_id: q.camera,
         kind,
         class: q.class,
+        plate: q.plate,
         from_ms: q
             .from
             .as_deref()

@@ -32,6 +32,9 @@ pub struct AggregatorConfig {
     /// `road_factor`.
     #[serde(default)]
     pub road_distances: Vec<crate::checkpoints::RoadDistanceConfig>,
+    /// Cross-checkpoint correlation (cloned plates).
+    #[serde(default)]
+    pub correlation: crate::correlate::CorrelationConfig,
     /// Road distance over great-circle distance where no road distance is configured.
     #[serde(default = "default_road_factor")]
     pub road_factor: f64,
@@ -274,6 +277,12 @@ impl AggregatorConfig {
                     known.join(", ")
                 ));
             }
+        }
+        if !(self.correlation.max_speed_kmh > 0.0 && self.correlation.window_hours > 0.0) {
+            errors.push(format!(
+                "correlation: max_speed_kmh ({}) and window_hours ({}) must be above 0",
+                self.correlation.max_speed_kmh, self.correlation.window_hours
+            ));
         }
         if self.retention.purge_interval_secs == 0 {
             errors.push("retention.purge_interval_secs must be at least 1".into());

@@ -33,6 +33,7 @@ pub struct IngestMetrics {
     pub evidence_stored: AtomicU64,
     pub purged_events: AtomicU64,
     pub purged_images: AtomicU64,
+    pub anomalies_raised: AtomicU64,
     rejected_by_reason: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -46,6 +47,7 @@ pub struct IngestSnapshot {
     pub evidence_stored: u64,
     pub purged_events: u64,
     pub purged_images: u64,
+    pub anomalies_raised: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
 }
 
@@ -60,6 +62,7 @@ impl IngestMetrics {
             evidence_stored: self.evidence_stored.load(Ordering::Relaxed),
             purged_events: self.purged_events.load(Ordering::Relaxed),
             purged_images: self.purged_images.load(Ordering::Relaxed),
+            anomalies_raised: self.anomalies_raised.load(Ordering::Relaxed),
             rejected_by_reason: self
                 .rejected_by_reason
                 .lock()
@@ -165,11 +168,20 @@ pub fn validate_evidence(
     })
 }
 
+/// What the writer correlates with: the checkpoint registry, the rules' settings, and the id
+/// derived events carry.
+pub struct Correlator {
+    pub registry: crate::checkpoints::Registry,
+    pub cfg: crate::correlate::CorrelationConfig,
+    pub aggregator_id: protocol::DeviceId,
+}
+
 /// The writer loop; returns when every sender is gone and the queue is drained.
 pub fn run_writer(
     mut store: Box<dyn EventStore>,
     rx: Receiver<(String, Vec<u8>)>,
     metrics: &IngestMetrics,
+    correlator: &Correlator,
 ) {
     let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -221,6 +233,22 @@ pub fn run_writer(
                         .duplicates
                         .fetch_add((batch.len() - new) as u64, Ordering::Relaxed);
                     debug!(batch = batch.len(), new, "Events stored");
+                    // Correlation reads committed rows; a failure here loses no event (the
+                    // passes are stored) and is logged.
+                    match crate::correlate::correlate_batch(
+                        store.as_mut(),
+                        &correlator.registry,
+                        &correlator.cfg,
+                        &correlator.aggregator_id,
+                        &batch,
+                    ) {
+                        Ok(n) => {
+                            metrics
+                                .anomalies_raised
+                                .fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(e) => error!(error = %e, "Correlation failed for a batch"),
+                    }
                     break;
                 }
                 Err(e) => {

@@ -7,6 +7,7 @@ pub mod api;
 pub mod checkpoints;
 pub mod client;
 pub mod config;
+pub mod correlate;
 pub mod ingest;
 pub mod pg;
 pub mod retention;
@@ -97,9 +98,14 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
 
     let (tx, rx) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(ingest::INGEST_QUEUE);
     let m = metrics.clone();
+    let correlator = ingest::Correlator {
+        registry: cfg.checkpoints.clone(),
+        cfg: cfg.raw.correlation.clone(),
+        aggregator_id: cfg.id.clone(),
+    };
     let writer = std::thread::Builder::new()
         .name("ingest-writer".into())
-        .spawn(move || ingest::run_writer(writer_store, rx, &m))
+        .spawn(move || ingest::run_writer(writer_store, rx, &m, &correlator))
         .expect("spawning a thread");
     let evidence_tx = tx.clone();
     let evidence_subscriber = session

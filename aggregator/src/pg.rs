@@ -42,6 +42,10 @@ CREATE TABLE evidence (
     received_ms   BIGINT NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE events ADD COLUMN plate TEXT;
+CREATE INDEX events_plate_time ON events (plate, frame_time_ms);
+"#,
 ];
 
 pub struct PgStore {
@@ -102,20 +106,20 @@ impl EventStore for PgStore {
         let mut tx = self.client.transaction().map_err(pg)?;
         let stmt = tx
             .prepare(
-                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (event_id) DO NOTHING",
+                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json, plate)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (event_id) DO NOTHING",
             )
             .map_err(pg)?;
         let mut new = 0;
         for ev in events {
-            let (kind, class, phase) = columns(ev);
+            let c = columns(ev);
             let json = String::from_utf8(ev.encode()).expect("JSON is UTF-8");
             new += tx
                 .execute(
                     &stmt,
                     &[
                         &ev.event_id,
-                        &kind,
+                        &c.kind,
                         &json_str(&ev.severity),
                         &ev.node_id.as_str(),
                         &ev.checkpoint_id.as_str(),
@@ -123,9 +127,10 @@ impl EventStore for PgStore {
                         &ev.frame_time_ms,
                         &received_ms,
                         &json_str(&ev.review),
-                        &class,
-                        &phase,
+                        &c.class,
+                        &c.phase,
                         &json,
+                        &c.plate,
                     ],
                 )
                 .map_err(pg)? as usize;

@@ -57,6 +57,10 @@ CREATE TABLE evidence (
     received_ms   INTEGER NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE events ADD COLUMN plate TEXT;
+CREATE INDEX events_plate_time ON events (plate, frame_time_ms);
+"#,
 ];
 
 /// The embedded SQLite backend.
@@ -72,6 +76,8 @@ pub struct EventFilter {
     pub kind: Option<EventKind>,
     /// Object class (`person`, `car`, ...) for object-track events.
     pub class: Option<String>,
+    /// Exact plate text (vehicle passes and plate anomalies).
+    pub plate: Option<String>,
     /// Inclusive lower bound of frame time, UTC ms.
     pub from_ms: Option<i64>,
     /// Exclusive upper bound of frame time, UTC ms.
@@ -148,14 +154,14 @@ impl SqliteStore {
         let mut new = 0;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (event_id) DO NOTHING",
+                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json, plate)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (event_id) DO NOTHING",
             )?;
             for ev in events {
-                let (kind, class, phase) = columns(ev);
+                let c = columns(ev);
                 new += stmt.execute(params![
                     ev.event_id,
-                    kind,
+                    c.kind,
                     json_str(&ev.severity),
                     ev.node_id.as_str(),
                     ev.checkpoint_id.as_str(),
@@ -163,9 +169,10 @@ impl SqliteStore {
                     ev.frame_time_ms,
                     received_ms,
                     json_str(&ev.review),
-                    class,
-                    phase,
+                    c.class,
+                    c.phase,
                     String::from_utf8(ev.encode()).expect("JSON is UTF-8"),
+                    c.plate,
                 ])?;
             }
         }
@@ -358,6 +365,13 @@ pub(crate) fn list_sql(
     if let Some(v) = &f.class {
         push(&mut sql, "class =", SqlArg::Text(v.clone()));
     }
+    if let Some(v) = &f.plate {
+        push(
+            &mut sql,
+            "plate =",
+            SqlArg::Text(protocol::plate::normalise(v)),
+        );
+    }
     if let Some(v) = f.from_ms {
         push(&mut sql, "frame_time_ms >=", SqlArg::Int(v));
     }
@@ -405,19 +419,45 @@ pub(crate) fn page_from_rows(
     })
 }
 
-/// The indexed columns stored beside an event's JSON: (kind, class, phase).
-pub(crate) fn columns(ev: &Event) -> (&'static str, Option<&str>, Option<&'static str>) {
+/// The indexed columns stored beside an event's JSON.
+pub(crate) struct Columns<'a> {
+    pub kind: &'static str,
+    pub class: Option<&'a str>,
+    pub phase: Option<&'static str>,
+    pub plate: Option<&'a str>,
+}
+
+pub(crate) fn columns(ev: &Event) -> Columns<'_> {
+    let kind = ev.kind().as_str();
     match &ev.body {
-        EventBody::ObjectTrack(t) => (
-            ev.kind().as_str(),
-            Some(t.class.as_str()),
-            Some(if t.phase == protocol::TrackPhase::Start {
+        EventBody::ObjectTrack(t) => Columns {
+            kind,
+            class: Some(t.class.as_str()),
+            phase: Some(if t.phase == protocol::TrackPhase::Start {
                 "start"
             } else {
                 "end"
             }),
-        ),
-        EventBody::PedestrianRedLight(_) => (ev.kind().as_str(), Some("person"), None),
+            plate: None,
+        },
+        EventBody::PedestrianRedLight(_) => Columns {
+            kind,
+            class: Some("person"),
+            phase: None,
+            plate: None,
+        },
+        EventBody::VehiclePass(v) => Columns {
+            kind,
+            class: Some(v.vehicle_class.as_str()),
+            phase: None,
+            plate: v.plate.as_deref(),
+        },
+        EventBody::PlateAnomaly(a) => Columns {
+            kind,
+            class: Some(a.anomaly.as_str()),
+            phase: None,
+            plate: Some(a.plate.as_str()),
+        },
     }
 }
 

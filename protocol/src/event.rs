@@ -270,12 +270,85 @@ pub struct PedestrianRedLight {
     pub boxes: Vec<BBox>,
 }
 
+/// One vehicle passing a checkpoint camera, plate read or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VehiclePass {
+    pub track_id: u64,
+    /// Normalised plate text, or None when unread.
+    pub plate: Option<String>,
+    /// Confidence of each plate character, 0..1.
+    #[serde(default)]
+    pub char_confidence: Vec<f32>,
+    pub plate_colour: Option<crate::plate::PlateColor>,
+    pub plate_class: Option<crate::plate::PlateClass>,
+    /// Detector class: car, bus, truck, motorcycle.
+    pub vehicle_class: String,
+    /// Direction of travel, e.g. `inbound` / `outbound`, where configured.
+    #[serde(default)]
+    pub direction: Option<String>,
+}
+
+/// Why a plate is anomalous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyType {
+    /// The read fits no GA 36 grammar (suspected fake).
+    FormatInvalid,
+    NotRegistered,
+    WatchList,
+    /// Registered class or colour contradicts what the camera sees.
+    ClassMismatch,
+    /// The same plate at two checkpoints too far apart for the time between (套牌).
+    ClonedPlate,
+    /// Long-distance coach between 02:00 and 05:00 local time.
+    NightCoach,
+    /// Truck or hazardous goods inside a restricted zone during restricted hours.
+    RestrictedZone,
+}
+
+impl AnomalyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyType::FormatInvalid => "format_invalid",
+            AnomalyType::NotRegistered => "not_registered",
+            AnomalyType::WatchList => "watch_list",
+            AnomalyType::ClassMismatch => "class_mismatch",
+            AnomalyType::ClonedPlate => "cloned_plate",
+            AnomalyType::NightCoach => "night_coach",
+            AnomalyType::RestrictedZone => "restricted_zone",
+        }
+    }
+}
+
+/// A plate anomaly: its type, the plate, the passes it rests on and what was measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlateAnomaly {
+    pub anomaly: AnomalyType,
+    pub plate: String,
+    /// The `vehicle_pass` events this anomaly rests on.
+    pub passes: Vec<String>,
+    /// Cloned plate: road distance between the two checkpoints, km.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance_km: Option<f64>,
+    /// Cloned plate: time between the two passes, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<f64>,
+    /// Cloned plate: the speed the two passes imply, km/h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implied_speed_kmh: Option<f64>,
+    /// Free-form detail, e.g. the watch-list status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// The kind-specific part of an event. New kinds add variants here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "body", rename_all = "snake_case")]
 pub enum EventBody {
     ObjectTrack(ObjectTrack),
     PedestrianRedLight(PedestrianRedLight),
+    VehiclePass(VehiclePass),
+    PlateAnomaly(PlateAnomaly),
 }
 
 impl EventBody {
@@ -283,6 +356,8 @@ impl EventBody {
         match self {
             EventBody::ObjectTrack(_) => EventKind::ObjectTrack,
             EventBody::PedestrianRedLight(_) => EventKind::PedestrianRedLight,
+            EventBody::VehiclePass(_) => EventKind::VehiclePass,
+            EventBody::PlateAnomaly(_) => EventKind::PlateAnomaly,
         }
     }
 }

@@ -12,8 +12,9 @@ pub mod plate;
 pub mod time;
 
 pub use event::{
-    BBox, Detection, Event, EventBody, EventError, EventKind, EvidenceRef, LightState, ObjectTrack,
-    PathPoint, PedestrianRedLight, ReviewState, RuleRef, Severity, SignalPhaseMsg, SignalReading,
-    SignalSource, TrackPhase, MAX_EVENT_BYTES, SCHEMA_VERSION,
+    AnomalyType, BBox, Detection, Event, EventBody, EventError, EventKind, EvidenceRef, LightState,
+    ObjectTrack, PathPoint, PedestrianRedLight, PlateAnomaly, ReviewState, RuleRef, Severity,
+    SignalPhaseMsg, SignalReading, SignalSource, TrackPhase, VehiclePass, MAX_EVENT_BYTES,
+    SCHEMA_VERSION,
 };
 pub use ids::{DeviceId, DeviceIdError, DeviceType};
