@@ -107,35 +107,27 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         .name("ingest-writer".into())
         .spawn(move || ingest::run_writer(writer_store, rx, &m, &correlator))
         .expect("spawning a thread");
-    let evidence_tx = tx.clone();
-    let evidence_subscriber = session
-        .declare_subscriber(keys::evidence_in(&cfg.scope))
-        .callback(move |sample| {
-            let _ = evidence_tx.send((
-                sample.key_expr().as_str().to_string(),
-                sample.payload().to_bytes().into_owned(),
-            ));
-        })
+    // Both subscribers hand samples to the writer; a full queue blocks zenoh's delivery:
+    // back-pressure, not loss.
+    let subscribe = |selector: String, tx: std::sync::mpsc::SyncSender<(String, Vec<u8>)>| {
+        session
+            .declare_subscriber(selector)
+            .callback(move |sample| {
+                let _ = tx.send((
+                    sample.key_expr().as_str().to_string(),
+                    sample.payload().to_bytes().into_owned(),
+                ));
+            })
+    };
+    let zenoh_err = |e: zenoh::Error| AggregatorError::Zenoh {
+        listen: z.listen.clone(),
+        message: e.to_string(),
+    };
+    let evidence_subscriber = subscribe(keys::evidence_in(&cfg.scope), tx.clone())
         .await
-        .map_err(|e| AggregatorError::Zenoh {
-            listen: z.listen.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(zenoh_err)?;
     let selector = keys::events_in(&cfg.scope);
-    let subscriber = session
-        .declare_subscriber(selector.clone())
-        .callback(move |sample| {
-            // Blocks zenoh's delivery when the writer is behind: back-pressure, not loss.
-            let _ = tx.send((
-                sample.key_expr().as_str().to_string(),
-                sample.payload().to_bytes().into_owned(),
-            ));
-        })
-        .await
-        .map_err(|e| AggregatorError::Zenoh {
-            listen: z.listen.clone(),
-            message: e.to_string(),
-        })?;
+    let subscriber = subscribe(selector.clone(), tx).await.map_err(zenoh_err)?;
     // Declared after the subscriber: a node that sees this token can already reach it.
     let token = session
         .liveliness()

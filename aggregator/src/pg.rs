@@ -1,52 +1,16 @@
-//! The PostgreSQL backend of [`EventStore`]: the same schema and queries as SQLite, in a
+//! The PostgreSQL backend of [`EventStore`]: the same migrations and queries as SQLite, in a
 //! schema of its own (`storage.postgres_schema`), migrated on connect. Production runs it;
 //! the conformance suite runs it against the server on 127.0.0.1:5432.
 
 use postgres::{Client, NoTls};
+
+use crate::store::MIGRATIONS;
 use protocol::Event;
 
 use crate::store::{
     columns, decode_row, json_str, list_sql, page_from_rows, EventFilter, EventStore, EvidenceBlob,
     Page, SqlArg, StoreError, StoreStats,
 };
-
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE events (
-    event_id      TEXT PRIMARY KEY,
-    kind          TEXT NOT NULL,
-    severity      TEXT NOT NULL,
-    node_id       TEXT NOT NULL,
-    checkpoint_id TEXT NOT NULL,
-    camera_id     TEXT NOT NULL,
-    frame_time_ms BIGINT NOT NULL,
-    received_ms   BIGINT NOT NULL,
-    review        TEXT NOT NULL,
-    class         TEXT,
-    phase         TEXT,
-    json          TEXT NOT NULL
-);
-CREATE INDEX events_time ON events (frame_time_ms, event_id);
-CREATE INDEX events_checkpoint_time ON events (checkpoint_id, frame_time_ms, event_id);
-CREATE INDEX events_camera_time ON events (camera_id, frame_time_ms, event_id);
-CREATE INDEX events_kind_time ON events (kind, frame_time_ms, event_id);
-"#,
-    r#"
-CREATE TABLE evidence (
-    image_id      TEXT PRIMARY KEY,
-    checkpoint_id TEXT NOT NULL,
-    camera_id     TEXT NOT NULL,
-    sha256        TEXT NOT NULL,
-    content_type  TEXT NOT NULL,
-    bytes         BYTEA NOT NULL,
-    received_ms   BIGINT NOT NULL
-);
-"#,
-    r#"
-ALTER TABLE events ADD COLUMN plate TEXT;
-CREATE INDEX events_plate_time ON events (plate, frame_time_ms);
-"#,
-];
 
 pub struct PgStore {
     client: Client,
@@ -89,7 +53,8 @@ impl PgStore {
             .map_err(pg)?
             .get(0);
         for (i, m) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-            tx.batch_execute(m).map_err(pg)?;
+            tx.batch_execute(&m.replace("{blob}", "BYTEA"))
+                .map_err(pg)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version) VALUES ($1)",
                 &[&(i as i32 + 1)],

@@ -25,7 +25,9 @@ pub enum StoreError {
     Cursor(String),
 }
 
-const MIGRATIONS: &[&str] = &[
+/// The schema both backends share, as numbered migrations. Integers are `BIGINT` (64-bit in
+/// both); `{blob}` is the binary type (`BLOB` in SQLite, `BYTEA` in PostgreSQL).
+pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE events (
     event_id      TEXT PRIMARY KEY,
@@ -34,8 +36,8 @@ CREATE TABLE events (
     node_id       TEXT NOT NULL,
     checkpoint_id TEXT NOT NULL,
     camera_id     TEXT NOT NULL,
-    frame_time_ms INTEGER NOT NULL,
-    received_ms   INTEGER NOT NULL,
+    frame_time_ms BIGINT NOT NULL,
+    received_ms   BIGINT NOT NULL,
     review        TEXT NOT NULL,
     class         TEXT,
     phase         TEXT,
@@ -53,8 +55,8 @@ CREATE TABLE evidence (
     camera_id     TEXT NOT NULL,
     sha256        TEXT NOT NULL,
     content_type  TEXT NOT NULL,
-    bytes         BLOB NOT NULL,
-    received_ms   INTEGER NOT NULL
+    bytes         {blob} NOT NULL,
+    received_ms   BIGINT NOT NULL
 );
 "#,
     r#"
@@ -136,7 +138,7 @@ impl SqliteStore {
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(m)?;
+            tx.execute_batch(&m.replace("{blob}", "BLOB"))?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
