@@ -118,6 +118,19 @@ impl TestAggregator {
         }
     }
 
+    /// Waits until the aggregator has stored `n` evidence images. Images travel at a lower
+    /// priority than events, so the last ones may land after the last event.
+    pub fn wait_evidence(&self, n: u64, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let stored = self.get_json("/health")["ingest"]["evidence_stored"].as_u64().unwrap();
+            if stored >= n || Instant::now() > deadline {
+                return stored;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Every event matching `query`, following cursors.
     pub fn all_events(&self, query: &str) -> Vec<protocol::Event> {
         let mut out = Vec::new();
