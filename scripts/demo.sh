@@ -37,11 +37,11 @@ status=0
 "$BIN/edge-node" --config configs/edge-demo.toml --summary-json out/edge-summary.json 2> out/edge-node.log || status=$?
 [ $status -eq 0 ] || { tail -20 out/edge-node.log >&2; echo "demo: the edge node exited with $status (log: out/edge-node.log)" >&2; }
 
-# Give the last events a moment to be stored.
-want=$(python3 -c 'import json;print(json.load(open("out/edge-summary.json"))["events_published"])' 2>/dev/null || echo 0)
-for _ in $(seq 1 50); do
-  got=$("$BIN/aggregator" get "$ADDR" /health | python3 -c 'import json,sys;print(json.load(sys.stdin)["ingest"]["stored"])')
-  [ "$got" -ge "$want" ] && break
+# Give the last events and evidence images (sent at a lower priority) a moment to be stored.
+read -r want_ev want_img < <(python3 -c 'import json;s=json.load(open("out/edge-summary.json"));print(s["events_published"], s["evidence_published"])' 2>/dev/null || echo 0 0)
+for _ in $(seq 1 100); do
+  read -r got_ev got_img < <("$BIN/aggregator" get "$ADDR" /health | python3 -c 'import json,sys;i=json.load(sys.stdin)["ingest"];print(i["stored"], i["evidence_stored"])')
+  [ "$got_ev" -ge "$want_ev" ] && [ "$got_img" -ge "$want_img" ] && break
   sleep 0.1
 done
 echo
