@@ -7,6 +7,8 @@
 //! - `GET /api/v1/events/{event_id}`: one event.
 //! - `GET /api/v1/stats`: events per kind, ended object tracks per class.
 //! - `GET /api/v1/checkpoints`: the checkpoint registry (id, name, coordinates, county).
+//! - `POST /api/v1/events/{event_id}/review`: confirm or reject a violation (reviewer, reason).
+//! - `GET /api/v1/events/{event_id}/audit`: the event's audit trail.
 //! - `GET /api/v1/evidence/{image_id}`: an evidence image (JPEG), its sha256 in
 //!   `X-Content-SHA256`; an event's `evidence` lists its image ids.
 
@@ -40,6 +42,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/checkpoints", get(checkpoints))
+        .route(
+            "/api/v1/events/{event_id}/review",
+            axum::routing::post(review),
+        )
+        .route("/api/v1/events/{event_id}/audit", get(audit))
         .route("/api/v1/evidence/{image_id}", get(get_evidence))
         .with_state(state)
 }
@@ -56,6 +63,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Cursor(_) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            StoreError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+            StoreError::Review(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
             _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
@@ -84,6 +93,7 @@ struct ListParams {
     kind: Option<String>,
     class: Option<String>,
     plate: Option<String>,
+    review: Option<String>,
     from: Option<String>,
     to: Option<String>,
     limit: Option<usize>,
@@ -107,7 +117,7 @@ async fn list_events(
         ApiError(
             StatusCode::BAD_REQUEST,
             format!(
-                "{e}; parameters: checkpoint, camera, kind, class, plate, from, to, limit, cursor"
+                "{e}; parameters: checkpoint, camera, kind, class, plate, review, from, to, limit, cursor"
             ),
         )
     })?;
@@ -127,6 +137,12 @@ async fn list_events(
         kind,
         class: q.class,
         plate: q.plate,
+        review: match &q.review {
+            None => None,
+            Some(r) => Some(serde_json::from_value::<protocol::ReviewState>(json!(r)).map_err(|_| {
+                ApiError(StatusCode::BAD_REQUEST, format!("review '{r}' is unknown; states: not_required, pending, confirmed, rejected"))
+            })?),
+        },
         from_ms: q
             .from
             .as_deref()
@@ -172,6 +188,27 @@ async fn get_evidence(
             format!("no evidence image '{id}' (images arrive shortly before their event)"),
         )),
     }
+}
+
+/// Confirms or rejects a violation: `{"decision": "confirmed"|"rejected", "reviewer": "...",
+/// "reason": "..."}`. Recorded in the event and in its audit trail.
+async fn review(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<crate::store::Review>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<protocol::Event>, ApiError> {
+    let Json(r) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e}; send {{\"decision\": \"confirmed\" or \"rejected\", \"reviewer\": ..., \"reason\": ...}}")))?;
+    Ok(Json(
+        with_store(&s, move |st| st.review(&id, &r, protocol::time::now_ms())).await?,
+    ))
+}
+
+async fn audit(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let trail = with_store(&s, move |st| st.audit_of(&id)).await?;
+    Ok(Json(json!({ "audit": trail })))
 }
 
 async fn checkpoints(State(s): State<ApiState>) -> Json<serde_json::Value> {

@@ -1,5 +1,5 @@
-//! A minimal HTTP/1.1 GET client over a plain TCP socket, for the `aggregator` commands and
-//! the tests (no HTTP client dependency, and nothing to install on an operator's machine).
+//! A minimal HTTP/1.1 client over a plain TCP socket, for the `aggregator` commands and the
+//! tests (no HTTP client dependency, and nothing to install on an operator's machine).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -13,16 +13,37 @@ pub fn get(addr: impl ToSocketAddrs, path: &str) -> std::io::Result<(u16, String
 
 /// GETs `path` from `addr`; returns the status code, the header block and the body.
 pub fn get_bytes(addr: impl ToSocketAddrs, path: &str) -> std::io::Result<(u16, String, Vec<u8>)> {
+    request(addr, &format!("GET {path} HTTP/1.1\r\n"), b"")
+}
+
+/// POSTs a JSON body to `path`; returns the status code and the body as text.
+pub fn post_json(
+    addr: impl ToSocketAddrs,
+    path: &str,
+    body: &serde_json::Value,
+) -> std::io::Result<(u16, String)> {
+    let body = body.to_string();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    let (status, _, out) = request(addr, &head, body.as_bytes())?;
+    Ok((status, String::from_utf8_lossy(&out).into_owned()))
+}
+
+fn request(
+    addr: impl ToSocketAddrs,
+    head_start: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
     let addr = addr
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other("no address"))?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "{head_start}Host: {addr}\r\nConnection: close\r\n\r\n")?;
+    s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let split = raw

@@ -4,7 +4,7 @@
 
 use postgres::{Client, NoTls};
 
-use crate::store::MIGRATIONS;
+use crate::store::{check_review, dialect, AuditEntry, Review, MIGRATIONS};
 use protocol::Event;
 
 use crate::store::{
@@ -17,7 +17,11 @@ pub struct PgStore {
 }
 
 fn pg(e: postgres::Error) -> StoreError {
-    StoreError::Pg(e.to_string())
+    // The server's own message says what went wrong; `Display` only says "db error".
+    match e.as_db_error() {
+        Some(db) => StoreError::Pg(format!("{}: {}", db.severity(), db.message())),
+        None => StoreError::Pg(e.to_string()),
+    }
 }
 
 impl PgStore {
@@ -53,7 +57,7 @@ impl PgStore {
             .map_err(pg)?
             .get(0);
         for (i, m) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-            tx.batch_execute(&m.replace("{blob}", "BYTEA"))
+            tx.batch_execute(&dialect(m, "BYTEA", "BIGSERIAL PRIMARY KEY"))
                 .map_err(pg)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version) VALUES ($1)",
@@ -215,5 +219,56 @@ impl EventStore for PgStore {
         }
         tx.commit().map_err(pg)?;
         Ok((ids.len() as u64, images))
+    }
+
+    fn review(&mut self, event_id: &str, r: &Review, at_ms: i64) -> Result<Event, StoreError> {
+        let mut tx = self.client.transaction().map_err(pg)?;
+        // FOR UPDATE: two reviewers at once are applied one after the other.
+        let row = tx
+            .query_opt(
+                "SELECT json FROM events WHERE event_id = $1 FOR UPDATE",
+                &[&event_id],
+            )
+            .map_err(pg)?;
+        let json: String = row
+            .ok_or_else(|| StoreError::NotFound(event_id.to_string()))?
+            .get(0);
+        let mut ev = decode_row(event_id, &json)?;
+        check_review(&ev, r)?;
+        ev.review = r.decision;
+        let new_json = String::from_utf8(ev.encode()).expect("JSON is UTF-8");
+        tx.execute(
+            "UPDATE events SET review = $2, json = $3 WHERE event_id = $1",
+            &[&event_id, &json_str(&ev.review), &new_json],
+        )
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO audit (event_id, action, actor, detail, at_ms) VALUES ($1, 'review', $2, $3, $4)",
+            &[&event_id, &r.reviewer, &format!("{}: {}", json_str(&r.decision), r.reason), &at_ms],
+        )
+        .map_err(pg)?;
+        tx.commit().map_err(pg)?;
+        Ok(ev)
+    }
+
+    fn audit(&mut self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.client
+            .execute("INSERT INTO audit (event_id, action, actor, detail, at_ms) VALUES ($1, $2, $3, $4, $5)", &[&e.event_id, &e.action, &e.actor, &e.detail, &e.at_ms])
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn audit_of(&mut self, event_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = self.client.query("SELECT event_id, action, actor, detail, at_ms FROM audit WHERE event_id = $1 ORDER BY id", &[&event_id]).map_err(pg)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                event_id: r.get(0),
+                action: r.get(1),
+                actor: r.get(2),
+                detail: r.get(3),
+                at_ms: r.get(4),
+            })
+            .collect())
     }
 }

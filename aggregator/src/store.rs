@@ -21,6 +21,10 @@ pub enum StoreError {
     Corrupt(String, String),
     #[error("cannot use PostgreSQL: {0}")]
     Pg(String),
+    #[error("no event '{0}'")]
+    NotFound(String),
+    #[error("review refused: {0}")]
+    Review(String),
     #[error("cursor '{0}' is not valid; pass the next_cursor of a previous page")]
     Cursor(String),
 }
@@ -63,7 +67,67 @@ CREATE TABLE evidence (
 ALTER TABLE events ADD COLUMN plate TEXT;
 CREATE INDEX events_plate_time ON events (plate, frame_time_ms);
 "#,
+    r#"
+CREATE TABLE audit (
+    id        {serial},
+    event_id  TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    detail    TEXT NOT NULL,
+    at_ms     BIGINT NOT NULL
+);
+CREATE INDEX audit_event ON audit (event_id, id);
+CREATE INDEX events_review_time ON events (review, frame_time_ms, event_id);
+"#,
 ];
+
+/// Binary and auto-increment types per backend, for [`MIGRATIONS`].
+pub(crate) fn dialect(m: &str, blob: &str, serial: &str) -> String {
+    m.replace("{blob}", blob).replace("{serial}", serial)
+}
+
+/// A reviewer's decision on an event awaiting review.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Review {
+    /// `confirmed` or `rejected`.
+    pub decision: protocol::ReviewState,
+    pub reviewer: String,
+    pub reason: String,
+}
+
+/// One line of an event's audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub event_id: String,
+    pub action: String,
+    pub actor: String,
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+/// Checks a review before it is applied; the event's current review state decides.
+pub(crate) fn check_review(ev: &Event, r: &Review) -> Result<(), StoreError> {
+    use protocol::ReviewState::*;
+    if !matches!(r.decision, Confirmed | Rejected) {
+        return Err(StoreError::Review(format!(
+            "decision must be confirmed or rejected, not {:?}",
+            r.decision
+        )));
+    }
+    if r.reviewer.trim().is_empty() || r.reason.trim().is_empty() {
+        return Err(StoreError::Review(
+            "a review needs a reviewer and a reason".into(),
+        ));
+    }
+    if ev.review == NotRequired {
+        return Err(StoreError::Review(format!(
+            "event {} ({}) needs no review",
+            ev.event_id,
+            ev.kind().as_str()
+        )));
+    }
+    Ok(())
+}
 
 /// The embedded SQLite backend.
 pub struct SqliteStore {
@@ -80,6 +144,8 @@ pub struct EventFilter {
     pub class: Option<String>,
     /// Exact plate text (vehicle passes and plate anomalies).
     pub plate: Option<String>,
+    /// Review state, e.g. pending.
+    pub review: Option<protocol::ReviewState>,
     /// Inclusive lower bound of frame time, UTC ms.
     pub from_ms: Option<i64>,
     /// Exclusive upper bound of frame time, UTC ms.
@@ -138,7 +204,7 @@ impl SqliteStore {
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(&m.replace("{blob}", "BLOB"))?;
+            tx.execute_batch(&dialect(m, "BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"))?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
@@ -280,9 +346,66 @@ pub trait EventStore: Send {
     /// Deletes events of `kind` whose frame time is before `before_ms`, and their evidence
     /// images; returns (events, images) deleted.
     fn purge(&mut self, kind: EventKind, before_ms: i64) -> Result<(u64, u64), StoreError>;
+    /// Records a reviewer's decision on an event awaiting review, and the audit line for it;
+    /// returns the event as now stored.
+    fn review(&mut self, event_id: &str, r: &Review, at_ms: i64) -> Result<Event, StoreError>;
+    /// Appends a line to the audit trail (plate queries, reviews, exports).
+    fn audit(&mut self, e: &AuditEntry) -> Result<(), StoreError>;
+    /// An event's audit trail, oldest first.
+    fn audit_of(&mut self, event_id: &str) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 impl EventStore for SqliteStore {
+    fn review(&mut self, event_id: &str, r: &Review, at_ms: i64) -> Result<Event, StoreError> {
+        let tx = self.conn.transaction()?;
+        let json: Option<String> = tx
+            .query_row(
+                "SELECT json FROM events WHERE event_id = ?1",
+                [event_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let mut ev = decode_row(
+            event_id,
+            &json.ok_or_else(|| StoreError::NotFound(event_id.to_string()))?,
+        )?;
+        check_review(&ev, r)?;
+        ev.review = r.decision;
+        tx.execute(
+            "UPDATE events SET review = ?2, json = ?3 WHERE event_id = ?1",
+            params![
+                event_id,
+                json_str(&ev.review),
+                String::from_utf8(ev.encode()).expect("JSON is UTF-8")
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO audit (event_id, action, actor, detail, at_ms) VALUES (?1, 'review', ?2, ?3, ?4)",
+            params![event_id, r.reviewer, format!("{}: {}", json_str(&r.decision), r.reason), at_ms],
+        )?;
+        tx.commit()?;
+        Ok(ev)
+    }
+    fn audit(&mut self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO audit (event_id, action, actor, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.event_id, e.action, e.actor, e.detail, e.at_ms],
+        )?;
+        Ok(())
+    }
+    fn audit_of(&mut self, event_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT event_id, action, actor, detail, at_ms FROM audit WHERE event_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([event_id], |r| {
+            Ok(AuditEntry {
+                event_id: r.get(0)?,
+                action: r.get(1)?,
+                actor: r.get(2)?,
+                detail: r.get(3)?,
+                at_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
     fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError> {
         SqliteStore::insert_batch(self, events, received_ms)
     }
@@ -366,6 +489,9 @@ pub(crate) fn list_sql(
     }
     if let Some(v) = &f.class {
         push(&mut sql, "class =", SqlArg::Text(v.clone()));
+    }
+    if let Some(v) = f.review {
+        push(&mut sql, "review =", SqlArg::Text(json_str(&v)));
     }
     if let Some(v) = &f.plate {
         push(

@@ -5,7 +5,9 @@
 use aggregator::config::RetentionConfig;
 use aggregator::pg::PgStore;
 use aggregator::retention::purge_once;
-use aggregator::store::{EventFilter, EventStore, EvidenceBlob, SqliteStore, StoreError};
+use aggregator::store::{
+    AuditEntry, EventFilter, EventStore, EvidenceBlob, Review, SqliteStore, StoreError,
+};
 use protocol::*;
 
 const CAM1: &str = "32050500051320000001";
@@ -162,6 +164,91 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
     assert_eq!(st.by_kind["object_track"], 25);
     assert_eq!(st.object_tracks_by_class["car"], 9);
     assert_eq!(st.evidence_images, 1);
+
+    // Review: only events awaiting review, recorded in the event and the audit trail.
+    let mut violation = event(T0 + 30_000, CAM1, "person");
+    violation.review = ReviewState::Pending;
+    store
+        .insert_batch(std::slice::from_ref(&violation), 8)
+        .unwrap();
+    let r = Review {
+        decision: ReviewState::Confirmed,
+        reviewer: "officer 0451".into(),
+        reason: "red signal and person visible in all three pictures".into(),
+    };
+    let reviewed = store.review(&violation.event_id, &r, T0 + 40_000).unwrap();
+    assert_eq!(reviewed.review, ReviewState::Confirmed);
+    assert_eq!(
+        store.get(&violation.event_id).unwrap().unwrap().review,
+        ReviewState::Confirmed
+    );
+    let rejected = Review {
+        decision: ReviewState::Rejected,
+        reviewer: "officer 0007".into(),
+        reason: "it is a cyclist".into(),
+    };
+    store
+        .review(&violation.event_id, &rejected, T0 + 50_000)
+        .unwrap();
+    let trail = store.audit_of(&violation.event_id).unwrap();
+    assert_eq!(
+        trail
+            .iter()
+            .map(|a| (a.actor.as_str(), a.at_ms))
+            .collect::<Vec<_>>(),
+        [("officer 0451", T0 + 40_000), ("officer 0007", T0 + 50_000)]
+    );
+    assert!(
+        trail[1].detail.starts_with("rejected: it is a cyclist"),
+        "{trail:?}"
+    );
+    assert!(
+        matches!(
+            store.review(&evs[0].event_id, &r, 0),
+            Err(StoreError::Review(_))
+        ),
+        "object tracks need no review"
+    );
+    assert!(matches!(
+        store.review("01ARZ3NDEKTSV4RRFFQ69G5FAV", &r, 0),
+        Err(StoreError::NotFound(_))
+    ));
+    let bad = Review {
+        decision: ReviewState::Pending,
+        ..r.clone()
+    };
+    assert!(matches!(
+        store.review(&violation.event_id, &bad, 0),
+        Err(StoreError::Review(_))
+    ));
+    let pending = store
+        .list(&EventFilter {
+            review: Some(ReviewState::Rejected),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(pending.events.len(), 1);
+    store
+        .audit(&AuditEntry {
+            event_id: violation.event_id.clone(),
+            action: "plate_query".into(),
+            actor: "operator 12".into(),
+            detail: "plate=苏E12345".into(),
+            at_ms: T0 + 60_000,
+        })
+        .unwrap();
+    assert_eq!(store.audit_of(&violation.event_id).unwrap().len(), 3);
+    // The rest of the suite counts 25 events.
+    assert_eq!(
+        store.purge(EventKind::ObjectTrack, T0 + 30_001).unwrap().0,
+        26
+    );
+    store.insert_batch(&evs, 9).unwrap();
+    assert!(
+        store.insert_evidence(&blob, 10).unwrap(),
+        "purged with its event, stored again"
+    );
 
     // After a restart: the same data, migrations not re-run.
     let mut other = reopen();

@@ -95,6 +95,31 @@ fn red_light_violations_on_vtest_match_ground_truth() {
             assert_eq!(hex::encode(Sha256::digest(&bytes)), e.sha256);
         }
     }
+    // A reviewer confirms the first violation; the decision is stored and audited. Object
+    // tracks need no review.
+    let first = &events[0].event_id;
+    let (status, body) = aggregator::client::post_json(agg.http, &format!("/api/v1/events/{first}/review"), &serde_json::json!({"decision": "confirmed", "reviewer": "officer 0451", "reason": "red signal, person and crosswalk visible"})).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        agg.get_json(&format!("/api/v1/events/{first}"))["review"],
+        "confirmed"
+    );
+    let trail = agg.get_json(&format!("/api/v1/events/{first}/audit"));
+    assert_eq!(trail["audit"][0]["actor"], "officer 0451", "{trail}");
+    let track = &agg.all_events("kind=object_track")[0].event_id;
+    let (status, body) = aggregator::client::post_json(
+        agg.http,
+        &format!("/api/v1/events/{track}/review"),
+        &serde_json::json!({"decision": "confirmed", "reviewer": "x", "reason": "y"}),
+    )
+    .unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        agg.all_events("kind=pedestrian_red_light&review=pending")
+            .len(),
+        events.len() - 1
+    );
+
     // Match detections to the truth, each at most once.
     let mut unmatched_truth = truth.violations.clone();
     let mut true_pos = 0;

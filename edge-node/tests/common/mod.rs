@@ -123,7 +123,9 @@ impl TestAggregator {
     pub fn wait_evidence(&self, n: u64, within: Duration) -> u64 {
         let deadline = Instant::now() + within;
         loop {
-            let stored = self.get_json("/health")["ingest"]["evidence_stored"].as_u64().unwrap();
+            let stored = self.get_json("/health")["ingest"]["evidence_stored"]
+                .as_u64()
+                .unwrap();
             if stored >= n || Instant::now() > deadline {
                 return stored;
             }
