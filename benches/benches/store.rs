@@ -1,0 +1,143 @@
+//! Storage benchmark, both backends side by side: ingest rate of vehicle passes (batches of
+//! 1000, then the same passes again to measure the idempotent path) and query latency (exact
+//! plate, one checkpoint over one hour) at the stored size. `STORE_ROWS` (default 200000)
+//! sizes it; the target is 10 million. PostgreSQL is the server on 127.0.0.1:5432
+//! (`TRAFFIC_PG_URL`), in a schema of its own that is dropped afterwards.
+
+use std::time::Instant;
+
+use aggregator::pg::PgStore;
+use aggregator::store::{EventFilter, EventStore, SqliteStore};
+use protocol::*;
+
+fn pass(i: u64, n: u64) -> Event {
+    let t0 = 1_790_000_000_000i64;
+    // Spread over 30 days; 20 checkpoints; plates drawn from a pool of n/20.
+    let t = t0 + (i as i64 * 2_592_000_000 / n as i64);
+    let ck = format!("320505000512100000{:02}", i % 20);
+    let plate = format!(
+        "苏E{:05}",
+        (i.wrapping_mul(2_654_435_761)) % (n / 20).max(1)
+    );
+    Event {
+        schema_version: SCHEMA_VERSION,
+        event_id: ulid::Ulid::from_parts(t as u64, i as u128).to_string(),
+        severity: Severity::Info,
+        node_id: DeviceId::parse("32050500055050000001").unwrap(),
+        checkpoint_id: DeviceId::parse(&ck).unwrap(),
+        camera_id: DeviceId::parse("32050500051320000001").unwrap(),
+        lane: Some((i % 4) as u32 + 1),
+        frame_time_ms: t,
+        detections: vec![Detection {
+            class: "car".into(),
+            score: 0.9,
+            bbox: BBox::new(10.0, 10.0, 200.0, 150.0),
+            track_id: Some(i),
+        }],
+        rule: None,
+        evidence: vec![],
+        review: ReviewState::NotRequired,
+        body: EventBody::VehiclePass(VehiclePass {
+            track_id: i,
+            plate: Some(plate),
+            char_confidence: vec![0.99; 7],
+            plate_colour: Some(plate::PlateColor::Blue),
+            plate_class: Some(plate::PlateClass::SmallCar),
+            vehicle_class: "car".into(),
+            direction: None,
+        }),
+    }
+}
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn run(name: &str, store: &mut dyn EventStore, n: u64) {
+    let batch = 1000u64;
+    let t = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let evs: Vec<Event> = (i..(i + batch).min(n)).map(|k| pass(k, n)).collect();
+        store.insert_batch(&evs, 0).unwrap();
+        i += batch;
+        if i % (n / 10).max(batch) == 0 {
+            eprint!("\r{name}: {i}/{n} stored");
+        }
+    }
+    let ingest = n as f64 / t.elapsed().as_secs_f64();
+    let again = n.min(100_000);
+    let t = Instant::now();
+    let mut i = 0;
+    while i < again {
+        let evs: Vec<Event> = (i..(i + batch).min(again)).map(|k| pass(k, n)).collect();
+        assert_eq!(store.insert_batch(&evs, 0).unwrap(), 0);
+        i += batch;
+    }
+    let dup = again as f64 / t.elapsed().as_secs_f64();
+    let mut plate_ms = Vec::new();
+    let mut range_ms = Vec::new();
+    for q in 0..200u64 {
+        let p = pass(q * 7919 % n, n);
+        let EventBody::VehiclePass(v) = &p.body else {
+            unreachable!()
+        };
+        let t = Instant::now();
+        let r = store
+            .list(&EventFilter {
+                plate: v.plate.clone(),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        plate_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(!r.events.is_empty());
+        let t = Instant::now();
+        store
+            .list(&EventFilter {
+                checkpoint_id: Some(p.checkpoint_id.to_string()),
+                from_ms: Some(p.frame_time_ms),
+                to_ms: Some(p.frame_time_ms + 3_600_000),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        range_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    eprintln!();
+    println!(
+        "{name:<10} {n:>9} rows  ingest {ingest:>8.0} passes/s  idempotent re-ingest {dup:>8.0}/s  plate query p50 {:.2} ms p99 {:.2} ms  checkpoint-hour query p50 {:.2} ms p99 {:.2} ms",
+        pct(plate_ms.clone(), 0.5),
+        pct(plate_ms, 0.99),
+        pct(range_ms.clone(), 0.5),
+        pct(range_ms, 0.99)
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let n: u64 = std::env::var("STORE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let dir = std::env::temp_dir().join(format!("store-bench-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut sqlite = SqliteStore::open(&dir.join("bench.db")).unwrap();
+    run("sqlite", &mut sqlite, n);
+    drop(sqlite);
+    std::fs::remove_dir_all(&dir).ok();
+
+    let url = std::env::var("TRAFFIC_PG_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+    let schema = format!("bench_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut pg = PgStore::connect(&url, &schema).expect("PostgreSQL on 127.0.0.1:5432");
+    run("postgres", &mut pg, n);
+    drop(pg);
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .unwrap();
+}
