@@ -57,21 +57,6 @@ pub struct Running {
 }
 
 pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
-    // One connection writes (ingest), one reads (the API); SQLite in WAL mode and
-    // PostgreSQL both let them work side by side.
-    // The PostgreSQL client blocks and owns a runtime of its own: it is opened (and later
-    // dropped) off the async runtime.
-    let storage = cfg.raw.storage.clone();
-    let (writer_store, reader_store, purge_store) =
-        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            Ok((
-                store::open(&storage)?,
-                store::open(&storage)?,
-                store::open(&storage)?,
-            ))
-        })
-        .await
-        .expect("opening the store does not panic")?;
     let metrics = Arc::new(IngestMetrics::default());
 
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
@@ -97,16 +82,6 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         })?;
 
     let (tx, rx) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(ingest::INGEST_QUEUE);
-    let m = metrics.clone();
-    let correlator = ingest::Correlator {
-        registry: cfg.checkpoints.clone(),
-        cfg: cfg.raw.correlation.clone(),
-        aggregator_id: cfg.id.clone(),
-    };
-    let writer = std::thread::Builder::new()
-        .name("ingest-writer".into())
-        .spawn(move || ingest::run_writer(writer_store, rx, &m, &correlator))
-        .expect("spawning a thread");
     // Both subscribers hand samples to the writer; a full queue blocks zenoh's delivery:
     // back-pressure, not loss.
     let subscribe = |selector: String, tx: std::sync::mpsc::SyncSender<(String, Vec<u8>)>| {
@@ -138,6 +113,35 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
             message: e.to_string(),
         })?;
 
+    // Ports and zenoh are settled before the stores open, so that their failures return a
+    // clear error without dropping a PostgreSQL client on the async runtime (its own runtime
+    // would panic there). Samples arriving meanwhile wait in the queue for the writer.
+    // One connection writes (ingest), one reads (the API); SQLite in WAL mode and
+    // PostgreSQL both let them work side by side.
+    // The PostgreSQL client blocks and owns a runtime of its own: it is opened (and later
+    // dropped) off the async runtime.
+    let storage = cfg.raw.storage.clone();
+    let (writer_store, reader_store, purge_store) =
+        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            Ok((
+                store::open(&storage)?,
+                store::open(&storage)?,
+                store::open(&storage)?,
+            ))
+        })
+        .await
+        .expect("opening the store does not panic")?;
+
+    let m = metrics.clone();
+    let correlator = ingest::Correlator {
+        registry: cfg.checkpoints.clone(),
+        cfg: cfg.raw.correlation.clone(),
+        aggregator_id: cfg.id.clone(),
+    };
+    let writer = std::thread::Builder::new()
+        .name("ingest-writer".into())
+        .spawn(move || ingest::run_writer(writer_store, rx, &m, &correlator))
+        .expect("spawning a thread");
     let purge_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (retention, stop, m) = (
         cfg.raw.retention.clone(),
@@ -165,7 +169,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
             })
             .await;
     });
-    info!(http = %http_addr, zenoh = ?z.listen, subscribe = %selector, db = %cfg.raw.storage.sqlite_path.display(), "Aggregator started");
+    info!(http = %http_addr, zenoh = ?z.listen, subscribe = %selector, backend = ?cfg.raw.storage.backend, "Aggregator started");
     Ok(Running {
         http_addr,
         metrics,
