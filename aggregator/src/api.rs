@@ -9,6 +9,7 @@
 //! - `GET /api/v1/checkpoints`: the checkpoint registry (id, name, coordinates, county).
 //! - `POST /api/v1/events/{event_id}/review`: confirm or reject a violation (reviewer, reason).
 //! - `GET /api/v1/events/{event_id}/audit`: the event's audit trail.
+//! - `GET /metrics`: Prometheus metrics.
 //! - `GET /api/v1/evidence/{image_id}`: an evidence image (JPEG), its sha256 in
 //!   `X-Content-SHA256`; an event's `evidence` lists its image ids.
 
@@ -33,6 +34,7 @@ pub struct ApiState {
     pub id: String,
     pub scope: String,
     pub checkpoints: Arc<crate::checkpoints::Registry>,
+    pub http_metrics: Arc<crate::metrics::HttpMetrics>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -47,8 +49,41 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::post(review),
         )
         .route("/api/v1/events/{event_id}/audit", get(audit))
+        .route("/metrics", get(prometheus))
         .route("/api/v1/evidence/{image_id}", get(get_evidence))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            time_request,
+        ))
         .with_state(state)
+}
+
+/// Times every request by its route template (not its concrete path: ids would explode the
+/// label set).
+async fn time_request(
+    State(s): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let t = std::time::Instant::now();
+    let res = next.run(req).await;
+    s.http_metrics.observe(&route, t.elapsed());
+    res
+}
+
+async fn prometheus(State(s): State<ApiState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::render(&s.metrics.snapshot(), &s.http_metrics),
+    )
 }
 
 struct ApiError(StatusCode, String);

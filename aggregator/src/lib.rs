@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod correlate;
 pub mod ingest;
+pub mod metrics;
 pub mod pg;
 pub mod retention;
 pub mod store;
@@ -159,6 +160,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         id: cfg.id.to_string(),
         scope: cfg.scope_label.clone(),
         checkpoints: Arc::new(cfg.checkpoints.clone()),
+        http_metrics: Default::default(),
     };
     let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(state);

@@ -83,6 +83,19 @@ max_frames = {}
     let one = agg.get_json(&format!("/api/v1/events/{}", events[0].event_id));
     assert_eq!(one["event_id"], events[0].event_id.as_str());
 
+    // Prometheus metrics: ingest counters and the latency of the routes just used.
+    let (status, metrics) = aggregator::client::get(agg.http, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(&format!("aggregator_events_stored_total {published}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("aggregator_http_request_duration_seconds_count{route=\"/api/v1/events\"}"),
+        "{metrics}"
+    );
+
     let t0 = protocol::time::parse_rfc3339_ms("2026-11-29T00:00:00Z").unwrap();
     let tracks: Vec<protocol::ObjectTrack> = events
         .iter()
