@@ -3,51 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use protocol::metrics::{counter, family, Histogram};
+
 use crate::ingest::IngestSnapshot;
-
-/// Upper bounds of the latency buckets, seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
-#[derive(Default)]
-pub struct Histogram {
-    counts: [AtomicU64; 12],
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
-    }
-}
 
 /// Request latency per route template.
 #[derive(Default)]
@@ -66,13 +27,6 @@ impl HttpMetrics {
             .clone();
         h.observe(d);
     }
-}
-
-fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-    );
 }
 
 pub fn render(ingest: &IngestSnapshot, http: &HttpMetrics) -> String {
@@ -119,14 +73,24 @@ pub fn render(ingest: &IngestSnapshot, http: &HttpMetrics) -> String {
         "Events deleted past their retention period.",
         ingest.purged_events,
     );
-    let _ = writeln!(out, "# HELP aggregator_events_rejected_total Payloads rejected, by reason.\n# TYPE aggregator_events_rejected_total counter");
+    family(
+        &mut out,
+        "aggregator_events_rejected_total",
+        "counter",
+        "Payloads rejected, by reason.",
+    );
     for (reason, n) in &ingest.rejected_by_reason {
         let _ = writeln!(
             out,
             "aggregator_events_rejected_total{{reason=\"{reason}\"}} {n}"
         );
     }
-    let _ = writeln!(out, "# HELP aggregator_http_request_duration_seconds API latency by route.\n# TYPE aggregator_http_request_duration_seconds histogram");
+    family(
+        &mut out,
+        "aggregator_http_request_duration_seconds",
+        "histogram",
+        "API latency by route.",
+    );
     for (route, h) in http.routes.lock().expect("not poisoned").iter() {
         h.render(
             &mut out,
@@ -135,24 +99,4 @@ pub fn render(ingest: &IngestSnapshot, http: &HttpMetrics) -> String {
         );
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let h = Histogram::default();
-        h.observe(Duration::from_micros(300));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(5));
-        let mut s = String::new();
-        h.render(&mut s, "x", "route=\"/a\"");
-        assert!(s.contains("x_bucket{route=\"/a\",le=\"0.0005\"} 1"), "{s}");
-        assert!(s.contains("x_bucket{route=\"/a\",le=\"0.005\"} 2"), "{s}");
-        assert!(s.contains("x_bucket{route=\"/a\",le=\"2.5\"} 2"), "{s}");
-        assert!(s.contains("x_bucket{route=\"/a\",le=\"+Inf\"} 3"), "{s}");
-        assert!(s.contains("x_count{route=\"/a\"} 3"), "{s}");
-    }
 }

@@ -113,6 +113,7 @@ fn main() {
             sink: sink.clone(),
             shutdown: Arc::new(AtomicBool::new(false)),
             feed: Default::default(),
+            metrics: Default::default(),
         };
         let s = run_camera(cam, ctx);
         assert!(!s.failed, "pipeline failed: {:?}", s.error);

@@ -27,6 +27,7 @@ use crate::crossing::{CrossingSummary, CrossingWatch};
 use crate::detect::{DetectError, Detection, Detector};
 use crate::events::EventFactory;
 use crate::frame::Frame;
+use crate::metrics::{CameraMetrics, NodeMetrics};
 use crate::preprocess::{letterbox, Prepared};
 use crate::signal::FeedState;
 use crate::source::{self, SourceError};
@@ -91,6 +92,8 @@ pub struct CameraContext {
     pub shutdown: Arc<AtomicBool>,
     /// Latest signal-controller readings, shared by the cameras of the node.
     pub feed: FeedState,
+    /// Prometheus metrics of the node.
+    pub metrics: Arc<NodeMetrics>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -119,17 +122,52 @@ pub struct CameraSummary {
     pub stages: Vec<StageSummary>,
 }
 
-#[derive(Default)]
+/// A stage's timing: kept for the end-of-run summary and exported as a histogram.
+struct Stage {
+    timer: StageTimer,
+    hist: Arc<protocol::metrics::Histogram>,
+}
+
+impl Stage {
+    fn record(&mut self, d: Duration) {
+        self.timer.record(d);
+        self.hist.observe(d);
+    }
+    fn summary(&self, name: &str) -> StageSummary {
+        self.timer.summary(name)
+    }
+}
+
 struct Timers {
-    decode: StageTimer,
-    preprocess: StageTimer,
-    infer: StageTimer,
-    postprocess: StageTimer,
-    track: StageTimer,
-    publish: StageTimer,
-    crossing: StageTimer,
-    evidence: StageTimer,
-    frame: StageTimer,
+    decode: Stage,
+    preprocess: Stage,
+    infer: Stage,
+    postprocess: Stage,
+    track: Stage,
+    publish: Stage,
+    crossing: Stage,
+    evidence: Stage,
+    frame: Stage,
+}
+
+impl Timers {
+    fn new(m: &CameraMetrics) -> Timers {
+        let st = |name: &str| Stage {
+            timer: StageTimer::default(),
+            hist: m.stage(name),
+        };
+        Timers {
+            decode: st("decode"),
+            preprocess: st("preprocess"),
+            infer: st("infer"),
+            postprocess: st("postprocess"),
+            track: st("track"),
+            publish: st("publish"),
+            crossing: st("crossing"),
+            evidence: st("evidence"),
+            frame: st("frame"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +209,8 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
         input: cam.raw.source.describe(),
         ..Default::default()
     };
-    let mut timers = Timers::default();
+    let metrics = ctx.metrics.camera(cam.id.as_str());
+    let mut timers = Timers::new(&metrics);
     let mut detector: Option<Detector> = None;
     let mut failures = 0u32;
     let mut backoff = Duration::from_millis(cam.retry.initial_backoff_ms);
@@ -250,6 +289,7 @@ fn run_once(
     summary: &mut CameraSummary,
     timers: &mut Timers,
 ) -> Result<(), CameraError> {
+    let m = ctx.metrics.camera(cam.id.as_str());
     if detector_slot.is_none() {
         *detector_slot = Some(Detector::load(
             &cam.raw.detector,
@@ -333,6 +373,7 @@ fn run_once(
             };
             let d = item?;
             summary.frames_decoded += 1;
+            m.frames_decoded.fetch_add(1, Ordering::Relaxed);
             timers.decode.record(d.decode);
             timers.preprocess.record(d.preprocess);
             let (dets, t) = match detector.detect(&d.prepared) {
@@ -342,6 +383,7 @@ fn run_once(
                 }
                 Err(e) => {
                     summary.inference_errors += 1;
+                    m.inference_errors.fetch_add(1, Ordering::Relaxed);
                     consecutive_errors += 1;
                     if consecutive_errors == 1 {
                         warn!(error = %e, frame = d.frame.seq, "Inference failed; frame skipped");
@@ -389,6 +431,7 @@ fn run_once(
                 .frame
                 .record(d.ready_at.elapsed() + d.decode + d.preprocess);
             summary.frames_processed += 1;
+            m.frames_processed.fetch_add(1, Ordering::Relaxed);
             debug!(
                 frame = d.frame.seq,
                 time_ms = d.frame.time_ms,
@@ -415,6 +458,8 @@ fn run_once(
     drop(rx);
     let _ = decoder.join();
     summary.frames_dropped += dropped.load(Ordering::Relaxed);
+    m.frames_dropped
+        .fetch_add(dropped.load(Ordering::Relaxed), Ordering::Relaxed);
     summary.streaming_secs += streaming_since.elapsed().as_secs_f64();
     result.and(flushed)
 }
@@ -437,6 +482,9 @@ fn publish(
             .send(Outgoing::Event(Box::new(ev)))
             .map_err(CameraError::Sink)?;
         summary.events_published += 1;
+        ctx.metrics
+            .camera(factory.camera_id.as_str())
+            .event("object_track");
     }
     Ok(())
 }
@@ -447,8 +495,11 @@ fn send_all(
     summary: &mut CameraSummary,
 ) -> Result<(), CameraError> {
     for o in out {
-        if matches!(o, Outgoing::Event(_)) {
+        if let Outgoing::Event(e) = &o {
             summary.events_published += 1;
+            ctx.metrics
+                .camera(e.camera_id.as_str())
+                .event(e.kind().as_str());
         }
         ctx.sink.send(o).map_err(CameraError::Sink)?;
     }

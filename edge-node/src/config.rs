@@ -28,6 +28,17 @@ pub struct NodeConfig {
     pub tracker: TrackerConfig,
     /// The cameras this node watches; each runs isolated from the others.
     pub cameras: Vec<CameraConfig>,
+    /// Prometheus metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve `GET /metrics` on, e.g. `127.0.0.1:9464`; none = no endpoint.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -417,6 +428,13 @@ impl NodeConfig {
             .map_err(|e| errors.push(format!("checkpoint_id: {e}")))
             .ok();
         self.tracker.validate("tracker", &mut errors);
+        if let Some(l) = &self.metrics.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                errors.push(format!(
+                    "metrics.listen '{l}' is not an address like 127.0.0.1:9464"
+                ));
+            }
+        }
         if self.runtime.intra_threads == 0 {
             errors.push("runtime.intra_threads must be at least 1".into());
         }

@@ -13,6 +13,7 @@ pub mod events;
 pub mod evidence;
 pub mod frame;
 pub mod manifest;
+pub mod metrics;
 pub mod node;
 pub mod preprocess;
 pub mod publish;

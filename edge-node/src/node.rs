@@ -23,6 +23,8 @@ pub struct NodeSummary {
     pub node_id: String,
     pub checkpoint_id: String,
     pub aggregator_seen: bool,
+    /// Where the metrics endpoint listened, if any.
+    pub metrics_addr: Option<String>,
     pub events_published: u64,
     pub evidence_published: u64,
     pub events_failed: u64,
@@ -52,6 +54,20 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
         .declare_token(keys::alive(&cfg.checkpoint_id))
         .await
         .map_err(|e| PublishError::Open(e.to_string()))?;
+    let metrics = Arc::new(crate::metrics::NodeMetrics::default());
+    let mut metrics_addr = None;
+    if let Some(listen) = &cfg.raw.metrics.listen {
+        let addr: std::net::SocketAddr = listen.parse().expect("validated");
+        match crate::metrics::serve(addr, metrics.clone()).await {
+            Ok(a) => {
+                info!(metrics = %a, "Serving Prometheus metrics at /metrics");
+                metrics_addr = Some(a.to_string());
+            }
+            Err(e) => {
+                warn!(listen = %addr, error = %e, "Metrics endpoint not served; pick another metrics.listen")
+            }
+        }
+    }
     let feed = crate::signal::FeedState::default();
     let _feed_sub = subscribe_signal_feed(&session, &cfg.checkpoint_id, feed.clone()).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
@@ -65,6 +81,7 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
         sink: Arc::new(tx),
         shutdown,
         feed,
+        metrics,
     };
     info!(cameras = cfg.cameras.len(), node = %cfg.node_id, checkpoint = %cfg.checkpoint_id, "Node started");
     let handles: Vec<_> = cfg
@@ -102,6 +119,7 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
         node_id: cfg.node_id.to_string(),
         checkpoint_id: cfg.checkpoint_id.to_string(),
         aggregator_seen,
+        metrics_addr,
         events_published: stats.published,
         evidence_published: stats.evidence_published,
         events_failed: stats.failed,

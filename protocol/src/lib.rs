@@ -8,6 +8,7 @@
 pub mod event;
 pub mod ids;
 pub mod keys;
+pub mod metrics;
 pub mod plate;
 pub mod time;
 

@@ -1,0 +1,160 @@
+//! Prometheus metrics of the node, served at `GET /metrics` when `[metrics] listen` is set:
+//! frames decoded, processed and dropped, inference failures, events by kind, and latency
+//! histograms per stage (inference time among them), each per camera.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use protocol::metrics::{family, Histogram};
+
+/// Stages with a latency histogram, in pipeline order.
+pub const STAGES: [&str; 9] = [
+    "decode",
+    "preprocess",
+    "infer",
+    "postprocess",
+    "track",
+    "publish",
+    "crossing",
+    "evidence",
+    "frame",
+];
+
+#[derive(Default)]
+pub struct CameraMetrics {
+    pub frames_decoded: AtomicU64,
+    pub frames_processed: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub inference_errors: AtomicU64,
+    events: Mutex<BTreeMap<String, u64>>,
+    stages: [Arc<Histogram>; 9],
+}
+
+impl CameraMetrics {
+    pub fn stage(&self, name: &str) -> Arc<Histogram> {
+        let i = STAGES
+            .iter()
+            .position(|s| *s == name)
+            .expect("a known stage");
+        self.stages[i].clone()
+    }
+
+    pub fn event(&self, kind: &str) {
+        *self
+            .events
+            .lock()
+            .expect("not poisoned")
+            .entry(kind.to_string())
+            .or_default() += 1;
+    }
+}
+
+#[derive(Default)]
+pub struct NodeMetrics {
+    cameras: Mutex<BTreeMap<String, Arc<CameraMetrics>>>,
+}
+
+impl NodeMetrics {
+    /// The metrics of one camera, created on first use (kept across its restarts).
+    pub fn camera(&self, id: &str) -> Arc<CameraMetrics> {
+        self.cameras
+            .lock()
+            .expect("not poisoned")
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub fn render(&self) -> String {
+        let cams = self.cameras.lock().expect("not poisoned");
+        let mut out = String::new();
+        for (name, help, get) in [
+            (
+                "edge_frames_decoded_total",
+                "Frames decoded.",
+                (|c: &CameraMetrics| c.frames_decoded.load(Ordering::Relaxed))
+                    as fn(&CameraMetrics) -> u64,
+            ),
+            (
+                "edge_frames_processed_total",
+                "Frames through the whole pipeline.",
+                |c| c.frames_processed.load(Ordering::Relaxed),
+            ),
+            (
+                "edge_frames_dropped_total",
+                "Frames dropped because inference fell behind (live sources).",
+                |c| c.frames_dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "edge_inference_errors_total",
+                "Frames whose inference failed.",
+                |c| c.inference_errors.load(Ordering::Relaxed),
+            ),
+        ] {
+            family(&mut out, name, "counter", help);
+            for (id, c) in cams.iter() {
+                let _ = writeln!(out, "{name}{{camera=\"{id}\"}} {}", get(c));
+            }
+        }
+        family(
+            &mut out,
+            "edge_events_total",
+            "counter",
+            "Events handed to the publisher, by kind.",
+        );
+        for (id, c) in cams.iter() {
+            for (kind, n) in c.events.lock().expect("not poisoned").iter() {
+                let _ = writeln!(
+                    out,
+                    "edge_events_total{{camera=\"{id}\",kind=\"{kind}\"}} {n}"
+                );
+            }
+        }
+        family(
+            &mut out,
+            "edge_stage_duration_seconds",
+            "histogram",
+            "Latency per pipeline stage (infer: model inference).",
+        );
+        for (id, c) in cams.iter() {
+            for (i, stage) in STAGES.iter().enumerate() {
+                c.stages[i].render(
+                    &mut out,
+                    "edge_stage_duration_seconds",
+                    &format!("camera=\"{id}\",stage=\"{stage}\""),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` until the process ends.
+pub async fn serve(
+    listen: std::net::SocketAddr,
+    metrics: Arc<NodeMetrics>,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    m.render(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
