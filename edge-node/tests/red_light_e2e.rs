@@ -30,6 +30,8 @@ fn demo_config(
     let mut v: toml::Value = toml::from_str(&text).unwrap();
     let header: toml::Value = toml::from_str(&node_header(zenoh_port)).unwrap();
     v["runtime"] = header["runtime"].clone();
+    // Two tests run side by side: no fixed metrics port.
+    v.as_table_mut().unwrap().remove("metrics");
     let mut connect = vec![toml::Value::String(format!("tcp/127.0.0.1:{zenoh_port}"))];
     if let Some(p) = extra_connect {
         connect.push(toml::Value::String(format!("tcp/127.0.0.1:{p}")));
