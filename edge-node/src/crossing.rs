@@ -18,7 +18,7 @@ use crate::evidence::{
 };
 use crate::frame::Frame;
 use crate::red_light::{mark_riders, Finding, Person, RedLightRule, RuleCounters};
-use crate::signal::{FeedState, Resolved, SignalResolver};
+use crate::signal::{FeedState, SignalResolver};
 use crate::track::Track;
 use crate::zones::ZoneMap;
 
@@ -188,7 +188,7 @@ impl CrossingWatch {
             let p = &self.pending[i];
             if frame.time_ms >= p.due_ms || ended.contains(&p.finding.track_id) {
                 let p = self.pending.swap_remove(i);
-                out.extend(self.emit(p, &resolved, factory));
+                out.extend(self.emit(p, factory));
             } else {
                 i += 1;
             }
@@ -199,14 +199,10 @@ impl CrossingWatch {
     /// End of stream: violations still waiting for their third picture use the last frame
     /// the person was seen in.
     pub fn finish(&mut self, factory: &mut EventFactory) -> Vec<Outgoing> {
-        let resolved = Resolved {
-            reading: None,
-            age_ms: 0,
-        };
         let pending: Vec<Pending> = self.pending.drain(..).collect();
         pending
             .into_iter()
-            .flat_map(|p| self.emit(p, &resolved, factory))
+            .flat_map(|p| self.emit(p, factory))
             .collect()
     }
 
@@ -232,7 +228,7 @@ impl CrossingWatch {
         }
     }
 
-    fn emit(&mut self, p: Pending, _now: &Resolved, factory: &mut EventFactory) -> Vec<Outgoing> {
+    fn emit(&mut self, p: Pending, factory: &mut EventFactory) -> Vec<Outgoing> {
         let t0 = Instant::now();
         let f = &p.finding;
         let event_id = factory.next_id(f.confirmed.1);
