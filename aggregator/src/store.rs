@@ -142,7 +142,8 @@ pub struct EventFilter {
     pub kind: Option<EventKind>,
     /// Object class (`person`, `car`, ...) for object-track events.
     pub class: Option<String>,
-    /// Exact plate text (vehicle passes and plate anomalies).
+    /// Plate text (vehicle passes and plate anomalies): exact, or with wildcards `*` (any
+    /// characters) and `?` (one character).
     pub plate: Option<String>,
     /// Review state, e.g. pending.
     pub review: Option<protocol::ReviewState>,
@@ -494,11 +495,26 @@ pub(crate) fn list_sql(
         push(&mut sql, "review =", SqlArg::Text(json_str(&v)));
     }
     if let Some(v) = &f.plate {
-        push(
-            &mut sql,
-            "plate =",
-            SqlArg::Text(protocol::plate::normalise(v)),
-        );
+        let p = protocol::plate::normalise(v);
+        if p.contains(['*', '?']) {
+            // Wildcards: `*` any run of characters, `?` one character; SQL's own are literal.
+            let mut like = String::new();
+            for c in p.chars() {
+                match c {
+                    '*' => like.push('%'),
+                    '?' => like.push('_'),
+                    '%' | '_' | '\\' => {
+                        like.push('\\');
+                        like.push(c);
+                    }
+                    c => like.push(c),
+                }
+            }
+            push(&mut sql, "plate LIKE", SqlArg::Text(like));
+            sql.push_str(" ESCAPE '\\'");
+        } else {
+            push(&mut sql, "plate =", SqlArg::Text(p));
+        }
     }
     if let Some(v) = f.from_ms {
         push(&mut sql, "frame_time_ms >=", SqlArg::Int(v));

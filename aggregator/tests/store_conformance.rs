@@ -250,6 +250,49 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
         "purged with its event, stored again"
     );
 
+    // Plate queries, exact and with wildcards, on vehicle passes.
+    let passes: Vec<Event> = ["苏E12345", "苏E12399", "苏EA1234", "浙A12345"]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut e = event(T0 + 100_000 + i as i64, CAM2, "car");
+            e.body = EventBody::VehiclePass(VehiclePass {
+                track_id: i as u64,
+                plate: Some(p.to_string()),
+                char_confidence: vec![],
+                plate_colour: None,
+                plate_class: None,
+                vehicle_class: "car".into(),
+                direction: None,
+            });
+            e
+        })
+        .collect();
+    store.insert_batch(&passes, 11).unwrap();
+    let mut plates = |q: &str| -> Vec<i64> {
+        let f = EventFilter {
+            plate: Some(q.into()),
+            limit: 10,
+            ..Default::default()
+        };
+        store
+            .list(&f)
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.frame_time_ms - T0 - 100_000)
+            .collect()
+    };
+    assert_eq!(plates("苏E·12345"), [0]);
+    assert_eq!(plates("苏E123*"), [0, 1]);
+    assert_eq!(plates("*12345"), [0, 3]);
+    assert_eq!(plates("苏E?1234"), [2]);
+    assert!(
+        plates("苏E%").is_empty(),
+        "SQL wildcards in the input are literal"
+    );
+    assert_eq!(store.purge(EventKind::VehiclePass, i64::MAX).unwrap().0, 4);
+
     // After a restart: the same data, migrations not re-run.
     let mut other = reopen();
     assert_eq!(other.stats().unwrap().events_total, 25);
