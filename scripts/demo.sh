@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The demo: an aggregator (SQLite, zenoh peer on loopback, HTTP on 127.0.0.1:8080) and an
-# edge node with one camera on the sample video vtest.avi. Installs what is missing first.
+# edge node with two cameras: the pedestrian crossing of the sample video vtest.avi, and a
+# vehicle checkpoint playing a clip the plate generator renders (plates painted on real
+# vehicle photos over real video frames). Installs what is missing first.
 # When the video ends it prints the node's summary, what the aggregator stored, and queries
 # to paste.
 set -euo pipefail
@@ -14,7 +16,16 @@ echo "demo: building (release; the first build takes several minutes)" >&2
 cargo build --release --locked -q -p edge-node -p aggregator
 BIN=$ROOT/target/release
 
+# The checkpoint clip: 40 vehicles, the first eight one of each registry case (wanted,
+# night coach, fake plate, class mismatch, unregistered, hazardous goods, scrapped).
+PLATES=${TRAFFIC_CACHE:-$ROOT/.cache}/media/plates
+if [ ! -s "$PLATES/checkpoint.truth.json" ]; then
+  echo "demo: rendering the plate checkpoint clip (once)" >&2
+  "$BIN/plategen" --out "$PLATES" --name checkpoint --vehicles 40 --seed 7 --scripted
+fi
+
 mkdir -p out
+rm -rf out/state
 rm -f out/demo-aggregator.db out/demo-aggregator.db-wal out/demo-aggregator.db-shm
 # The demo replays a recording with fixed frame times (2026-11-29): keep its events whatever
 # today's date, instead of purging them as past their retention period.
@@ -32,7 +43,7 @@ for _ in $(seq 1 100); do
 done
 ADDR=$(cat out/aggregator.addr)
 
-echo "demo: edge node on vtest.avi (795 frames)..." >&2
+echo "demo: edge node on vtest.avi (795 frames) and the checkpoint clip, side by side..." >&2
 status=0
 "$BIN/edge-node" --config configs/edge-demo.toml --summary-json out/edge-summary.json 2> out/edge-node.log || status=$?
 [ $status -eq 0 ] || { tail -20 out/edge-node.log >&2; echo "demo: the edge node exited with $status (log: out/edge-node.log)" >&2; }
@@ -50,6 +61,24 @@ echo
 echo "Pedestrian red-light violations, with their evidence pictures saved under out/evidence/:"
 rm -rf out/evidence
 "$BIN/aggregator" violations "$ADDR" --save out/evidence
+echo
+echo "Vehicle passes and plate anomalies at the checkpoint (camera 32050500051320000002):"
+"$BIN/aggregator" get "$ADDR" "/api/v1/events?kind=vehicle_pass&limit=500" | python3 -c '
+import json, sys
+ev = json.load(sys.stdin)["events"]
+read = [e for e in ev if e["body"].get("plate")]
+print(f"  {len(ev)} passes, {len(read)} with the plate read; the first five:")
+for e in ev[:5]:
+    b = e["body"]
+    print("   ", e["event_id"], (b.get("plate") or "unread").ljust(9), b.get("plate_colour"), b.get("vehicle_class"), "lane", e.get("lane"), b.get("direction"))'
+"$BIN/aggregator" get "$ADDR" "/api/v1/events?kind=plate_anomaly&limit=500" | python3 -c '
+import json, sys
+ev = json.load(sys.stdin)["events"]
+print(f"  {len(ev)} plate anomalies:")
+for e in ev:
+    b = e["body"]
+    print("   ", b["anomaly"].ljust(16), (b.get("plate") or "").ljust(9), b.get("detail", ""))'
+
 cat <<MSG
 
 Query the API while the aggregator runs (it stops when this script ends; run
@@ -58,6 +87,8 @@ to keep it up), for example:
   curl -s 'http://$ADDR/api/v1/events?kind=object_track&class=person&limit=5'
   curl -s 'http://$ADDR/api/v1/events?camera=32050500051320000001&from=2026-11-29T00:00:30Z&to=2026-11-29T00:01:00Z'
   curl -s 'http://$ADDR/api/v1/stats'
+  curl -s 'http://$ADDR/api/v1/events?kind=plate_anomaly'
+  curl -s 'http://$ADDR/api/v1/events?kind=vehicle_pass&plate=%E8%8B%8F*'   (plates starting with 苏)
 Logs: out/edge-node.log, out/aggregator.log; summary: out/edge-summary.json.
 MSG
 exit $status

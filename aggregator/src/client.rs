@@ -22,12 +22,29 @@ pub fn post_json(
     path: &str,
     body: &serde_json::Value,
 ) -> std::io::Result<(u16, String)> {
-    let body = body.to_string();
+    send_json(addr, "POST", path, body.to_string().as_bytes())
+}
+
+/// PUTs a JSON body (already encoded) to `path`; returns the status code and the body.
+pub fn put_json(
+    addr: impl ToSocketAddrs,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    send_json(addr, "PUT", path, body)
+}
+
+fn send_json(
+    addr: impl ToSocketAddrs,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     let head = format!(
-        "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
     );
-    let (status, _, out) = request(addr, &head, body.as_bytes())?;
+    let (status, _, out) = request(addr, &head, body)?;
     Ok((status, String::from_utf8_lossy(&out).into_owned()))
 }
 

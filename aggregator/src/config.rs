@@ -38,6 +38,9 @@ pub struct AggregatorConfig {
     /// Road distance over great-circle distance where no road distance is configured.
     #[serde(default = "default_road_factor")]
     pub road_factor: f64,
+    /// The vehicle registry and watch list pushed down to the edge nodes.
+    #[serde(default)]
+    pub watchlist: crate::watchlist::WatchlistConfig,
 }
 
 fn default_road_factor() -> f64 {

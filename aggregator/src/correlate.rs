@@ -228,6 +228,9 @@ mod tests {
                 plate_class: None,
                 vehicle_class: "car".into(),
                 direction: None,
+                first_seen_ms: None,
+                last_seen_ms: None,
+                plate_reads: 0,
             }),
         }
     }

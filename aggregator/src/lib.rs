@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pg;
 pub mod retention;
 pub mod store;
+pub mod watchlist;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ pub enum AggregatorError {
         listen: Vec<String>,
         message: String,
     },
+    #[error(transparent)]
+    Watchlist(#[from] watchlist::WatchlistError),
     #[error("cannot listen for HTTP on {addr}: {err}; pick another http.listen")]
     Http {
         addr: SocketAddr,
@@ -49,6 +52,7 @@ pub struct Running {
     subscriber: Option<zenoh::pubsub::Subscriber<()>>,
     evidence_subscriber: Option<zenoh::pubsub::Subscriber<()>>,
     token: Option<zenoh::liveliness::LivelinessToken>,
+    watchlist_queryable: Option<zenoh::query::Queryable<()>>,
     writer: Option<std::thread::JoinHandle<()>>,
     http: tokio::task::JoinHandle<()>,
     http_stop: tokio::sync::oneshot::Sender<()>,
@@ -133,6 +137,32 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         .await
         .expect("opening the store does not panic")?;
 
+    let default_dir = match &cfg.raw.storage.sqlite_path {
+        p if cfg.raw.storage.backend == config::Backend::Sqlite => p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|d| d.to_path_buf())
+            .unwrap_or_else(|| std::path::PathBuf::from(".")),
+        _ => std::path::PathBuf::from(".cache/state"),
+    };
+    let counties: Vec<String> = cfg
+        .checkpoints
+        .all()
+        .iter()
+        .map(|c| c.county.clone())
+        .collect();
+    let watchlist = Arc::new(watchlist::Watchlist::open(
+        &cfg.raw.watchlist,
+        &default_dir,
+        cfg.id.as_str(),
+        &cfg.scope,
+        &counties,
+    )?);
+    let watchlist_queryable = watchlist::serve(&session, watchlist.clone())
+        .await
+        .map_err(zenoh_err)?;
+    watchlist::publish(&session, &watchlist).await;
+
     let m = metrics.clone();
     let correlator = ingest::Correlator {
         registry: cfg.checkpoints.clone(),
@@ -161,6 +191,8 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         scope: cfg.scope_label.clone(),
         checkpoints: Arc::new(cfg.checkpoints.clone()),
         http_metrics: Default::default(),
+        watchlist,
+        session: session.clone(),
     };
     let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(state);
@@ -179,6 +211,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         subscriber: Some(subscriber),
         evidence_subscriber: Some(evidence_subscriber),
         token: Some(token),
+        watchlist_queryable: Some(watchlist_queryable),
         writer: Some(writer),
         http,
         http_stop,
@@ -192,6 +225,9 @@ impl Running {
     /// Stops subscribing, stores what was received, then stops serving.
     pub async fn stop(mut self) {
         drop(self.token.take());
+        if let Some(q) = self.watchlist_queryable.take() {
+            let _ = q.undeclare().await;
+        }
         if let Some(s) = self.subscriber.take() {
             let _ = s.undeclare().await;
         }

@@ -264,6 +264,9 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
                 plate_class: None,
                 vehicle_class: "car".into(),
                 direction: None,
+                first_seen_ms: None,
+                last_seen_ms: None,
+                plate_reads: 0,
             });
             e
         })

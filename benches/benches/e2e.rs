@@ -114,6 +114,7 @@ fn main() {
             shutdown: Arc::new(AtomicBool::new(false)),
             feed: Default::default(),
             metrics: Default::default(),
+            registry: Arc::new(edge_node::registry::RegistryStore::empty()),
         };
         let s = run_camera(cam, ctx);
         assert!(!s.failed, "pipeline failed: {:?}", s.error);

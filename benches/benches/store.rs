@@ -45,6 +45,9 @@ fn pass(i: u64, n: u64) -> Event {
             plate_class: Some(plate::PlateClass::SmallCar),
             vehicle_class: "car".into(),
             direction: None,
+            first_seen_ms: None,
+            last_seen_ms: None,
+            plate_reads: 0,
         }),
     }
 }

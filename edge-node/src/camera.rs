@@ -94,6 +94,8 @@ pub struct CameraContext {
     pub feed: FeedState,
     /// Prometheus metrics of the node.
     pub metrics: Arc<NodeMetrics>,
+    /// The vehicle registry and watch list in force.
+    pub registry: Arc<crate::registry::RegistryStore>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -117,6 +119,8 @@ pub struct CameraSummary {
     pub attempts: u32,
     /// Pedestrian crossing: rule counters, signal coverage, evidence pictures.
     pub crossing: Option<CrossingSummary>,
+    /// Vehicle passages: passes, plates read, anomalies.
+    pub plates: Option<crate::vehicles::PlatesSummary>,
     pub failed: bool,
     pub error: Option<String>,
     pub stages: Vec<StageSummary>,
@@ -147,6 +151,8 @@ struct Timers {
     publish: Stage,
     crossing: Stage,
     evidence: Stage,
+    plate_read: Stage,
+    plates: Stage,
     frame: Stage,
 }
 
@@ -165,6 +171,8 @@ impl Timers {
             publish: st("publish"),
             crossing: st("crossing"),
             evidence: st("evidence"),
+            plate_read: st("plate_read"),
+            plates: st("plates"),
             frame: st("frame"),
         }
     }
@@ -212,6 +220,7 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
     let metrics = ctx.metrics.camera(cam.id.as_str());
     let mut timers = Timers::new(&metrics);
     let mut detector: Option<Detector> = None;
+    let mut plate_models: Option<crate::plate::PlatePipeline> = None;
     let mut failures = 0u32;
     let mut backoff = Duration::from_millis(cam.retry.initial_backoff_ms);
     let started = Instant::now();
@@ -221,7 +230,14 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
         }
         summary.attempts += 1;
         let frames_before = summary.frames_processed;
-        let result = run_once(&cam, &ctx, &mut detector, &mut summary, &mut timers);
+        let result = run_once(
+            &cam,
+            &ctx,
+            &mut detector,
+            &mut plate_models,
+            &mut summary,
+            &mut timers,
+        );
         let progressed = summary.frames_processed > frames_before;
         match result {
             Ok(()) => {
@@ -263,6 +279,8 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
         timers.track.summary("track"),
         timers.crossing.summary("crossing rule"),
         timers.evidence.summary("evidence (per violation)"),
+        timers.plate_read.summary("plate read (per vehicle read)"),
+        timers.plates.summary("plates (per frame)"),
         timers.publish.summary("publish"),
         timers.frame.summary("frame (decoded -> published)"),
     ];
@@ -286,6 +304,7 @@ fn run_once(
     cam: &ValidCamera,
     ctx: &CameraContext,
     detector_slot: &mut Option<Detector>,
+    plates_slot: &mut Option<crate::plate::PlatePipeline>,
     summary: &mut CameraSummary,
     timers: &mut Timers,
 ) -> Result<(), CameraError> {
@@ -293,6 +312,15 @@ fn run_once(
     if detector_slot.is_none() {
         *detector_slot = Some(Detector::load(
             &cam.raw.detector,
+            &ctx.models_dir,
+            &ctx.ort_library,
+            ctx.intra_threads,
+        )?);
+    }
+    if let (Some(pc), None) = (&cam.raw.plates, &plates_slot) {
+        *plates_slot = Some(crate::plate::PlatePipeline::load(
+            &pc.detector,
+            &pc.reader,
             &ctx.models_dir,
             &ctx.ort_library,
             ctx.intra_threads,
@@ -356,8 +384,32 @@ fn run_once(
         cam.raw.lane,
         labels.clone(),
     );
-    let mut tracker = Tracker::new(cam.tracker.clone());
+    // A vehicle's class may flip between car, bus and truck from frame to frame: one group.
+    let groups: Vec<usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if ["car", "bus", "truck"].contains(&l.as_str()) {
+                usize::MAX / 2
+            } else {
+                i
+            }
+        })
+        .collect();
+    let mut tracker = Tracker::new(cam.tracker.clone()).with_class_groups(groups);
     let mut crossing = CrossingWatch::new(&cam.raw, ctx.feed.clone(), &labels);
+    let mut vehicles = match (&cam.raw.plates, plates_slot.take()) {
+        (Some(pc), Some(models)) => Some(crate::vehicles::VehicleWatch::new(
+            pc.clone(),
+            models,
+            &labels,
+            &cam.raw.zones,
+            ctx.registry.clone(),
+            &cam.raw.evidence,
+        )),
+        _ => None,
+    };
+    let mut frame_width = 0u32;
     let mut consecutive_errors = 0u32;
     let result = (|| -> Result<(), CameraError> {
         loop {
@@ -427,6 +479,32 @@ fn run_once(
                 }
                 timers.crossing.record(t_cross.elapsed());
             }
+            frame_width = d.frame.width;
+            if let Some(vw) = &mut vehicles {
+                let t_pl = Instant::now();
+                let ended: HashSet<u64> = track_events
+                    .iter()
+                    .filter_map(|e| match e {
+                        TrackEvent::Ended(t) => Some(t.id),
+                        _ => None,
+                    })
+                    .collect();
+                let visible: Vec<&Track> = tracker.visible().collect();
+                let out = match vw.on_frame(&d.frame, &visible, &ended, &mut factory) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        summary.inference_errors += 1;
+                        m.inference_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(error = %e, frame = d.frame.seq, "Plate reading failed; frame skipped");
+                        vec![]
+                    }
+                };
+                send_all(out, ctx, summary)?;
+                for t in vw.read_times.drain(..) {
+                    timers.plate_read.record(t);
+                }
+                timers.plates.record(t_pl.elapsed());
+            }
             timers
                 .frame
                 .record(d.ready_at.elapsed() + d.decode + d.preprocess);
@@ -454,6 +532,23 @@ fn run_once(
         let mut cs = cw.summary.clone();
         cs.rule = cw.counters();
         summary.crossing = Some(cs);
+    }
+    if let Some(mut vw) = vehicles {
+        let out = vw.finish(frame_width, &mut factory);
+        flushed = flushed.and(send_all(out, ctx, summary));
+        let prev = summary.plates.take().unwrap_or_default();
+        let mut s = vw.summary.clone();
+        s.passes += prev.passes;
+        s.plates_read += prev.plates_read;
+        s.unread += prev.unread;
+        s.parked_tracks += prev.parked_tracks;
+        s.read_attempts += prev.read_attempts;
+        s.reads += prev.reads;
+        for (k, v) in prev.anomalies {
+            *s.anomalies.entry(k).or_default() += v;
+        }
+        summary.plates = Some(s);
+        *plates_slot = Some(vw.into_pipeline());
     }
     drop(rx);
     let _ = decoder.join();

@@ -31,6 +31,9 @@ pub struct NodeConfig {
     /// Prometheus metrics endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Vehicle registry and watch list (needed by the registry rules of `plates`).
+    #[serde(default)]
+    pub registry: Option<crate::registry::RegistryConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -179,6 +182,9 @@ pub struct CameraConfig {
     /// Evidence pictures: ring buffer size, JPEG quality, local time shown.
     #[serde(default)]
     pub evidence: crate::evidence::EvidenceConfig,
+    /// Vehicle passages: plate reading and the local plate-anomaly rules.
+    #[serde(default)]
+    pub plates: Option<crate::vehicles::PlatesConfig>,
 }
 
 fn default_stall_secs() -> u64 {
@@ -517,6 +523,14 @@ impl NodeConfig {
             }
             if let Some(rl) = &cam.red_light {
                 validate_red_light(cam, rl, &at, &mut errors);
+            }
+            if let Some(pl) = &cam.plates {
+                pl.validate(&cam.zones, &format!("{at}.plates"), &mut errors);
+                for c in &pl.vehicle_classes {
+                    if !cam.classes.contains(c) {
+                        errors.push(format!("{at}.plates.vehicle_classes has '{c}', which {at}.classes does not track; add it to classes"));
+                    }
+                }
             }
             if !(1..=100).contains(&cam.evidence.jpeg_quality) {
                 errors.push(format!(

@@ -43,7 +43,9 @@ pub enum DetectError {
 /// The ONNX Runtime library is loaded once per process; every camera shares it.
 static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
-fn environment(lib: &Path) -> Result<&'static ort::environment::Environment, DetectError> {
+pub(crate) fn environment(
+    lib: &Path,
+) -> Result<&'static ort::environment::Environment, DetectError> {
     ORT_ENV
         .get_or_init(|| {
             if !lib.exists() {

@@ -22,5 +22,9 @@ pub mod signal;
 pub mod source;
 pub mod stats;
 
+pub mod plate;
+pub mod plategen;
+pub mod registry;
 pub mod track;
+pub mod vehicles;
 pub mod zones;

@@ -29,6 +29,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info,zenoh=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run() {
         Ok(code) => code,

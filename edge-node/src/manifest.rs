@@ -163,7 +163,19 @@ impl ModelManifest {
         models_dir: &Path,
         manifest_path: &Path,
     ) -> Result<PathBuf, ManifestError> {
-        let path = models_dir.join(&self.file);
+        verify_model_file(models_dir, &self.file, &self.sha256, manifest_path)
+    }
+}
+
+/// Path of a model file in `models_dir`, checked to exist and to match its sha256.
+pub fn verify_model_file(
+    models_dir: &Path,
+    file: &Path,
+    sha256: &str,
+    manifest_path: &Path,
+) -> Result<PathBuf, ManifestError> {
+    {
+        let path = models_dir.join(file);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -175,12 +187,12 @@ impl ModelManifest {
             Err(err) => return Err(ManifestError::Io { path, err }),
         };
         let found = hex::encode(Sha256::digest(&bytes));
-        if !found.eq_ignore_ascii_case(&self.sha256) {
+        if !found.eq_ignore_ascii_case(sha256) {
             return Err(ManifestError::Checksum {
                 path,
                 manifest: manifest_path.to_path_buf(),
                 found,
-                expected: self.sha256.clone(),
+                expected: sha256.to_string(),
             });
         }
         Ok(path)
@@ -227,11 +239,21 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "toml") {
-                ModelManifest::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                let text = std::fs::read_to_string(&p).unwrap();
+                match text.lines().find(|l| l.starts_with("role = ")) {
+                    Some(l) => {
+                        let role = l.trim_start_matches("role = ").trim_matches('"');
+                        crate::plate::models::PlateModelManifest::load(&p, role)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                    }
+                    None => {
+                        ModelManifest::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                    }
+                }
                 n += 1;
             }
         }
-        assert!(n >= 1);
+        assert!(n >= 3);
     }
 
     #[test]

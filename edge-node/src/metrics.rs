@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use protocol::metrics::{family, Histogram};
 
 /// Stages with a latency histogram, in pipeline order.
-pub const STAGES: [&str; 9] = [
+pub const STAGES: [&str; 11] = [
     "decode",
     "preprocess",
     "infer",
@@ -19,6 +19,8 @@ pub const STAGES: [&str; 9] = [
     "publish",
     "crossing",
     "evidence",
+    "plate_read",
+    "plates",
     "frame",
 ];
 
@@ -29,7 +31,7 @@ pub struct CameraMetrics {
     pub frames_dropped: AtomicU64,
     pub inference_errors: AtomicU64,
     events: Mutex<BTreeMap<String, u64>>,
-    stages: [Arc<Histogram>; 9],
+    stages: [Arc<Histogram>; 11],
 }
 
 impl CameraMetrics {

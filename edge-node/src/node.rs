@@ -68,6 +68,17 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
             }
         }
     }
+    let registry = Arc::new(match &cfg.raw.registry {
+        Some(rc) => crate::registry::RegistryStore::open(rc, cfg.node_id.as_str())?,
+        None => crate::registry::RegistryStore::empty(),
+    });
+    let _watchlist = match &cfg.raw.registry {
+        Some(rc) if rc.follow_updates => Some(
+            crate::publish::follow_watchlist(&session, &cfg.checkpoint_id, registry.clone())
+                .await?,
+        ),
+        _ => None,
+    };
     let feed = crate::signal::FeedState::default();
     let _feed_sub = subscribe_signal_feed(&session, &cfg.checkpoint_id, feed.clone()).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
@@ -82,6 +93,7 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
         shutdown,
         feed,
         metrics,
+        registry,
     };
     info!(cameras = cfg.cameras.len(), node = %cfg.node_id, checkpoint = %cfg.checkpoint_id, "Node started");
     let handles: Vec<_> = cfg

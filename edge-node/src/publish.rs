@@ -23,6 +23,8 @@ pub enum PublishError {
     Config(String),
     #[error("cannot open the zenoh session: {0}; check [zenoh] connect/listen endpoints")]
     Open(String),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryLoadError),
 }
 
 pub async fn open_session(cfg: &ZenohConfig) -> Result<zenoh::Session, PublishError> {
@@ -118,6 +120,40 @@ pub async fn run_publisher(
         }
     }
     stats
+}
+
+/// Follows the watch list published for this checkpoint's county: asks for the latest
+/// version once (an aggregator answers with the one in force), then applies every update.
+/// Older versions and bad payloads are refused by the store, which logs why.
+pub async fn follow_watchlist(
+    session: &zenoh::Session,
+    checkpoint: &protocol::DeviceId,
+    store: std::sync::Arc<crate::registry::RegistryStore>,
+) -> Result<zenoh::pubsub::Subscriber<()>, PublishError> {
+    let key = keys::watchlist(checkpoint);
+    let apply = {
+        let store = store.clone();
+        move |key: &str, payload: &[u8]| match store.apply_bytes(payload, key) {
+            Ok(a) => debug!(key, result = ?a, "Watch-list update handled"),
+            Err(e) => {
+                warn!(key, error = %e, "Watch-list update rejected; the version in force stays")
+            }
+        }
+    };
+    let apply_sub = apply.clone();
+    let sub = session
+        .declare_subscriber(&key)
+        .callback(move |sample| apply_sub(sample.key_expr().as_str(), &sample.payload().to_bytes()))
+        .await
+        .map_err(|e| PublishError::Open(e.to_string()))?;
+    if let Ok(replies) = session.get(&key).timeout(Duration::from_secs(2)).await {
+        while let Ok(reply) = replies.recv_async().await {
+            if let Ok(sample) = reply.result() {
+                apply(sample.key_expr().as_str(), &sample.payload().to_bytes());
+            }
+        }
+    }
+    Ok(sub)
 }
 
 /// Keeps the cameras' view of the signal controller's feed up to date.

@@ -288,16 +288,19 @@ mod tests {
                 name: "wait_n".into(),
                 kind: ZoneKind::WaitingArea,
                 polygon: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 0.3], [0.0, 0.3]],
+                lane: None,
             },
             ZoneConfig {
                 name: "cw".into(),
                 kind: ZoneKind::Crosswalk,
                 polygon: vec![[0.0, 0.3], [1.0, 0.3], [1.0, 0.7], [0.0, 0.7]],
+                lane: None,
             },
             ZoneConfig {
                 name: "wait_s".into(),
                 kind: ZoneKind::WaitingArea,
                 polygon: vec![[0.0, 0.7], [1.0, 0.7], [1.0, 1.0], [0.0, 1.0]],
+                lane: None,
             },
         ];
         RedLightRule::new(cfg, ZoneMap::new(&zones))

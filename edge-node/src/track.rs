@@ -144,6 +144,9 @@ pub struct Track {
     path_seen: usize,
     /// Whether the track was matched in the latest frame.
     pub matched_now: bool,
+    /// Score summed per class over the matches (classes of one group can alternate, e.g. a
+    /// van read as car or truck); `class_id` is the class with the most.
+    pub class_votes: Vec<(usize, f32)>,
 }
 
 impl Track {
@@ -167,6 +170,7 @@ impl Track {
             path_stride: 1,
             path_seen: 0,
             matched_now: true,
+            class_votes: vec![(d.class_id, d.score)],
         };
         tr.push_path(t);
         tr
@@ -198,6 +202,13 @@ impl Track {
         self.lost_frames = 0;
         self.last_time_ms = t;
         self.score_sum += d.score;
+        match self.class_votes.iter_mut().find(|(c, _)| *c == d.class_id) {
+            Some(v) => v.1 += d.score,
+            None => self.class_votes.push((d.class_id, d.score)),
+        }
+        if let Some((c, _)) = self.class_votes.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+            self.class_id = *c;
+        }
         self.max_score = self.max_score.max(d.score);
         self.matched_now = true;
         self.push_path(t);
@@ -248,6 +259,8 @@ pub struct Tracker {
     cfg: TrackerConfig,
     tracks: Vec<Track>,
     next_id: u64,
+    /// Class id -> association group; empty: every class is its own group.
+    groups: Vec<usize>,
 }
 
 impl Tracker {
@@ -256,7 +269,23 @@ impl Tracker {
             cfg,
             tracks: Vec::new(),
             next_id: 1,
+            groups: Vec::new(),
         }
+    }
+
+    /// Classes that may stand for one object (`groups[class] = group`): tracks follow
+    /// detections of any class of their group, and of two detections of one group
+    /// overlapping by IoU 0.7 or more only the higher-scoring one is kept.
+    pub fn with_class_groups(mut self, groups: Vec<usize>) -> Tracker {
+        self.groups = groups;
+        self
+    }
+
+    fn group(&self, class: usize) -> usize {
+        self.groups
+            .get(class)
+            .copied()
+            .unwrap_or(usize::MAX - class)
     }
 
     /// All live tracks (tentative, confirmed and lost).
@@ -272,6 +301,28 @@ impl Tracker {
     }
 
     pub fn update(&mut self, dets: &[Detection], time_ms: i64) -> Vec<TrackEvent> {
+        let deduped: Vec<Detection>;
+        let dets = if self.groups.is_empty() {
+            dets
+        } else {
+            let mut order: Vec<usize> = (0..dets.len()).collect();
+            order.sort_by(|&a, &b| dets[b].score.total_cmp(&dets[a].score));
+            let mut keep: Vec<usize> = Vec::new();
+            for i in order {
+                let g = self.group(dets[i].class_id);
+                if !keep.iter().any(|&k| {
+                    self.group(dets[k].class_id) == g
+                        && dets[k].class_id != dets[i].class_id
+                        && dets[k].bbox.iou(&dets[i].bbox) >= 0.7
+                }) {
+                    keep.push(i);
+                }
+            }
+            keep.sort_unstable();
+            deduped = keep.into_iter().map(|i| dets[i].clone()).collect();
+            &deduped
+        };
+        let groups = &self.groups;
         let cfg = &self.cfg;
         for t in &mut self.tracks {
             t.kf.predict();
@@ -289,19 +340,32 @@ impl Tracker {
             .filter(|&i| self.tracks[i].state != TrackState::Tentative)
             .collect();
         let (m1, rest_tracks, rest_high) =
-            greedy_match(&self.tracks, &pool, dets, &high, cfg.match_iou);
+            greedy_match(&self.tracks, groups, &pool, dets, &high, cfg.match_iou);
         // 2. Tracks followed in the previous frame, still unmatched, against low-score ones.
         let followed: Vec<usize> = rest_tracks
             .into_iter()
             .filter(|&i| self.tracks[i].state == TrackState::Confirmed)
             .collect();
-        let (m2, _, _) = greedy_match(&self.tracks, &followed, dets, &low, cfg.low_match_iou);
+        let (m2, _, _) = greedy_match(
+            &self.tracks,
+            groups,
+            &followed,
+            dets,
+            &low,
+            cfg.low_match_iou,
+        );
         // 3. Tentative tracks against the high-score detections left.
         let tentative: Vec<usize> = (0..self.tracks.len())
             .filter(|&i| self.tracks[i].state == TrackState::Tentative)
             .collect();
-        let (m3, _, rest_high) =
-            greedy_match(&self.tracks, &tentative, dets, &rest_high, cfg.match_iou);
+        let (m3, _, rest_high) = greedy_match(
+            &self.tracks,
+            groups,
+            &tentative,
+            dets,
+            &rest_high,
+            cfg.match_iou,
+        );
 
         let mut events = Vec::new();
         for (ti, di) in m1.into_iter().chain(m2).chain(m3) {
@@ -370,6 +434,7 @@ impl Tracker {
 /// class. Returns matches and the unmatched track and detection indices, in input order.
 fn greedy_match(
     tracks: &[Track],
+    groups: &[usize],
     ti: &[usize],
     dets: &[Detection],
     di: &[usize],
@@ -379,7 +444,8 @@ fn greedy_match(
     let predicted: Vec<BBox> = ti.iter().map(|&t| tracks[t].predicted()).collect();
     for (k, &t) in ti.iter().enumerate() {
         for &d in di {
-            if tracks[t].class_id != dets[d].class_id {
+            let group = |c: usize| groups.get(c).copied().unwrap_or(usize::MAX - c);
+            if group(tracks[t].class_id) != group(dets[d].class_id) {
                 continue;
             }
             let iou = predicted[k].iou(&dets[d].bbox);

@@ -11,6 +11,10 @@ use serde::Deserialize;
 pub enum ZoneKind {
     Crosswalk,
     WaitingArea,
+    /// One traffic lane; `lane` gives its number.
+    Lane,
+    /// An area closed to some vehicles during some hours (see `plates.restricted`).
+    Restricted,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -21,6 +25,9 @@ pub struct ZoneConfig {
     pub kind: ZoneKind,
     /// Corners in order, relative coordinates: [[x, y], ...] with 0..1 across the frame.
     pub polygon: Vec<[f32; 2]>,
+    /// Lane number of a zone of kind `lane`.
+    #[serde(default)]
+    pub lane: Option<u32>,
 }
 
 /// A polygon in relative coordinates.
@@ -121,6 +128,15 @@ pub fn validate_zones(zones: &[ZoneConfig], at: &str, errors: &mut Vec<String>) 
         if !seen.insert(z.name.clone()) {
             errors.push(format!("{here}: the name is used by an earlier zone"));
         }
+        match (z.kind, z.lane) {
+            (ZoneKind::Lane, None) => errors.push(format!(
+                "{here}: a zone of kind lane needs its lane number: lane = 1"
+            )),
+            (ZoneKind::Lane, Some(_)) | (_, None) => {}
+            (_, Some(_)) => errors.push(format!(
+                "{here}: only zones of kind lane have a lane number"
+            )),
+        }
         if z.polygon.len() < 3 {
             errors.push(format!(
                 "{here}: a polygon needs at least 3 corners, found {}",
@@ -175,6 +191,7 @@ impl ZoneMap {
             match z.kind {
                 ZoneKind::Crosswalk => m.crosswalks.push(p),
                 ZoneKind::WaitingArea => m.waiting.push(p),
+                ZoneKind::Lane | ZoneKind::Restricted => {}
             }
         }
         m
@@ -235,11 +252,13 @@ mod tests {
                 name: "cw".into(),
                 kind: ZoneKind::Crosswalk,
                 polygon: vec![[0.0, 0.0], [1.2, 0.0], [0.5, 0.5]],
+                lane: None,
             },
             ZoneConfig {
                 name: "cw".into(),
                 kind: ZoneKind::WaitingArea,
                 polygon: vec![[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0]],
+                lane: None,
             },
         ];
         let mut e = Vec::new();
@@ -296,9 +315,9 @@ mod tests {
         #[test]
         fn place_follows_the_foot_point(y in 0f32..1.0) {
             let zones = vec![
-                ZoneConfig { name: "wait_n".into(), kind: ZoneKind::WaitingArea, polygon: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 0.3], [0.0, 0.3]] },
-                ZoneConfig { name: "cw".into(), kind: ZoneKind::Crosswalk, polygon: vec![[0.0, 0.3], [1.0, 0.3], [1.0, 0.7], [0.0, 0.7]] },
-                ZoneConfig { name: "wait_s".into(), kind: ZoneKind::WaitingArea, polygon: vec![[0.0, 0.7], [1.0, 0.7], [1.0, 1.0], [0.0, 1.0]] },
+                ZoneConfig { name: "wait_n".into(), kind: ZoneKind::WaitingArea, polygon: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 0.3], [0.0, 0.3]], lane: None },
+                ZoneConfig { name: "cw".into(), kind: ZoneKind::Crosswalk, polygon: vec![[0.0, 0.3], [1.0, 0.3], [1.0, 0.7], [0.0, 0.7]], lane: None },
+                ZoneConfig { name: "wait_s".into(), kind: ZoneKind::WaitingArea, polygon: vec![[0.0, 0.7], [1.0, 0.7], [1.0, 1.0], [0.0, 1.0]], lane: None },
             ];
             let m = ZoneMap::new(&zones);
             let foot = y * 100.0;

@@ -93,9 +93,14 @@ max_frames = 60
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let cam = &summary.unwrap()["cameras"][0];
-    assert_eq!(cam["frames_processed"], 60, "{cam}");
+    // A live stream drops the oldest frame when inference falls behind (counted): every
+    // frame read is either processed or counted as dropped, and most are processed.
+    let processed = cam["frames_processed"].as_u64().unwrap();
+    let dropped = cam["frames_dropped"].as_u64().unwrap();
+    assert_eq!(processed + dropped, 60, "{cam}");
+    assert!(processed >= 30, "{cam}");
     assert!(
-        cam["detections_per_class"]["person"].as_u64().unwrap() >= 60 * 2,
+        cam["detections_per_class"]["person"].as_u64().unwrap() >= processed * 2,
         "{cam}"
     );
     let published = cam["events_published"].as_u64().unwrap();

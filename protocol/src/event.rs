@@ -286,6 +286,14 @@ pub struct VehiclePass {
     /// Direction of travel, e.g. `inbound` / `outbound`, where configured.
     #[serde(default)]
     pub direction: Option<String>,
+    /// When the vehicle was first and last seen, UTC ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<i64>,
+    /// Plate reads fused into `plate`.
+    #[serde(default)]
+    pub plate_reads: u32,
 }
 
 /// Why a plate is anomalous.

@@ -48,6 +48,16 @@ pub fn signal(checkpoint: &DeviceId, phase: &str) -> String {
     format!("{}/signal/{phase}", checkpoint_prefix(checkpoint))
 }
 
+/// The versioned registry and watch list for the checkpoints of one county (the county of
+/// `checkpoint`), published by aggregators and followed by edge nodes.
+pub fn watchlist(checkpoint: &DeviceId) -> String {
+    format!(
+        "{ROOT}/{}/{}/watchlist",
+        checkpoint.city6(),
+        checkpoint.county6()
+    )
+}
+
 /// One evidence image (JPEG bytes), published before the event that references it.
 pub fn evidence(checkpoint: &DeviceId, camera: &DeviceId, image_id: &str) -> String {
     format!(

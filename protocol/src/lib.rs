@@ -10,6 +10,7 @@ pub mod ids;
 pub mod keys;
 pub mod metrics;
 pub mod plate;
+pub mod registry;
 pub mod time;
 
 pub use event::{

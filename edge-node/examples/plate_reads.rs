@@ -1,0 +1,67 @@
+//! Prints every plate read on a clip, frame by frame (a tool for looking at the plate path).
+//! `cargo run --release --example plate_reads -- CLIP.mp4 [every_nth_frame]`
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edge_node::config::SourceConfig;
+use edge_node::detect::Detector;
+use edge_node::plate::{PlatePipeline, ReadTimings};
+use edge_node::preprocess::letterbox;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let every: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let cache = PathBuf::from(std::env::var("TRAFFIC_CACHE").unwrap_or(".cache".into()));
+    let ort = PathBuf::from(std::env::var("ORT_DYLIB_PATH").expect("source .cache/env.sh"));
+    let models = cache.join("models");
+    let mut det = Detector::load(Path::new("models/yolov8n.toml"), &models, &ort, 2).unwrap();
+    let mut plates = PlatePipeline::load(
+        Path::new("models/clp_det.toml"),
+        Path::new("models/ppocrv4_rec.toml"),
+        &models,
+        &ort,
+        2,
+    )
+    .unwrap();
+    let mut src = edge_node::source::open(
+        &SourceConfig::File {
+            path: args[1].clone().into(),
+            start_time: None,
+            realtime: false,
+        },
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let labels = det.labels().to_vec();
+    let mut t = ReadTimings::default();
+    let mut n = 0;
+    while let Some(f) = src.next_frame().unwrap() {
+        if f.seq % every != 0 {
+            continue;
+        }
+        let p = letterbox(&f.rgb, f.width, f.height, f.stride(), &det.manifest().input);
+        let (dets, _) = det.detect(&p).unwrap();
+        for d in dets {
+            let l = &labels[d.class_id];
+            if !["car", "bus", "truck", "motorcycle"].contains(&l.as_str()) {
+                continue;
+            }
+            let r = plates.read_vehicle(&f, &d.bbox, &mut t).unwrap();
+            n += 1;
+            match r {
+                Some(r) => println!(
+                    "frame {:3} {l:6} {:.2} x {:4.0}-{:4.0}  {} ({:.2}) {:?} two_row={} det={:.2} conf={:?}",
+                    f.seq, d.score, d.bbox.x1, d.bbox.x2, r.text(), r.mean_conf(), r.colour, r.two_row, r.det_score,
+                    r.conf.iter().map(|c| (c * 100.0) as u32).collect::<Vec<_>>()
+                ),
+                None => println!("frame {:3} {l:6} {:.2} x {:4.0}-{:4.0}  no plate", f.seq, d.score, d.bbox.x1, d.bbox.x2),
+            }
+        }
+    }
+    println!(
+        "{n} vehicle reads; detect {:.1} ms, rectify {:.1} ms, read {:.1} ms per vehicle",
+        t.detect.as_secs_f64() * 1e3 / n as f64,
+        t.rectify.as_secs_f64() * 1e3 / n as f64,
+        t.read.as_secs_f64() * 1e3 / n as f64
+    );
+}

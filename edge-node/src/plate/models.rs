@@ -1,0 +1,514 @@
+//! The two plate models: `clp_det` finds plates and their four corners inside a vehicle's
+//! region; PP-OCRv4 reads a rectified plate crop. Decoding (priors, CTC) is pure and tested
+//! without the models.
+
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::TensorRef;
+use serde::Deserialize;
+
+use super::geometry::Rgb;
+use crate::detect::{environment, DetectError};
+use crate::manifest::{verify_model_file, ManifestError, ModelSource};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlateModelManifest {
+    pub name: String,
+    pub file: PathBuf,
+    pub sha256: String,
+    pub source: ModelSource,
+    pub licence: String,
+    pub role: String,
+    pub input: PlateInput,
+    pub output: PlateOutput,
+    #[serde(default)]
+    pub thresholds: Option<crate::manifest::Thresholds>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlateInput {
+    pub name: String,
+    #[serde(default)]
+    pub mean_bgr: Option<[f32; 3]>,
+    #[serde(default)]
+    pub max_side: Option<u32>,
+    #[serde(default)]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub dictionary_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlateOutput {
+    pub names: Vec<String>,
+}
+
+impl PlateModelManifest {
+    pub fn load(path: &Path, role: &str) -> Result<PlateModelManifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ManifestError::Read {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        let m: PlateModelManifest = toml::from_str(&text).map_err(|e| ManifestError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if m.role != role {
+            return Err(ManifestError::Parse {
+                path: path.to_path_buf(),
+                message: format!("role is '{}', this slot needs a '{role}' model", m.role),
+            });
+        }
+        Ok(m)
+    }
+}
+
+fn open_session(
+    manifest_path: &Path,
+    role: &str,
+    models_dir: &Path,
+    ort_library: &Path,
+    threads: usize,
+) -> Result<(PlateModelManifest, PathBuf, Session), DetectError> {
+    let manifest = PlateModelManifest::load(manifest_path, role)?;
+    let model_path =
+        verify_model_file(models_dir, &manifest.file, &manifest.sha256, manifest_path)?;
+    let env = environment(ort_library)?;
+    let load_err = |e: ort::Error| DetectError::Load {
+        path: model_path.clone(),
+        message: e.to_string(),
+    };
+    let session = Session::builder(env)
+        .map_err(load_err)?
+        .with_intra_threads(threads)
+        .map_err(|e| load_err(ort::Error::from(e)))?
+        .with_inter_threads(1)
+        .map_err(|e| load_err(ort::Error::from(e)))?
+        .commit_from_file(&model_path)
+        .map_err(load_err)?;
+    if !session
+        .inputs()
+        .iter()
+        .any(|i| i.name() == manifest.input.name)
+    {
+        return Err(DetectError::Shape {
+            path: model_path,
+            manifest: manifest_path.to_path_buf(),
+            message: format!("no input named '{}'", manifest.input.name),
+        });
+    }
+    for o in &manifest.output.names {
+        if !session.outputs().iter().any(|x| x.name() == o) {
+            return Err(DetectError::Shape {
+                path: model_path,
+                manifest: manifest_path.to_path_buf(),
+                message: format!("no output named '{o}'"),
+            });
+        }
+    }
+    Ok((manifest, model_path, session))
+}
+
+/// A plate found by `clp_det`, in the pixels of the image it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlateDetection {
+    pub score: f32,
+    /// x1, y1, x2, y2.
+    pub bbox: [f32; 4],
+    /// Corners top-left, top-right, bottom-right, bottom-left.
+    pub corners: [(f32, f32); 4],
+}
+
+pub struct PlateDetector {
+    session: Session,
+    manifest: PlateModelManifest,
+}
+
+impl PlateDetector {
+    pub fn load(
+        manifest_path: &Path,
+        models_dir: &Path,
+        ort_library: &Path,
+        threads: usize,
+    ) -> Result<PlateDetector, DetectError> {
+        let (manifest, path, session) = open_session(
+            manifest_path,
+            "plate_detector",
+            models_dir,
+            ort_library,
+            threads,
+        )?;
+        if manifest.output.names.len() != 3 || manifest.thresholds.is_none() {
+            return Err(DetectError::Shape {
+                path,
+                manifest: manifest_path.to_path_buf(),
+                message: "a plate detector needs outputs [loc, conf, landms] and thresholds".into(),
+            });
+        }
+        Ok(PlateDetector { session, manifest })
+    }
+
+    pub fn max_side(&self) -> u32 {
+        self.manifest.input.max_side.unwrap_or(640)
+    }
+
+    /// Finds plates in an image (a vehicle's region, already at the size to run at).
+    pub fn detect(&mut self, img: &Rgb) -> Result<Vec<PlateDetection>, DetectError> {
+        // Pad to a multiple of 32 so that every pyramid level divides evenly.
+        let (w, h) = (img.width.div_ceil(32) * 32, img.height.div_ceil(32) * 32);
+        let mean = self
+            .manifest
+            .input
+            .mean_bgr
+            .unwrap_or([104.0, 117.0, 123.0]);
+        let mut t = vec![0f32; 3 * w * h];
+        for y in 0..img.height {
+            for x in 0..img.width {
+                let p = img.get(x, y);
+                // BGR order, mean removed; padding stays 0 (= the mean colour).
+                t[y * w + x] = p[2] as f32 - mean[0];
+                t[w * h + y * w + x] = p[1] as f32 - mean[1];
+                t[2 * w * h + y * w + x] = p[0] as f32 - mean[2];
+            }
+        }
+        let input = TensorRef::from_array_view(([1usize, 3, h, w], t.as_slice()))
+            .map_err(|e| DetectError::Run(e.to_string()))?;
+        let names = &self.manifest.output.names;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.manifest.input.name.as_str() => input])
+            .map_err(|e| DetectError::Run(e.to_string()))?;
+        let get = |n: &str| -> Result<Vec<f32>, DetectError> {
+            let (_, d) = outputs[n]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| DetectError::Run(e.to_string()))?;
+            Ok(d.to_vec())
+        };
+        let (loc, conf, landms) = (get(&names[0])?, get(&names[1])?, get(&names[2])?);
+        let th = self.manifest.thresholds.clone().expect("checked at load");
+        let mut dets = decode_clp(&loc, &conf, &landms, w, h, th.score, th.nms_iou)
+            .map_err(DetectError::Run)?;
+        for d in &mut dets {
+            for c in &mut d.corners {
+                c.0 = c.0.min(img.width as f32 - 1.0);
+                c.1 = c.1.min(img.height as f32 - 1.0);
+            }
+        }
+        Ok(dets)
+    }
+}
+
+/// RetinaFace priors for an input of `w` x `h`: (cx, cy, sw, sh), relative to the input.
+pub fn clp_priors(w: usize, h: usize) -> Vec<[f32; 4]> {
+    const LEVELS: [(usize, [f32; 2]); 3] =
+        [(8, [24.0, 48.0]), (16, [96.0, 192.0]), (32, [384.0, 768.0])];
+    let mut out = Vec::new();
+    for (step, sizes) in LEVELS {
+        let (fh, fw) = (h.div_ceil(step), w.div_ceil(step));
+        for i in 0..fh {
+            for j in 0..fw {
+                for s in sizes {
+                    out.push([
+                        (j as f32 + 0.5) * step as f32 / w as f32,
+                        (i as f32 + 0.5) * step as f32 / h as f32,
+                        s / w as f32,
+                        s / h as f32,
+                    ]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Decodes `clp_det` outputs for an input of `w` x `h` into plates (score, box, corners in
+/// input pixels), NMS applied.
+pub fn decode_clp(
+    loc: &[f32],
+    conf: &[f32],
+    landms: &[f32],
+    w: usize,
+    h: usize,
+    score: f32,
+    nms_iou: f32,
+) -> Result<Vec<PlateDetection>, String> {
+    let priors = clp_priors(w, h);
+    let p = priors.len();
+    if loc.len() != p * 4 || conf.len() != p * 2 || landms.len() != p * 8 {
+        return Err(format!(
+            "plate detector output sizes loc {} conf {} landms {} do not fit {p} priors of a {w}x{h} input",
+            loc.len(),
+            conf.len(),
+            landms.len()
+        ));
+    }
+    let (wf, hf) = (w as f32, h as f32);
+    let mut cands: Vec<PlateDetection> = Vec::new();
+    for (i, pr) in priors.iter().enumerate() {
+        let s = conf[i * 2 + 1];
+        if s < score {
+            continue;
+        }
+        let l = &loc[i * 4..i * 4 + 4];
+        let cx = pr[0] + l[0] * 0.1 * pr[2];
+        let cy = pr[1] + l[1] * 0.1 * pr[3];
+        let bw = pr[2] * (l[2] * 0.2).exp();
+        let bh = pr[3] * (l[3] * 0.2).exp();
+        let lm = &landms[i * 8..i * 8 + 8];
+        let pt = |k: usize| {
+            (
+                (pr[0] + lm[2 * k] * 0.1 * pr[2]) * wf,
+                (pr[1] + lm[2 * k + 1] * 0.1 * pr[3]) * hf,
+            )
+        };
+        // Model order: bottom-right, bottom-left, top-left, top-right.
+        let (br, bl, tl, tr) = (pt(0), pt(1), pt(2), pt(3));
+        cands.push(PlateDetection {
+            score: s,
+            bbox: [
+                (cx - bw / 2.0) * wf,
+                (cy - bh / 2.0) * hf,
+                (cx + bw / 2.0) * wf,
+                (cy + bh / 2.0) * hf,
+            ],
+            corners: [tl, tr, br, bl],
+        });
+    }
+    cands.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut keep: Vec<PlateDetection> = Vec::new();
+    for c in cands {
+        if keep.iter().all(|k| iou(&k.bbox, &c.bbox) <= nms_iou) {
+            keep.push(c);
+        }
+    }
+    Ok(keep)
+}
+
+fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    inter / (area(a) + area(b) - inter).max(1e-6)
+}
+
+/// One line of text read by the recogniser.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextRead {
+    pub chars: Vec<char>,
+    /// Probability of each character.
+    pub conf: Vec<f32>,
+    /// The output step at which each character was emitted.
+    pub steps: Vec<usize>,
+}
+
+impl TextRead {
+    pub fn text(&self) -> String {
+        self.chars.iter().collect()
+    }
+}
+
+pub struct PlateReader {
+    session: Session,
+    manifest: PlateModelManifest,
+    output: String,
+    /// Class index -> character; index 0 is the CTC blank.
+    classes: Vec<char>,
+}
+
+/// Longest input width the recogniser is given.
+const MAX_READ_WIDTH: usize = 320;
+
+impl PlateReader {
+    pub fn load(
+        manifest_path: &Path,
+        models_dir: &Path,
+        ort_library: &Path,
+        threads: usize,
+    ) -> Result<PlateReader, DetectError> {
+        let (manifest, path, session) = open_session(
+            manifest_path,
+            "plate_reader",
+            models_dir,
+            ort_library,
+            threads,
+        )?;
+        let shape_err = |message: String| DetectError::Shape {
+            path: path.clone(),
+            manifest: manifest_path.to_path_buf(),
+            message,
+        };
+        let key = manifest
+            .input
+            .dictionary_key
+            .clone()
+            .ok_or_else(|| shape_err("input.dictionary_key is not set".into()))?;
+        let dict = session
+            .metadata()
+            .ok()
+            .and_then(|m| m.custom(&key))
+            .ok_or_else(|| shape_err(format!("no metadata key '{key}' with the dictionary")))?;
+        let mut classes = vec!['\0'];
+        for line in dict.lines() {
+            classes.push(line.chars().next().unwrap_or(' '));
+        }
+        classes.push(' ');
+        let output = match manifest.output.names.first() {
+            Some(n) => n.clone(),
+            None => session
+                .outputs()
+                .first()
+                .map(|o| o.name().to_string())
+                .ok_or_else(|| shape_err("the model has no output".into()))?,
+        };
+        Ok(PlateReader {
+            session,
+            manifest,
+            output,
+            classes,
+        })
+    }
+
+    pub fn height(&self) -> usize {
+        self.manifest.input.height.unwrap_or(48) as usize
+    }
+
+    /// Reads one line of text from an image (a rectified plate, or one row of it).
+    pub fn read(&mut self, img: &Rgb) -> Result<TextRead, DetectError> {
+        let h = self.height();
+        let w = ((img.width as f64 * h as f64 / img.height.max(1) as f64).round() as usize)
+            .clamp(8, MAX_READ_WIDTH);
+        let resized = img.resize(w, h);
+        let mut t = vec![0f32; 3 * h * w];
+        for y in 0..h {
+            for x in 0..w {
+                let p = resized.get(x, y);
+                for (c, k) in [2usize, 1, 0].into_iter().enumerate() {
+                    t[c * h * w + y * w + x] = (p[k] as f32 / 255.0 - 0.5) / 0.5;
+                }
+            }
+        }
+        let input = TensorRef::from_array_view(([1usize, 3, h, w], t.as_slice()))
+            .map_err(|e| DetectError::Run(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.manifest.input.name.as_str() => input])
+            .map_err(|e| DetectError::Run(e.to_string()))?;
+        let (shape, data) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| DetectError::Run(e.to_string()))?;
+        let n_classes = *shape.last().unwrap_or(&0) as usize;
+        if n_classes != self.classes.len() {
+            return Err(DetectError::Run(format!(
+                "reader output has {n_classes} classes, the dictionary {}",
+                self.classes.len()
+            )));
+        }
+        let mut read = ctc_greedy(data, n_classes, &self.classes);
+        // A plate starts with a province (or 使): a first character outside that set is read
+        // again as the most likely one inside it, at the same step.
+        if let (Some(&c), Some(&step)) = (read.chars.first(), read.steps.first()) {
+            // Only an unsure read is corrected: a confidently read non-province character (a
+            // fake plate) stays as read.
+            if !c.is_ascii() && !is_first_char(c) && read.conf[0] < 0.8 {
+                let probs = &data[step * n_classes..(step + 1) * n_classes];
+                if let Some((i, p)) = probs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| self.classes.get(*i).is_some_and(|c| is_first_char(*c)))
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                {
+                    read.chars[0] = self.classes[i];
+                    read.conf[0] = *p;
+                }
+            }
+        }
+        Ok(read)
+    }
+}
+
+fn is_first_char(c: char) -> bool {
+    protocol::plate::PROVINCES.contains(c) || c == '使'
+}
+
+/// CTC greedy decoding: best class per step, repeats collapsed, blanks (class 0) dropped;
+/// a character's confidence is its best probability over the steps it spans.
+pub fn ctc_greedy(probs: &[f32], n_classes: usize, classes: &[char]) -> TextRead {
+    let mut chars = Vec::new();
+    let mut conf: Vec<f32> = Vec::new();
+    let mut steps = Vec::new();
+    let mut prev = 0usize;
+    for (t, step) in probs.chunks_exact(n_classes).enumerate() {
+        let (best, p) = step
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, p)| (i, *p))
+            .unwrap_or((0, 0.0));
+        if best != 0 && best != prev {
+            chars.push(classes.get(best).copied().unwrap_or('?'));
+            conf.push(p);
+            steps.push(t);
+        } else if best != 0 && best == prev {
+            if let Some(c) = conf.last_mut() {
+                *c = c.max(p);
+            }
+        }
+        prev = best;
+    }
+    TextRead { chars, conf, steps }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctc_collapses_repeats_and_drops_blanks() {
+        let classes = ['\0', 'A', 'B', ' '];
+        // steps: A A blank A B B
+        let mut probs = Vec::new();
+        for (c, p) in [(1, 0.9), (1, 0.95), (0, 0.8), (1, 0.7), (2, 0.6), (2, 0.99)] {
+            let mut s = vec![0.01f32; 4];
+            s[c] = p;
+            probs.extend(s);
+        }
+        let r = ctc_greedy(&probs, 4, &classes);
+        assert_eq!(r.text(), "AAB");
+        assert_eq!(r.conf, vec![0.95, 0.7, 0.99]);
+    }
+
+    #[test]
+    fn priors_count_and_position() {
+        let p = clp_priors(64, 32);
+        // level 8: 4x8 cells, 16: 2x4, 32: 1x2; two sizes each.
+        assert_eq!(p.len(), 2 * (32 + 8 + 2));
+        assert_eq!(p[0], [4.0 / 64.0, 4.0 / 32.0, 24.0 / 64.0, 24.0 / 32.0]);
+    }
+
+    #[test]
+    fn decode_puts_corners_in_reading_order() {
+        let (w, h) = (64, 32);
+        let n = clp_priors(w, h).len();
+        let loc = vec![0f32; n * 4];
+        let mut conf = vec![0f32; n * 2];
+        conf[1] = 0.9; // prior 0 is a plate
+        let mut lm = vec![0f32; n * 8];
+        // bottom-right, bottom-left, top-left, top-right offsets in prior units / 0.1
+        for (k, (dx, dy)) in [(1.0, 1.0), (-1.0, 1.0), (-1.0, -1.0), (1.0, -1.0)]
+            .iter()
+            .enumerate()
+        {
+            lm[2 * k] = *dx;
+            lm[2 * k + 1] = *dy;
+        }
+        let d = decode_clp(&loc, &conf, &lm, w, h, 0.5, 0.4).unwrap();
+        assert_eq!(d.len(), 1);
+        let [tl, tr, br, bl] = d[0].corners;
+        assert!(tl.0 < tr.0 && tl.1 < bl.1 && br.0 > bl.0 && br.1 > tr.1);
+    }
+}

@@ -1,0 +1,1225 @@
+//! Stage `plates`: one camera's vehicle passages. For each vehicle track: read its plate on
+//! some of its frames, note its lane and any restricted zone it enters; when the track ends,
+//! fuse the reads, build the `vehicle_pass` event with its pictures, and check the local
+//! plate-anomaly rules (format, registry, watch list, class/colour, night coach, restricted
+//! zone), each a `plate_anomaly` event.
+//!
+//! Input: the frame, the camera's visible tracks, the tracks that ended. Output:
+//! [`Outgoing`] pictures and events, pictures first. Synchronous; the camera thread calls it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::plate::{self, Mode, PlateColor};
+use protocol::{
+    AnomalyType, BBox, Detection as WireDetection, Event, EventBody, EvidenceRef, PlateAnomaly,
+    ReviewState, RuleRef, Severity, VehiclePass, SCHEMA_VERSION,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::crossing::Outgoing;
+use crate::events::EventFactory;
+use crate::evidence::{local_time_label, picture, render_closeup, Canvas, Overlay};
+use crate::frame::Frame;
+use crate::plate::fusion::{fuse, Fused};
+use crate::plate::{PlatePipeline, PlateRead, ReadTimings};
+use crate::registry::{Registry, RegistryStore, VehicleRecord};
+use crate::track::Track;
+use crate::zones::{Polygon, ZoneConfig, ZoneKind};
+
+pub const RULE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlatesConfig {
+    /// Plate detector manifest.
+    #[serde(default = "d_detector")]
+    pub detector: PathBuf,
+    /// Plate reader manifest.
+    #[serde(default = "d_reader")]
+    pub reader: PathBuf,
+    /// Detector classes that are vehicles with plates.
+    #[serde(default = "d_vehicle_classes")]
+    pub vehicle_classes: Vec<String>,
+    /// Vehicles whose box is lower than this (pixels) are too far away to read.
+    #[serde(default = "d_min_height")]
+    pub min_vehicle_height_px: f32,
+    /// Read a vehicle's plate every this many frames...
+    #[serde(default = "d_read_every")]
+    pub read_every: u32,
+    /// ...at most this many times per vehicle.
+    #[serde(default = "d_max_reads")]
+    pub max_reads: u32,
+    /// Stop reading a vehicle once this many reads agree on the whole plate.
+    #[serde(default = "d_enough")]
+    pub enough_agreeing: u32,
+    /// A plate fitting no grammar is a suspected fake only after this many reads, at least
+    /// two of them agreeing on the whole text.
+    #[serde(default = "d_fake_reads")]
+    pub fake_min_reads: u32,
+    /// A track whose foot point moves less than this share of the frame width is a parked
+    /// vehicle, not a passage.
+    #[serde(default = "d_min_travel")]
+    pub min_travel: f32,
+    /// Names of the directions of travel.
+    #[serde(default)]
+    pub directions: Directions,
+    /// Long-distance coaches between these local times (rule 凌晨 2-5).
+    #[serde(default)]
+    pub night_coach: NightCoachConfig,
+    /// Zones closed to trucks and hazardous goods during some hours.
+    #[serde(default)]
+    pub restricted: Vec<RestrictedConfig>,
+    /// Raise `not_registered` for valid plates missing from a loaded registry.
+    #[serde(default = "yes")]
+    pub not_registered: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Directions {
+    #[serde(default = "d_ltr")]
+    pub left_to_right: String,
+    #[serde(default = "d_rtl")]
+    pub right_to_left: String,
+    #[serde(default = "d_ttb")]
+    pub top_to_bottom: String,
+    #[serde(default = "d_btt")]
+    pub bottom_to_top: String,
+}
+
+impl Default for Directions {
+    fn default() -> Self {
+        Directions {
+            left_to_right: d_ltr(),
+            right_to_left: d_rtl(),
+            top_to_bottom: d_ttb(),
+            bottom_to_top: d_btt(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NightCoachConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Local time window, `HH:MM` (may wrap midnight).
+    #[serde(default = "d_night_from")]
+    pub from: String,
+    #[serde(default = "d_night_to")]
+    pub to: String,
+    #[serde(default = "d_offset")]
+    pub utc_offset_minutes: i32,
+    /// Plates exempt besides registry records marked `short_route`.
+    #[serde(default)]
+    pub exempt_plates: Vec<String>,
+}
+
+impl Default for NightCoachConfig {
+    fn default() -> Self {
+        NightCoachConfig {
+            enabled: true,
+            from: d_night_from(),
+            to: d_night_to(),
+            utc_offset_minutes: d_offset(),
+            exempt_plates: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RestrictedConfig {
+    /// A zone of kind `restricted` in the camera's zones.
+    pub zone: String,
+    /// Local time window, `HH:MM` (may wrap midnight).
+    pub from: String,
+    pub to: String,
+    #[serde(default = "d_offset")]
+    pub utc_offset_minutes: i32,
+    /// Detector classes barred (the registry's H*, Q* and use R vehicles always are).
+    #[serde(default = "d_trucks")]
+    pub vehicle_classes: Vec<String>,
+}
+
+fn d_detector() -> PathBuf {
+    "models/clp_det.toml".into()
+}
+fn d_reader() -> PathBuf {
+    "models/ppocrv4_rec.toml".into()
+}
+fn d_vehicle_classes() -> Vec<String> {
+    ["car", "bus", "truck", "motorcycle"]
+        .map(String::from)
+        .to_vec()
+}
+fn d_min_height() -> f32 {
+    48.0
+}
+fn d_read_every() -> u32 {
+    2
+}
+fn d_max_reads() -> u32 {
+    10
+}
+fn d_enough() -> u32 {
+    5
+}
+fn d_fake_reads() -> u32 {
+    3
+}
+fn d_min_travel() -> f32 {
+    0.1
+}
+fn d_ltr() -> String {
+    "left_to_right".into()
+}
+fn d_rtl() -> String {
+    "right_to_left".into()
+}
+fn d_ttb() -> String {
+    "towards_camera".into()
+}
+fn d_btt() -> String {
+    "away_from_camera".into()
+}
+fn d_night_from() -> String {
+    "02:00".into()
+}
+fn d_night_to() -> String {
+    "05:00".into()
+}
+fn d_offset() -> i32 {
+    480
+}
+fn d_trucks() -> Vec<String> {
+    vec!["truck".into()]
+}
+fn yes() -> bool {
+    true
+}
+
+/// `HH:MM` into minutes after midnight.
+pub fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && s.len() == 5).then_some(h * 60 + m)
+}
+
+/// Whether UTC time `t_ms` falls in the local window [from, to) (minutes after midnight; a
+/// window with from > to wraps midnight).
+pub fn in_window(t_ms: i64, offset_min: i32, from: u32, to: u32) -> bool {
+    let local_min = (t_ms.div_euclid(60_000) + offset_min as i64).rem_euclid(1440) as u32;
+    if from <= to {
+        (from..to).contains(&local_min)
+    } else {
+        local_min >= from || local_min < to
+    }
+}
+
+impl PlatesConfig {
+    pub fn validate(&self, zones: &[ZoneConfig], at: &str, errors: &mut Vec<String>) {
+        if self.read_every == 0 || self.max_reads == 0 || self.fake_min_reads == 0 {
+            errors.push(format!(
+                "{at}: read_every, max_reads and fake_min_reads must be at least 1"
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_travel) {
+            errors.push(format!(
+                "{at}.min_travel = {} must be 0..1 (share of the frame width)",
+                self.min_travel
+            ));
+        }
+        let nc = &self.night_coach;
+        for (field, v) in [("night_coach.from", &nc.from), ("night_coach.to", &nc.to)] {
+            if parse_hhmm(v).is_none() {
+                errors.push(format!("{at}.{field} '{v}' is not a local time like 02:00"));
+            }
+        }
+        let restricted: Vec<&str> = zones
+            .iter()
+            .filter(|z| z.kind == ZoneKind::Restricted)
+            .map(|z| z.name.as_str())
+            .collect();
+        for (i, r) in self.restricted.iter().enumerate() {
+            if !restricted.contains(&r.zone.as_str()) {
+                errors.push(format!(
+                    "unknown zone '{}' in {at}.restricted[{i}]; zones of kind restricted: {}",
+                    r.zone,
+                    if restricted.is_empty() {
+                        "none".to_string()
+                    } else {
+                        restricted.join(", ")
+                    }
+                ));
+            }
+            for (field, v) in [("from", &r.from), ("to", &r.to)] {
+                if parse_hhmm(v).is_none() {
+                    errors.push(format!(
+                        "{at}.restricted[{i}].{field} '{v}' is not a local time like 07:00"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// What one vehicle track gathered.
+struct Vehicle {
+    first_ms: i64,
+    last_ms: i64,
+    first_foot: (f32, f32),
+    last_foot: (f32, f32),
+    last_box: BBox,
+    class_id: usize,
+    score: f32,
+    frames: u32,
+    since_read: u32,
+    attempts: u32,
+    reads: Vec<PlateRead>,
+    /// Frame and box of the most confident read (or the largest box before any read).
+    best: Option<(Frame, BBox, f32)>,
+    lanes: HashMap<u32, u32>,
+    /// Restricted zones entered during their hours: (rule index, first time).
+    restricted: Vec<(usize, i64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlatesSummary {
+    pub passes: u64,
+    pub plates_read: u64,
+    pub unread: u64,
+    pub parked_tracks: u64,
+    pub read_attempts: u64,
+    pub reads: u64,
+    pub anomalies: std::collections::BTreeMap<String, u64>,
+}
+
+pub struct VehicleWatch {
+    cfg: PlatesConfig,
+    pipeline: PlatePipeline,
+    vehicle_class: Vec<bool>,
+    labels: Vec<String>,
+    registry: Arc<RegistryStore>,
+    lanes: Vec<(u32, Polygon)>,
+    restricted: Vec<(RestrictedConfig, Polygon, u32, u32)>,
+    night: (u32, u32),
+    quality: u8,
+    utc_offset_min: i32,
+    vehicles: HashMap<u64, Vehicle>,
+    pub summary: PlatesSummary,
+    /// Time spent per read, by part, since the last drain.
+    pub timings: ReadTimings,
+    /// Durations of whole reads (detect + rectify + read), since the last drain.
+    pub read_times: Vec<Duration>,
+}
+
+impl VehicleWatch {
+    pub fn new(
+        cfg: PlatesConfig,
+        pipeline: PlatePipeline,
+        labels: &[String],
+        zones: &[ZoneConfig],
+        registry: Arc<RegistryStore>,
+        evidence: &crate::evidence::EvidenceConfig,
+    ) -> VehicleWatch {
+        let poly = |z: &ZoneConfig| Polygon(z.polygon.iter().map(|[x, y]| (*x, *y)).collect());
+        let lanes = zones
+            .iter()
+            .filter(|z| z.kind == ZoneKind::Lane)
+            .filter_map(|z| Some((z.lane?, poly(z))))
+            .collect();
+        let restricted = cfg
+            .restricted
+            .iter()
+            .filter_map(|r| {
+                let z = zones.iter().find(|z| z.name == r.zone)?;
+                Some((r.clone(), poly(z), parse_hhmm(&r.from)?, parse_hhmm(&r.to)?))
+            })
+            .collect();
+        let night = (
+            parse_hhmm(&cfg.night_coach.from).unwrap_or(120),
+            parse_hhmm(&cfg.night_coach.to).unwrap_or(300),
+        );
+        VehicleWatch {
+            vehicle_class: labels
+                .iter()
+                .map(|l| cfg.vehicle_classes.contains(l))
+                .collect(),
+            labels: labels.to_vec(),
+            cfg,
+            pipeline,
+            registry,
+            lanes,
+            restricted,
+            night,
+            quality: evidence.jpeg_quality,
+            utc_offset_min: evidence.utc_offset_minutes,
+            vehicles: HashMap::new(),
+            summary: PlatesSummary::default(),
+            timings: ReadTimings::default(),
+            read_times: Vec::new(),
+        }
+    }
+
+    /// Gives the models back (kept across a camera's retries).
+    pub fn into_pipeline(self) -> PlatePipeline {
+        self.pipeline
+    }
+
+    pub fn is_vehicle(&self, class_id: usize) -> bool {
+        self.vehicle_class.get(class_id).copied().unwrap_or(false)
+    }
+
+    /// One frame: follow the visible vehicle tracks, read plates, close the ended ones.
+    pub fn on_frame(
+        &mut self,
+        frame: &Frame,
+        visible: &[&Track],
+        ended: &HashSet<u64>,
+        factory: &mut EventFactory,
+    ) -> Result<Vec<Outgoing>, crate::detect::DetectError> {
+        let (fw, fh) = (frame.width as f32, frame.height as f32);
+        let vehicle_class = self.vehicle_class.clone();
+        for t in visible
+            .iter()
+            .filter(|t| vehicle_class.get(t.class_id).copied().unwrap_or(false))
+        {
+            let foot = t.bbox.foot();
+            let rel = (foot.0 / fw, foot.1 / fh);
+            let v = self.vehicles.entry(t.id).or_insert_with(|| Vehicle {
+                first_ms: frame.time_ms,
+                last_ms: frame.time_ms,
+                first_foot: foot,
+                last_foot: foot,
+                last_box: t.bbox,
+                class_id: t.class_id,
+                score: t.score,
+                frames: 0,
+                since_read: u32::MAX / 2,
+                attempts: 0,
+                reads: Vec::new(),
+                best: None,
+                lanes: HashMap::new(),
+                restricted: Vec::new(),
+            });
+            v.last_ms = frame.time_ms;
+            v.last_foot = foot;
+            v.last_box = t.bbox;
+            v.class_id = t.class_id;
+            v.score = v.score.max(t.score);
+            v.frames += 1;
+            v.since_read = v.since_read.saturating_add(1);
+            if let Some((lane, _)) = self.lanes.iter().find(|(_, p)| p.contains(rel.0, rel.1)) {
+                *v.lanes.entry(*lane).or_default() += 1;
+            }
+            for (i, (r, p, from, to)) in self.restricted.iter().enumerate() {
+                if p.contains(rel.0, rel.1)
+                    && in_window(frame.time_ms, r.utc_offset_minutes, *from, *to)
+                    && !v.restricted.iter().any(|(j, _)| *j == i)
+                {
+                    v.restricted.push((i, frame.time_ms));
+                }
+            }
+            let agreeing = fuse(&v.reads).map(|f| f.agreeing).unwrap_or(0);
+            let due = t.bbox.height() >= self.cfg.min_vehicle_height_px
+                && v.since_read >= self.cfg.read_every
+                && v.attempts < self.cfg.max_reads
+                && (agreeing as u32) < self.cfg.enough_agreeing;
+            if v.best.is_none()
+                || (v.reads.is_empty()
+                    && t.bbox.area() > v.best.as_ref().map(|b| b.1.area()).unwrap_or(0.0))
+            {
+                v.best = Some((frame.clone(), t.bbox, 0.0));
+            }
+            if due {
+                v.since_read = 0;
+                v.attempts += 1;
+                self.summary.read_attempts += 1;
+                let t0 = std::time::Instant::now();
+                let read = self
+                    .pipeline
+                    .read_vehicle(frame, &t.bbox, &mut self.timings)?;
+                self.read_times.push(t0.elapsed());
+                if let Some(r) = read {
+                    self.summary.reads += 1;
+                    let c = r.mean_conf();
+                    if v.best.as_ref().is_none_or(|b| c > b.2) {
+                        v.best = Some((frame.clone(), t.bbox, c));
+                    }
+                    v.reads.push(r);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let done: Vec<u64> = self
+            .vehicles
+            .keys()
+            .filter(|id| ended.contains(id))
+            .copied()
+            .collect();
+        for id in done {
+            let v = self.vehicles.remove(&id).expect("listed");
+            out.extend(self.close(id, v, frame.width, factory));
+        }
+        Ok(out)
+    }
+
+    /// End of stream: every vehicle still followed passes now.
+    pub fn finish(&mut self, frame_width: u32, factory: &mut EventFactory) -> Vec<Outgoing> {
+        let mut ids: Vec<u64> = self.vehicles.keys().copied().collect();
+        ids.sort_unstable();
+        let mut out = Vec::new();
+        for id in ids {
+            let v = self.vehicles.remove(&id).expect("listed");
+            out.extend(self.close(id, v, frame_width, factory));
+        }
+        out
+    }
+
+    fn close(
+        &mut self,
+        track_id: u64,
+        v: Vehicle,
+        frame_width: u32,
+        factory: &mut EventFactory,
+    ) -> Vec<Outgoing> {
+        let (dx, dy) = (
+            v.last_foot.0 - v.first_foot.0,
+            v.last_foot.1 - v.first_foot.1,
+        );
+        if (dx * dx + dy * dy).sqrt() < self.cfg.min_travel * frame_width as f32 {
+            self.summary.parked_tracks += 1;
+            return vec![];
+        }
+        let registry = self.registry.current();
+        let fused = fuse(&v.reads);
+        let pass = judge(fused.as_ref(), &v.reads, &self.cfg);
+        let direction = if dx.abs() >= dy.abs() {
+            if dx >= 0.0 {
+                &self.cfg.directions.left_to_right
+            } else {
+                &self.cfg.directions.right_to_left
+            }
+        } else if dy >= 0.0 {
+            &self.cfg.directions.top_to_bottom
+        } else {
+            &self.cfg.directions.bottom_to_top
+        }
+        .clone();
+        let lane = v
+            .lanes
+            .iter()
+            .max_by_key(|(l, n)| (**n, std::cmp::Reverse(**l)))
+            .map(|(l, _)| *l)
+            .or(factory.lane);
+        let vehicle_class = self.labels.get(v.class_id).cloned().unwrap_or_default();
+        let (best_frame, best_box, _) = v.best.clone().expect("set on the first frame");
+        let pass_time = best_frame.time_ms;
+        let event_id = factory.next_id(pass_time);
+        // Pictures: the vehicle at the best read, and the rectified plate.
+        let plate_label = pass
+            .text
+            .as_deref()
+            .map(ascii_plate)
+            .unwrap_or_else(|| "UNREAD".into());
+        let lines = vec![
+            format!(
+                "{}  VEHICLE PASS",
+                local_time_label(pass_time, self.utc_offset_min)
+            ),
+            format!(
+                "CHECKPOINT {}  CAMERA {}",
+                factory.checkpoint_id, factory.camera_id
+            ),
+            format!(
+                "PLATE {plate_label}  {}  LANE {}  {}",
+                vehicle_class.to_uppercase(),
+                lane.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                direction.to_uppercase()
+            ),
+        ];
+        let ov = Overlay {
+            lines,
+            zones: &[],
+            person: best_box,
+        };
+        let mut pictures = vec![picture(
+            "vehicle",
+            render_closeup(&best_frame, &ov, self.quality),
+        )];
+        if let Some(best) = fused.as_ref().map(|f| &v.reads[f.best]) {
+            pictures.push(picture("plate", plate_jpeg(&best.crop, self.quality)));
+        }
+        let refs: Vec<EvidenceRef> = pictures
+            .iter()
+            .map(|p| EvidenceRef {
+                image_id: format!("{event_id}-{}", p.role),
+                sha256: p.sha256.clone(),
+                role: p.role.clone(),
+            })
+            .collect();
+        let detection = WireDetection {
+            class: vehicle_class.clone(),
+            score: v.score,
+            bbox: best_box,
+            track_id: Some(track_id),
+        };
+        let (node_id, checkpoint_id, camera_id) = (
+            factory.node_id.clone(),
+            factory.checkpoint_id.clone(),
+            factory.camera_id.clone(),
+        );
+        let base =
+            |event_id: String, severity: Severity, rule: Option<&str>, body: EventBody| Event {
+                schema_version: SCHEMA_VERSION,
+                event_id,
+                severity,
+                node_id: node_id.clone(),
+                checkpoint_id: checkpoint_id.clone(),
+                camera_id: camera_id.clone(),
+                lane,
+                frame_time_ms: pass_time,
+                detections: vec![detection.clone()],
+                rule: rule.map(|id| RuleRef {
+                    id: id.into(),
+                    version: RULE_VERSION,
+                }),
+                evidence: refs.clone(),
+                review: if severity == Severity::Info {
+                    ReviewState::NotRequired
+                } else {
+                    ReviewState::Pending
+                },
+                body,
+            };
+        let pass_event = base(
+            event_id.clone(),
+            Severity::Info,
+            Some("vehicle_pass"),
+            EventBody::VehiclePass(VehiclePass {
+                track_id,
+                plate: pass.text.clone(),
+                char_confidence: pass.conf.clone(),
+                plate_colour: pass.colour,
+                plate_class: pass.class,
+                vehicle_class: vehicle_class.clone(),
+                direction: Some(direction),
+                first_seen_ms: Some(v.first_ms),
+                last_seen_ms: Some(v.last_ms),
+                plate_reads: fused.as_ref().map(|f| f.reads as u32).unwrap_or(0),
+            }),
+        );
+        self.summary.passes += 1;
+        if pass.text.is_some() {
+            self.summary.plates_read += 1;
+        } else {
+            self.summary.unread += 1;
+        }
+        let record = pass
+            .valid_text
+            .as_deref()
+            .and_then(|t| registry.get(t))
+            .cloned();
+        let findings = check_rules(
+            &pass,
+            record.as_ref(),
+            &registry,
+            &self.cfg,
+            self.night,
+            &v,
+            &self.restricted,
+            &vehicle_class,
+            pass_time,
+        );
+        let mut out: Vec<Outgoing> = pictures
+            .iter()
+            .map(|p| Outgoing::Evidence {
+                checkpoint: factory.checkpoint_id.clone(),
+                camera: factory.camera_id.clone(),
+                image_id: format!("{event_id}-{}", p.role),
+                jpeg: p.jpeg.clone(),
+            })
+            .collect();
+        out.push(Outgoing::Event(Box::new(pass_event)));
+        for f in findings {
+            *self
+                .summary
+                .anomalies
+                .entry(f.anomaly.as_str().to_string())
+                .or_default() += 1;
+            let id = factory.next_id(pass_time);
+            out.push(Outgoing::Event(Box::new(base(
+                id,
+                f.severity,
+                Some(f.rule),
+                EventBody::PlateAnomaly(PlateAnomaly {
+                    anomaly: f.anomaly,
+                    plate: pass.text.clone().unwrap_or_default(),
+                    passes: vec![event_id.clone()],
+                    distance_km: None,
+                    interval_secs: None,
+                    implied_speed_kmh: None,
+                    detail: Some(f.detail),
+                }),
+            ))));
+        }
+        out
+    }
+}
+
+/// The plate of a pass, as judged from its fused reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PassPlate {
+    /// Plate text (normalised when it fits a grammar), None when unread.
+    pub text: Option<String>,
+    /// The text when it fits a GA 36 grammar (lenient mode).
+    pub valid_text: Option<String>,
+    pub conf: Vec<f32>,
+    pub colour: Option<PlateColor>,
+    pub class: Option<plate::PlateClass>,
+    /// Fits no grammar, confirmed over enough agreeing reads.
+    pub confirmed_invalid: bool,
+    /// Reads agreeing with the fused text.
+    pub agreeing: usize,
+}
+
+/// Mean confidence below which a fused plate counts as unread.
+const MIN_PLATE_CONF: f32 = 0.4;
+
+pub fn judge(fused: Option<&Fused>, reads: &[PlateRead], cfg: &PlatesConfig) -> PassPlate {
+    let Some(f) = fused else {
+        return PassPlate::default();
+    };
+    let mean = f.conf.iter().sum::<f32>() / f.conf.len().max(1) as f32;
+    if f.chars.len() < 5 || mean < MIN_PLATE_CONF {
+        return PassPlate {
+            colour: f.colour,
+            ..Default::default()
+        };
+    }
+    let raw = f.text();
+    let parsed = plate::parse(&raw, f.colour, Mode::Lenient).ok();
+    let _ = reads;
+    PassPlate {
+        text: Some(parsed.as_ref().map(|p| p.text.clone()).unwrap_or(raw)),
+        valid_text: parsed.as_ref().map(|p| p.text.clone()),
+        conf: f.conf.clone(),
+        colour: f.colour,
+        class: parsed.as_ref().map(|p| p.class),
+        confirmed_invalid: parsed.is_none()
+            && f.reads >= cfg.fake_min_reads as usize
+            && f.agreeing >= 2,
+        agreeing: f.agreeing,
+    }
+}
+
+/// One rule that fired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub anomaly: AnomalyType,
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub detail: String,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_rules(
+    pass: &PassPlate,
+    record: Option<&VehicleRecord>,
+    registry: &Registry,
+    cfg: &PlatesConfig,
+    night: (u32, u32),
+    v: &Vehicle,
+    restricted: &[(RestrictedConfig, Polygon, u32, u32)],
+    vehicle_class: &str,
+    pass_time: i64,
+) -> Vec<Finding> {
+    let mut out = plate_rules(pass, record, registry, cfg, night, pass_time);
+    let is_truck = record.is_some_and(|r| r.is_truck());
+    for (i, first) in &v.restricted {
+        let (r, _, _, _) = &restricted[*i];
+        if r.vehicle_classes.iter().any(|c| c == vehicle_class) || is_truck {
+            out.push(Finding {
+                anomaly: AnomalyType::RestrictedZone,
+                rule: "vehicle.restricted_zone",
+                severity: Severity::Warning,
+                detail: format!(
+                    "{vehicle_class} in zone '{}' at {} (restricted {}-{} local)",
+                    r.zone,
+                    local_time_label(*first, r.utc_offset_minutes),
+                    r.from,
+                    r.to
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// The rules that need only the plate, its record and the time.
+pub fn plate_rules(
+    pass: &PassPlate,
+    record: Option<&VehicleRecord>,
+    registry: &Registry,
+    cfg: &PlatesConfig,
+    night: (u32, u32),
+    pass_time: i64,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let Some(text) = &pass.text else {
+        return out;
+    };
+    if pass.confirmed_invalid {
+        out.push(Finding {
+            anomaly: AnomalyType::FormatInvalid,
+            rule: "plate.format_invalid",
+            severity: Severity::Alert,
+            detail: format!(
+                "'{text}' fits no GA 36 plate grammar ({} reads agree)",
+                pass.agreeing
+            ),
+        });
+    }
+    let Some(valid) = &pass.valid_text else {
+        return out;
+    };
+    match record {
+        None => {
+            // A misread is not an unregistered car: only plates read the same at least twice.
+            if cfg.not_registered && registry.is_loaded() && pass.agreeing >= 2 {
+                out.push(Finding {
+                    anomaly: AnomalyType::NotRegistered,
+                    rule: "plate.not_registered",
+                    severity: Severity::Warning,
+                    detail: format!("'{valid}' is not in registry version {}", registry.version),
+                });
+            }
+        }
+        Some(r) => {
+            if !r.status.is_empty() {
+                let list: Vec<&str> = r.status.iter().map(|s| s.as_str()).collect();
+                out.push(Finding {
+                    anomaly: AnomalyType::WatchList,
+                    rule: "plate.watch_list",
+                    severity: Severity::Alert,
+                    detail: format!(
+                        "watch list: {} (registry version {})",
+                        list.join(", "),
+                        registry.version
+                    ),
+                });
+            }
+            if let (Some(reg), Some(seen)) = (r.plate_colour, pass.colour) {
+                if reg != seen {
+                    out.push(Finding {
+                        anomaly: AnomalyType::ClassMismatch,
+                        rule: "plate.class_mismatch",
+                        severity: Severity::Alert,
+                        detail: format!(
+                            "registered {} plate{}, camera sees {} (suspected clone)",
+                            colour_name(reg),
+                            r.plate_class
+                                .map(|c| format!(" class {}", c.code()))
+                                .unwrap_or_default(),
+                            colour_name(seen)
+                        ),
+                    });
+                }
+            }
+            let nc = &cfg.night_coach;
+            if nc.enabled
+                && r.is_coach()
+                && !r.short_route
+                && !nc
+                    .exempt_plates
+                    .iter()
+                    .any(|p| plate::normalise(p) == *valid)
+                && in_window(pass_time, nc.utc_offset_minutes, night.0, night.1)
+            {
+                out.push(Finding {
+                    anomaly: AnomalyType::NightCoach,
+                    rule: "vehicle.night_coach",
+                    severity: Severity::Warning,
+                    detail: format!(
+                        "coach {} (use {}) at {}; not allowed {}-{} local",
+                        r.vehicle_class.as_deref().unwrap_or("?"),
+                        r.use_character.as_deref().unwrap_or("?"),
+                        local_time_label(pass_time, nc.utc_offset_minutes),
+                        nc.from,
+                        nc.to
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn colour_name(c: PlateColor) -> &'static str {
+    match c {
+        PlateColor::Blue => "blue",
+        PlateColor::Yellow => "yellow",
+        PlateColor::Green => "green",
+        PlateColor::YellowGreen => "yellow-green",
+        PlateColor::White => "white",
+        PlateColor::Black => "black",
+    }
+}
+
+/// The plate with its province as the GB/T 2260 letters, for the ASCII picture banners.
+pub fn ascii_plate(text: &str) -> String {
+    const CODES: [(char, &str); 31] = [
+        ('京', "BJ"),
+        ('津', "TJ"),
+        ('冀', "HE"),
+        ('晋', "SX"),
+        ('蒙', "NM"),
+        ('辽', "LN"),
+        ('吉', "JL"),
+        ('黑', "HL"),
+        ('沪', "SH"),
+        ('苏', "JS"),
+        ('浙', "ZJ"),
+        ('皖', "AH"),
+        ('闽', "FJ"),
+        ('赣', "JX"),
+        ('鲁', "SD"),
+        ('豫', "HA"),
+        ('鄂', "HB"),
+        ('湘', "HN"),
+        ('粤', "GD"),
+        ('桂', "GX"),
+        ('琼', "HI"),
+        ('渝', "CQ"),
+        ('川', "SC"),
+        ('贵', "GZ"),
+        ('云', "YN"),
+        ('藏', "XZ"),
+        ('陕', "SN"),
+        ('甘', "GS"),
+        ('青', "QH"),
+        ('宁', "NX"),
+        ('新', "XJ"),
+    ];
+    text.chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else if let Some((_, code)) = CODES.iter().find(|(p, _)| *p == c) {
+                format!("[{code}]")
+            } else {
+                "?".to_string()
+            }
+        })
+        .collect()
+}
+
+/// The rectified plate, doubled in size.
+fn plate_jpeg(crop: &crate::plate::geometry::Rgb, quality: u8) -> Vec<u8> {
+    let (w, h) = (crop.width * 2, crop.height * 2);
+    let mut c = Canvas::new(w, h);
+    c.blit_scaled(
+        &crop.data,
+        crop.width,
+        crop.height,
+        (0, 0, crop.width, crop.height),
+        0,
+        0,
+        w,
+        h,
+    );
+    c.jpeg(quality)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plate::geometry::Rgb;
+    use crate::registry::Status;
+    use protocol::plate::PlateClass;
+
+    fn cfg() -> PlatesConfig {
+        toml::from_str("").unwrap()
+    }
+
+    /// UTC ms of a local (UTC+8) time on 2026-11-29.
+    fn local(h: i64, m: i64) -> i64 {
+        protocol::time::parse_rfc3339_ms("2026-11-29T00:00:00Z").unwrap()
+            + ((h - 8) * 60 + m) * 60_000
+    }
+
+    fn read(text: &str, conf: f32, colour: PlateColor) -> PlateRead {
+        let chars: Vec<char> = text.chars().collect();
+        PlateRead {
+            conf: vec![conf; chars.len()],
+            chars,
+            colour: Some(colour),
+            two_row: false,
+            det_score: 0.9,
+            corners: [(0.0, 0.0); 4],
+            crop: Rgb::new(1, 1),
+            frame_seq: 0,
+        }
+    }
+
+    fn pass(reads: &[PlateRead]) -> PassPlate {
+        judge(fuse(reads).as_ref(), reads, &cfg())
+    }
+
+    fn coach(plate: &str) -> VehicleRecord {
+        VehicleRecord {
+            plate: plate.into(),
+            plate_class: Some(PlateClass::LargeVehicle),
+            plate_colour: Some(PlateColor::Yellow),
+            vehicle_class: Some("K11".into()),
+            use_character: Some("B".into()),
+            status: vec![],
+            short_route: false,
+        }
+    }
+
+    fn registry(records: &[VehicleRecord]) -> Registry {
+        Registry {
+            version: 4,
+            issued_by: "t".into(),
+            by_plate: records
+                .iter()
+                .map(|r| (r.plate.clone(), r.clone()))
+                .collect(),
+        }
+    }
+
+    fn kinds(f: &[Finding]) -> Vec<AnomalyType> {
+        f.iter().map(|f| f.anomaly).collect()
+    }
+
+    #[test]
+    fn windows_and_times() {
+        assert_eq!(parse_hhmm("02:00"), Some(120));
+        assert_eq!(parse_hhmm("2:00"), None);
+        assert_eq!(parse_hhmm("24:00"), None);
+        let (from, to) = (120, 300);
+        assert!(!in_window(local(1, 59), 480, from, to));
+        assert!(in_window(local(2, 0), 480, from, to));
+        assert!(in_window(local(4, 59), 480, from, to));
+        assert!(!in_window(local(5, 0), 480, from, to));
+        // A window across midnight.
+        assert!(in_window(local(23, 30), 480, 22 * 60, 6 * 60));
+        assert!(in_window(local(0, 10), 480, 22 * 60, 6 * 60));
+        assert!(!in_window(local(12, 0), 480, 22 * 60, 6 * 60));
+    }
+
+    #[test]
+    fn night_coach_around_two_and_five_with_exemptions() {
+        let c = cfg();
+        let night = (120, 300);
+        let p = pass(&[
+            read("苏E12345", 0.95, PlateColor::Yellow),
+            read("苏E12345", 0.9, PlateColor::Yellow),
+        ]);
+        let r = coach("苏E12345");
+        let reg = registry(&[r.clone()]);
+        let at = |t| kinds(&plate_rules(&p, Some(&r), &reg, &c, night, t));
+        assert_eq!(at(local(1, 59)), vec![]);
+        assert_eq!(at(local(2, 0)), vec![AnomalyType::NightCoach]);
+        assert_eq!(at(local(4, 59)), vec![AnomalyType::NightCoach]);
+        assert_eq!(at(local(5, 0)), vec![]);
+        // Short routes (registry) and listed plates are exempt.
+        let short = VehicleRecord {
+            short_route: true,
+            ..r.clone()
+        };
+        assert_eq!(
+            kinds(&plate_rules(&p, Some(&short), &reg, &c, night, local(3, 0))),
+            vec![]
+        );
+        let mut listed = c.clone();
+        listed.night_coach.exempt_plates = vec!["苏E·12345".into()];
+        assert_eq!(
+            kinds(&plate_rules(
+                &p,
+                Some(&r),
+                &reg,
+                &listed,
+                night,
+                local(3, 0)
+            )),
+            vec![]
+        );
+        // A coach used as a private bus (use A) is not a long-distance coach.
+        let private = VehicleRecord {
+            use_character: Some("A".into()),
+            ..r.clone()
+        };
+        assert_eq!(
+            kinds(&plate_rules(
+                &p,
+                Some(&private),
+                &reg,
+                &c,
+                night,
+                local(3, 0)
+            )),
+            vec![]
+        );
+        let off = PlatesConfig {
+            night_coach: NightCoachConfig {
+                enabled: false,
+                ..c.night_coach.clone()
+            },
+            ..c.clone()
+        };
+        assert_eq!(
+            kinds(&plate_rules(&p, Some(&r), &reg, &off, night, local(3, 0))),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn fake_plates_need_agreeing_reads() {
+        let c = cfg();
+        let reg = Registry::default();
+        let one = pass(&[read("中A12345", 0.95, PlateColor::Blue)]);
+        assert!(!one.confirmed_invalid, "one read is not enough");
+        let three = pass(&[
+            read("中A12345", 0.95, PlateColor::Blue),
+            read("中A12345", 0.9, PlateColor::Blue),
+            read("中A12845", 0.5, PlateColor::Blue),
+        ]);
+        assert!(three.confirmed_invalid);
+        assert_eq!(
+            kinds(&plate_rules(
+                &three,
+                None,
+                &reg,
+                &c,
+                (120, 300),
+                local(12, 0)
+            )),
+            vec![AnomalyType::FormatInvalid]
+        );
+        // A valid plate is never a fake, however often it is read.
+        let valid = pass(&vec![read("苏E12345", 0.9, PlateColor::Blue); 3]);
+        assert!(!valid.confirmed_invalid);
+        // Weak reads are "unread", not fakes.
+        let weak = pass(&vec![read("中A12345", 0.2, PlateColor::Blue); 4]);
+        assert_eq!(weak.text, None);
+    }
+
+    #[test]
+    fn registry_rules() {
+        let c = cfg();
+        let night = (120, 300);
+        let noon = local(12, 0);
+        let blue = pass(&vec![read("苏E12345", 0.95, PlateColor::Blue); 2]);
+        // Not in a loaded registry (and read the same twice): not registered.
+        let other = registry(&[coach("苏A00001")]);
+        assert_eq!(
+            kinds(&plate_rules(&blue, None, &other, &c, night, noon)),
+            vec![AnomalyType::NotRegistered]
+        );
+        // No registry loaded: nothing to say; rule switched off: nothing either.
+        assert_eq!(
+            kinds(&plate_rules(
+                &blue,
+                None,
+                &Registry::default(),
+                &c,
+                night,
+                noon
+            )),
+            vec![]
+        );
+        let off = PlatesConfig {
+            not_registered: false,
+            ..c.clone()
+        };
+        assert_eq!(
+            kinds(&plate_rules(&blue, None, &other, &off, night, noon)),
+            vec![]
+        );
+        // A single read is not trusted for not-registered.
+        let once = pass(&[read("苏E12345", 0.95, PlateColor::Blue)]);
+        assert_eq!(
+            kinds(&plate_rules(&once, None, &other, &c, night, noon)),
+            vec![]
+        );
+        // Watch list: every status in one finding.
+        let wanted = VehicleRecord {
+            plate: "苏E12345".into(),
+            plate_class: Some(PlateClass::SmallCar),
+            plate_colour: Some(PlateColor::Blue),
+            vehicle_class: Some("K33".into()),
+            use_character: Some("A".into()),
+            status: vec![Status::Wanted, Status::InspectionOverdue],
+            short_route: false,
+        };
+        let f = plate_rules(
+            &blue,
+            Some(&wanted),
+            &registry(&[wanted.clone()]),
+            &c,
+            night,
+            noon,
+        );
+        assert_eq!(kinds(&f), vec![AnomalyType::WatchList]);
+        assert!(
+            f[0].detail.contains("wanted, inspection_overdue"),
+            "{}",
+            f[0].detail
+        );
+        // Registered blue, seen yellow: suspected clone.
+        let yellow = pass(&vec![read("苏E12345", 0.95, PlateColor::Yellow); 2]);
+        let clean = VehicleRecord {
+            status: vec![],
+            ..wanted
+        };
+        let f = plate_rules(
+            &yellow,
+            Some(&clean),
+            &registry(&[clean.clone()]),
+            &c,
+            night,
+            noon,
+        );
+        assert_eq!(kinds(&f), vec![AnomalyType::ClassMismatch]);
+        assert!(
+            f[0].detail
+                .contains("registered blue plate class 02, camera sees yellow"),
+            "{}",
+            f[0].detail
+        );
+    }
+
+    #[test]
+    fn config_validation_names_zones_and_times() {
+        let mut c = cfg();
+        c.restricted = vec![RestrictedConfig {
+            zone: "nowhere".into(),
+            from: "7:00".into(),
+            to: "09:00".into(),
+            utc_offset_minutes: 480,
+            vehicle_classes: vec![],
+        }];
+        c.night_coach.from = "xx".into();
+        let mut e = Vec::new();
+        c.validate(&[], "cameras[0].plates", &mut e);
+        let all = e.join("\n");
+        assert!(
+            all.contains("unknown zone 'nowhere' in cameras[0].plates.restricted[0]"),
+            "{all}"
+        );
+        assert!(all.contains("restricted[0].from '7:00'"), "{all}");
+        assert!(all.contains("night_coach.from 'xx'"), "{all}");
+    }
+
+    #[test]
+    fn ascii_banner_plate() {
+        assert_eq!(ascii_plate("苏E12345"), "[JS]E12345");
+        assert_eq!(ascii_plate("中A1"), "?A1");
+    }
+}
