@@ -38,23 +38,41 @@ pub fn fuse(reads: &[PlateRead]) -> Option<Fused> {
     if reads.is_empty() {
         return None;
     }
+    // A read that fits a GA 36 grammar counts double: a dropped or extra character makes a
+    // read fit none. (A fake plate's reads all fit none, and count alike.)
+    let weight: Vec<f32> = reads
+        .iter()
+        .map(|r| {
+            let text: String = r.chars.iter().collect();
+            if protocol::plate::parse(&text, r.colour, protocol::plate::Mode::Lenient).is_ok() {
+                2.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
     // The length with the most confidence behind it.
     let mut by_len: HashMap<usize, f32> = HashMap::new();
-    for r in reads {
-        *by_len.entry(r.chars.len()).or_default() += r.mean_conf();
+    for (r, w) in reads.iter().zip(&weight) {
+        *by_len.entry(r.chars.len()).or_default() += r.mean_conf() * w;
     }
     let len = by_len
         .iter()
         .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
         .map(|(l, _)| *l)?;
-    let same: Vec<&PlateRead> = reads.iter().filter(|r| r.chars.len() == len).collect();
+    let same: Vec<(&PlateRead, f32)> = reads
+        .iter()
+        .zip(weight.iter().copied())
+        .filter(|(r, _)| r.chars.len() == len)
+        .collect();
+    let total_weight: f32 = same.iter().map(|(_, w)| w).sum();
     let mut chars = Vec::with_capacity(len);
     let mut conf = Vec::with_capacity(len);
     for i in 0..len {
         let mut votes: Vec<(char, f32)> = Vec::new();
         let mut total = 0f32;
-        for r in &same {
-            let (c, p) = (r.chars[i], r.conf[i]);
+        for (r, wt) in &same {
+            let (c, p) = (r.chars[i], r.conf[i] * wt);
             total += p;
             match votes.iter_mut().find(|(vc, _)| *vc == c) {
                 Some(v) => v.1 += p,
@@ -67,9 +85,8 @@ pub fn fuse(reads: &[PlateRead]) -> Option<Fused> {
             .expect("at least one read");
         chars.push(c);
         // Share of the vote times the winners' confidence spread over all reads.
-        let n_same = same.len() as f32;
         conf.push(if total > 0.0 {
-            (w / total) * (w / n_same).clamp(0.0, 1.0)
+            (w / total) * (w / total_weight).clamp(0.0, 1.0)
         } else {
             0.0
         });

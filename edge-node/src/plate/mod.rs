@@ -121,8 +121,14 @@ impl PlatePipeline {
         let (cw, ch) = if two_row { (220, 140) } else { (168, 48) };
         // A little margin around the corners: the detector's corners sit on the plate's edge
         // and may cut into the first and last characters.
-        let quad =
-            grow_quad(&corners, QUAD_MARGIN_X, QUAD_MARGIN_Y).map(|(x, y)| (x as f64, y as f64));
+        // (Not around a two-row plate: its rows are cut at fixed heights, and a margin beside
+        // the short top row makes the reader see characters twice.)
+        let quad = if two_row {
+            corners
+        } else {
+            grow_quad(&corners, QUAD_MARGIN_X, QUAD_MARGIN_Y)
+        }
+        .map(|(x, y)| (x as f64, y as f64));
         let Some(crop) = rectify(
             &frame.rgb,
             frame.width as usize,
@@ -233,10 +239,7 @@ pub fn clean(read: TextRead) -> (Vec<char>, Vec<f32>) {
     let mut chars = Vec::new();
     let mut conf = Vec::new();
     for (c, p) in read.chars.into_iter().zip(read.conf) {
-        if matches!(
-            c,
-            '·' | '•' | '.' | ' ' | '-' | '_' | ':' | '\'' | '"' | ',' | '、' | '。'
-        ) {
+        if models::is_separator(c) {
             continue;
         }
         let c = protocol::plate::normalise(&c.to_string())

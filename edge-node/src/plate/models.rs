@@ -409,6 +409,15 @@ impl PlateReader {
             )));
         }
         let mut read = ctc_greedy(data, n_classes, &self.classes);
+        // Separators (the dot after the authority letter, spaces) are not characters of the
+        // plate; drop them before looking at positions.
+        let keep: Vec<bool> = read.chars.iter().map(|c| !is_separator(*c)).collect();
+        let mut k = keep.iter();
+        read.chars.retain(|_| *k.next().expect("same length"));
+        let mut k = keep.iter();
+        read.conf.retain(|_| *k.next().expect("same length"));
+        let mut k = keep.iter();
+        read.steps.retain(|_| *k.next().expect("same length"));
         // A plate starts with a province (or 使): a first character outside that set is read
         // again as the most likely one inside it, at the same step.
         if let (Some(&c), Some(&step)) = (read.chars.first(), read.steps.first()) {
@@ -427,8 +436,47 @@ impl PlateReader {
                 }
             }
         }
+        // After a province comes the issuing authority's letter, never a digit (a two-row
+        // plate's top row is exactly these two): a digit there is read again as the likeliest
+        // letter at that step.
+        if let (Some(&p), Some(&c), Some(&step)) =
+            (read.chars.first(), read.chars.get(1), read.steps.get(1))
+        {
+            // Only an unsure read: a confident digit there is a fake plate's, and stays.
+            if protocol::plate::PROVINCES.contains(p)
+                && !is_authority_letter(c)
+                && read.conf[1] < 0.8
+            {
+                let probs = &data[step * n_classes..(step + 1) * n_classes];
+                if let Some((i, q)) = probs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| {
+                        self.classes
+                            .get(*i)
+                            .is_some_and(|c| is_authority_letter(*c))
+                    })
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                {
+                    read.chars[1] = self.classes[i];
+                    read.conf[1] = *q;
+                }
+            }
+        }
         Ok(read)
     }
+}
+
+/// Characters that separate parts of a plate and are not part of its number.
+pub fn is_separator(c: char) -> bool {
+    matches!(
+        c,
+        '·' | '•' | '.' | ' ' | '-' | '_' | ':' | '\'' | '"' | ',' | '、' | '。' | '・'
+    )
+}
+
+fn is_authority_letter(c: char) -> bool {
+    c.is_ascii_uppercase() && c != 'I' && c != 'O'
 }
 
 fn is_first_char(c: char) -> bool {
