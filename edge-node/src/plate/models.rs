@@ -88,6 +88,10 @@ fn open_session(
         .map_err(|e| load_err(ort::Error::from(e)))?
         .with_inter_threads(1)
         .map_err(|e| load_err(ort::Error::from(e)))?
+        // The plate models run now and then between detector frames: their threads sleep
+        // when idle instead of spinning on the cores the detector needs.
+        .with_intra_op_spinning(false)
+        .map_err(|e| load_err(ort::Error::from(e)))?
         .commit_from_file(&model_path)
         .map_err(load_err)?;
     if !session
