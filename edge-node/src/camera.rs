@@ -614,6 +614,11 @@ fn decode_loop(
     // A live stream's frame that could not be queued waits here; the next frame replaces it
     // (the oldest is dropped, counted).
     let mut pending: Option<Decoded> = None;
+    // Files report progress every 10 % of their duration (or of max_frames).
+    let mut first_ms: Option<i64> = None;
+    let mut duration: Option<i64> = None;
+    let mut next_pct = 10;
+    let started = Instant::now();
     while !shutdown.load(Ordering::Relaxed) && max_frames.is_none_or(|m| n < m) {
         let t0 = Instant::now();
         let frame = match src.next_frame() {
@@ -625,6 +630,27 @@ fn decode_loop(
             }
         };
         let decode = t0.elapsed();
+        if !live {
+            let first = *first_ms.get_or_insert(frame.time_ms);
+            if duration.is_none() {
+                duration = src.duration_ms().filter(|d| *d > 0);
+            }
+            let pct = match (max_frames, duration) {
+                (Some(m), _) => (n + 1) * 100 / m.max(1),
+                (None, Some(d)) => ((frame.time_ms - first).max(0) * 100 / d) as u64,
+                _ => 0,
+            };
+            if pct >= next_pct {
+                let secs = started.elapsed().as_secs_f64();
+                info!(
+                    frames = n + 1,
+                    percent = pct.min(100),
+                    fps = format!("{:.1}", (n + 1) as f64 / secs.max(1e-3)),
+                    "Progress"
+                );
+                next_pct = (pct / 10 + 1) * 10;
+            }
+        }
         let t1 = Instant::now();
         let prepared = letterbox(&frame.rgb, frame.width, frame.height, frame.stride(), spec);
         let d = Decoded {

@@ -34,6 +34,10 @@ pub enum SourceError {
 pub trait FrameSource: Send {
     /// The next frame; `Ok(None)` at the end of a file or folder.
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
+    /// How long the recording lasts, ms, when the source has an end (files).
+    fn duration_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 pub fn open(
@@ -230,6 +234,15 @@ fn sample_to_rgb(sample: &gst::Sample) -> Result<(u32, u32, Vec<u8>, Option<i64>
 }
 
 impl FrameSource for GstSource {
+    fn duration_ms(&self) -> Option<i64> {
+        if self.live {
+            return None;
+        }
+        self.pipeline
+            .query_duration::<gst::ClockTime>()
+            .map(|d| d.mseconds() as i64)
+    }
+
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         loop {
             if let Some(sample) = self

@@ -305,7 +305,7 @@ pub struct VehicleWatch {
     labels: Vec<String>,
     registry: Arc<RegistryStore>,
     lanes: Vec<(u32, Polygon)>,
-    restricted: Vec<(RestrictedConfig, Polygon, u32, u32)>,
+    restricted: Vec<Restricted>,
     night: (u32, u32),
     quality: u8,
     utc_offset_min: i32,
@@ -416,11 +416,8 @@ impl VehicleWatch {
             if let Some((lane, _)) = self.lanes.iter().find(|(_, p)| p.contains(rel.0, rel.1)) {
                 *v.lanes.entry(*lane).or_default() += 1;
             }
-            for (i, (r, p, from, to)) in self.restricted.iter().enumerate() {
-                if p.contains(rel.0, rel.1)
-                    && in_window(frame.time_ms, r.utc_offset_minutes, *from, *to)
-                    && !v.restricted.iter().any(|(j, _)| *j == i)
-                {
+            for i in restricted_hits(&self.restricted, rel, frame.time_ms) {
+                if !v.restricted.iter().any(|(j, _)| *j == i) {
                     v.restricted.push((i, frame.time_ms));
                 }
             }
@@ -671,6 +668,22 @@ impl VehicleWatch {
     }
 }
 
+/// A restricted zone with its polygon and its window (minutes after local midnight).
+pub type Restricted = (RestrictedConfig, Polygon, u32, u32);
+
+/// The restricted zones a foot point (relative coordinates) is in at UTC time `t_ms`, during
+/// their restricted hours.
+pub fn restricted_hits(zones: &[Restricted], rel: (f32, f32), t_ms: i64) -> Vec<usize> {
+    zones
+        .iter()
+        .enumerate()
+        .filter(|(_, (r, p, from, to))| {
+            p.contains(rel.0, rel.1) && in_window(t_ms, r.utc_offset_minutes, *from, *to)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// The plate of a pass, as judged from its fused reads.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PassPlate {
@@ -734,7 +747,7 @@ fn check_rules(
     cfg: &PlatesConfig,
     night: (u32, u32),
     v: &Vehicle,
-    restricted: &[(RestrictedConfig, Polygon, u32, u32)],
+    restricted: &[Restricted],
     vehicle_class: &str,
     pass_time: i64,
 ) -> Vec<Finding> {
@@ -1215,6 +1228,40 @@ mod tests {
         );
         assert!(all.contains("restricted[0].from '7:00'"), "{all}");
         assert!(all.contains("night_coach.from 'xx'"), "{all}");
+    }
+
+    #[test]
+    fn restricted_zone_edges_in_space_and_time() {
+        let zone = RestrictedConfig {
+            zone: "street".into(),
+            from: "22:00".into(),
+            to: "06:00".into(),
+            utc_offset_minutes: 480,
+            vehicle_classes: vec!["truck".into()],
+        };
+        // The lower half of the frame, 22:00-06:00 local.
+        let z: Vec<Restricted> = vec![(
+            zone,
+            Polygon(vec![(0.0, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0)]),
+            22 * 60,
+            6 * 60,
+        )];
+        let night = local(23, 0);
+        assert_eq!(restricted_hits(&z, (0.5, 0.51), night), vec![0]);
+        assert!(
+            restricted_hits(&z, (0.5, 0.49), night).is_empty(),
+            "just outside"
+        );
+        assert_eq!(restricted_hits(&z, (0.5, 0.9), local(5, 59)), vec![0]);
+        assert!(
+            restricted_hits(&z, (0.5, 0.9), local(6, 0)).is_empty(),
+            "hours over"
+        );
+        assert_eq!(restricted_hits(&z, (0.5, 0.9), local(22, 0)), vec![0]);
+        assert!(
+            restricted_hits(&z, (0.5, 0.9), local(21, 59)).is_empty(),
+            "not yet"
+        );
     }
 
     #[test]
