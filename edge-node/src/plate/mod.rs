@@ -148,15 +148,15 @@ impl PlatePipeline {
             let bot_y = (ch as f32 * 0.33).round() as usize;
             let top = sub_image(&crop, 0, 0, cw, top_h);
             let bottom = sub_image(&crop, 0, bot_y, cw, ch - bot_y);
-            let a = self.reader.read(&top)?;
-            let b = self.reader.read(&bottom)?;
+            let a = self.reader.read(&top, true)?;
+            let b = self.reader.read(&bottom, false)?;
             TextRead {
                 chars: a.chars.into_iter().chain(b.chars).collect(),
                 conf: a.conf.into_iter().chain(b.conf).collect(),
                 steps: a.steps.into_iter().chain(b.steps).collect(),
             }
         } else {
-            self.reader.read(&crop)?
+            self.reader.read(&crop, true)?
         };
         timings.read += t2.elapsed();
         let (chars, conf) = clean(read);

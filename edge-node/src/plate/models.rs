@@ -382,7 +382,9 @@ impl PlateReader {
     }
 
     /// Reads one line of text from an image (a rectified plate, or one row of it).
-    pub fn read(&mut self, img: &Rgb) -> Result<TextRead, DetectError> {
+    /// `plate_start`: the image begins with the plate's first character (a whole plate, or
+    /// the top row of a two-row one), so the position rules below apply.
+    pub fn read(&mut self, img: &Rgb, plate_start: bool) -> Result<TextRead, DetectError> {
         let h = self.height();
         let w = ((img.width as f64 * h as f64 / img.height.max(1) as f64).round() as usize)
             .clamp(8, MAX_READ_WIDTH);
@@ -422,6 +424,56 @@ impl PlateReader {
         read.conf.retain(|_| *k.next().expect("same length"));
         let mut k = keep.iter();
         read.steps.retain(|_| *k.next().expect("same length"));
+        if !plate_start {
+            return Ok(read);
+        }
+        // A plate starting with an ASCII letter that fits no grammar lost its province: the
+        // reader either gave the blank more weight there, or read the province as a letter.
+        // The likeliest province is put back (before the first character, or in its place),
+        // and kept when the plate then fits a grammar. Armed-police plates (WJ...) start with
+        // letters and are left alone.
+        if let (Some(&c0), Some(&step0)) = (read.chars.first(), read.steps.first()) {
+            let armed = c0 == 'W' && read.chars.get(1) == Some(&'J');
+            let text: String = read.chars.iter().collect();
+            let fits =
+                |t: &str| protocol::plate::parse(t, None, protocol::plate::Mode::Lenient).is_ok();
+            if c0.is_ascii_alphabetic() && !armed && !fits(&text) {
+                let best_province = |steps: std::ops::Range<usize>| {
+                    steps
+                        .flat_map(|t| {
+                            let probs = &data[t * n_classes..(t + 1) * n_classes];
+                            probs.iter().enumerate().map(move |(i, p)| (t, i, *p))
+                        })
+                        .filter(|(_, i, _)| {
+                            self.classes
+                                .get(*i)
+                                .is_some_and(|c| protocol::plate::PROVINCES.contains(*c))
+                        })
+                        .max_by(|a, b| a.2.total_cmp(&b.2))
+                        .filter(|b| b.2 >= MIN_RECOVERED_PROVINCE)
+                };
+                let inserted = best_province(0..step0).map(|(t, i, p)| {
+                    let mut r = read.clone();
+                    r.chars.insert(0, self.classes[i]);
+                    r.conf.insert(0, p);
+                    r.steps.insert(0, t);
+                    r
+                });
+                let replaced = best_province(step0..step0 + 1).map(|(_, i, p)| {
+                    let mut r = read.clone();
+                    r.chars[0] = self.classes[i];
+                    r.conf[0] = p;
+                    r
+                });
+                if let Some(r) = [inserted, replaced]
+                    .into_iter()
+                    .flatten()
+                    .find(|r| fits(&r.chars.iter().collect::<String>()))
+                {
+                    read = r;
+                }
+            }
+        }
         // A plate starts with a province (or 使): a first character outside that set is read
         // again as the most likely one inside it, at the same step.
         if let (Some(&c), Some(&step)) = (read.chars.first(), read.steps.first()) {
@@ -478,6 +530,9 @@ pub fn is_separator(c: char) -> bool {
         '·' | '•' | '.' | ' ' | '-' | '_' | ':' | '\'' | '"' | ',' | '、' | '。' | '・'
     )
 }
+
+/// Least probability at which a province the greedy decoding dropped is put back.
+const MIN_RECOVERED_PROVINCE: f32 = 0.02;
 
 fn is_authority_letter(c: char) -> bool {
     c.is_ascii_uppercase() && c != 'I' && c != 'O'
