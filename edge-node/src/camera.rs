@@ -461,16 +461,17 @@ fn run_once(
             let t_pub = Instant::now();
             publish(&track_events, &mut factory, ctx, summary)?;
             timers.publish.record(t_pub.elapsed());
+            // What the rules see: the tracks matched in this frame, the ones that ended.
+            let ended: HashSet<u64> = track_events
+                .iter()
+                .filter_map(|e| match e {
+                    TrackEvent::Ended(t) => Some(t.id),
+                    _ => None,
+                })
+                .collect();
+            let visible: Vec<&Track> = tracker.visible().collect();
             if let Some(cw) = &mut crossing {
                 let t_cross = Instant::now();
-                let ended: HashSet<u64> = track_events
-                    .iter()
-                    .filter_map(|e| match e {
-                        TrackEvent::Ended(t) => Some(t.id),
-                        _ => None,
-                    })
-                    .collect();
-                let visible: Vec<&Track> = tracker.visible().collect();
                 let n_evidence = cw.evidence_time.len();
                 let out = cw.on_frame(&d.frame, &visible, &dets, &ended, &mut factory);
                 send_all(out, ctx, summary)?;
@@ -482,14 +483,6 @@ fn run_once(
             frame_width = d.frame.width;
             if let Some(vw) = &mut vehicles {
                 let t_pl = Instant::now();
-                let ended: HashSet<u64> = track_events
-                    .iter()
-                    .filter_map(|e| match e {
-                        TrackEvent::Ended(t) => Some(t.id),
-                        _ => None,
-                    })
-                    .collect();
-                let visible: Vec<&Track> = tracker.visible().collect();
                 let out = match vw.on_frame(&d.frame, &visible, &ended, &mut factory) {
                     Ok(out) => out,
                     Err(e) => {

@@ -64,6 +64,32 @@ pub(crate) fn environment(
         })
 }
 
+/// An ONNX Runtime session for a verified model file: `threads` intra-op threads, one
+/// inter-op thread; `spin`: whether idle threads spin (fast for a model run back to back,
+/// wasteful for one run now and then beside others).
+pub(crate) fn open_model(
+    ort_library: &Path,
+    model_path: &Path,
+    threads: usize,
+    spin: bool,
+) -> Result<Session, DetectError> {
+    let env = environment(ort_library)?;
+    let load_err = |e: ort::Error| DetectError::Load {
+        path: model_path.to_path_buf(),
+        message: e.to_string(),
+    };
+    Session::builder(env)
+        .map_err(load_err)?
+        .with_intra_threads(threads)
+        .map_err(|e| load_err(ort::Error::from(e)))?
+        .with_inter_threads(1)
+        .map_err(|e| load_err(ort::Error::from(e)))?
+        .with_intra_op_spinning(spin)
+        .map_err(|e| load_err(ort::Error::from(e)))?
+        .commit_from_file(model_path)
+        .map_err(load_err)
+}
+
 pub struct Detector {
     session: Session,
     manifest: ModelManifest,
@@ -82,19 +108,7 @@ impl Detector {
     ) -> Result<Detector, DetectError> {
         let manifest = ModelManifest::load(manifest_path)?;
         let model_path = manifest.verified_file(models_dir, manifest_path)?;
-        let env = environment(ort_library)?;
-        let load_err = |e: ort::Error| DetectError::Load {
-            path: model_path.clone(),
-            message: e.to_string(),
-        };
-        let session = Session::builder(env)
-            .map_err(load_err)?
-            .with_intra_threads(intra_threads)
-            .map_err(|e| load_err(ort::Error::from(e)))?
-            .with_inter_threads(1)
-            .map_err(|e| load_err(ort::Error::from(e)))?
-            .commit_from_file(&model_path)
-            .map_err(load_err)?;
+        let session = open_model(ort_library, &model_path, intra_threads, true)?;
         let shape_err = |message: String| DetectError::Shape {
             path: model_path.clone(),
             manifest: manifest_path.to_path_buf(),

@@ -9,7 +9,7 @@ use ort::value::TensorRef;
 use serde::Deserialize;
 
 use super::geometry::Rgb;
-use crate::detect::{environment, DetectError};
+use crate::detect::{open_model, DetectError};
 use crate::manifest::{verify_model_file, ManifestError, ModelSource};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,23 +77,9 @@ fn open_session(
     let manifest = PlateModelManifest::load(manifest_path, role)?;
     let model_path =
         verify_model_file(models_dir, &manifest.file, &manifest.sha256, manifest_path)?;
-    let env = environment(ort_library)?;
-    let load_err = |e: ort::Error| DetectError::Load {
-        path: model_path.clone(),
-        message: e.to_string(),
-    };
-    let session = Session::builder(env)
-        .map_err(load_err)?
-        .with_intra_threads(threads)
-        .map_err(|e| load_err(ort::Error::from(e)))?
-        .with_inter_threads(1)
-        .map_err(|e| load_err(ort::Error::from(e)))?
-        // The plate models run now and then between detector frames: their threads sleep
-        // when idle instead of spinning on the cores the detector needs.
-        .with_intra_op_spinning(false)
-        .map_err(|e| load_err(ort::Error::from(e)))?
-        .commit_from_file(&model_path)
-        .map_err(load_err)?;
+    // The plate models run now and then between detector frames: their threads sleep when
+    // idle instead of spinning on the cores the detector needs.
+    let session = open_model(ort_library, &model_path, threads, false)?;
     if !session
         .inputs()
         .iter()
