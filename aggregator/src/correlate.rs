@@ -263,30 +263,13 @@ mod tests {
         let slow = pass(B, t0 + 1_800_000, "苏E12345");
         assert!(cloned_plate(&reg, &cfg, &agg(), &slow, std::slice::from_ref(&a)).is_empty());
         // Same checkpoint, other plate, unknown checkpoint: nothing.
-        assert!(cloned_plate(
-            &reg,
-            &cfg,
-            &agg(),
-            &pass(A, t0 + 1, "苏E12345"),
-            std::slice::from_ref(&a)
-        )
-        .is_empty());
-        assert!(cloned_plate(
-            &reg,
-            &cfg,
-            &agg(),
-            &pass(B, t0 + 1, "苏E99999"),
-            std::slice::from_ref(&a)
-        )
-        .is_empty());
-        assert!(cloned_plate(
-            &reg,
-            &cfg,
-            &agg(),
-            &pass("32050500051210000009", t0 + 1, "苏E12345"),
-            std::slice::from_ref(&a)
-        )
-        .is_empty());
+        for other in [
+            pass(A, t0 + 1, "苏E12345"),
+            pass(B, t0 + 1, "苏E99999"),
+            pass("32050500051210000009", t0 + 1, "苏E12345"),
+        ] {
+            assert!(cloned_plate(&reg, &cfg, &agg(), &other, std::slice::from_ref(&a)).is_empty());
+        }
     }
 
     #[test]

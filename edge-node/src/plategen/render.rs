@@ -177,28 +177,19 @@ impl PlateFont {
                 }
                 dot = Some((220.0, 45.0));
             }
-            PlateStyle::Green => {
-                let (cw, gap, big) = (43.0, 9.0, 49.0);
-                let n = chars.len();
-                let total = n as f32 * cw
-                    + n.saturating_sub(2) as f32 * gap
-                    + if n > 2 { big } else { 0.0 };
-                let mut x = (480.0 - total) / 2.0;
-                for i in 0..n {
-                    boxes.push((x, 25.0, cw, 90.0));
-                    x += cw + if i == 1 { big } else { gap };
-                    if i == 1 {
-                        dot = Some((x - big / 2.0, 70.0));
-                    }
-                }
-            }
             _ => {
-                let (cw, gap, big) = (45.0, 12.0, 34.0);
+                // One row: character width, gap, and the wider gap holding the dot after the
+                // second character (480 mm new-energy plates have eight narrower characters).
+                let (cw, gap, big) = if style == PlateStyle::Green {
+                    (43.0, 9.0, 49.0)
+                } else {
+                    (45.0, 12.0, 34.0)
+                };
                 let n = chars.len();
                 let total = n as f32 * cw
                     + n.saturating_sub(2) as f32 * gap
                     + if n > 2 { big } else { 0.0 };
-                let mut x = (440.0 - total) / 2.0;
+                let mut x = (wmm - total) / 2.0;
                 for i in 0..n {
                     boxes.push((x, 25.0, cw, 90.0));
                     x += cw + if i == 1 { big } else { gap };
