@@ -26,6 +26,9 @@ fi
 
 mkdir -p out
 rm -rf out/state
+# The demo config names files under .cache/; point it at the cache in use (TRAFFIC_CACHE).
+CACHE_DIR=${TRAFFIC_CACHE:-$ROOT/.cache}
+sed -e "s|\"\.cache/|\"$CACHE_DIR/|g" configs/edge-demo.toml > out/edge-demo.toml
 rm -f out/demo-aggregator.db out/demo-aggregator.db-wal out/demo-aggregator.db-shm
 # The demo replays a recording with fixed frame times (2026-11-29): keep its events whatever
 # today's date, instead of purging them as past their retention period.
@@ -45,7 +48,7 @@ ADDR=$(cat out/aggregator.addr)
 
 echo "demo: edge node on vtest.avi (795 frames) and the checkpoint clip, side by side..." >&2
 status=0
-"$BIN/edge-node" --config configs/edge-demo.toml --summary-json out/edge-summary.json 2> out/edge-node.log || status=$?
+"$BIN/edge-node" --config out/edge-demo.toml --summary-json out/edge-summary.json 2> out/edge-node.log || status=$?
 [ $status -eq 0 ] || { tail -20 out/edge-node.log >&2; echo "demo: the edge node exited with $status (log: out/edge-node.log)" >&2; }
 
 # Give the last events and evidence images (sent at a lower priority) a moment to be stored.
