@@ -1,9 +1,10 @@
 //! Stage `serve`: the HTTP JSON API.
 //!
 //! - `GET /health`: liveness and ingest counters.
-//! - `GET /api/v1/events?checkpoint=&camera=&kind=&class=&from=&to=&limit=&cursor=`: events
-//!   in frame-time order, paginated by cursor. `from`/`to` take UTC milliseconds or RFC 3339
-//!   (`2026-11-29T08:00:00Z`); `from` is inclusive, `to` exclusive.
+//! - `GET /api/v1/openapi.json`: the OpenAPI 3 document of this API (`aggregator/openapi.json`).
+//! - `GET /api/v1/events`, `/api/v1/trajectory`, `/api/v1/flow`, `/api/v1/key-vehicles`: the
+//!   operator queries of [`crate::query`], also served over zenoh. `from`/`to` take UTC
+//!   milliseconds or RFC 3339 (`2026-11-29T08:00:00Z`); `from` is inclusive, `to` exclusive.
 //! - `GET /api/v1/events/{event_id}`: one event.
 //! - `GET /api/v1/stats`: events per kind, ended object tracks per class.
 //! - `GET /api/v1/checkpoints`: the checkpoint registry (id, name, coordinates, county).
@@ -19,17 +20,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use protocol::EventKind;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::ingest::IngestMetrics;
-use crate::store::{EventFilter, EventStore, StoreError};
+use crate::store::{EventStore, StoreError};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -41,12 +40,30 @@ pub struct ApiState {
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
     pub watchlist: Arc<crate::watchlist::Watchlist>,
     pub session: zenoh::Session,
+    /// The GA/T 1400 exporter's counters, when export is on.
+    pub export: Option<Arc<crate::viid::ExportMetrics>>,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/api/v1/events", get(list_events))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route(
+            "/api/v1/events",
+            get(|State(s): State<ApiState>, RawQuery(q): RawQuery| run_query("events", s, q)),
+        )
+        .route(
+            "/api/v1/trajectory",
+            get(|State(s): State<ApiState>, RawQuery(q): RawQuery| run_query("trajectory", s, q)),
+        )
+        .route(
+            "/api/v1/flow",
+            get(|State(s): State<ApiState>, RawQuery(q): RawQuery| run_query("flow", s, q)),
+        )
+        .route(
+            "/api/v1/key-vehicles",
+            get(|State(s): State<ApiState>, RawQuery(q): RawQuery| run_query("key_vehicles", s, q)),
+        )
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/checkpoints", get(checkpoints))
@@ -96,6 +113,13 @@ async fn get_watchlist(State(s): State<ApiState>) -> Response {
 
 async fn put_watchlist(State(s): State<ApiState>, body: axum::body::Bytes) -> Response {
     use crate::watchlist::WatchlistError;
+    if s.watchlist.follows_upstream {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "this county aggregator follows the city's watch list (watchlist.follow_upstream); put new versions in force at the city aggregator"})),
+        )
+            .into_response();
+    }
     let wl = s.watchlist.clone();
     let result =
         tokio::task::spawn_blocking(move || wl.replace_bytes(&body, "PUT /api/v1/watchlist"))
@@ -133,7 +157,8 @@ async fn prometheus(State(s): State<ApiState>) -> impl IntoResponse {
     )
 }
 
-struct ApiError(StatusCode, String);
+/// An HTTP status and the message the client gets as `{"error": ...}`.
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -145,6 +170,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Cursor(_) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            StoreError::Query(_) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
             StoreError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
             StoreError::Review(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
             _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -152,7 +178,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-async fn with_store<T: Send + 'static>(
+pub(crate) async fn with_store<T: Send + 'static>(
     state: &ApiState,
     f: impl FnOnce(&mut dyn EventStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -164,77 +190,44 @@ async fn with_store<T: Send + 'static>(
 }
 
 async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "id": s.id, "scope": s.scope, "ingest": s.metrics.snapshot() }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListParams {
-    checkpoint: Option<String>,
-    camera: Option<String>,
-    kind: Option<String>,
-    class: Option<String>,
-    plate: Option<String>,
-    review: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
-fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
+    let mut h =
+        json!({ "status": "ok", "id": s.id, "scope": s.scope, "ingest": s.metrics.snapshot() });
+    if let Some(m) = &s.export {
+        use std::sync::atomic::Ordering::Relaxed;
+        let queue = with_store(&s, |st| st.export_stats()).await.ok();
+        h["export"] = json!({
+            "registered": m.registered.load(Relaxed),
+            "registrations": m.registrations.load(Relaxed),
+            "exported": m.exported.load(Relaxed),
+            "refused": m.refused.load(Relaxed),
+            "gave_up": m.gave_up.load(Relaxed),
+            "posts_failed": m.posts_failed.load(Relaxed),
+            "queued": queue.as_ref().map(|q| q.queued),
+            "failed": queue.as_ref().map(|q| q.failed),
+        });
     }
-    protocol::time::parse_rfc3339_ms(v).ok_or_else(|| {
-        ApiError(StatusCode::BAD_REQUEST, format!("{name} '{v}' is neither UTC milliseconds nor an RFC 3339 time like 2026-11-29T08:00:00Z"))
-    })
+    Json(h)
 }
 
-async fn list_events(
-    State(s): State<ApiState>,
-    q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<crate::store::Page>, ApiError> {
-    let Query(q) = q.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{e}; parameters: checkpoint, camera, kind, class, plate, review, from, to, limit, cursor"
-            ),
-        )
-    })?;
-    let kind = match &q.kind {
-        None => None,
-        Some(k) => Some(EventKind::parse(k).ok_or_else(|| {
-            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("kind '{k}' is unknown; kinds: {}", known.join(", ")),
-            )
-        })?),
-    };
-    let filter = EventFilter {
-        checkpoint_id: q.checkpoint,
-        camera_id: q.camera,
-        kind,
-        class: q.class,
-        plate: q.plate,
-        review: match &q.review {
-            None => None,
-            Some(r) => Some(serde_json::from_value::<protocol::ReviewState>(json!(r)).map_err(|_| {
-                ApiError(StatusCode::BAD_REQUEST, format!("review '{r}' is unknown; states: not_required, pending, confirmed, rejected"))
-            })?),
-        },
-        from_ms: q
-            .from
-            .as_deref()
-            .map(|v| parse_time("from", v))
-            .transpose()?,
-        to_ms: q.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
-        limit: q.limit.unwrap_or(100),
-        cursor: q.cursor,
-    };
-    Ok(Json(with_store(&s, move |st| st.list(&filter)).await?))
+/// `GET /api/v1/<query>?...`: one operator query of [`crate::query`].
+async fn run_query(
+    name: &'static str,
+    s: ApiState,
+    params: Option<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(
+        crate::query::answer(&s, name, params.as_deref().unwrap_or("")).await?,
+    ))
+}
+
+/// The OpenAPI 3 document of this API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 async fn get_event(
@@ -300,4 +293,50 @@ async fn checkpoints(State(s): State<ApiState>) -> Json<serde_json::Value> {
 async fn stats(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     let st = with_store(&s, |st| st.stats()).await?;
     Ok(Json(json!({ "store": st, "ingest": s.metrics.snapshot() })))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every route the router serves is in the OpenAPI document with its methods, and the
+    /// document names no route the router lacks.
+    #[test]
+    fn openapi_document_matches_the_router() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("valid JSON");
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let src = include_str!("api.rs");
+        let mut routes = std::collections::BTreeMap::new();
+        for part in src.split(".route(").skip(1) {
+            let path = part.split('"').nth(1).unwrap().to_string();
+            let call = &part[..part.find(")\n").unwrap_or(part.len())];
+            let mut methods: Vec<&str> = ["get", "post", "put", "delete"]
+                .into_iter()
+                .filter(|m| call.contains(&format!("{m}(")))
+                .collect();
+            methods.sort();
+            if path.starts_with('/') {
+                routes.insert(path, methods);
+            }
+        }
+        assert!(routes.len() >= 14, "{routes:?}");
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, methods) in &routes {
+            let entry = paths
+                .get(path)
+                .unwrap_or_else(|| panic!("{path} missing from openapi.json"));
+            let mut documented: Vec<&str> = entry
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            documented.sort();
+            assert_eq!(&documented, methods, "{path}");
+        }
+        for path in paths.keys() {
+            assert!(
+                routes.contains_key(path),
+                "{path} documented but not routed"
+            );
+        }
+    }
 }

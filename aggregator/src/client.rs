@@ -48,6 +48,23 @@ fn send_json(
     Ok((status, String::from_utf8_lossy(&out).into_owned()))
 }
 
+/// Sends `method path` with `headers` (a Content-Length is added for the body); returns the
+/// status code, the header block and the body.
+pub fn request_with(
+    addr: impl ToSocketAddrs,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    request(addr, &head, body)
+}
+
 fn request(
     addr: impl ToSocketAddrs,
     head_start: &str,

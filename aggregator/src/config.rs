@@ -41,6 +41,9 @@ pub struct AggregatorConfig {
     /// The vehicle registry and watch list pushed down to the edge nodes.
     #[serde(default)]
     pub watchlist: crate::watchlist::WatchlistConfig,
+    /// GA/T 1400 export of vehicle passes to an upstream platform.
+    #[serde(default)]
+    pub export: crate::viid::ExportConfig,
 }
 
 fn default_road_factor() -> f64 {
@@ -287,6 +290,22 @@ impl AggregatorConfig {
                 self.correlation.max_speed_kmh, self.correlation.window_hours
             ));
         }
+        if self.watchlist.follow_upstream && !matches!(scope, Some(Scope::County(_))) {
+            errors.push(format!(
+                "watchlist.follow_upstream: only a county aggregator follows a city's watch list (scope is '{}')",
+                self.scope
+            ));
+        }
+        self.export.check(&mut errors);
+        if self.export.enabled
+            && self.export.image_base_url.is_none()
+            && (self.http.listen.starts_with("0.0.0.0") || self.http.listen.starts_with("[::]"))
+        {
+            errors.push(format!(
+                "export.image_base_url: http.listen '{}' is no address the platform can fetch images from; set export.image_base_url, e.g. http://10.0.0.8:8080/api/v1/evidence/",
+                self.http.listen
+            ));
+        }
         if self.retention.purge_interval_secs == 0 {
             errors.push("retention.purge_interval_secs must be at least 1".into());
         }
@@ -346,10 +365,17 @@ mod tests {
     #[test]
     fn all_problems_at_once() {
         let raw: AggregatorConfig =
-            toml::from_str("id = \"1\"\nscope = \"galaxy\"\n[http]\nlisten = \"nowhere\"\n")
+            toml::from_str("id = \"1\"\nscope = \"galaxy\"\n[http]\nlisten = \"nowhere\"\n[watchlist]\nfollow_upstream = true\n")
                 .unwrap();
         let e = raw.validate(Path::new("a.toml")).unwrap_err().to_string();
-        for n in ["'a.toml'", "3 problem", "'1'", "'galaxy'", "'nowhere'"] {
+        for n in [
+            "'a.toml'",
+            "4 problem",
+            "'1'",
+            "'galaxy'",
+            "'nowhere'",
+            "follow_upstream",
+        ] {
             assert!(e.contains(n), "{n} missing from {e}");
         }
     }

@@ -135,6 +135,79 @@ pub fn cloned_plate(
     out
 }
 
+pub const WATCH_LIST_RULE: &str = "aggregator.watch_list";
+
+/// The watch list in force, indexed by plate, for checks at ingest.
+pub struct WatchIndex {
+    pub version: u64,
+    by_plate: std::collections::HashMap<String, Vec<protocol::registry::Status>>,
+}
+
+impl WatchIndex {
+    pub fn new(f: &protocol::registry::RegistryFile) -> WatchIndex {
+        WatchIndex {
+            version: f.version,
+            by_plate: f
+                .vehicles
+                .iter()
+                .filter(|r| !r.status.is_empty())
+                .map(|r| (r.plate.clone(), r.status.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Watch-list hits the node could not raise: passes it checked against an older registry
+/// version than the one in force here, or against none. One anomaly per pass (its id derives
+/// from the pass), so replays and later versions do not repeat it.
+pub fn watch_list_hits(w: &WatchIndex, aggregator: &DeviceId, pass: &Event) -> Option<Event> {
+    let EventBody::VehiclePass(v) = &pass.body else {
+        return None;
+    };
+    let plate = v.plate.as_deref()?;
+    if v.registry_version.is_some_and(|n| n >= w.version) {
+        return None; // the node checked it against this version or a newer one
+    }
+    let status = w.by_plate.get(plate)?;
+    let list: Vec<&str> = status.iter().map(|s| s.as_str()).collect();
+    Some(Event {
+        schema_version: SCHEMA_VERSION,
+        event_id: derived_id(
+            pass.frame_time_ms,
+            &format!("{WATCH_LIST_RULE}|{}", pass.event_id),
+        ),
+        severity: Severity::Alert,
+        node_id: aggregator.clone(),
+        checkpoint_id: pass.checkpoint_id.clone(),
+        camera_id: pass.camera_id.clone(),
+        lane: pass.lane,
+        frame_time_ms: pass.frame_time_ms,
+        detections: pass.detections.clone(),
+        rule: Some(RuleRef {
+            id: WATCH_LIST_RULE.into(),
+            version: 1,
+        }),
+        evidence: pass.evidence.clone(),
+        review: ReviewState::Pending,
+        body: EventBody::PlateAnomaly(PlateAnomaly {
+            anomaly: AnomalyType::WatchList,
+            plate: plate.to_string(),
+            passes: vec![pass.event_id.clone()],
+            distance_km: None,
+            interval_secs: None,
+            implied_speed_kmh: None,
+            detail: Some(format!(
+                "watch list: {} (registry version {} at the aggregator; the node checked {})",
+                list.join(", "),
+                w.version,
+                v.registry_version
+                    .map(|n| format!("version {n}"))
+                    .unwrap_or_else(|| "none".into())
+            )),
+        }),
+    })
+}
+
 /// Correlates stored passes of `batch` against the passes of the same plates and stores the
 /// anomalies; returns how many new anomalies were stored.
 pub fn correlate_batch(
@@ -142,11 +215,15 @@ pub fn correlate_batch(
     reg: &Registry,
     cfg: &CorrelationConfig,
     aggregator: &DeviceId,
+    watch: Option<&WatchIndex>,
     batch: &[Event],
 ) -> Result<usize, StoreError> {
     let window_ms = (cfg.window_hours * 3_600_000.0) as i64;
     let mut anomalies = Vec::new();
     for pass in batch.iter().filter(|e| e.kind() == EventKind::VehiclePass) {
+        if let Some(hit) = watch.and_then(|w| watch_list_hits(w, aggregator, pass)) {
+            anomalies.push(hit);
+        }
         let Some(plate) = plate_of(pass) else {
             continue;
         };
@@ -231,6 +308,7 @@ mod tests {
                 first_seen_ms: None,
                 last_seen_ms: None,
                 plate_reads: 0,
+                registry_version: None,
             }),
         }
     }
@@ -284,7 +362,7 @@ mod tests {
                                                    // The later pass arrives first.
         for batch in [vec![b.clone()], vec![c.clone()], vec![a.clone()]] {
             store.insert_batch(&batch, 0).unwrap();
-            correlate_batch(&mut store, &reg, &cfg, &agg(), &batch).unwrap();
+            correlate_batch(&mut store, &reg, &cfg, &agg(), None, &batch).unwrap();
         }
         let anomalies = store
             .list(&EventFilter {
@@ -302,7 +380,7 @@ mod tests {
         ));
         // Replaying every pass stores nothing new.
         assert_eq!(
-            correlate_batch(&mut store, &reg, &cfg, &agg(), &[a, b, c]).unwrap(),
+            correlate_batch(&mut store, &reg, &cfg, &agg(), None, &[a, b, c]).unwrap(),
             0
         );
         let by_plate = store
@@ -318,5 +396,58 @@ mod tests {
             4,
             "3 passes and the anomaly under the plate"
         );
+    }
+
+    #[test]
+    fn watch_list_checked_here_when_the_node_had_an_older_version_or_none() {
+        use protocol::registry::{RegistryFile, Status, VehicleRecord};
+        let rec = |plate: &str, status: Vec<Status>| VehicleRecord {
+            plate: plate.into(),
+            plate_class: None,
+            plate_colour: None,
+            vehicle_class: None,
+            use_character: None,
+            status,
+            short_route: false,
+        };
+        let w = WatchIndex::new(&RegistryFile {
+            version: 5,
+            issued_by: "city".into(),
+            vehicles: vec![
+                rec("苏E12345", vec![Status::Scrapped, Status::Wanted]),
+                rec("苏E00001", vec![]),
+            ],
+        });
+        let mut p = pass(A, 1_790_000_000_000, "苏E12345");
+        let hit = watch_list_hits(&w, &agg(), &p).expect("no registry at the node: checked here");
+        let EventBody::PlateAnomaly(a) = &hit.body else {
+            panic!()
+        };
+        assert_eq!(a.anomaly, AnomalyType::WatchList);
+        assert_eq!(a.passes, vec![p.event_id.clone()]);
+        assert!(a.detail.as_deref().unwrap().contains("scrapped, wanted"));
+        assert_eq!(hit.review, ReviewState::Pending);
+        // The same pass gives the same anomaly id (idempotent across replays).
+        assert_eq!(
+            watch_list_hits(&w, &agg(), &p).unwrap().event_id,
+            hit.event_id
+        );
+        if let EventBody::VehiclePass(v) = &mut p.body {
+            v.registry_version = Some(4);
+        }
+        assert!(
+            watch_list_hits(&w, &agg(), &p).is_some(),
+            "older version at the node"
+        );
+        if let EventBody::VehiclePass(v) = &mut p.body {
+            v.registry_version = Some(5);
+        }
+        assert!(
+            watch_list_hits(&w, &agg(), &p).is_none(),
+            "the node checked this version"
+        );
+        // Listed without a status, or not listed: nothing.
+        assert!(watch_list_hits(&w, &agg(), &pass(A, 1, "苏E00001")).is_none());
+        assert!(watch_list_hits(&w, &agg(), &pass(A, 1, "苏E99999")).is_none());
     }
 }

@@ -174,6 +174,8 @@ pub struct Correlator {
     pub registry: crate::checkpoints::Registry,
     pub cfg: crate::correlate::CorrelationConfig,
     pub aggregator_id: protocol::DeviceId,
+    /// The watch list in force, checked against passes the node could not check.
+    pub watchlist: Option<std::sync::Arc<crate::watchlist::Watchlist>>,
 }
 
 /// The writer loop; returns when every sender is gone and the queue is drained.
@@ -184,6 +186,7 @@ pub fn run_writer(
     correlator: &Correlator,
 ) {
     let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
+    let mut watch: Option<crate::correlate::WatchIndex> = None;
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(x) => x,
@@ -235,11 +238,18 @@ pub fn run_writer(
                     debug!(batch = batch.len(), new, "Events stored");
                     // Correlation reads committed rows; a failure here loses no event (the
                     // passes are stored) and is logged.
+                    let current = correlator.watchlist.as_ref().and_then(|w| w.current());
+                    if let Some(f) = current {
+                        if watch.as_ref().map(|w| w.version) != Some(f.version) {
+                            watch = Some(crate::correlate::WatchIndex::new(&f));
+                        }
+                    }
                     match crate::correlate::correlate_batch(
                         store.as_mut(),
                         &correlator.registry,
                         &correlator.cfg,
                         &correlator.aggregator_id,
+                        watch.as_ref(),
                         &batch,
                     ) {
                         Ok(n) => {

@@ -11,8 +11,10 @@ pub mod correlate;
 pub mod ingest;
 pub mod metrics;
 pub mod pg;
+pub mod query;
 pub mod retention;
 pub mod store;
+pub mod viid;
 pub mod watchlist;
 
 use std::net::SocketAddr;
@@ -53,6 +55,10 @@ pub struct Running {
     evidence_subscriber: Option<zenoh::pubsub::Subscriber<()>>,
     token: Option<zenoh::liveliness::LivelinessToken>,
     watchlist_queryable: Option<zenoh::query::Queryable<()>>,
+    query_queryable: Option<zenoh::query::Queryable<()>>,
+    watchlist_follower: Option<zenoh::pubsub::Subscriber<()>>,
+    exporter: Option<std::thread::JoinHandle<()>>,
+    export_stop: Arc<std::sync::atomic::AtomicBool>,
     writer: Option<std::thread::JoinHandle<()>>,
     http: tokio::task::JoinHandle<()>,
     http_stop: tokio::sync::oneshot::Sender<()>,
@@ -126,16 +132,45 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     // The PostgreSQL client blocks and owns a runtime of its own: it is opened (and later
     // dropped) off the async runtime.
     let storage = cfg.raw.storage.clone();
-    let (writer_store, reader_store, purge_store) =
+    let exporting = cfg.raw.export.enabled;
+    let (mut writer_store, reader_store, purge_store, export_store) =
         tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             Ok((
                 store::open(&storage)?,
                 store::open(&storage)?,
                 store::open(&storage)?,
+                if exporting {
+                    Some(store::open(&storage)?)
+                } else {
+                    None
+                },
             ))
         })
         .await
         .expect("opening the store does not panic")?;
+    // Passes stored from now on are queued for export in the same transaction.
+    writer_store.set_export_queue(exporting);
+    let export_metrics = Arc::new(viid::ExportMetrics::default());
+    let export_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let exporter = export_store.map(|st| {
+        let exporter = viid::Exporter {
+            cfg: cfg.raw.export.clone(),
+            aggregator_id: cfg.id.to_string(),
+            image_base_url: cfg
+                .raw
+                .export
+                .image_base_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{http_addr}/api/v1/evidence/")),
+            checkpoints: cfg.checkpoints.all().into_iter().cloned().collect(),
+            metrics: export_metrics.clone(),
+        };
+        let stop = export_stop.clone();
+        std::thread::Builder::new()
+            .name("viid-export".into())
+            .spawn(move || exporter.run(st, stop))
+            .expect("spawning a thread")
+    });
 
     let default_dir = match &cfg.raw.storage.sqlite_path {
         p if cfg.raw.storage.backend == config::Backend::Sqlite => p
@@ -161,6 +196,15 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     let watchlist_queryable = watchlist::serve(&session, watchlist.clone())
         .await
         .map_err(zenoh_err)?;
+    let watchlist_follower = if watchlist.follows_upstream {
+        Some(
+            watchlist::follow(&session, watchlist.clone())
+                .await
+                .map_err(zenoh_err)?,
+        )
+    } else {
+        None
+    };
     watchlist::publish(&session, &watchlist).await;
 
     let m = metrics.clone();
@@ -168,6 +212,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         registry: cfg.checkpoints.clone(),
         cfg: cfg.raw.correlation.clone(),
         aggregator_id: cfg.id.clone(),
+        watchlist: Some(watchlist.clone()),
     };
     let writer = std::thread::Builder::new()
         .name("ingest-writer".into())
@@ -193,7 +238,11 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         http_metrics: Default::default(),
         watchlist,
         session: session.clone(),
+        export: exporting.then(|| export_metrics.clone()),
     };
+    let query_queryable = query::serve(&session, state.clone(), &cfg.scope_label, &cfg.id)
+        .await
+        .map_err(zenoh_err)?;
     let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(state);
     let http = tokio::spawn(async move {
@@ -212,6 +261,10 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         evidence_subscriber: Some(evidence_subscriber),
         token: Some(token),
         watchlist_queryable: Some(watchlist_queryable),
+        query_queryable: Some(query_queryable),
+        watchlist_follower,
+        exporter,
+        export_stop,
         writer: Some(writer),
         http,
         http_stop,
@@ -228,6 +281,12 @@ impl Running {
         if let Some(q) = self.watchlist_queryable.take() {
             let _ = q.undeclare().await;
         }
+        if let Some(q) = self.query_queryable.take() {
+            let _ = q.undeclare().await;
+        }
+        if let Some(s) = self.watchlist_follower.take() {
+            let _ = s.undeclare().await;
+        }
         if let Some(s) = self.subscriber.take() {
             let _ = s.undeclare().await;
         }
@@ -237,6 +296,11 @@ impl Running {
         let _ = self.session.close().await;
         if let Some(w) = self.writer.take() {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        self.export_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(x) = self.exporter.take() {
+            let _ = tokio::task::spawn_blocking(move || x.join()).await;
         }
         let _ = self.http_stop.send(());
         let _ = self.http.await;

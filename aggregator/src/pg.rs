@@ -4,16 +4,19 @@
 
 use postgres::{Client, NoTls};
 
-use crate::store::{check_review, dialect, AuditEntry, Review, MIGRATIONS};
+use crate::store::{check_review, dialect, AuditEntry, Review, MIGRATIONS, POSTGRES};
 use protocol::Event;
 
 use crate::store::{
-    columns, decode_row, json_str, list_sql, page_from_rows, EventFilter, EventStore, EvidenceBlob,
-    Page, SqlArg, StoreError, StoreStats,
+    columns, decode_row, export_stats_from, flow_sql, json_str, list_sql, page_from_rows,
+    placeholders, EventFilter, EventStore, EvidenceBlob, ExportItem, ExportOutcome, ExportStats,
+    FlowQuery, FlowRow, Page, SqlArg, StoreError, StoreStats, EXPORT_DONE, EXPORT_DUE,
+    EXPORT_FORGET, EXPORT_REFUSED, EXPORT_STATS,
 };
 
 pub struct PgStore {
     client: Client,
+    export: bool,
 }
 
 fn pg(e: postgres::Error) -> StoreError {
@@ -57,8 +60,7 @@ impl PgStore {
             .map_err(pg)?
             .get(0);
         for (i, m) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-            tx.batch_execute(&dialect(m, "BYTEA", "BIGSERIAL PRIMARY KEY"))
-                .map_err(pg)?;
+            tx.batch_execute(&dialect(m, &POSTGRES)).map_err(pg)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version) VALUES ($1)",
                 &[&(i as i32 + 1)],
@@ -66,7 +68,19 @@ impl PgStore {
             .map_err(pg)?;
         }
         tx.commit().map_err(pg)?;
-        Ok(PgStore { client })
+        Ok(PgStore {
+            client,
+            export: false,
+        })
+    }
+}
+
+impl PgStore {
+    fn query(&mut self, sql: &str, args: Vec<SqlArg>) -> Result<Vec<postgres::Row>, StoreError> {
+        let params: Vec<_> = args.into_iter().map(SqlArg::into_pg).collect();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|b| b.as_ref()).collect();
+        self.client.query(sql, &refs).map_err(pg)
     }
 }
 
@@ -75,15 +89,21 @@ impl EventStore for PgStore {
         let mut tx = self.client.transaction().map_err(pg)?;
         let stmt = tx
             .prepare(
-                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json, plate)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (event_id) DO NOTHING",
+                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json, plate, lane)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .map_err(pg)?;
+        let queue = tx
+            .prepare(
+                "INSERT INTO export_queue (event_id, state, attempts, next_try_ms, enqueued_ms)
+                 VALUES ($1, 'queued', 0, $2, $2) ON CONFLICT (event_id) DO NOTHING",
             )
             .map_err(pg)?;
         let mut new = 0;
         for ev in events {
             let c = columns(ev);
             let json = String::from_utf8(ev.encode()).expect("JSON is UTF-8");
-            new += tx
+            let inserted = tx
                 .execute(
                     &stmt,
                     &[
@@ -100,9 +120,15 @@ impl EventStore for PgStore {
                         &c.phase,
                         &json,
                         &c.plate,
+                        &ev.lane.map(i64::from),
                     ],
                 )
                 .map_err(pg)? as usize;
+            if self.export && inserted == 1 && ev.kind() == protocol::EventKind::VehiclePass {
+                tx.execute(&queue, &[&ev.event_id, &received_ms])
+                    .map_err(pg)?;
+            }
+            new += inserted;
         }
         tx.commit().map_err(pg)?;
         Ok(new)
@@ -119,24 +145,27 @@ impl EventStore for PgStore {
 
     fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError> {
         let (sql, args, limit) = list_sql(f, |n| format!("${n}"))?;
-        let params: Vec<Box<dyn postgres::types::ToSql + Sync>> = args
-            .into_iter()
-            .map(|a| -> Box<dyn postgres::types::ToSql + Sync> {
-                match a {
-                    SqlArg::Int(v) => Box::new(v),
-                    SqlArg::Text(v) => Box::new(v),
-                }
-            })
-            .collect();
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            params.iter().map(|b| b.as_ref()).collect();
-        let rows = self.client.query(&sql, &refs).map_err(pg)?;
+        let rows = self.query(&sql, args)?;
         page_from_rows(
             rows.into_iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
                 .collect(),
             limit,
         )
+    }
+
+    fn flow(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError> {
+        let (sql, args) = flow_sql(q, |n| format!("${n}"))?;
+        Ok(self
+            .query(&sql, args)?
+            .into_iter()
+            .map(|r| FlowRow {
+                bucket_start_ms: r.get(0),
+                checkpoint_id: r.get(1),
+                lane: r.get(2),
+                vehicles: r.get(3),
+            })
+            .collect())
     }
 
     fn stats(&mut self) -> Result<StoreStats, StoreError> {
@@ -208,7 +237,9 @@ impl EventStore for PgStore {
             .map(|r| r.get(0))
             .collect();
         let mut images = 0;
+        let forget = placeholders(EXPORT_FORGET, |n| format!("${n}"));
         for id in &ids {
+            tx.execute(forget.as_str(), &[id]).map_err(pg)?;
             // Image ids are `<event id>-<role>`.
             images += tx
                 .execute(
@@ -270,5 +301,58 @@ impl EventStore for PgStore {
                 at_ms: r.get(4),
             })
             .collect())
+    }
+
+    fn set_export_queue(&mut self, on: bool) {
+        self.export = on;
+    }
+
+    fn export_due(&mut self, now_ms: i64, limit: usize) -> Result<Vec<ExportItem>, StoreError> {
+        let sql = placeholders(EXPORT_DUE, |n| format!("${n}"));
+        let rows = self
+            .client
+            .query(sql.as_str(), &[&now_ms, &(limit as i64)])
+            .map_err(pg)?;
+        rows.into_iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                Ok(ExportItem {
+                    event: decode_row(&id, &r.get::<_, String>(2))?,
+                    attempts: r.get::<_, i64>(1) as u32,
+                })
+            })
+            .collect()
+    }
+
+    fn export_result(
+        &mut self,
+        event_id: &str,
+        outcome: ExportOutcome,
+        _now_ms: i64,
+        next_try_ms: i64,
+    ) -> Result<(), StoreError> {
+        match outcome {
+            Ok(()) => {
+                let sql = placeholders(EXPORT_DONE, |n| format!("${n}"));
+                self.client
+                    .execute(sql.as_str(), &[&event_id])
+                    .map_err(pg)?;
+            }
+            Err((reason, give_up)) => {
+                let sql = placeholders(EXPORT_REFUSED, |n| format!("${n}"));
+                let state = if give_up { "failed" } else { "queued" };
+                self.client
+                    .execute(sql.as_str(), &[&event_id, &reason, &next_try_ms, &state])
+                    .map_err(pg)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn export_stats(&mut self) -> Result<ExportStats, StoreError> {
+        let rows = self.client.query(EXPORT_STATS, &[]).map_err(pg)?;
+        Ok(export_stats_from(
+            rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(),
+        ))
     }
 }

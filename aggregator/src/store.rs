@@ -25,6 +25,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("review refused: {0}")]
     Review(String),
+    #[error("query refused: {0}")]
+    Query(String),
     #[error("cursor '{0}' is not valid; pass the next_cursor of a previous page")]
     Cursor(String),
 }
@@ -79,11 +81,52 @@ CREATE TABLE audit (
 CREATE INDEX audit_event ON audit (event_id, id);
 CREATE INDEX events_review_time ON events (review, frame_time_ms, event_id);
 "#,
+    // Traffic flow counts vehicle passes per checkpoint and lane from the index alone.
+    r#"
+ALTER TABLE events ADD COLUMN lane BIGINT;
+UPDATE events SET lane = {lane_of_json};
+CREATE INDEX events_flow ON events (kind, frame_time_ms, checkpoint_id, lane);
+"#,
+    // The GA/T 1400 export queue, filled in the transaction that stores each new pass.
+    r#"
+CREATE TABLE export_queue (
+    event_id    TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    attempts    BIGINT NOT NULL,
+    next_try_ms BIGINT NOT NULL,
+    last_error  TEXT,
+    enqueued_ms BIGINT NOT NULL
+);
+CREATE INDEX export_due ON export_queue (state, next_try_ms, event_id);
+"#,
 ];
 
-/// Binary and auto-increment types per backend, for [`MIGRATIONS`].
-pub(crate) fn dialect(m: &str, blob: &str, serial: &str) -> String {
-    m.replace("{blob}", blob).replace("{serial}", serial)
+/// What differs between the backends' SQL, for [`MIGRATIONS`].
+pub(crate) struct Dialect {
+    /// Binary type.
+    pub blob: &'static str,
+    /// Auto-increment primary key.
+    pub serial: &'static str,
+    /// The event JSON's `lane` as an integer.
+    pub lane_of_json: &'static str,
+}
+
+pub(crate) const SQLITE: Dialect = Dialect {
+    blob: "BLOB",
+    serial: "INTEGER PRIMARY KEY AUTOINCREMENT",
+    lane_of_json: "json_extract(json, '$.lane')",
+};
+
+pub(crate) const POSTGRES: Dialect = Dialect {
+    blob: "BYTEA",
+    serial: "BIGSERIAL PRIMARY KEY",
+    lane_of_json: "(json::jsonb ->> 'lane')::bigint",
+};
+
+pub(crate) fn dialect(m: &str, d: &Dialect) -> String {
+    m.replace("{blob}", d.blob)
+        .replace("{serial}", d.serial)
+        .replace("{lane_of_json}", d.lane_of_json)
 }
 
 /// A reviewer's decision on an event awaiting review.
@@ -132,19 +175,45 @@ pub(crate) fn check_review(ev: &Event, r: &Review) -> Result<(), StoreError> {
 /// The embedded SQLite backend.
 pub struct SqliteStore {
     conn: Connection,
+    export: bool,
 }
+
+/// A vehicle pass waiting to go upstream, and how often it was tried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportItem {
+    pub event: Event,
+    pub attempts: u32,
+}
+
+/// The export queue: passes waiting, and passes the platform refused for good.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ExportStats {
+    pub queued: u64,
+    pub failed: u64,
+}
+
+/// The outcome of one export try: done, or the platform's reason and whether to give up.
+pub type ExportOutcome = Result<(), (String, bool)>;
 
 /// Filters of an event query; all optional, combined with AND.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    pub checkpoint_id: Option<String>,
+    /// Any of these checkpoints (none: every checkpoint).
+    pub checkpoints: Vec<String>,
     pub camera_id: Option<String>,
     pub kind: Option<EventKind>,
     /// Object class (`person`, `car`, ...) for object-track events.
     pub class: Option<String>,
+    /// Plate anomalies of this type (`cloned_plate`, `watch_list`, ...).
+    pub anomaly: Option<protocol::AnomalyType>,
     /// Plate text (vehicle passes and plate anomalies): exact, or with wildcards `*` (any
     /// characters) and `?` (one character).
     pub plate: Option<String>,
+    /// With `plate` (no wildcards): also plates within one edit of it (a character replaced,
+    /// dropped or added), found through the plate index.
+    pub plate_near: bool,
+    /// Any of these exact plates (e.g. the key vehicles of the registry).
+    pub plates: Vec<String>,
     /// Review state, e.g. pending.
     pub review: Option<protocol::ReviewState>,
     /// Inclusive lower bound of frame time, UTC ms.
@@ -205,11 +274,14 @@ impl SqliteStore {
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(&dialect(m, "BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"))?;
+            tx.execute_batch(&dialect(m, &SQLITE))?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore {
+            conn,
+            export: false,
+        })
     }
 
     /// Stores a batch in one transaction; returns how many were new (the rest were
@@ -223,12 +295,16 @@ impl SqliteStore {
         let mut new = 0;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json, plate)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (event_id) DO NOTHING",
+                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json, plate, lane)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT (event_id) DO NOTHING",
+            )?;
+            let mut queue = tx.prepare_cached(
+                "INSERT INTO export_queue (event_id, state, attempts, next_try_ms, enqueued_ms)
+                 VALUES (?1, 'queued', 0, ?2, ?2) ON CONFLICT (event_id) DO NOTHING",
             )?;
             for ev in events {
                 let c = columns(ev);
-                new += stmt.execute(params![
+                let inserted = stmt.execute(params![
                     ev.event_id,
                     c.kind,
                     json_str(&ev.severity),
@@ -242,7 +318,12 @@ impl SqliteStore {
                     c.phase,
                     String::from_utf8(ev.encode()).expect("JSON is UTF-8"),
                     c.plate,
+                    ev.lane,
                 ])?;
+                if self.export && inserted == 1 && ev.kind() == EventKind::VehiclePass {
+                    queue.execute(params![ev.event_id, received_ms])?;
+                }
+                new += inserted;
             }
         }
         tx.commit()?;
@@ -288,13 +369,7 @@ impl SqliteStore {
 
     pub fn list(&self, f: &EventFilter) -> Result<Page, StoreError> {
         let (sql, args, limit) = list_sql(f, |n| format!("?{n}"))?;
-        let args: Vec<rusqlite::types::Value> = args
-            .into_iter()
-            .map(|a| match a {
-                SqlArg::Int(v) => v.into(),
-                SqlArg::Text(v) => v.into(),
-            })
-            .collect();
+        let args: Vec<rusqlite::types::Value> = args.into_iter().map(SqlArg::into_sqlite).collect();
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params_from_iter(args), |r| {
             Ok((
@@ -305,6 +380,21 @@ impl SqliteStore {
         })?;
         let rows: Vec<(String, String, i64)> = rows.collect::<Result<_, _>>()?;
         page_from_rows(rows, limit)
+    }
+
+    pub fn flow(&self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError> {
+        let (sql, args) = flow_sql(q, |n| format!("?{n}"))?;
+        let args: Vec<rusqlite::types::Value> = args.into_iter().map(SqlArg::into_sqlite).collect();
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params_from_iter(args), |r| {
+            Ok(FlowRow {
+                bucket_start_ms: r.get(0)?,
+                checkpoint_id: r.get(1)?,
+                lane: r.get(2)?,
+                vehicles: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -332,6 +422,69 @@ impl SqliteStore {
     }
 }
 
+/// Traffic flow: vehicle passes in `[from_ms, to_ms)` counted per bucket (an hour by
+/// default), checkpoint and lane.
+#[derive(Debug, Clone)]
+pub struct FlowQuery {
+    /// Any of these checkpoints (none: every checkpoint).
+    pub checkpoints: Vec<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub bucket_ms: i64,
+}
+
+/// The most buckets one flow query may span (a month of hours).
+pub const MAX_FLOW_BUCKETS: i64 = 31 * 24;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlowRow {
+    /// Start of the bucket, UTC ms (buckets are aligned to the Unix epoch, so hours are whole
+    /// hours in UTC and in China Standard Time alike).
+    pub bucket_start_ms: i64,
+    pub checkpoint_id: String,
+    /// Lane number; absent for passes outside every configured lane.
+    pub lane: Option<i64>,
+    pub vehicles: i64,
+}
+
+/// The flow query's SQL with placeholders made by `ph(n)`, and its arguments.
+pub(crate) fn flow_sql(
+    q: &FlowQuery,
+    ph: impl Fn(usize) -> String,
+) -> Result<(String, Vec<SqlArg>), StoreError> {
+    if q.bucket_ms < 60_000 || q.to_ms <= q.from_ms {
+        return Err(StoreError::Query(format!(
+            "flow needs from < to and buckets of at least a minute (from {}, to {}, bucket {} ms)",
+            q.from_ms, q.to_ms, q.bucket_ms
+        )));
+    }
+    if (q.to_ms - q.from_ms) / q.bucket_ms > MAX_FLOW_BUCKETS {
+        return Err(StoreError::Query(format!(
+            "flow spans more than {MAX_FLOW_BUCKETS} buckets; narrow from/to or widen the bucket"
+        )));
+    }
+    let mut args = vec![SqlArg::Int(q.from_ms), SqlArg::Int(q.to_ms)];
+    let b = q.bucket_ms;
+    let mut sql = format!(
+        "SELECT (frame_time_ms / {b}) * {b} AS bucket, checkpoint_id, lane, COUNT(*) FROM events
+         WHERE kind = 'vehicle_pass' AND frame_time_ms >= {} AND frame_time_ms < {}",
+        ph(1),
+        ph(2)
+    );
+    if !q.checkpoints.is_empty() {
+        let mut list = Vec::new();
+        for c in &q.checkpoints {
+            args.push(SqlArg::Text(c.clone()));
+            list.push(ph(args.len()));
+        }
+        sql.push_str(&format!(" AND checkpoint_id IN ({})", list.join(", ")));
+    }
+    sql.push_str(
+        " GROUP BY bucket, checkpoint_id, lane ORDER BY bucket, checkpoint_id, lane NULLS FIRST",
+    );
+    Ok((sql, args))
+}
+
 /// One storage interface, two backends: SQLite embedded (the default) and PostgreSQL
 /// (production). Both pass the same conformance suite (tests/store_conformance.rs).
 pub trait EventStore: Send {
@@ -340,6 +493,8 @@ pub trait EventStore: Send {
     fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError>;
     fn get(&mut self, event_id: &str) -> Result<Option<Event>, StoreError>;
     fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError>;
+    /// Vehicle passes counted per time bucket, checkpoint and lane (traffic flow).
+    fn flow(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError>;
     fn stats(&mut self) -> Result<StoreStats, StoreError>;
     /// Stores an evidence image; false when it was already there.
     fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError>;
@@ -354,6 +509,49 @@ pub trait EventStore: Send {
     fn audit(&mut self, e: &AuditEntry) -> Result<(), StoreError>;
     /// An event's audit trail, oldest first.
     fn audit_of(&mut self, event_id: &str) -> Result<Vec<AuditEntry>, StoreError>;
+    /// From now on, every new vehicle pass this store stores is queued for export, in the
+    /// same transaction.
+    fn set_export_queue(&mut self, on: bool);
+    /// Queued passes due at `now_ms`, oldest first.
+    fn export_due(&mut self, now_ms: i64, limit: usize) -> Result<Vec<ExportItem>, StoreError>;
+    /// Records a try: done (the pass leaves the queue), or refused (tried again from
+    /// `next_try_ms`, or kept as failed with the reason when giving up).
+    fn export_result(
+        &mut self,
+        event_id: &str,
+        outcome: ExportOutcome,
+        now_ms: i64,
+        next_try_ms: i64,
+    ) -> Result<(), StoreError>;
+    fn export_stats(&mut self) -> Result<ExportStats, StoreError>;
+}
+
+/// The export queue's SQL, placeholders `?n` (SQLite) or `$n` (PostgreSQL).
+pub(crate) const EXPORT_DUE: &str = "SELECT q.event_id, q.attempts, e.json FROM export_queue q JOIN events e ON e.event_id = q.event_id
+     WHERE q.state = 'queued' AND q.next_try_ms <= {1} ORDER BY q.next_try_ms, q.event_id LIMIT {2}";
+pub(crate) const EXPORT_DONE: &str = "DELETE FROM export_queue WHERE event_id = {1}";
+pub(crate) const EXPORT_REFUSED: &str = "UPDATE export_queue SET attempts = attempts + 1, last_error = {2}, next_try_ms = {3}, state = {4} WHERE event_id = {1}";
+pub(crate) const EXPORT_STATS: &str = "SELECT state, COUNT(*) FROM export_queue GROUP BY state";
+pub(crate) const EXPORT_FORGET: &str = "DELETE FROM export_queue WHERE event_id = {1}";
+
+/// `{n}` placeholders of the statements above in a backend's style.
+pub(crate) fn placeholders(sql: &str, ph: impl Fn(usize) -> String) -> String {
+    let mut s = sql.to_string();
+    for n in 1..=4 {
+        s = s.replace(&format!("{{{n}}}"), &ph(n));
+    }
+    s
+}
+
+pub(crate) fn export_stats_from(rows: Vec<(String, i64)>) -> ExportStats {
+    let mut s = ExportStats::default();
+    for (state, n) in rows {
+        match state.as_str() {
+            "queued" => s.queued = n as u64,
+            _ => s.failed += n as u64,
+        }
+    }
+    s
 }
 
 impl EventStore for SqliteStore {
@@ -416,6 +614,9 @@ impl EventStore for SqliteStore {
     fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError> {
         SqliteStore::list(self, f)
     }
+    fn flow(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError> {
+        SqliteStore::flow(self, q)
+    }
     fn stats(&mut self) -> Result<StoreStats, StoreError> {
         SqliteStore::stats(self)
     }
@@ -425,6 +626,59 @@ impl EventStore for SqliteStore {
     fn get_evidence(&mut self, image_id: &str) -> Result<Option<EvidenceBlob>, StoreError> {
         SqliteStore::get_evidence(self, image_id)
     }
+    fn set_export_queue(&mut self, on: bool) {
+        self.export = on;
+    }
+
+    fn export_due(&mut self, now_ms: i64, limit: usize) -> Result<Vec<ExportItem>, StoreError> {
+        let sql = placeholders(EXPORT_DUE, |n| format!("?{n}"));
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, attempts, json) = row?;
+            out.push(ExportItem {
+                event: decode_row(&id, &json)?,
+                attempts: attempts as u32,
+            });
+        }
+        Ok(out)
+    }
+
+    fn export_result(
+        &mut self,
+        event_id: &str,
+        outcome: ExportOutcome,
+        _now_ms: i64,
+        next_try_ms: i64,
+    ) -> Result<(), StoreError> {
+        match outcome {
+            Ok(()) => {
+                let sql = placeholders(EXPORT_DONE, |n| format!("?{n}"));
+                self.conn.execute(&sql, [event_id])?;
+            }
+            Err((reason, give_up)) => {
+                let sql = placeholders(EXPORT_REFUSED, |n| format!("?{n}"));
+                let state = if give_up { "failed" } else { "queued" };
+                self.conn
+                    .execute(&sql, params![event_id, reason, next_try_ms, state])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn export_stats(&mut self) -> Result<ExportStats, StoreError> {
+        let mut stmt = self.conn.prepare_cached(EXPORT_STATS)?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(export_stats_from(rows.collect::<Result<_, _>>()?))
+    }
+
     fn purge(&mut self, kind: EventKind, before_ms: i64) -> Result<(u64, u64), StoreError> {
         let tx = self.conn.transaction()?;
         let ids: Vec<String> = {
@@ -440,8 +694,11 @@ impl EventStore for SqliteStore {
             // Image ids are `<event id>-<role>`.
             let mut stmt =
                 tx.prepare_cached("DELETE FROM evidence WHERE image_id >= ?1 AND image_id < ?2")?;
+            let mut forget =
+                tx.prepare_cached(&placeholders(EXPORT_FORGET, |n| format!("?{n}")))?;
             for id in &ids {
                 images += stmt.execute(params![format!("{id}-"), format!("{id}.")])? as u64;
+                forget.execute([id])?;
             }
         }
         tx.commit()?;
@@ -467,6 +724,22 @@ pub enum SqlArg {
     Text(String),
 }
 
+impl SqlArg {
+    fn into_sqlite(self) -> rusqlite::types::Value {
+        match self {
+            SqlArg::Int(v) => v.into(),
+            SqlArg::Text(v) => v.into(),
+        }
+    }
+
+    pub(crate) fn into_pg(self) -> Box<dyn postgres::types::ToSql + Sync> {
+        match self {
+            SqlArg::Int(v) => Box::new(v),
+            SqlArg::Text(v) => Box::new(v),
+        }
+    }
+}
+
 /// The event-list query for a filter, with placeholders made by `ph(n)` (`?n` for SQLite,
 /// `$n` for PostgreSQL); returns the SQL, its arguments and the page size.
 pub(crate) fn list_sql(
@@ -475,13 +748,37 @@ pub(crate) fn list_sql(
 ) -> Result<(String, Vec<SqlArg>, usize), StoreError> {
     let mut sql = String::from("SELECT event_id, json, frame_time_ms FROM events WHERE 1=1");
     let mut args = Vec::new();
+    let mut push_in = |sql: &mut String, column: &str, vs: Vec<String>| {
+        let mut list = Vec::with_capacity(vs.len());
+        for v in vs {
+            args.push(SqlArg::Text(v));
+            list.push(ph(args.len()));
+        }
+        sql.push_str(&format!(" AND {column} IN ({})", list.join(", ")));
+    };
+    if !f.checkpoints.is_empty() {
+        push_in(&mut sql, "checkpoint_id", f.checkpoints.clone());
+    }
+    if !f.plates.is_empty() {
+        let plates = f
+            .plates
+            .iter()
+            .map(|p| protocol::plate::normalise(p))
+            .collect();
+        push_in(&mut sql, "plate", plates);
+    }
+    if let (Some(p), true) = (&f.plate, f.plate_near) {
+        if p.contains(['*', '?']) {
+            return Err(StoreError::Query(format!(
+                "plate '{p}': a search within one edit takes a whole plate, not wildcards"
+            )));
+        }
+        push_in(&mut sql, "plate", protocol::plate::within_one_edit(p));
+    }
     let mut push = |sql: &mut String, column_op: &str, v: SqlArg| {
         args.push(v);
         sql.push_str(&format!(" AND {column_op} {}", ph(args.len())));
     };
-    if let Some(v) = &f.checkpoint_id {
-        push(&mut sql, "checkpoint_id =", SqlArg::Text(v.clone()));
-    }
     if let Some(v) = &f.camera_id {
         push(&mut sql, "camera_id =", SqlArg::Text(v.clone()));
     }
@@ -494,7 +791,15 @@ pub(crate) fn list_sql(
     if let Some(v) = f.review {
         push(&mut sql, "review =", SqlArg::Text(json_str(&v)));
     }
-    if let Some(v) = &f.plate {
+    if let Some(a) = f.anomaly {
+        push(
+            &mut sql,
+            "kind =",
+            SqlArg::Text(EventKind::PlateAnomaly.as_str().into()),
+        );
+        push(&mut sql, "class =", SqlArg::Text(a.as_str().into()));
+    }
+    if let Some(v) = f.plate.as_ref().filter(|_| !f.plate_near) {
         let p = protocol::plate::normalise(v);
         if p.contains(['*', '?']) {
             // Wildcards: `*` any run of characters, `?` one character; SQL's own are literal.

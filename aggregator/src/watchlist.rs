@@ -22,6 +22,11 @@ pub struct WatchlistConfig {
     /// `.cache/state`).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// County scope only: follow the city's watch list (the versions it publishes on this
+    /// county's key, and the version in force when this aggregator starts) instead of
+    /// keeping one of its own; edits here are refused and belong at the city.
+    #[serde(default)]
+    pub follow_upstream: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,8 @@ pub struct Watchlist {
     pub publish_keys: Vec<String>,
     /// The key expression nodes' queries arrive on.
     pub query_key: String,
+    /// Versions come from the city; local edits are refused.
+    pub follows_upstream: bool,
 }
 
 impl Watchlist {
@@ -88,6 +95,7 @@ impl Watchlist {
             current: RwLock::new(None),
             publish_keys,
             query_key,
+            follows_upstream: cfg.follow_upstream,
         };
         if let Ok(bytes) = std::fs::read(&wl.state_path) {
             match RegistryFile::decode(&bytes) {
@@ -184,6 +192,41 @@ pub async fn publish(session: &zenoh::Session, wl: &Watchlist) {
             Err(e) => warn!(key, error = %e, "Watch list not published"),
         }
     }
+}
+
+/// A county that follows its city: every newer version the city publishes on this county's
+/// key is put in force (and kept), and the version in force at the city is asked for now.
+/// Older or equal versions (this aggregator's own publication among them) are ignored.
+pub async fn follow(
+    session: &zenoh::Session,
+    wl: Arc<Watchlist>,
+) -> zenoh::Result<zenoh::pubsub::Subscriber<()>> {
+    let key = wl.query_key.clone();
+    let apply = move |origin: &str, bytes: &[u8]| match wl.replace_bytes(bytes, origin) {
+        Ok(f) => info!(
+            version = f.version,
+            origin, "Watch list followed from upstream"
+        ),
+        Err(WatchlistError::NotNewer { .. }) => {}
+        Err(e) => {
+            warn!(origin, error = %e, "Watch list from upstream refused; the version in force stays")
+        }
+    };
+    let on_sample = apply.clone();
+    let sub = session
+        .declare_subscriber(&key)
+        .callback(move |s| on_sample(s.key_expr().as_str(), &s.payload().to_bytes()))
+        .await?;
+    let replies = session
+        .get(&key)
+        .timeout(std::time::Duration::from_secs(2))
+        .await?;
+    while let Ok(r) = replies.recv_async().await {
+        if let Ok(s) = r.result() {
+            apply(s.key_expr().as_str(), &s.payload().to_bytes());
+        }
+    }
+    Ok(sub)
 }
 
 /// Answers nodes asking for the watch list of their county with the version in force.

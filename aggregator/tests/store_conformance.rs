@@ -6,7 +6,8 @@ use aggregator::config::RetentionConfig;
 use aggregator::pg::PgStore;
 use aggregator::retention::purge_once;
 use aggregator::store::{
-    AuditEntry, EventFilter, EventStore, EvidenceBlob, Review, SqliteStore, StoreError,
+    AuditEntry, EventFilter, EventStore, EvidenceBlob, ExportStats, FlowQuery, FlowRow, Review,
+    SqliteStore, StoreError,
 };
 use protocol::*;
 
@@ -267,6 +268,7 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
                 first_seen_ms: None,
                 last_seen_ms: None,
                 plate_reads: 0,
+                registry_version: None,
             });
             e
         })
@@ -294,7 +296,154 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
         plates("苏E%").is_empty(),
         "SQL wildcards in the input are literal"
     );
-    assert_eq!(store.purge(EventKind::VehiclePass, i64::MAX).unwrap().0, 4);
+    // Within one edit (replaced, dropped, added), across checkpoints and lanes.
+    let ck2 = "32050500051210000002";
+    let near: Vec<Event> = ["苏E12845", "苏E1234", "苏E123456", "苏E21345"]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut e = passes[0].clone();
+            e.event_id = ulid::Ulid::from_parts((T0 + 200_000) as u64, i as u128 + 7).to_string();
+            e.frame_time_ms = T0 + 200_000 + i as i64;
+            // Lane 1, and one pass outside every lane.
+            e.lane = (i != 3).then_some(1);
+            if i == 1 {
+                e.checkpoint_id = DeviceId::parse(ck2).unwrap();
+            }
+            if let EventBody::VehiclePass(v) = &mut e.body {
+                v.plate = Some(p.to_string());
+            }
+            e
+        })
+        .collect();
+    store.insert_batch(&near, 12).unwrap();
+    fn plates_of(store: &mut dyn EventStore, f: EventFilter) -> Vec<String> {
+        store
+            .list(&EventFilter { limit: 20, ..f })
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| match &e.body {
+                EventBody::VehiclePass(v) => v.plate.clone().unwrap(),
+                EventBody::PlateAnomaly(a) => a.plate.clone(),
+                _ => String::new(),
+            })
+            .collect()
+    }
+    let near_of = |p: &str| EventFilter {
+        plate: Some(p.into()),
+        plate_near: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        plates_of(store, near_of("苏E·12345")),
+        ["苏E12345", "浙A12345", "苏E12845", "苏E1234", "苏E123456"]
+            .iter()
+            .filter(|p| **p != "浙A12345")
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>(),
+        "a swap (苏E21345) is two edits"
+    );
+    assert_eq!(
+        plates_of(
+            store,
+            EventFilter {
+                checkpoints: vec![ck2.into()],
+                ..near_of("苏E12345")
+            }
+        ),
+        ["苏E1234"]
+    );
+    assert_eq!(
+        plates_of(
+            store,
+            EventFilter {
+                checkpoints: vec![ck2.into(), "32050500051210000001".into()],
+                plates: vec!["苏E1234".into(), "浙A12345".into()],
+                ..Default::default()
+            }
+        ),
+        ["浙A12345", "苏E1234"]
+    );
+    assert!(matches!(
+        store.list(&near_of("苏E1234*")),
+        Err(StoreError::Query(_))
+    ));
+    // Traffic flow per hour, checkpoint and lane (the first four passes are in lane 2).
+    let hour = T0 - T0 % 3_600_000;
+    let flow = store
+        .flow(&FlowQuery {
+            checkpoints: vec![],
+            from_ms: hour,
+            to_ms: hour + 2 * 3_600_000,
+            bucket_ms: 3_600_000,
+        })
+        .unwrap();
+    let row = |ck: &str, lane: Option<i64>, vehicles: i64| FlowRow {
+        bucket_start_ms: hour,
+        checkpoint_id: ck.into(),
+        lane,
+        vehicles,
+    };
+    let ck1 = "32050500051210000001";
+    assert_eq!(
+        flow,
+        [
+            row(ck1, None, 1),
+            row(ck1, Some(1), 2),
+            row(ck1, Some(2), 4),
+            row(ck2, Some(1), 1)
+        ]
+    );
+    let only2 = store
+        .flow(&FlowQuery {
+            checkpoints: vec![ck2.into()],
+            from_ms: hour,
+            to_ms: hour + 3_600_000,
+            bucket_ms: 60_000,
+        })
+        .unwrap();
+    assert_eq!(only2.iter().map(|r| r.vehicles).sum::<i64>(), 1);
+    assert!(matches!(
+        store.flow(&FlowQuery {
+            checkpoints: vec![],
+            from_ms: hour,
+            to_ms: hour + 365 * 86_400_000,
+            bucket_ms: 3_600_000,
+        }),
+        Err(StoreError::Query(_))
+    ));
+    // Plate anomalies by type.
+    let anomalies: Vec<Event> = [AnomalyType::ClonedPlate, AnomalyType::WatchList]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let mut e = event(T0 + 300_000 + i as i64, CAM2, "car");
+            e.body = EventBody::PlateAnomaly(PlateAnomaly {
+                anomaly: *a,
+                plate: format!("苏E1111{i}"),
+                passes: vec![],
+                distance_km: None,
+                interval_secs: None,
+                implied_speed_kmh: None,
+                detail: None,
+            });
+            e
+        })
+        .collect();
+    store.insert_batch(&anomalies, 13).unwrap();
+    assert_eq!(
+        plates_of(
+            store,
+            EventFilter {
+                anomaly: Some(AnomalyType::ClonedPlate),
+                ..Default::default()
+            }
+        ),
+        ["苏E11110"]
+    );
+    assert_eq!(store.purge(EventKind::PlateAnomaly, i64::MAX).unwrap().0, 2);
+    assert_eq!(store.purge(EventKind::VehiclePass, i64::MAX).unwrap().0, 8);
 
     // After a restart: the same data, migrations not re-run.
     let mut other = reopen();
@@ -328,6 +477,53 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
         (10, 0)
     );
     assert_eq!(other.stats().unwrap().events_total, 5);
+
+    // The export queue: new vehicle passes stored while it is on are queued in the same
+    // transaction (duplicates and other kinds are not); results move them on.
+    let mut q = reopen();
+    assert_eq!(q.export_stats().unwrap(), ExportStats::default());
+    q.insert_batch(&passes[..1], 20).unwrap();
+    assert!(q.export_due(i64::MAX, 10).unwrap().is_empty(), "queue off");
+    q.set_export_queue(true);
+    let mut batch = passes.clone();
+    batch.push(event(T0 + 500_000, CAM1, "car"));
+    assert_eq!(q.insert_batch(&batch, 21).unwrap(), 4);
+    assert_eq!(q.insert_batch(&batch, 22).unwrap(), 0);
+    let due = q.export_due(21, 10).unwrap();
+    let ids: Vec<&str> = due.iter().map(|d| d.event.event_id.as_str()).collect();
+    let expected: Vec<&str> = passes[1..].iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(
+        ids, expected,
+        "passes[0] was stored before the queue was on"
+    );
+    assert_eq!(due[0].event, passes[1]);
+    assert!(due.iter().all(|d| d.attempts == 0));
+    assert!(
+        q.export_due(20, 10).unwrap().is_empty(),
+        "not due before they were stored"
+    );
+    q.export_result(ids[0], Ok(()), 30, 30).unwrap();
+    q.export_result(ids[1], Err(("7: busy".into(), false)), 30, 1_000)
+        .unwrap();
+    q.export_result(ids[2], Err(("4: PlateNo".into(), true)), 30, 1_000)
+        .unwrap();
+    assert!(q.export_due(999, 10).unwrap().is_empty());
+    let again = q.export_due(1_000, 10).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].event.event_id.as_str(), again[0].attempts),
+        (ids[1], 1)
+    );
+    assert_eq!(
+        q.export_stats().unwrap(),
+        ExportStats {
+            queued: 1,
+            failed: 1
+        }
+    );
+    // Purged passes leave the queue with them.
+    assert_eq!(q.purge(EventKind::VehiclePass, i64::MAX).unwrap().0, 4);
+    assert_eq!(q.export_stats().unwrap(), ExportStats::default());
 }
 
 #[test]

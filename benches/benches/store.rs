@@ -48,6 +48,7 @@ fn pass(i: u64, n: u64) -> Event {
             first_seen_ms: None,
             last_seen_ms: None,
             plate_reads: 0,
+            registry_version: None,
         }),
     }
 }
@@ -99,7 +100,7 @@ fn run(name: &str, store: &mut dyn EventStore, n: u64) {
         let t = Instant::now();
         store
             .list(&EventFilter {
-                checkpoint_id: Some(p.checkpoint_id.to_string()),
+                checkpoints: vec![p.checkpoint_id.to_string()],
                 from_ms: Some(p.frame_time_ms),
                 to_ms: Some(p.frame_time_ms + 3_600_000),
                 limit: 100,

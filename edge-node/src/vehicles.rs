@@ -608,6 +608,7 @@ impl VehicleWatch {
                 first_seen_ms: Some(v.first_ms),
                 last_seen_ms: Some(v.last_ms),
                 plate_reads: fused.as_ref().map(|f| f.reads as u32).unwrap_or(0),
+                registry_version: registry.is_loaded().then_some(registry.version),
             }),
         );
         self.summary.passes += 1;

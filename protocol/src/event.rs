@@ -294,6 +294,10 @@ pub struct VehiclePass {
     /// Plate reads fused into `plate`.
     #[serde(default)]
     pub plate_reads: u32,
+    /// The registry version the node checked the plate against; absent when it had none.
+    /// The aggregator checks passes against newer versions itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_version: Option<u64>,
 }
 
 /// Why a plate is anomalous.

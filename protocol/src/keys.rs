@@ -132,6 +132,12 @@ pub fn aggregator_alive(scope_label: &str, aggregator_id: &DeviceId) -> String {
     format!("{ROOT}/agg/{scope_label}/{aggregator_id}")
 }
 
+/// Where an aggregator answers query `name` (`events`, `trajectory`, `flow`, ...); `*` in
+/// place of the id or the name selects every aggregator of the scope or every query.
+pub fn aggregator_query(scope_label: &str, aggregator_id: &DeviceId, name: &str) -> String {
+    format!("{ROOT}/agg/{scope_label}/{aggregator_id}/query/{name}")
+}
+
 /// Matches every aggregator's liveliness token.
 pub const ANY_AGGREGATOR_ALIVE: &str = "ckpt/agg/**";
 

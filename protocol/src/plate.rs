@@ -278,9 +278,85 @@ fn done(chars: Vec<char>, class: PlateClass, corrected: bool) -> Plate {
     }
 }
 
+/// Every character a normalised plate holds: provinces, letters, digits and the suffixes of
+/// special plates (trailer, coach school, police, Hong Kong, Macau, consulate, embassy,
+/// emergency).
+pub fn plate_alphabet() -> impl Iterator<Item = char> + Clone {
+    PROVINCES
+        .chars()
+        .chain('A'..='Z')
+        .chain('0'..='9')
+        .chain("挂学警港澳领使应急".chars())
+}
+
+/// Every plate over [`plate_alphabet`] within one edit (a character replaced, dropped or
+/// added) of `plate`, `plate` itself included: what an operator means by "the plate, or a
+/// misread of it". Sorted, without duplicates; about 1,300 strings for an 8-character plate.
+pub fn within_one_edit(plate: &str) -> Vec<String> {
+    let p: Vec<char> = normalise(plate).chars().collect();
+    let mut out = vec![p.iter().collect::<String>()];
+    for i in 0..=p.len() {
+        for c in plate_alphabet() {
+            // Added before position i.
+            let mut v = p.clone();
+            v.insert(i, c);
+            out.push(v.into_iter().collect());
+            if i < p.len() && p[i] != c {
+                let mut v = p.clone();
+                v[i] = c;
+                out.push(v.into_iter().collect());
+            }
+        }
+        if i < p.len() && p.len() > 1 {
+            let mut v = p.clone();
+            v.remove(i);
+            out.push(v.into_iter().collect());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Levenshtein distance in characters.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_one_edit_is_exactly_the_one_edit_neighbourhood() {
+        let n = within_one_edit("苏E·12345");
+        assert!(n.contains(&"苏E12345".to_string()));
+        assert!(n.contains(&"苏E12845".to_string())); // replaced
+        assert!(n.contains(&"浙E12345".to_string())); // province replaced
+        assert!(n.contains(&"苏E1245".to_string())); // dropped
+        assert!(n.contains(&"苏E123456".to_string())); // added
+        assert!(n.contains(&"苏E12345挂".to_string()));
+        assert!(!n.contains(&"苏E12354".to_string())); // a swap is two edits
+        assert!(n.iter().all(|v| edit_distance(v, "苏E12345") <= 1));
+        // 7 replaced x (alphabet - 1) + 8 added x alphabet + 7 dropped, less duplicates.
+        let a = plate_alphabet().count();
+        assert!(n.len() > 7 * (a - 1) && n.len() <= 1 + 7 * (a - 1) + 8 * a + 7);
+        assert_eq!(edit_distance("苏E12345", "苏E1234"), 1);
+        assert_eq!(edit_distance("苏E12345", "苏E21345"), 2);
+        assert_eq!(edit_distance("", "ab"), 2);
+    }
     use proptest::prelude::*;
 
     fn class(raw: &str) -> Option<PlateClass> {

@@ -1,0 +1,639 @@
+//! GA/T 1400 export against a small upstream platform that enforces the conformance rules of
+//! STANDARDS.md: Register with HTTP Digest, keepalive, `application/VIID+JSON` and
+//! `User-Identify` on every request, Tollgate and MotorVehicle objects checked field by field
+//! (ids 41/48 characters built from the device id and a 14-digit time, code lists, box,
+//! sub-images), one status per item.
+//!
+//! The platform misbehaves the way real ones do: it refuses some items once (busy), forgets
+//! the registration (a restart), and is down for a while; the aggregator retries the refused
+//! items, registers again, and exports what was queued while the platform was down, also
+//! across its own restart.
+
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use protocol::*;
+use serde_json::{json, Value};
+
+const USER: &str = "viid-user";
+const PASSWORD: &str = "s3cret";
+const REALM: &str = "viid-test";
+const PLATFORM_ID: &str = "32050500055030000009";
+const CK: &str = "32050500051210000001";
+const CAM: &str = "32050500051320000002";
+
+#[derive(Default)]
+struct Platform {
+    nonces: HashSet<String>,
+    registered: HashSet<String>,
+    registrations: u32,
+    keepalives: u32,
+    /// Accepted objects by MotorVehicleID.
+    vehicles: HashMap<String, Value>,
+    tollgates: HashMap<String, Value>,
+    /// Conformance violations found in what was sent: must stay empty.
+    violations: Vec<String>,
+    /// Plates refused once (busy) the first time they arrive.
+    refuse_once: HashSet<String>,
+    refused: HashSet<String>,
+    /// While true, MotorVehicles posts get HTTP 503.
+    down: bool,
+}
+
+type Shared = Arc<Mutex<Platform>>;
+
+fn status(url: &str, code: i64, text: &str) -> Value {
+    json!({"RequestURL": url, "StatusCode": code, "StatusString": text, "LocalTime": "20261129000000"})
+}
+
+fn viid(body: Value) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/VIID+JSON")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn digits(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn time14_ok(s: &str) -> bool {
+    if !digits(s, 14) {
+        return false;
+    }
+    let n = |a: usize, b: usize| s[a..b].parse::<u32>().unwrap();
+    (1..=12).contains(&n(4, 6))
+        && (1..=31).contains(&n(6, 8))
+        && n(8, 10) < 24
+        && n(10, 12) < 60
+        && n(12, 14) < 60
+}
+
+/// Common request rules; the User-Identify of a registered platform when `registered`.
+fn check_headers(p: &Platform, h: &HeaderMap, registered: bool) -> Result<String, Box<Response>> {
+    let ct = h
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.eq_ignore_ascii_case("application/VIID+JSON") {
+        return Err(Box::new(
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content-type {ct}"),
+            )
+                .into_response(),
+        ));
+    }
+    let ui = h
+        .get("user-identify")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !digits(&ui, 20) {
+        return Err(Box::new(
+            (StatusCode::BAD_REQUEST, "User-Identify must be 20 digits").into_response(),
+        ));
+    }
+    if registered && !p.registered.contains(&ui) {
+        return Err(Box::new(
+            (StatusCode::UNAUTHORIZED, "not registered").into_response(),
+        ));
+    }
+    Ok(ui)
+}
+
+async fn register(
+    axum::extract::State(s): axum::extract::State<Shared>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut p = s.lock().unwrap();
+    let ui = match check_headers(&p, &h, false) {
+        Ok(u) => u,
+        Err(r) => return *r,
+    };
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if v["RegisterObject"]["DeviceID"] != ui.as_str() {
+        p.violations
+            .push(format!("Register body {v} does not name {ui}"));
+    }
+    let challenge = || {
+        let nonce = format!("{:x}", ulid::Ulid::new().random());
+        (
+            StatusCode::UNAUTHORIZED,
+            [(
+                "WWW-Authenticate",
+                format!("Digest realm=\"{REALM}\", qop=\"auth\", nonce=\"{nonce}\", opaque=\"op1\", algorithm=MD5"),
+            )],
+            nonce,
+        )
+    };
+    let Some(auth) = h.get("authorization").and_then(|v| v.to_str().ok()) else {
+        let (c, hdr, nonce) = challenge();
+        p.nonces.insert(nonce);
+        return (c, hdr).into_response();
+    };
+    let a = aggregator::viid::parse_challenge(auth).unwrap_or_default();
+    let get = |k: &str| a.get(k).cloned().unwrap_or_default();
+    let expected = aggregator::viid::digest_response(
+        &get("username"),
+        REALM,
+        PASSWORD,
+        "POST",
+        &get("uri"),
+        &get("nonce"),
+        &get("nc"),
+        &get("cnonce"),
+    );
+    let ok = get("username") == USER
+        && get("realm") == REALM
+        && get("qop") == "auth"
+        && get("uri") == "/VIID/System/Register"
+        && get("opaque") == "op1"
+        && p.nonces.remove(&get("nonce"))
+        && get("response") == expected;
+    if !ok {
+        let (c, hdr, nonce) = challenge();
+        p.nonces.insert(nonce);
+        return (c, hdr).into_response();
+    }
+    p.registered.insert(ui);
+    p.registrations += 1;
+    viid(json!({"ResponseStatusObject": status("/VIID/System/Register", 0, "OK")}))
+}
+
+async fn keepalive(
+    axum::extract::State(s): axum::extract::State<Shared>,
+    h: HeaderMap,
+    _body: Bytes,
+) -> Response {
+    let mut p = s.lock().unwrap();
+    if let Err(r) = check_headers(&p, &h, true) {
+        return *r;
+    }
+    p.keepalives += 1;
+    viid(json!({"ResponseStatusObject": status("/VIID/System/Keepalive", 0, "OK")}))
+}
+
+fn check_tollgate(t: &Value) -> Vec<String> {
+    let mut v = vec![];
+    let s = |k: &str| t[k].as_str().unwrap_or("").to_string();
+    if !digits(&s("TollgateID"), 20) {
+        v.push("TollgateID".into());
+    }
+    if s("Name").is_empty() {
+        v.push("Name".into());
+    }
+    for k in ["Longitude", "Latitude"] {
+        let x = t[k].as_f64().unwrap_or(f64::NAN);
+        if !x.is_finite() || ((x * 1e6).round() / 1e6 - x).abs() > 1e-9 {
+            v.push(format!("{k} {x} (6 decimals at most)"));
+        }
+    }
+    if !digits(&s("PlaceCode"), 6) {
+        v.push("PlaceCode".into());
+    }
+    if t["TollgateUsage"].as_i64() != Some(81) {
+        v.push("TollgateUsage".into());
+    }
+    v
+}
+
+async fn tollgates(
+    axum::extract::State(s): axum::extract::State<Shared>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut p = s.lock().unwrap();
+    if let Err(r) = check_headers(&p, &h, true) {
+        return *r;
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let list = v["TollgateListObject"]["TollgateObject"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut out = vec![];
+    for t in list {
+        let bad = check_tollgate(&t);
+        if bad.is_empty() {
+            p.tollgates
+                .insert(t["TollgateID"].as_str().unwrap().into(), t.clone());
+            out.push(status("/VIID/Tollgates", 0, "OK"));
+        } else {
+            p.violations.push(format!("Tollgate {t}: {bad:?}"));
+            out.push(status("/VIID/Tollgates", 4, &bad.join(", ")));
+        }
+    }
+    viid(json!({"ResponseStatusListObject": {"ResponseStatusObject": out}}))
+}
+
+/// The MotorVehicleObject rules of STANDARDS.md.
+fn check_vehicle(o: &Value) -> Vec<String> {
+    let mut bad = vec![];
+    let s = |k: &str| o[k].as_str().unwrap_or("").to_string();
+    let device = s("DeviceID");
+    if !digits(&device, 20) {
+        bad.push("DeviceID".into());
+    }
+    if !digits(&s("TollgateID"), 20) {
+        bad.push("TollgateID".into());
+    }
+    let source = s("SourceID");
+    if !(digits(&source, 41)
+        && source.starts_with(&device)
+        && &source[20..22] == "02"
+        && time14_ok(&source[22..36]))
+    {
+        bad.push(format!("SourceID {source}"));
+    }
+    let id = s("MotorVehicleID");
+    if !(digits(&id, 48) && id.starts_with(&source) && &id[41..43] == "02") {
+        bad.push(format!("MotorVehicleID {id}"));
+    }
+    if o["InfoKind"].as_i64() != Some(1) {
+        bad.push("InfoKind".into());
+    }
+    if !s("StorageUrl1").starts_with("http://") {
+        bad.push("StorageUrl1".into());
+    }
+    let colours = [
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "99",
+    ];
+    for k in ["VehicleColor", "PlateColor"] {
+        if !colours.contains(&s(k).as_str()) {
+            bad.push(format!("{k} '{}'", s(k)));
+        }
+    }
+    if !digits(&s("PlateClass"), 2) {
+        bad.push("PlateClass".into());
+    }
+    let has = s("HasPlate");
+    if has != "1" && has != "0" {
+        bad.push("HasPlate".into());
+    }
+    if has == "1" && s("PlateNo").is_empty() {
+        bad.push("PlateNo".into());
+    }
+    let pass_time = s("PassTime");
+    if !time14_ok(&pass_time) || pass_time != source[22..36.min(source.len())] {
+        bad.push(format!("PassTime {pass_time}"));
+    }
+    let n = |k: &str| o[k].as_i64();
+    match (n("LeftTopX"), n("LeftTopY"), n("RightBtmX"), n("RightBtmY")) {
+        (Some(a), Some(b), Some(c), Some(d)) if a >= 0 && b >= 0 && a < c && b < d => {}
+        _ => bad.push("box".into()),
+    }
+    if n("LaneNo").is_none() {
+        bad.push("LaneNo".into());
+    }
+    if let Some(r) = o.get("PlateReliability") {
+        if !(0..=100).contains(&r.as_i64().unwrap_or(-1)) {
+            bad.push("PlateReliability".into());
+        }
+    }
+    if let Some(list) = o.get("SubImageList") {
+        for im in list["SubImageInfoObject"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let t = im["Type"].as_str().unwrap_or("");
+            let iid = im["ImageID"].as_str().unwrap_or("");
+            if !["01", "02", "07", "14"].contains(&t)
+                || !digits(iid, 41)
+                || !iid.starts_with(&device)
+                || !time14_ok(im["ShotTime"].as_str().unwrap_or(""))
+                || !im["StoragePath"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("http://")
+            {
+                bad.push(format!("SubImage {im}"));
+            }
+        }
+    }
+    bad
+}
+
+async fn motor_vehicles(
+    axum::extract::State(s): axum::extract::State<Shared>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut p = s.lock().unwrap();
+    if let Err(r) = check_headers(&p, &h, true) {
+        return *r;
+    }
+    if p.down {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let list = v["MotorVehicleListObject"]["MotorVehicleObject"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut out = vec![];
+    for o in list {
+        let id = o["MotorVehicleID"].as_str().unwrap_or("").to_string();
+        let plate = o["PlateNo"].as_str().unwrap_or("").to_string();
+        let bad = check_vehicle(&o);
+        if !bad.is_empty() {
+            p.violations.push(format!("MotorVehicle {id}: {bad:?}"));
+            out.push(status("/VIID/MotorVehicles", 4, &bad.join(", ")));
+        } else if p.refuse_once.contains(&plate) && p.refused.insert(plate) {
+            out.push(status("/VIID/MotorVehicles", 7, "busy, try again"));
+        } else {
+            p.vehicles.insert(id.clone(), o);
+            out.push(json!({"RequestURL": "/VIID/MotorVehicles", "StatusCode": 0, "StatusString": "OK", "Id": id}));
+        }
+    }
+    viid(json!({"ResponseStatusListObject": {"ResponseStatusObject": out}}))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal JPEG: SOI, SOF0 (320x240), EOI.
+fn jpeg() -> Vec<u8> {
+    let mut b = vec![0xFF, 0xD8];
+    b.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00, 0xF0, 0x01, 0x40, 0x03]);
+    b.extend_from_slice(&[0; 12]);
+    b.extend_from_slice(&[0xFF, 0xD9]);
+    b
+}
+
+fn pass(i: u64, t: i64, plate: Option<&str>) -> Event {
+    let id = ulid::Ulid::from_parts(t as u64, 0xABCD_0000 + i as u128).to_string();
+    Event {
+        schema_version: SCHEMA_VERSION,
+        event_id: id.clone(),
+        severity: Severity::Info,
+        node_id: DeviceId::parse("32050500055050000001").unwrap(),
+        checkpoint_id: DeviceId::parse(CK).unwrap(),
+        camera_id: DeviceId::parse(CAM).unwrap(),
+        lane: Some(1 + (i % 3) as u32),
+        frame_time_ms: t,
+        detections: vec![Detection {
+            class: "car".into(),
+            score: 0.9,
+            bbox: BBox::new(100.0, 200.0, 420.0, 460.0),
+            track_id: Some(i),
+        }],
+        rule: None,
+        evidence: ["vehicle", "plate"]
+            .iter()
+            .map(|role| EvidenceRef {
+                image_id: format!("{id}-{role}"),
+                sha256: String::new(),
+                role: role.to_string(),
+            })
+            .collect(),
+        review: ReviewState::NotRequired,
+        body: EventBody::VehiclePass(VehiclePass {
+            track_id: i,
+            plate: plate.map(String::from),
+            char_confidence: if plate.is_some() {
+                vec![0.97; 7]
+            } else {
+                vec![]
+            },
+            plate_colour: plate.map(|_| plate::PlateColor::Blue),
+            plate_class: plate.map(|_| plate::PlateClass::SmallCar),
+            vehicle_class: "car".into(),
+            direction: Some("inbound".into()),
+            first_seen_ms: None,
+            last_seen_ms: None,
+            plate_reads: 3,
+            registry_version: None,
+        }),
+    }
+}
+
+struct Agg {
+    running: aggregator::Running,
+    zenoh_port: u16,
+}
+
+fn start_aggregator(rt: &tokio::runtime::Runtime, dir: &Path, platform: u16) -> Agg {
+    let zenoh_port = free_port();
+    let text = format!(
+        r#"id = "32050500055030000001"
+scope = "county:320505"
+[storage]
+sqlite_path = "{db}"
+[http]
+listen = "127.0.0.1:0"
+[zenoh]
+listen = ["tcp/127.0.0.1:{zenoh_port}"]
+[export]
+enabled = true
+endpoint = "http://127.0.0.1:{platform}"
+user_identify = "{PLATFORM_ID}"
+username = "{USER}"
+password = "{PASSWORD}"
+keepalive_secs = 1
+batch = 4
+poll_ms = 100
+retry_secs = 1
+[[checkpoints]]
+id = "{CK}"
+name = "Wuzhong Rd checkpoint"
+lon = 120.6312345678
+lat = 31.26
+"#,
+        db = dir.join("agg.db").display()
+    );
+    let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
+    let cfg = raw.validate(Path::new("test")).unwrap();
+    let running = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), aggregator::start(cfg))
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    Agg {
+        running,
+        zenoh_port,
+    }
+}
+
+fn publish(rt: &tokio::runtime::Runtime, port: u16, events: &[Event]) {
+    rt.block_on(async {
+        let text = keys::zenoh_json5("peer", &[format!("tcp/127.0.0.1:{port}")], &[], false);
+        let s = zenoh::open(zenoh::Config::from_json5(&text).unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for ev in events {
+            for r in &ev.evidence {
+                s.put(
+                    keys::evidence(&ev.checkpoint_id, &ev.camera_id, &r.image_id),
+                    jpeg(),
+                )
+                .await
+                .unwrap();
+            }
+            s.put(
+                keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id),
+                ev.encode(),
+            )
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.close().await.unwrap();
+    });
+}
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn passes_reach_a_conformant_platform_with_retries_and_restarts() {
+    let dir = std::env::temp_dir().join(format!("viid-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let shared: Shared = Arc::default();
+    shared.lock().unwrap().refuse_once = ["苏E10001".to_string(), "苏E10004".to_string()].into();
+    let port = free_port();
+    {
+        let app = Router::new()
+            .route("/VIID/System/Register", post(register))
+            .route("/VIID/System/Keepalive", post(keepalive))
+            .route("/VIID/Tollgates", post(tollgates))
+            .route("/VIID/MotorVehicles", post(motor_vehicles))
+            .with_state(shared.clone());
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        rt.spawn(async move {
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    }
+
+    // Phase 1: six passes (one unread), two refused once by a busy platform.
+    let t0 = protocol::time::parse_rfc3339_ms("2026-11-28T18:30:00Z").unwrap();
+    let plates = ["苏E10001", "苏E10002", "苏E10003", "苏E10004", "苏E10005"];
+    let mut events: Vec<Event> = plates
+        .iter()
+        .enumerate()
+        .map(|(i, p)| pass(i as u64, t0 + i as i64 * 1500, Some(p)))
+        .collect();
+    events.push(pass(5, t0 + 9_000, None));
+    let agg = start_aggregator(&rt, &dir, port);
+    publish(&rt, agg.zenoh_port, &events);
+    wait_until(
+        "6 passes accepted upstream",
+        Duration::from_secs(30),
+        || shared.lock().unwrap().vehicles.len() == 6,
+    );
+    {
+        let p = shared.lock().unwrap();
+        assert!(p.violations.is_empty(), "{:#?}", p.violations);
+        assert_eq!(
+            p.refused.len(),
+            2,
+            "the busy items were refused once, then retried"
+        );
+        assert_eq!(p.registrations, 1);
+        assert_eq!(p.tollgates.len(), 1);
+        let gate = &p.tollgates[CK];
+        assert_eq!(gate["Longitude"], 120.631235);
+        let o = p
+            .vehicles
+            .values()
+            .find(|o| o["PlateNo"] == "苏E10003")
+            .unwrap();
+        assert_eq!(o["PassTime"].as_str().unwrap(), "20261129023003");
+        assert_eq!(o["PlateClass"], "02");
+        assert_eq!(o["PlateColor"], "5");
+        assert_eq!(o["HasPlate"], "1");
+        assert_eq!(o["PlateReliability"], 97);
+        assert_eq!(o["LaneNo"], 3);
+        assert_eq!(
+            (o["LeftTopX"].as_i64(), o["RightBtmY"].as_i64()),
+            (Some(100), Some(460))
+        );
+        let subs = o["SubImageList"]["SubImageInfoObject"].as_array().unwrap();
+        let types: Vec<&str> = subs.iter().map(|s| s["Type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["01", "02"]);
+        assert_eq!(subs[0]["Width"], 320);
+        assert_eq!(subs[0]["Height"], 240);
+        // The image the platform is pointed to is served by the aggregator.
+        let url = o["StorageUrl1"].as_str().unwrap().to_string();
+        let path = &url[url.find("/api/").unwrap()..];
+        let (code, _, bytes) = aggregator::client::get_bytes(agg.running.http_addr, path).unwrap();
+        assert_eq!((code, bytes), (200, jpeg()));
+        let unread = p.vehicles.values().find(|o| o["HasPlate"] == "0").unwrap();
+        assert_eq!(unread["PlateNo"], "无车牌");
+    }
+    let health = |a: &Agg| -> Value {
+        let (_, b) = aggregator::client::get(a.running.http_addr, "/health").unwrap();
+        serde_json::from_str(&b).unwrap()
+    };
+    assert_eq!(health(&agg)["export"]["exported"], 6);
+    assert_eq!(health(&agg)["export"]["refused"], 2);
+
+    // The platform restarts and forgets us: the next keepalive fails, we register again.
+    shared.lock().unwrap().registered.clear();
+    wait_until("a second registration", Duration::from_secs(15), || {
+        shared.lock().unwrap().registrations >= 2
+    });
+    assert!(shared.lock().unwrap().keepalives >= 1);
+
+    // Phase 2: the platform goes down; passes queue up; the aggregator itself restarts.
+    shared.lock().unwrap().down = true;
+    let more: Vec<Event> = (0..5)
+        .map(|i| {
+            pass(
+                10 + i,
+                t0 + 60_000 + i as i64 * 1000,
+                Some(&format!("苏E2000{i}")),
+            )
+        })
+        .collect();
+    publish(&rt, agg.zenoh_port, &more);
+    wait_until("the new passes stored", Duration::from_secs(15), || {
+        health(&agg)["ingest"]["stored"].as_u64() >= Some(11)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(health(&agg)["export"]["queued"], 5);
+    rt.block_on(agg.running.stop());
+    shared.lock().unwrap().down = false;
+    let agg = start_aggregator(&rt, &dir, port);
+    wait_until(
+        "the queued passes exported after the restart",
+        Duration::from_secs(30),
+        || shared.lock().unwrap().vehicles.len() == 11,
+    );
+    assert!(shared.lock().unwrap().violations.is_empty());
+    wait_until("an empty queue", Duration::from_secs(5), || {
+        health(&agg)["export"]["queued"] == 0
+    });
+    rt.block_on(agg.running.stop());
+    std::fs::remove_dir_all(&dir).ok();
+}
