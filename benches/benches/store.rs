@@ -2,7 +2,8 @@
 //! 1000, then the same passes again to measure the idempotent path) and query latency (exact
 //! plate, one checkpoint over one hour) at the stored size. `STORE_ROWS` (default 200000)
 //! sizes it; the target is 10 million. PostgreSQL is the server on 127.0.0.1:5432
-//! (`TRAFFIC_PG_URL`), in a schema of its own that is dropped afterwards.
+//! (`TRAFFIC_PG_URL`), in a schema of its own that is dropped afterwards. `STORE_BACKENDS`
+//! picks one (`sqlite` or `postgres`).
 
 use std::time::Instant;
 
@@ -59,7 +60,10 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
 }
 
 fn run(name: &str, store: &mut dyn EventStore, n: u64) {
-    let batch = 1000u64;
+    let batch: u64 = std::env::var("STORE_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let t = Instant::now();
     let mut i = 0;
     while i < n {
@@ -82,6 +86,10 @@ fn run(name: &str, store: &mut dyn EventStore, n: u64) {
     let dup = again as f64 / t.elapsed().as_secs_f64();
     let mut plate_ms = Vec::new();
     let mut range_ms = Vec::new();
+    let mut traj_ms = Vec::new();
+    let mut near_ms = Vec::new();
+    let mut time_ms = Vec::new();
+    let mut flow_ms = Vec::new();
     for q in 0..200u64 {
         let p = pass(q * 7919 % n, n);
         let EventBody::VehiclePass(v) = &p.body else {
@@ -108,14 +116,73 @@ fn run(name: &str, store: &mut dyn EventStore, n: u64) {
             })
             .unwrap();
         range_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        // A trajectory: the plate's passes over a day, in time order, every page.
+        let t = Instant::now();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .list(&EventFilter {
+                    kind: Some(EventKind::VehiclePass),
+                    plate: v.plate.clone(),
+                    from_ms: Some(p.frame_time_ms - 43_200_000),
+                    to_ms: Some(p.frame_time_ms + 43_200_000),
+                    limit: 1000,
+                    cursor: cursor.take(),
+                    ..Default::default()
+                })
+                .unwrap();
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        traj_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        // Within one edit of the plate: ~1,300 neighbours through the plate index.
+        let t = Instant::now();
+        store
+            .list(&EventFilter {
+                plate: v.plate.clone(),
+                plate_near: true,
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        near_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        // Every event in a one-minute window, first page.
+        let t = Instant::now();
+        store
+            .list(&EventFilter {
+                from_ms: Some(p.frame_time_ms),
+                to_ms: Some(p.frame_time_ms + 60_000),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        time_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        // Traffic flow: one day of hours, every checkpoint and lane.
+        if q < 20 {
+            let t = Instant::now();
+            store
+                .flow(&aggregator::store::FlowQuery {
+                    checkpoints: vec![],
+                    from_ms: p.frame_time_ms,
+                    to_ms: p.frame_time_ms + 86_400_000,
+                    bucket_ms: 3_600_000,
+                })
+                .unwrap();
+            flow_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
     }
     eprintln!();
+    let q = |v: Vec<f64>| format!("{:.2} / {:.2}", pct(v.clone(), 0.5), pct(v, 0.99));
     println!(
-        "{name:<10} {n:>9} rows  ingest {ingest:>8.0} passes/s  idempotent re-ingest {dup:>8.0}/s  plate query p50 {:.2} ms p99 {:.2} ms  checkpoint-hour query p50 {:.2} ms p99 {:.2} ms",
-        pct(plate_ms.clone(), 0.5),
-        pct(plate_ms, 0.99),
-        pct(range_ms.clone(), 0.5),
-        pct(range_ms, 0.99)
+        "{name:<10} {n:>9} rows  ingest {ingest:>8.0} passes/s  idempotent re-ingest {dup:>8.0}/s\n  p50 / p99 ms: plate {}  trajectory {}  within-one-edit {}  checkpoint-hour {}  minute of all events {}  flow (day, all checkpoints) {}",
+        q(plate_ms),
+        q(traj_ms),
+        q(near_ms),
+        q(range_ms),
+        q(time_ms),
+        q(flow_ms)
     );
 }
 
@@ -127,12 +194,19 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    // `STORE_BACKENDS=sqlite` or `postgres` runs one of them.
+    let backends = std::env::var("STORE_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     let dir = std::env::temp_dir().join(format!("store-bench-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut sqlite = SqliteStore::open(&dir.join("bench.db")).unwrap();
-    run("sqlite", &mut sqlite, n);
-    drop(sqlite);
+    if backends.contains("sqlite") {
+        let mut sqlite = SqliteStore::open(&dir.join("bench.db")).unwrap();
+        run("sqlite", &mut sqlite, n);
+        drop(sqlite);
+    }
     std::fs::remove_dir_all(&dir).ok();
+    if !backends.contains("postgres") {
+        return;
+    }
 
     let url = std::env::var("TRAFFIC_PG_URL")
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
