@@ -178,6 +178,53 @@ pub struct Correlator {
     pub aggregator_id: protocol::DeviceId,
     /// The watch list in force, checked against passes the node could not check.
     pub watchlist: Option<std::sync::Arc<crate::watchlist::Watchlist>>,
+    /// Where acknowledgements go once a transaction has committed.
+    pub acks: Option<Acker>,
+}
+
+/// Acknowledges to the nodes what the writer has stored (see `protocol::AckMsg`).
+pub struct Acker {
+    pub session: zenoh::Session,
+    pub aggregator: String,
+    pub scope: String,
+}
+
+/// Acknowledgements being gathered, per checkpoint.
+#[derive(Default)]
+struct PendingAcks(std::collections::BTreeMap<String, protocol::AckMsg>);
+
+impl PendingAcks {
+    fn entry(&mut self, checkpoint: &str) -> &mut protocol::AckMsg {
+        self.0.entry(checkpoint.to_string()).or_default()
+    }
+
+    /// A refused payload, named by its key (the payload may not even parse).
+    fn rejected(&mut self, key: &str) {
+        if let Some(k) = keys::parse_event_key(key) {
+            let id = k.event_id.to_string();
+            self.entry(k.checkpoint).rejected.push(id);
+        } else if let Some((checkpoint, _, image_id)) = keys::parse_evidence_key(key) {
+            let id = image_id.to_string();
+            self.entry(checkpoint).rejected.push(id);
+        }
+    }
+
+    fn flush(&mut self, acker: Option<&Acker>) {
+        use zenoh::Wait;
+        let pending = std::mem::take(&mut self.0);
+        let Some(a) = acker else { return };
+        for (checkpoint, mut msg) in pending {
+            let Ok(ck) = protocol::DeviceId::parse(&checkpoint) else {
+                continue;
+            };
+            msg.aggregator = a.aggregator.clone();
+            msg.scope = a.scope.clone();
+            let body = serde_json::to_vec(&msg).expect("an ack serialises");
+            if let Err(e) = a.session.put(keys::ack(&ck), body).wait() {
+                warn!(error = %e, checkpoint, "Acknowledgement not sent; the node will send again");
+            }
+        }
+    }
 }
 
 /// The writer loop; returns when every sender is gone and the queue is drained.
@@ -189,6 +236,7 @@ pub fn run_writer(
 ) {
     let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
     let mut watch: Option<crate::correlate::WatchIndex> = None;
+    let mut acks = PendingAcks::default();
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(x) => x,
@@ -203,13 +251,19 @@ pub fn run_writer(
                     Ok(blob) => match store.insert_evidence(&blob, protocol::time::now_ms()) {
                         Ok(_) => {
                             metrics.evidence_stored.fetch_add(1, Ordering::Relaxed);
+                            acks.entry(&blob.checkpoint_id)
+                                .evidence
+                                .push(blob.image_id.clone());
                         }
                         Err(e) => {
                             metrics.store_errors.fetch_add(1, Ordering::Relaxed);
                             error!(error = %e, key = %key, "Storing evidence failed");
                         }
                     },
-                    Err((reason, detail)) => metrics.reject(&key, reason, &detail),
+                    Err((reason, detail)) => {
+                        metrics.reject(&key, reason, &detail);
+                        acks.rejected(&key);
+                    }
                 }
                 if batch.len() < MAX_BATCH {
                     item = rx.try_recv().ok();
@@ -219,13 +273,17 @@ pub fn run_writer(
             metrics.received.fetch_add(1, Ordering::Relaxed);
             match validate(&key, &payload) {
                 Ok(ev) => batch.push(ev),
-                Err((reason, detail)) => metrics.reject(&key, reason, &detail),
+                Err((reason, detail)) => {
+                    metrics.reject(&key, reason, &detail);
+                    acks.rejected(&key);
+                }
             }
             if batch.len() < MAX_BATCH {
                 item = rx.try_recv().ok();
             }
         }
         if batch.is_empty() {
+            acks.flush(correlator.acks.as_ref());
             continue;
         }
         // A failed transaction is retried; the events stay in the batch until stored.
@@ -238,6 +296,13 @@ pub fn run_writer(
                         .duplicates
                         .fetch_add((batch.len() - new) as u64, Ordering::Relaxed);
                     debug!(batch = batch.len(), new, "Events stored");
+                    // Committed: acknowledged (duplicates too: the node may drop them).
+                    for ev in &batch {
+                        acks.entry(ev.checkpoint_id.as_str())
+                            .events
+                            .push(ev.event_id.clone());
+                    }
+                    acks.flush(correlator.acks.as_ref());
                     // Correlation reads committed rows; a failure here loses no event (the
                     // passes are stored) and is logged.
                     let current = correlator.watchlist.as_ref().and_then(|w| w.current());

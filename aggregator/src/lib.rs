@@ -213,6 +213,11 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         cfg: cfg.raw.correlation.clone(),
         aggregator_id: cfg.id.clone(),
         watchlist: Some(watchlist.clone()),
+        acks: Some(ingest::Acker {
+            session: session.clone(),
+            aggregator: cfg.id.to_string(),
+            scope: cfg.scope_label.clone(),
+        }),
     };
     let writer = std::thread::Builder::new()
         .name("ingest-writer".into())

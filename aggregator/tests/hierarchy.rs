@@ -152,15 +152,27 @@ fn registry(version: u64) -> RegistryFile {
     RegistryFile {
         version,
         issued_by: "city traffic police".into(),
-        vehicles: vec![VehicleRecord {
-            plate: "苏E7C001".into(),
-            plate_class: None,
-            plate_colour: None,
-            vehicle_class: Some("K33".into()),
-            use_character: None,
-            status: vec![Status::Wanted],
-            short_route: false,
-        }],
+        vehicles: vec![
+            VehicleRecord {
+                plate: "苏E7C001".into(),
+                plate_class: None,
+                plate_colour: None,
+                vehicle_class: Some("K33".into()),
+                use_character: None,
+                status: vec![Status::Wanted],
+                short_route: false,
+            },
+            // A scheduled coach: a key vehicle whose trajectory the platform follows.
+            VehicleRecord {
+                plate: "苏E5Q888".into(),
+                plate_class: None,
+                plate_colour: None,
+                vehicle_class: Some("K11".into()),
+                use_character: Some("B".into()),
+                status: vec![],
+                short_route: false,
+            },
+        ],
     }
 }
 
@@ -368,6 +380,48 @@ fn city_sees_every_county_and_finds_clones_across_them() {
     .unwrap();
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("city"), "{body}");
+    // Key vehicles at county A: the coach, with its two passes and the leg between them.
+    let key = get(&county_a, "/api/v1/key-vehicles");
+    assert_eq!(key["registry_version"], 2);
+    let vehicles = key["vehicles"].as_array().unwrap();
+    assert_eq!(vehicles.len(), 1, "{key}");
+    assert_eq!(vehicles[0]["plate"], "苏E5Q888");
+    assert_eq!(vehicles[0]["passes"], 2);
+    assert_eq!(vehicles[0]["legs"][0]["km"], 0.0);
+    assert_eq!(
+        vehicles[0]["last_seen"]["event_id"],
+        events[3].event_id.as_str()
+    );
+    // A pass the node could not check (no registry there) is checked by the county against
+    // the version in force: the wanted plate is a watch-list hit, once.
+    let late = pass(CK_A, CAM_A, NODE_A, t0 + 7_000_000, "苏E7C001", 1);
+    rt.block_on(async {
+        let key = keys::event(
+            &late.checkpoint_id,
+            &late.camera_id,
+            late.kind(),
+            &late.event_id,
+        );
+        edge.put(key.clone(), late.encode()).await.unwrap();
+        edge.put(key, late.encode()).await.unwrap();
+    });
+    wait_until("county A's watch-list hit", Duration::from_secs(10), || {
+        !get(&county_a, "/api/v1/events?anomaly=watch_list")["events"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let hits = get(&county_a, "/api/v1/events?anomaly=watch_list");
+    let hits = hits["events"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0]["body"]["passes"][0], late.event_id.as_str());
+    assert_eq!(hits[0]["rule"]["id"], "aggregator.watch_list");
+    assert!(hits[0]["body"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("wanted"));
+
     // A node that starts later asks its county and gets the version in force.
     let asked = rt.block_on(async {
         let replies = edge

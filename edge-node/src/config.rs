@@ -34,6 +34,9 @@ pub struct NodeConfig {
     /// Vehicle registry and watch list (needed by the registry rules of `plates`).
     #[serde(default)]
     pub registry: Option<crate::registry::RegistryConfig>,
+    /// The on-disk outbox: every event kept until an aggregator acknowledges it.
+    #[serde(default)]
+    pub outbox: crate::outbox::OutboxConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -15,6 +15,7 @@ pub mod frame;
 pub mod manifest;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
 pub mod preprocess;
 pub mod publish;
 pub mod red_light;

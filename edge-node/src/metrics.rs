@@ -56,6 +56,8 @@ impl CameraMetrics {
 #[derive(Default)]
 pub struct NodeMetrics {
     cameras: Mutex<BTreeMap<String, Arc<CameraMetrics>>>,
+    /// The outbox, once open: backlog, oldest age and what happened to items.
+    pub outbox: Mutex<Option<Arc<crate::publish::OutboxState>>>,
 }
 
 impl NodeMetrics {
@@ -127,6 +129,72 @@ impl NodeMetrics {
                     "edge_stage_duration_seconds",
                     &format!("camera=\"{id}\",stage=\"{stage}\""),
                 );
+            }
+        }
+        if let Some(o) = self.outbox.lock().expect("not poisoned").as_ref() {
+            let b = *o.backlog.lock().expect("not poisoned");
+            let age = b
+                .oldest_ms
+                .map(|t| (protocol::time::now_ms() - t).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            for (name, kind, help, v) in [
+                (
+                    "edge_outbox_backlog_items",
+                    "gauge",
+                    "Items in the outbox waiting for an acknowledgement.",
+                    b.items as f64,
+                ),
+                (
+                    "edge_outbox_backlog_bytes",
+                    "gauge",
+                    "Payload bytes in the outbox.",
+                    b.bytes as f64,
+                ),
+                (
+                    "edge_outbox_oldest_age_seconds",
+                    "gauge",
+                    "Age of the oldest item in the outbox.",
+                    age,
+                ),
+                (
+                    "edge_outbox_acked_total",
+                    "counter",
+                    "Items acknowledged by an aggregator.",
+                    o.acked.load(Ordering::Relaxed) as f64,
+                ),
+                (
+                    "edge_outbox_replayed_total",
+                    "counter",
+                    "Items published again (not acknowledged in time, or left by an earlier run).",
+                    o.replayed.load(Ordering::Relaxed) as f64,
+                ),
+                (
+                    "edge_outbox_rejected_total",
+                    "counter",
+                    "Items an aggregator refused as invalid.",
+                    o.rejected.load(Ordering::Relaxed) as f64,
+                ),
+                (
+                    "edge_outbox_dropped_evidence_total",
+                    "counter",
+                    "Evidence images dropped because the outbox was full.",
+                    o.dropped_evidence.load(Ordering::Relaxed) as f64,
+                ),
+                (
+                    "edge_outbox_dropped_events_total",
+                    "counter",
+                    "Events dropped because the outbox was full (policy drop_oldest).",
+                    o.dropped_events.load(Ordering::Relaxed) as f64,
+                ),
+                (
+                    "edge_outbox_expired_total",
+                    "counter",
+                    "Items dropped past their time to live.",
+                    o.expired.load(Ordering::Relaxed) as f64,
+                ),
+            ] {
+                family(&mut out, name, kind, help);
+                let _ = writeln!(out, "{name} {v}");
             }
         }
         out

@@ -28,6 +28,14 @@ pub struct NodeSummary {
     pub events_published: u64,
     pub evidence_published: u64,
     pub events_failed: u64,
+    /// The outbox: where it is, items acknowledged, published again, refused by the
+    /// aggregator, dropped by its limits, and left for the next start.
+    pub outbox: String,
+    pub outbox_acked: u64,
+    pub outbox_replayed: u64,
+    pub outbox_rejected: u64,
+    pub outbox_dropped: u64,
+    pub outbox_left: u64,
     pub cameras: Vec<CameraSummary>,
 }
 
@@ -81,8 +89,31 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
     };
     let feed = crate::signal::FeedState::default();
     let _feed_sub = subscribe_signal_feed(&session, &cfg.checkpoint_id, feed.clone()).await?;
+    let outbox_path = cfg.raw.outbox.path.clone().unwrap_or_else(|| {
+        cfg.raw
+            .registry
+            .as_ref()
+            .map(|r| r.state_dir.clone())
+            .unwrap_or_else(|| std::path::PathBuf::from(".cache/state"))
+            .join(format!("outbox-{}.db", cfg.node_id))
+    });
+    let outbox = crate::outbox::Outbox::open(&outbox_path)?;
+    let outbox = Arc::new(crate::publish::OutboxState::new(
+        outbox,
+        cfg.raw.outbox.clone(),
+    ));
+    *metrics.outbox.lock().expect("not poisoned") = Some(outbox.clone());
+    let county = &cfg.checkpoint_id.as_str()[..6];
+    let scopes = if cfg.raw.outbox.ack_scopes.is_empty() {
+        vec![county.to_string(), "all".to_string()]
+    } else {
+        cfg.raw.outbox.ack_scopes.clone()
+    };
+    let _acks =
+        crate::publish::follow_acks(&session, &cfg.checkpoint_id, outbox.clone(), scopes).await?;
+    let _replay = crate::publish::replay_on_aggregator(&session, outbox.clone()).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-    let publisher = tokio::spawn(run_publisher(session.clone(), rx));
+    let publisher = tokio::spawn(run_publisher(session.clone(), rx, outbox.clone()));
     let ctx = CameraContext {
         node_id: cfg.node_id.clone(),
         checkpoint_id: cfg.checkpoint_id.clone(),
@@ -135,6 +166,12 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
         events_published: stats.published,
         evidence_published: stats.evidence_published,
         events_failed: stats.failed,
+        outbox: outbox_path.display().to_string(),
+        outbox_acked: stats.acked,
+        outbox_replayed: stats.replayed,
+        outbox_rejected: stats.rejected,
+        outbox_dropped: stats.dropped_evidence + stats.dropped_events + stats.expired,
+        outbox_left: stats.left,
         cameras,
     })
 }
@@ -200,6 +237,10 @@ pub fn render_summary(s: &NodeSummary) -> String {
     out.push_str(&format!(
         "events published over zenoh: {} (failed {})\n",
         s.events_published, s.events_failed
+    ));
+    out.push_str(&format!(
+        "outbox {}: {} acknowledged, {} published again, {} refused, {} dropped by its limits, {} left for the next start\n",
+        s.outbox, s.outbox_acked, s.outbox_replayed, s.outbox_rejected, s.outbox_dropped, s.outbox_left
     ));
     out
 }

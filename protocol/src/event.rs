@@ -235,6 +235,22 @@ impl SignalReading {
     }
 }
 
+/// What an aggregator publishes on `keys::ack(checkpoint)` after a transaction commits:
+/// the ids it now holds (stored now or before), and the event ids it refused (a malformed
+/// or invalid payload: sending it again cannot help).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AckMsg {
+    pub aggregator: String,
+    /// The aggregator's scope: a county or city region code, or `all`.
+    pub scope: String,
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub evidence: Vec<String>,
+    #[serde(default)]
+    pub rejected: Vec<String>,
+}
+
 /// What a signal controller publishes on `keys::signal(checkpoint, phase)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

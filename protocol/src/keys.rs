@@ -126,6 +126,13 @@ pub fn parse_event_key(key: &str) -> Option<EventKey<'_>> {
     }
 }
 
+/// Where aggregators acknowledge what they stored from a checkpoint's nodes (events and
+/// evidence images by id). Per checkpoint, not per node: evidence keys carry no node id,
+/// and a node ignores ids it does not hold.
+pub fn ack(checkpoint: &DeviceId) -> String {
+    format!("{}/ack", checkpoint_prefix(checkpoint))
+}
+
 /// Liveliness token an aggregator holds while it is subscribed and storing; `scope_label` is
 /// its region code or `all`.
 pub fn aggregator_alive(scope_label: &str, aggregator_id: &DeviceId) -> String {

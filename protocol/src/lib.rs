@@ -14,9 +14,9 @@ pub mod registry;
 pub mod time;
 
 pub use event::{
-    AnomalyType, BBox, Detection, Event, EventBody, EventError, EventKind, EvidenceRef, LightState,
-    ObjectTrack, PathPoint, PedestrianRedLight, PlateAnomaly, ReviewState, RuleRef, Severity,
-    SignalPhaseMsg, SignalReading, SignalSource, TrackPhase, VehiclePass, MAX_EVENT_BYTES,
-    SCHEMA_VERSION,
+    AckMsg, AnomalyType, BBox, Detection, Event, EventBody, EventError, EventKind, EvidenceRef,
+    LightState, ObjectTrack, PathPoint, PedestrianRedLight, PlateAnomaly, ReviewState, RuleRef,
+    Severity, SignalPhaseMsg, SignalReading, SignalSource, TrackPhase, VehiclePass,
+    MAX_EVENT_BYTES, SCHEMA_VERSION,
 };
 pub use ids::{DeviceId, DeviceIdError, DeviceType};

@@ -44,6 +44,7 @@ pub struct TestAggregator {
     pub http: SocketAddr,
     pub running: Option<aggregator::Running>,
     pub rt: tokio::runtime::Runtime,
+    text: String,
     _dir: tempdir::Dir,
 }
 
@@ -76,26 +77,49 @@ impl TestAggregator {
             "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zenoh_port}\"]\n[retention]\ndefault_days = 0\n",
             dir.0.join("agg.db").display()
         );
-        let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
-        let cfg = raw.validate(Path::new("test")).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let running = rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), aggregator::start(cfg))
-                .await
-                .unwrap()
-                .unwrap()
-        });
+        let running = Self::launch(&rt, &text);
         TestAggregator {
             zenoh_port,
             http: running.http_addr,
             running: Some(running),
             rt,
+            text,
             _dir: dir,
         }
+    }
+
+    fn launch(rt: &tokio::runtime::Runtime, text: &str) -> aggregator::Running {
+        let raw: aggregator::config::AggregatorConfig = toml::from_str(text).unwrap();
+        let cfg = raw.validate(Path::new("test")).unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), aggregator::start(cfg))
+                .await
+                .unwrap()
+                .unwrap()
+        })
+    }
+
+    /// Stops the aggregator (what it received is stored first).
+    pub fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(20), r.stop())
+                    .await
+                    .ok()
+            });
+        }
+    }
+
+    /// Starts it again on the same database and zenoh endpoint.
+    pub fn start_again(&mut self) {
+        let running = Self::launch(&self.rt, &self.text);
+        self.http = running.http_addr;
+        self.running = Some(running);
     }
 
     pub fn get_json(&self, path: &str) -> serde_json::Value {
@@ -199,6 +223,15 @@ pub fn run_edge(
     deadline: Duration,
 ) -> (Output, Option<serde_json::Value>) {
     let cfg = dir.join("edge.toml");
+    // Each test's node keeps its own outbox (tests run side by side).
+    let config_text = if config_text.contains("[outbox]") {
+        config_text.to_string()
+    } else {
+        format!(
+            "{config_text}\n[outbox]\npath = \"{}\"\n",
+            dir.join("outbox.db").display()
+        )
+    };
     std::fs::write(&cfg, config_text).unwrap();
     let summary = dir.join("summary.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_edge-node"))

@@ -1,0 +1,203 @@
+//! Fault tests of the delivery contract, on loopback with the real edge-node binary on
+//! vtest.avi: the aggregator stopped mid-run and started again later, and the edge node
+//! killed with SIGKILL mid-run and started again. Each ends with a ledger line: produced /
+//! stored / duplicates stored / lost.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn config(agg: &TestAggregator, dir: &std::path::Path, frames: u32) -> String {
+    node_header(agg.zenoh_port)
+        + &format!(
+            r#"[[cameras]]
+id = "32050500051320000001"
+name = "vtest"
+source = {{ type = "file", path = "{}", start_time = "2026-11-29T00:00:00Z" }}
+detector = "models/yolov8n.toml"
+max_frames = {frames}
+
+[outbox]
+path = "{}"
+resend_after_secs = 2
+drain_secs = 90
+"#,
+            vtest().display(),
+            dir.join("outbox.db").display()
+        )
+}
+
+fn spawn_edge(dir: &std::path::Path, config: &str, summary: &str) -> std::process::Child {
+    let cfg = dir.join("edge.toml");
+    std::fs::write(&cfg, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_edge-node"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--summary-json")
+        .arg(dir.join(summary))
+        .current_dir(repo_root())
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("TRAFFIC_MODELS_DIR")
+        .env("RUST_LOG", "info,zenoh=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_exit(child: std::process::Child, within: Duration) -> std::process::Output {
+    let mut child = child;
+    let until = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "edge-node ran past {within:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stored(agg: &TestAggregator) -> u64 {
+    agg.get_json("/health")["ingest"]["stored"]
+        .as_u64()
+        .unwrap()
+}
+
+fn duplicates(agg: &TestAggregator) -> u64 {
+    agg.get_json("/health")["ingest"]["duplicates"]
+        .as_u64()
+        .unwrap()
+}
+
+fn produced(summary: &serde_json::Value) -> u64 {
+    summary["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["events_published"].as_u64().unwrap())
+        .sum()
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn aggregator_stopped_mid_run_and_restarted_stores_every_event_once() {
+    let mut agg = TestAggregator::start();
+    let dir = tempdir::Dir::new("outbox-agg-restart");
+    let child = spawn_edge(&dir.0, &config(&agg, &dir.0, 300), "summary.json");
+    wait_for("the first events stored", Duration::from_secs(120), || {
+        stored(&agg) >= 10
+    });
+    let dup_before = duplicates(&agg);
+    agg.stop();
+    // Down for a while: the node keeps producing into its outbox.
+    std::thread::sleep(Duration::from_secs(6));
+    agg.start_again();
+    let out = wait_exit(child, Duration::from_secs(400));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.0.join("summary.json")).unwrap()).unwrap();
+    let produced = produced(&summary);
+    let events = agg.all_events("");
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "an event stored twice");
+    let stored_n = events.len() as u64;
+    let dups = dup_before + duplicates(&agg);
+    let lost = produced.saturating_sub(stored_n);
+    let replayed = summary["outbox_replayed"].as_u64().unwrap();
+    println!(
+        "ledger aggregator-restart: produced {produced} / stored {stored_n} / duplicates stored 0 (absorbed {dups}; {replayed} items published again) / lost {lost}"
+    );
+    assert!(produced > 10, "{summary}");
+    assert!(
+        replayed > 0,
+        "nothing was waiting while the aggregator was down: {summary}"
+    );
+    assert_eq!(stored_n, produced, "{stderr}");
+    assert_eq!(summary["outbox_left"], 0);
+    assert!(summary["outbox_acked"].as_u64().unwrap() >= produced);
+}
+
+#[test]
+fn edge_killed_mid_run_loses_nothing_that_reached_its_outbox() {
+    let mut agg = TestAggregator::start();
+    let dir = tempdir::Dir::new("outbox-kill");
+    let cfg = config(&agg, &dir.0, 300);
+    let mut child = spawn_edge(&dir.0, &cfg, "summary1.json");
+    wait_for("the first events stored", Duration::from_secs(120), || {
+        stored(&agg) >= 10
+    });
+    // The uplink's far end goes away, events pile up in the outbox, then SIGKILL.
+    agg.stop();
+    std::thread::sleep(Duration::from_secs(5));
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    agg.start_again();
+    let stored_at_kill: std::collections::HashSet<String> =
+        agg.all_events("").into_iter().map(|e| e.event_id).collect();
+    let pending = edge_node::outbox::Outbox::open(&dir.0.join("outbox.db"))
+        .unwrap()
+        .ids()
+        .unwrap();
+    assert!(
+        pending.iter().any(|i| !i.contains('-')),
+        "no event was waiting in the outbox at the kill"
+    );
+    // Started again: what the outbox held is replayed first, then the video runs again.
+    let out = wait_exit(
+        spawn_edge(&dir.0, &cfg, "summary2.json"),
+        Duration::from_secs(400),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.0.join("summary2.json")).unwrap()).unwrap();
+    let mut lost = 0;
+    for id in &pending {
+        let path = if id.contains('-') {
+            format!("/api/v1/evidence/{id}")
+        } else {
+            format!("/api/v1/events/{id}")
+        };
+        let (status, _) = aggregator::client::get(agg.http, &path).unwrap();
+        if status != 200 {
+            lost += 1;
+        }
+    }
+    let events = agg.all_events("");
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "an event stored twice");
+    let produced_2 = produced(&summary);
+    // Run 1's events: stored before the kill, or kept in its outbox (or both, in flight).
+    let mut run1 = stored_at_kill.clone();
+    run1.extend(pending.iter().filter(|i| !i.contains('-')).cloned());
+    println!(
+        "ledger edge-sigkill: produced {} before the kill ({} stored, {} items in the outbox) + {produced_2} after / stored {} / duplicates stored 0 (absorbed {}) / lost {lost}",
+        run1.len(),
+        stored_at_kill.len(),
+        pending.len(),
+        events.len(),
+        duplicates(&agg)
+    );
+    assert_eq!(
+        lost, 0,
+        "items in the outbox at the kill never stored: {stderr}"
+    );
+    assert_eq!(summary["outbox_left"], 0);
+    assert_eq!(events.len() as u64, run1.len() as u64 + produced_2);
+}
