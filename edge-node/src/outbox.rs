@@ -146,6 +146,14 @@ pub struct Outbox {
     path: String,
 }
 
+/// Maps a SQLite error to one naming the outbox file.
+fn sql(path: &str) -> impl Fn(rusqlite::Error) -> OutboxError + '_ {
+    move |e| OutboxError {
+        path: path.to_string(),
+        message: e.to_string(),
+    }
+}
+
 impl Outbox {
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
         let err = |e: &dyn std::fmt::Display| OutboxError {
@@ -180,28 +188,15 @@ impl Outbox {
         })
     }
 
-    fn err(&self, e: rusqlite::Error) -> OutboxError {
-        OutboxError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
-    }
-
     /// Keeps `items` in one transaction; on disk when this returns.
     pub fn put(&mut self, items: &[NewItem], now_ms: i64) -> Result<(), OutboxError> {
-        let tx = self.conn.transaction().map_err(|e| OutboxError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
+        let tx = self.conn.transaction().map_err(sql(&self.path))?;
         {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT INTO outbox (key, kind, id, payload, bytes, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
-                .map_err(|e| OutboxError {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(sql(&self.path))?;
             for it in items {
                 stmt.execute(params![
                     it.key,
@@ -211,13 +206,10 @@ impl Outbox {
                     it.payload.len() as i64,
                     now_ms
                 ])
-                .map_err(|e| OutboxError {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(sql(&self.path))?;
             }
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(sql(&self.path))
     }
 
     /// Items to publish now, in the order they were produced: never sent, or not
@@ -237,7 +229,7 @@ impl Outbox {
                  WHERE sent_ms IS NULL OR sent_ms + ?2 * (1 << MIN(MAX(attempts - 1, 0), 4)) <= ?1
                  ORDER BY seq LIMIT ?3",
             )
-            .map_err(|e| self.err(e))?;
+            .map_err(sql(&self.path))?;
         let rows = stmt
             .query_map(params![now_ms, resend_ms, limit as i64], |r| {
                 Ok(Item {
@@ -253,70 +245,49 @@ impl Outbox {
                     sent_before: r.get::<_, Option<i64>>(5)?.is_some(),
                 })
             })
-            .map_err(|e| OutboxError {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
-        rows.collect::<Result<_, _>>().map_err(|e| OutboxError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })
+            .map_err(sql(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(sql(&self.path))
     }
 
     pub fn mark_sent(&mut self, seqs: &[i64], now_ms: i64) -> Result<(), OutboxError> {
-        let tx = self.conn.transaction().map_err(|e| OutboxError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
+        let tx = self.conn.transaction().map_err(sql(&self.path))?;
         {
             let mut stmt = tx
                 .prepare_cached(
                     "UPDATE outbox SET sent_ms = ?2, attempts = attempts + 1 WHERE seq = ?1",
                 )
-                .map_err(|e| OutboxError {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(sql(&self.path))?;
             for s in seqs {
-                stmt.execute(params![s, now_ms]).map_err(|e| OutboxError {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })?;
+                stmt.execute(params![s, now_ms]).map_err(sql(&self.path))?;
             }
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(sql(&self.path))
     }
 
     /// Everything kept is due now (an aggregator just appeared): replayed in order.
     pub fn replay_all(&mut self) -> Result<(), OutboxError> {
         self.conn
-            .execute("UPDATE outbox SET sent_ms = NULL, attempts = 0", [])
+            .execute(
+                "UPDATE outbox SET sent_ms = 0, attempts = 0 WHERE sent_ms IS NOT NULL",
+                [],
+            )
             .map(|_| ())
-            .map_err(|e| self.err(e))
+            .map_err(sql(&self.path))
     }
 
     /// Drops acknowledged items; returns how many were kept here.
     pub fn ack(&mut self, ids: &[String]) -> Result<u64, OutboxError> {
-        let tx = self.conn.transaction().map_err(|e| OutboxError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
+        let tx = self.conn.transaction().map_err(sql(&self.path))?;
         let mut n = 0;
         {
             let mut stmt = tx
                 .prepare_cached("DELETE FROM outbox WHERE id = ?1")
-                .map_err(|e| OutboxError {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(sql(&self.path))?;
             for id in ids {
-                n += stmt.execute([id]).map_err(|e| OutboxError {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })? as u64;
+                n += stmt.execute([id]).map_err(sql(&self.path))? as u64;
             }
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        tx.commit().map_err(sql(&self.path))?;
         Ok(n)
     }
 
@@ -329,10 +300,7 @@ impl Outbox {
                     params![kind, before_ms],
                 )
                 .map(|n| n as u64)
-                .map_err(|e| OutboxError {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })
+                .map_err(sql(&self.path))
         };
         Ok((count("event")?, count("evidence")?))
     }
@@ -350,7 +318,7 @@ impl Outbox {
                     })
                 },
             )
-            .map_err(|e| self.err(e))
+            .map_err(sql(&self.path))
     }
 
     /// Brings the payload under `max_bytes`: the oldest images first, then, with
@@ -393,7 +361,7 @@ impl Outbox {
             };
             self.conn
                 .execute("DELETE FROM outbox WHERE seq = ?1", [seq])
-                .map_err(|e| self.err(e))?;
+                .map_err(sql(&self.path))?;
             if kind == "evidence" {
                 dropped.0 += 1;
             } else {
@@ -407,17 +375,11 @@ impl Outbox {
         let mut stmt = self
             .conn
             .prepare("SELECT id FROM outbox ORDER BY seq")
-            .map_err(|e| self.err(e))?;
+            .map_err(sql(&self.path))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| OutboxError {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
-        rows.collect::<Result<_, _>>().map_err(|e| OutboxError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })
+            .map_err(sql(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(sql(&self.path))
     }
 }
 
@@ -472,7 +434,9 @@ mod tests {
         assert!(o.due(4_500, 1_000, 10).unwrap().is_empty());
         assert_eq!(o.due(5_000, 1_000, 10).unwrap().len(), 2);
         o.replay_all().unwrap();
-        assert_eq!(o.due(3_001, 1_000, 10).unwrap().len(), 2);
+        let replay = o.due(3_001, 1_000, 10).unwrap();
+        assert_eq!(replay.len(), 2);
+        assert!(replay.iter().all(|i| i.sent_before), "counted as replays");
         drop(o);
         // After a crash: everything not acknowledged is still there.
         let mut o = Outbox::open(&path).unwrap();
