@@ -374,7 +374,6 @@ impl EventStore for PgStore {
         &mut self,
         event_id: &str,
         outcome: ExportOutcome,
-        _now_ms: i64,
         next_try_ms: i64,
     ) -> Result<(), StoreError> {
         match outcome {

@@ -551,7 +551,6 @@ pub trait EventStore: Send {
         &mut self,
         event_id: &str,
         outcome: ExportOutcome,
-        now_ms: i64,
         next_try_ms: i64,
     ) -> Result<(), StoreError>;
     fn export_stats(&mut self) -> Result<ExportStats, StoreError>;
@@ -686,7 +685,6 @@ impl EventStore for SqliteStore {
         &mut self,
         event_id: &str,
         outcome: ExportOutcome,
-        _now_ms: i64,
         next_try_ms: i64,
     ) -> Result<(), StoreError> {
         match outcome {

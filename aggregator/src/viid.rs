@@ -708,7 +708,6 @@ impl Exporter {
                         &item.event.event_id,
                         Err(("not a vehicle pass".into(), true)),
                         now,
-                        now,
                     );
                 }
             }
@@ -737,7 +736,7 @@ impl Exporter {
                 Err((format!("{code}: {text}"), give_up))
             };
             let next = self.retry_at(now, item.attempts + 1);
-            if let Err(e) = store.export_result(id, outcome, now, next) {
+            if let Err(e) = store.export_result(id, outcome, next) {
                 warn!(event = %id, error = %e, "Recording an export result failed");
             }
         }

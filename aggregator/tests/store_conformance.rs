@@ -502,10 +502,10 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
         q.export_due(20, 10).unwrap().is_empty(),
         "not due before they were stored"
     );
-    q.export_result(ids[0], Ok(()), 30, 30).unwrap();
-    q.export_result(ids[1], Err(("7: busy".into(), false)), 30, 1_000)
+    q.export_result(ids[0], Ok(()), 30).unwrap();
+    q.export_result(ids[1], Err(("7: busy".into(), false)), 1_000)
         .unwrap();
-    q.export_result(ids[2], Err(("4: PlateNo".into(), true)), 30, 1_000)
+    q.export_result(ids[2], Err(("4: PlateNo".into(), true)), 1_000)
         .unwrap();
     assert!(q.export_due(999, 10).unwrap().is_empty());
     let again = q.export_due(1_000, 10).unwrap();

@@ -86,6 +86,24 @@ fn produced(summary: &serde_json::Value) -> u64 {
         .sum()
 }
 
+/// Waits for the node to end well; its summary, every event stored (each once), its stderr.
+fn finish(
+    child: std::process::Child,
+    dir: &std::path::Path,
+    summary: &str,
+    agg: &TestAggregator,
+) -> (serde_json::Value, Vec<protocol::Event>, String) {
+    let out = wait_exit(child, Duration::from_secs(400));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(summary)).unwrap()).unwrap();
+    let events = agg.all_events("");
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "an event stored twice");
+    (summary, events, stderr)
+}
+
 fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let until = Instant::now() + within;
     while !f() {
@@ -107,15 +125,8 @@ fn aggregator_stopped_mid_run_and_restarted_stores_every_event_once() {
     // Down for a while: the node keeps producing into its outbox.
     std::thread::sleep(Duration::from_secs(6));
     agg.start_again();
-    let out = wait_exit(child, Duration::from_secs(400));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.0.join("summary.json")).unwrap()).unwrap();
+    let (summary, events, stderr) = finish(child, &dir.0, "summary.json", &agg);
     let produced = produced(&summary);
-    let events = agg.all_events("");
-    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-    assert_eq!(ids.len(), events.len(), "an event stored twice");
     let stored_n = events.len() as u64;
     let dups = dup_before + duplicates(&agg);
     let lost = produced.saturating_sub(stored_n);
@@ -159,14 +170,8 @@ fn edge_killed_mid_run_loses_nothing_that_reached_its_outbox() {
         "no event was waiting in the outbox at the kill"
     );
     // Started again: what the outbox held is replayed first, then the video runs again.
-    let out = wait_exit(
-        spawn_edge(&dir.0, &cfg, "summary2.json"),
-        Duration::from_secs(400),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.0.join("summary2.json")).unwrap()).unwrap();
+    let child = spawn_edge(&dir.0, &cfg, "summary2.json");
+    let (summary, events, stderr) = finish(child, &dir.0, "summary2.json", &agg);
     let mut lost = 0;
     for id in &pending {
         let path = if id.contains('-') {
@@ -179,9 +184,6 @@ fn edge_killed_mid_run_loses_nothing_that_reached_its_outbox() {
             lost += 1;
         }
     }
-    let events = agg.all_events("");
-    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-    assert_eq!(ids.len(), events.len(), "an event stored twice");
     let produced_2 = produced(&summary);
     // Run 1's events: stored before the kill, or kept in its outbox (or both, in flight).
     let mut run1 = stored_at_kill.clone();
@@ -248,15 +250,8 @@ fn link_cut_at_the_router_and_restored_recovers_fully() {
     let stored_during_cut = stored(&agg);
     std::thread::sleep(Duration::from_secs(8));
     let _r = router(&rt, r_port, agg.zenoh_port);
-    let out = wait_exit(child, Duration::from_secs(400));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.0.join("summary.json")).unwrap()).unwrap();
+    let (summary, events, stderr) = finish(child, &dir.0, "summary.json", &agg);
     let produced = produced(&summary);
-    let events = agg.all_events("");
-    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-    assert_eq!(ids.len(), events.len(), "an event stored twice");
     let replayed = summary["outbox_replayed"].as_u64().unwrap();
     println!(
         "ledger link-cut: produced {produced} / stored {} / duplicates stored 0 (absorbed {}; {replayed} items published again) / lost {}",
