@@ -51,7 +51,7 @@ fn bad(msg: String) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg)
 }
 
-pub(crate) fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
+fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }

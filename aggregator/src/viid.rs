@@ -483,17 +483,18 @@ impl Session<'_> {
         } else {
             (code, text)
         };
-        if code != 200 {
+        Self::expect_ok(path, code, &text)
+    }
+
+    /// HTTP 200 with a `ResponseStatusObject` of status 0, else the answer as the error.
+    fn expect_ok(path: &str, code: u16, text: &[u8]) -> Result<(), ExportError> {
+        let v = Self::status_of(path, text).unwrap_or(Value::Null);
+        if code != 200 || v["ResponseStatusObject"]["StatusCode"].as_i64() != Some(0) {
             return Err(ExportError::Status(
                 path.into(),
                 code,
-                String::from_utf8_lossy(&text).into_owned(),
+                String::from_utf8_lossy(text).into_owned(),
             ));
-        }
-        let v = Self::status_of(path, &text)?;
-        let status = v["ResponseStatusObject"]["StatusCode"].as_i64();
-        if status != Some(0) {
-            return Err(ExportError::Status(path.into(), code, v.to_string()));
         }
         Ok(())
     }
@@ -505,15 +506,7 @@ impl Session<'_> {
             &json!({"KeepaliveObject": {"DeviceID": self.user_identify}}),
             None,
         )?;
-        let v = Self::status_of(path, &text).unwrap_or(Value::Null);
-        if code != 200 || v["ResponseStatusObject"]["StatusCode"].as_i64() != Some(0) {
-            return Err(ExportError::Status(
-                path.into(),
-                code,
-                String::from_utf8_lossy(&text).into_owned(),
-            ));
-        }
-        Ok(())
+        Self::expect_ok(path, code, &text)
     }
 
     /// Posts a list; returns one (status code, status string) per item, in order.

@@ -210,6 +210,26 @@ fn to_item(out: Outgoing) -> crate::outbox::NewItem {
     }
 }
 
+/// One reliable put; evidence images at a lower priority than events, so that large
+/// payloads do not stall small ones.
+async fn put_item(
+    session: &zenoh::Session,
+    key: &str,
+    kind: crate::outbox::ItemKind,
+    payload: Vec<u8>,
+) -> zenoh::Result<()> {
+    let put = session
+        .put(key, payload)
+        .congestion_control(CongestionControl::Block);
+    if kind == crate::outbox::ItemKind::Evidence {
+        put.priority(Priority::DataLow)
+            .encoding(zenoh::bytes::Encoding::IMAGE_JPEG)
+            .await
+    } else {
+        put.await
+    }
+}
+
 /// Items read from the outbox per publishing round (images make them large).
 const PUMP_BATCH: usize = 64;
 
@@ -251,15 +271,7 @@ async fn pump(
         let n = due.len();
         let mut sent = Vec::with_capacity(n);
         for it in due {
-            let mut put = session
-                .put(&it.key, it.payload)
-                .congestion_control(CongestionControl::Block);
-            if it.kind == ItemKind::Evidence {
-                put = put
-                    .priority(Priority::DataLow)
-                    .encoding(zenoh::bytes::Encoding::IMAGE_JPEG);
-            }
-            match put.await {
+            match put_item(session, &it.key, it.kind, it.payload).await {
                 Ok(()) => {
                     debug!(key = %it.key, replay = it.sent_before, "Published");
                     if it.sent_before {
@@ -374,7 +386,7 @@ pub async fn run_publisher(
                     // The disk refused: publish anyway (at most once) rather than stall.
                     error!(error = %e, items = items.len(), "Outbox write failed; publishing without keeping");
                     for it in items {
-                        match session.put(&it.key, it.payload).congestion_control(CongestionControl::Block).await {
+                        match put_item(&session, &it.key, it.kind, it.payload).await {
                             Ok(()) => stats.published += 1,
                             Err(_) => stats.failed += 1,
                         }
