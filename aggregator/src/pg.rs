@@ -10,7 +10,7 @@ use protocol::Event;
 use crate::store::{
     columns, decode_row, export_stats_from, flow_sql, json_str, list_sql, page_from_rows,
     placeholders, EventFilter, EventStore, EvidenceBlob, ExportItem, ExportOutcome, ExportStats,
-    FlowQuery, FlowRow, Page, SqlArg, StoreError, StoreStats, EXPORT_DONE, EXPORT_DUE,
+    FlowQuery, FlowRow, Page, PlateLookup, SqlArg, StoreError, StoreStats, EXPORT_DONE, EXPORT_DUE,
     EXPORT_FORGET, EXPORT_REFUSED, EXPORT_STATS,
 };
 
@@ -190,7 +190,7 @@ impl EventStore for PgStore {
     }
 
     fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError> {
-        let (sql, args, limit) = list_sql(f, |n| format!("${n}"))?;
+        let (sql, args, limit) = list_sql(f, PlateLookup::Column, |n| format!("${n}"))?;
         let rows = self.query(&sql, args)?;
         page_from_rows(
             rows.into_iter()

@@ -1,7 +1,7 @@
 //! Storage benchmark, both backends side by side: ingest rate of vehicle passes (batches of
 //! 1000, then the same passes again to measure the idempotent path) and query latency (exact
 //! plate, one checkpoint over one hour) at the stored size. `STORE_ROWS` (default 200000)
-//! sizes it; the target is 10 million. PostgreSQL is the server on 127.0.0.1:5432
+//! sizes it; the target is 10 million; `STORE_BATCH` the batch (default 1000). PostgreSQL is the server on 127.0.0.1:5432
 //! (`TRAFFIC_PG_URL`), in a schema of its own that is dropped afterwards. `STORE_BACKENDS`
 //! picks one (`sqlite` or `postgres`).
 
@@ -66,12 +66,17 @@ fn run(name: &str, store: &mut dyn EventStore, n: u64) {
         .unwrap_or(1000);
     let t = Instant::now();
     let mut i = 0;
+    // The rate over each tenth, to show how it changes as the table grows.
+    let tenth = (n / 10).max(1);
+    let (mut mark, mut mark_t) = (0u64, Instant::now());
     while i < n {
         let evs: Vec<Event> = (i..(i + batch).min(n)).map(|k| pass(k, n)).collect();
         store.insert_batch(&evs, 0).unwrap();
-        i += batch;
-        if i % (n / 10).max(batch) == 0 {
-            eprint!("\r{name}: {i}/{n} stored");
+        i = (i + batch).min(n);
+        if i - mark >= tenth || i == n {
+            let rate = (i - mark) as f64 / mark_t.elapsed().as_secs_f64();
+            eprintln!("{name}: {i}/{n} stored, {rate:.0} passes/s since {mark}");
+            (mark, mark_t) = (i, Instant::now());
         }
     }
     let ingest = n as f64 / t.elapsed().as_secs_f64();
@@ -203,7 +208,12 @@ fn main() {
         run("sqlite", &mut sqlite, n);
         drop(sqlite);
     }
-    std::fs::remove_dir_all(&dir).ok();
+    // `STORE_KEEP=1` keeps the SQLite database for a look afterwards.
+    if std::env::var("STORE_KEEP").is_ok() {
+        eprintln!("kept {}", dir.display());
+    } else {
+        std::fs::remove_dir_all(&dir).ok();
+    }
     if !backends.contains("postgres") {
         return;
     }
