@@ -1,6 +1,7 @@
 //! Fault tests of the delivery contract, on loopback with the real edge-node binary on
 //! vtest.avi: the aggregator stopped mid-run and started again later, and the edge node
-//! killed with SIGKILL mid-run and started again. Each ends with a ledger line: produced /
+//! killed with SIGKILL mid-run and started again, the link cut, and a camera's RTSP stream
+//! stopped and started again while another camera runs. Each ends with a ledger line: produced /
 //! stored / duplicates stored / lost.
 
 mod common;
@@ -266,4 +267,161 @@ fn link_cut_at_the_router_and_restored_recovers_fully() {
     assert!(replayed > 0, "nothing waited for the link: {summary}");
     assert_eq!(events.len() as u64, produced, "{stderr}");
     assert_eq!(summary["outbox_left"], 0);
+}
+
+/// A GStreamer RTSP server on loopback serving vtest.avi (H.264, real time) at `/vtest`, on
+/// its own main context so that it can be stopped and a new one started on the same port.
+struct RtspServer {
+    port: u16,
+    stop: Option<gstreamer::glib::MainLoop>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RtspServer {
+    fn start(port: u16) -> RtspServer {
+        use gstreamer::glib;
+        use gstreamer_rtsp_server as rtsp;
+        use gstreamer_rtsp_server::prelude::*;
+        gstreamer::init().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let ctx = glib::MainContext::new();
+            ctx.with_thread_default(|| {
+                let main_loop = glib::MainLoop::new(Some(&ctx), false);
+                let server = rtsp::RTSPServer::new();
+                server.set_address("127.0.0.1");
+                server.set_service(&port.to_string());
+                let factory = rtsp::RTSPMediaFactory::new();
+                factory.set_launch(&format!(
+                    "( filesrc location={} ! decodebin ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! rtph264pay name=pay0 pt=96 )",
+                    vtest().display()
+                ));
+                factory.set_shared(true);
+                server.mount_points().unwrap().add_factory("/vtest", factory);
+                let id = server.attach(Some(&ctx)).unwrap();
+                tx.send((server.bound_port() as u16, main_loop.clone())).unwrap();
+                main_loop.run();
+                // Stopped: every client is cut off and the port is closed.
+                server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
+                if let Some(source) = ctx.find_source_by_id(&id) {
+                    source.destroy();
+                }
+                while ctx.iteration(false) {}
+            })
+            .unwrap();
+        });
+        let (port, main_loop) = rx.recv().unwrap();
+        RtspServer {
+            port,
+            stop: Some(main_loop),
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(ml) = self.stop.take() {
+            ml.quit();
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Frames processed so far by `camera`, from the node's Prometheus endpoint.
+fn frames_processed(metrics_port: u16, camera: &str) -> u64 {
+    let Ok((200, body)) = aggregator::client::get(("127.0.0.1", metrics_port), "/metrics") else {
+        return 0;
+    };
+    let key = format!("edge_frames_processed_total{{camera=\"{camera}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn rtsp_stream_stopped_and_restarted_while_another_camera_runs() {
+    const LIVE: &str = "32050500051320000005";
+    const FILE: &str = "32050500051320000001";
+    let agg = TestAggregator::start();
+    let dir = tempdir::Dir::new("rtsp-restart");
+    let mut server = RtspServer::start(0);
+    let port = server.port;
+    let metrics_port = free_port();
+    let config = node_header(agg.zenoh_port).replacen(
+        "[zenoh]",
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[zenoh]"),
+        1,
+    ) + &format!(
+        r#"[[cameras]]
+id = "{LIVE}"
+name = "live"
+source = {{ type = "rtsp", url = "rtsp://127.0.0.1:{port}/vtest", latency_ms = 100 }}
+retry = {{ initial_backoff_ms = 200, max_backoff_ms = 2000 }}
+stall_timeout_secs = 3
+max_frames = 150
+
+[[cameras]]
+id = "{FILE}"
+name = "file"
+source = {{ type = "file", path = "{}", realtime = true }}
+max_frames = 400
+
+[outbox]
+path = "{}"
+"#,
+        vtest().display(),
+        dir.0.join("outbox.db").display()
+    );
+    let child = spawn_edge(&dir.0, &config, "summary.json");
+    wait_for(
+        "the live camera's first frames",
+        Duration::from_secs(120),
+        || frames_processed(metrics_port, LIVE) >= 10,
+    );
+    server.stop();
+    let (live_at_stop, file_at_stop) = (
+        frames_processed(metrics_port, LIVE),
+        frames_processed(metrics_port, FILE),
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let (live_down, file_down) = (
+        frames_processed(metrics_port, LIVE),
+        frames_processed(metrics_port, FILE),
+    );
+    // The other camera went on while the stream was gone.
+    assert!(
+        file_down >= file_at_stop + 20,
+        "file camera {file_at_stop} -> {file_down} frames while the stream was down"
+    );
+    let _server = RtspServer::start(port);
+    wait_for("the live camera back", Duration::from_secs(60), || {
+        frames_processed(metrics_port, LIVE) >= live_down + 10
+    });
+    let (summary, events, stderr) = finish(child, &dir.0, "summary.json", &agg);
+    let cams = summary["cameras"].as_array().unwrap();
+    let cam = |id: &str| cams.iter().find(|c| c["camera_id"] == id).unwrap().clone();
+    let live = cam(LIVE);
+    assert!(live["attempts"].as_u64().unwrap() >= 2, "{live}");
+    assert!(stderr.contains("Camera failed; retrying"), "{stderr}");
+    let produced = produced(&summary);
+    let stored_n = events.len() as u64;
+    let lost = produced.saturating_sub(stored_n);
+    eprintln!(
+        "ledger rtsp-restart: produced {produced} / stored {stored_n} / duplicates stored 0 / lost {lost} (live camera: {live_at_stop} frames before the stop, {live_down} after 6 s down, {} attempts; file camera: {file_at_stop} -> {file_down} frames during the outage)",
+        live["attempts"]
+    );
+    assert_eq!(stored_n, produced, "{stderr}");
+    assert_eq!(
+        cam(FILE)["frames_processed"].as_u64().unwrap(),
+        400,
+        "{summary}"
+    );
 }
