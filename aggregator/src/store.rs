@@ -506,7 +506,18 @@ impl SqliteStore {
         }
         tx.commit()?;
         if filled {
-            self.merge_plate_gens()?;
+            // The batch is stored whatever happens here; a merge that fails is tried again
+            // when the next generation fills.
+            let t = std::time::Instant::now();
+            match self.merge_plate_gens() {
+                Ok(()) => tracing::debug!(
+                    ms = t.elapsed().as_millis() as u64,
+                    "Plate index generations merged"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Plate index generations not merged; trying again later")
+                }
+            }
         }
         self.since_optimize += new;
         if self.since_optimize >= OPTIMIZE_EVERY {
