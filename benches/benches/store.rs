@@ -1,9 +1,10 @@
 //! Storage benchmark, both backends side by side: ingest rate of vehicle passes (batches of
 //! 1000, then the same passes again to measure the idempotent path) and query latency (exact
 //! plate, one checkpoint over one hour) at the stored size. `STORE_ROWS` (default 200000)
-//! sizes it; the target is 10 million; `STORE_BATCH` the batch (default 1000). PostgreSQL is the server on 127.0.0.1:5432
-//! (`TRAFFIC_PG_URL`), in a schema of its own that is dropped afterwards. `STORE_BACKENDS`
-//! picks one (`sqlite` or `postgres`).
+//! sizes it; the target is 10 million; `STORE_BATCH` sets the batch (default 1000).
+//! PostgreSQL is the server on 127.0.0.1:5432 (`TRAFFIC_PG_URL`), in a schema of its own
+//! that is dropped afterwards. `STORE_BACKENDS` picks one (`sqlite` or `postgres`).
+//! `STORE_KEEP=1` keeps the SQLite database.
 
 use std::time::Instant;
 
