@@ -250,7 +250,7 @@ mod tests {
     use super::*;
     use crate::checkpoints::{CheckpointConfig, RoadDistanceConfig};
     use crate::store::SqliteStore;
-    use protocol::{BBox, VehiclePass};
+    use protocol::BBox;
 
     const A: &str = "32050500051210000001";
     const B: &str = "32050500051210000002";
@@ -297,19 +297,7 @@ mod tests {
             rule: None,
             evidence: vec![],
             review: ReviewState::NotRequired,
-            body: EventBody::VehiclePass(VehiclePass {
-                track_id: 1,
-                plate: Some(plate.into()),
-                char_confidence: vec![],
-                plate_colour: None,
-                plate_class: None,
-                vehicle_class: "car".into(),
-                direction: None,
-                first_seen_ms: None,
-                last_seen_ms: None,
-                plate_reads: 0,
-                registry_version: None,
-            }),
+            body: crate::store::tests::pass_body(1, plate),
         }
     }
 

@@ -1336,10 +1336,10 @@ pub(crate) mod tests {
         ));
     }
 
-    fn pass(i: i64, plate: &str) -> Event {
-        let mut e = event(1_790_000_000_000 + i * 1000, CAM1, "car", TrackPhase::End);
-        e.body = EventBody::VehiclePass(VehiclePass {
-            track_id: i as u64,
+    /// A car's pass with `plate` read, no colour or class, for tests of this crate.
+    pub fn pass_body(track_id: u64, plate: &str) -> EventBody {
+        EventBody::VehiclePass(VehiclePass {
+            track_id,
             plate: Some(plate.into()),
             char_confidence: vec![],
             plate_colour: None,
@@ -1350,7 +1350,12 @@ pub(crate) mod tests {
             last_seen_ms: None,
             plate_reads: 0,
             registry_version: None,
-        });
+        })
+    }
+
+    fn pass(i: i64, plate: &str) -> Event {
+        let mut e = event(1_790_000_000_000 + i * 1000, CAM1, "car", TrackPhase::End);
+        e.body = pass_body(i as u64, plate);
         e
     }
 
