@@ -4,7 +4,8 @@
 # project's one toolchain is stable: RUSTC_BOOTSTRAP=1 lets it take the sanitizer flags
 # cargo-fuzz passes. Seeds are in fuzz/corpus/<target>; what a run finds is added to a copy
 # under .cache/fuzz (ignored), and a crash is written to fuzz/artifacts/<target>/ and fails
-# the script.
+# the script. The edge node's config target starts from the configs in configs/ and
+# edge-node/tests/data.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 [ -f "$ROOT/.cache/env.sh" ] && source "$ROOT/.cache/env.sh"
@@ -18,6 +19,8 @@ for t in "${targets[@]}"; do
   work="$ROOT/.cache/fuzz/$t"
   mkdir -p "$work"
   cp -n corpus/"$t"/* "$work"/ 2>/dev/null || true
+  # The node's configs seed its config target: the shipped ones and the tests' own.
+  [ "$t" != edge_config ] || cp -n "$ROOT"/configs/edge-*.toml "$ROOT"/edge-node/tests/data/*.toml "$work"/
   echo "fuzz: $t for ${SECONDS_EACH}s" >&2
   cargo fuzz run -O "$t" "$work" -- -max_total_time="$SECONDS_EACH" -max_len=4096 2>&1 \
     | grep -E "^(#[0-9]+ +DONE|Done|==|SUMMARY|thread '|panicked|artifact_prefix|Test unit)" || true
