@@ -34,6 +34,7 @@ rm -f out/demo-aggregator.db out/demo-aggregator.db-wal out/demo-aggregator.db-s
 # today's date, instead of purging them as past their retention period.
 sed -e 's|^sqlite_path = .*|sqlite_path = "out/demo-aggregator.db"|' \
     -e 's|^default_days = .*|default_days = 0|' -e 's|^days = .*|days = {}|' \
+    -e "s|\"\.cache/|\"$CACHE_DIR/|g" \
     configs/aggregator-demo.toml > out/aggregator-demo.toml
 
 "$BIN/aggregator" run --config out/aggregator-demo.toml --addr-file out/aggregator.addr 2> out/aggregator.log &
@@ -45,6 +46,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 ADDR=$(cat out/aggregator.addr)
+# The API wants a login: the demo's city operator (read-only; see [auth] in the config).
+export TRAFFIC_API_USER=city TRAFFIC_API_PASSWORD=demo-city
 
 echo "demo: edge node on vtest.avi (795 frames) and the checkpoint clip, side by side..." >&2
 status=0
@@ -86,12 +89,13 @@ cat <<MSG
 
 Query the API while the aggregator runs (it stops when this script ends; run
   target/release/aggregator run --config out/aggregator-demo.toml
-to keep it up), for example:
-  curl -s 'http://$ADDR/api/v1/events?kind=object_track&class=person&limit=5'
-  curl -s 'http://$ADDR/api/v1/events?camera=32050500051320000001&from=2026-11-29T00:00:30Z&to=2026-11-29T00:01:00Z'
-  curl -s 'http://$ADDR/api/v1/stats'
-  curl -s 'http://$ADDR/api/v1/events?kind=plate_anomaly'
-  curl -s 'http://$ADDR/api/v1/events?kind=vehicle_pass&plate=%E8%8B%8F*'   (plates starting with 苏)
+to keep it up), for example, after logging in (demo users in configs/aggregator-demo.toml):
+  curl -s -c out/cookies -H 'Content-Type: application/json' -d '{"user":"city","password":"demo-city"}' http://$ADDR/api/v1/login
+  curl -s -b out/cookies 'http://$ADDR/api/v1/events?kind=object_track&class=person&limit=5'
+  curl -s -b out/cookies 'http://$ADDR/api/v1/events?camera=32050500051320000001&from=2026-11-29T00:00:30Z&to=2026-11-29T00:01:00Z'
+  curl -s -b out/cookies 'http://$ADDR/api/v1/stats'
+  curl -s -b out/cookies 'http://$ADDR/api/v1/events?kind=plate_anomaly'
+  curl -s -b out/cookies 'http://$ADDR/api/v1/events?kind=vehicle_pass&plate=%E8%8B%8F*'   (plates starting with 苏)
 Logs: out/edge-node.log, out/aggregator.log; summary: out/edge-summary.json.
 MSG
 exit $status

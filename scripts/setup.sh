@@ -22,7 +22,7 @@ APT_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-  fonts-wqy-microhei
+  fonts-wqy-microhei openssl
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -156,6 +156,10 @@ rm -f "$DL"/opencv-doc_*.deb
 fetch_from_deb darknet=0.0.0+git20180914.61c9d02e-2+b4 usr/share/darknet/data/dog.jpg \
   "$CACHE/media/dog.jpg" 5a9522051c3cec2bbd2f6323fccba32e8fbf3ddcc2b3e2fd46b04c720bc6f866
 rm -f "$DL"/darknet_*.deb
+
+# Certificates for zenoh over mutual TLS in the demo: the aggregator, the demo's checkpoint
+# node, and "operator" for zenoh tools (kept once issued).
+"$ROOT/scripts/certs.sh" "$CACHE/certs" aggregator 32050500051210000001 operator >/dev/null
 
 cat > "$CACHE/env.sh" <<ENV
 export TRAFFIC_CACHE="$CACHE"

@@ -20,13 +20,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::Extension;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::auth::{LoginError, Principal};
 use crate::ingest::IngestMetrics;
 use crate::store::{EventStore, StoreError};
 
@@ -42,6 +44,16 @@ pub struct ApiState {
     pub session: zenoh::Session,
     /// The GA/T 1400 exporter's counters, when export is on.
     pub export: Option<Arc<crate::viid::ExportMetrics>>,
+    /// Users, sessions and login limits.
+    pub auth: Arc<crate::auth::Auth>,
+}
+
+/// Who made a request and from where; set by [`authenticate`] on every request it lets in.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The client's address, for the audit log.
+    pub from: String,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -50,19 +62,27 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route(
             "/api/v1/events",
-            get(|State(s): State<ApiState>, RawQuery(q): RawQuery| run_query("events", s, q)),
+            get(|State(s): State<ApiState>, Extension(c): Extension<Caller>, RawQuery(q): RawQuery| {
+                run_query("events", s, c, q)
+            }),
         )
         .route(
             "/api/v1/trajectory",
-            get(|State(s): State<ApiState>, RawQuery(q): RawQuery| run_query("trajectory", s, q)),
+            get(|State(s): State<ApiState>, Extension(c): Extension<Caller>, RawQuery(q): RawQuery| {
+                run_query("trajectory", s, c, q)
+            }),
         )
         .route(
             "/api/v1/flow",
-            get(|State(s): State<ApiState>, RawQuery(q): RawQuery| run_query("flow", s, q)),
+            get(|State(s): State<ApiState>, Extension(c): Extension<Caller>, RawQuery(q): RawQuery| {
+                run_query("flow", s, c, q)
+            }),
         )
         .route(
             "/api/v1/key-vehicles",
-            get(|State(s): State<ApiState>, RawQuery(q): RawQuery| run_query("key_vehicles", s, q)),
+            get(|State(s): State<ApiState>, Extension(c): Extension<Caller>, RawQuery(q): RawQuery| {
+                run_query("key_vehicles", s, c, q)
+            }),
         )
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/stats", get(stats))
@@ -75,6 +95,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(prometheus))
         .route("/api/v1/evidence/{image_id}", get(get_evidence))
         .route("/api/v1/watchlist", get(get_watchlist).put(put_watchlist))
+        .route("/api/v1/login", axum::routing::post(login))
+        .route("/api/v1/logout", axum::routing::post(logout))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/audit-log", get(audit_log))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             time_request,
@@ -100,6 +128,148 @@ async fn time_request(
     res
 }
 
+/// Routes anyone may call: liveness, metrics for the scraper, the API's description, login.
+const OPEN_ROUTES: &[&str] = &["/health", "/metrics", "/api/v1/openapi.json", "/api/v1/login"];
+
+/// Lets a request in with its [`Caller`], or answers 401. With `auth.required = false` every
+/// request is an anonymous administrator.
+async fn authenticate(
+    State(s): State<ApiState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    req.extensions_mut().insert(ClientIp(ip));
+    let from = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+    let principal = if !s.auth.required {
+        Some(Principal::anonymous_admin())
+    } else {
+        crate::auth::token_of(req.headers()).and_then(|t| s.auth.session(&t))
+    };
+    match principal {
+        Some(principal) => {
+            req.extensions_mut().insert(Caller { principal, from });
+        }
+        None if OPEN_ROUTES.contains(&req.uri().path()) => {}
+        None => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                Json(json!({"error": "log in first: POST /api/v1/login with {\"user\", \"password\"}, then send Authorization: Bearer <token>"})),
+            )
+                .into_response()
+        }
+    }
+    next.run(req).await
+}
+
+/// The client's address, when the server knows it.
+#[derive(Debug, Clone, Copy)]
+struct ClientIp(Option<std::net::IpAddr>);
+
+fn forbidden(what: &str) -> ApiError {
+    ApiError(StatusCode::FORBIDDEN, format!("your role may not {what}"))
+}
+
+/// Writes one line to the audit log.
+async fn audit_line(s: &ApiState, action: &str, actor: &str, event_id: &str, detail: String) -> Result<(), ApiError> {
+    let e = crate::store::AuditEntry {
+        event_id: event_id.into(),
+        action: action.into(),
+        actor: actor.into(),
+        detail,
+        at_ms: protocol::time::now_ms(),
+    };
+    with_store(s, move |st| st.audit(&e)).await
+}
+
+#[derive(serde::Deserialize)]
+struct LoginBody {
+    user: String,
+    password: String,
+}
+
+async fn login(
+    State(s): State<ApiState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    body: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e}; send {{\"user\": ..., \"password\": ...}}")))?;
+    let from = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+    let auth = s.auth.clone();
+    let user = b.user.clone();
+    let result = tokio::task::spawn_blocking(move || auth.login(&user, &b.password, ip))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match result {
+        Ok((token, p)) => {
+            audit_line(&s, "login", &p.user, "", format!("from {from}")).await?;
+            let cookie = format!(
+                "session={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                s.auth.session_secs()
+            );
+            Ok((
+                [(axum::http::header::SET_COOKIE, cookie)],
+                Json(json!({"token": token, "user": p.user, "role": p.role, "county": p.county, "expires_in_secs": s.auth.session_secs()})),
+            )
+                .into_response())
+        }
+        Err(e) => {
+            audit_line(&s, "login_failed", &b.user, "", format!("from {from}: {e:?}")).await?;
+            Ok(match e {
+                LoginError::Invalid => (
+                    StatusCode::UNAUTHORIZED,
+                    Json(json!({"error": "wrong user or password"})),
+                )
+                    .into_response(),
+                LoginError::Locked(wait) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, wait.as_secs().max(1).to_string())],
+                    Json(json!({"error": format!("too many failed logins; try again in {} s", wait.as_secs().max(1))})),
+                )
+                    .into_response(),
+            })
+        }
+    }
+}
+
+async fn logout(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(t) = crate::auth::token_of(&headers) {
+        s.auth.logout(&t);
+    }
+    (
+        [(axum::http::header::SET_COOKIE, "session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")],
+        Json(json!({"logged_out": true})),
+    )
+        .into_response()
+}
+
+async fn whoami(Extension(c): Extension<Caller>) -> Json<Principal> {
+    Json(c.principal)
+}
+
+#[derive(serde::Deserialize)]
+struct AuditLogParams {
+    limit: Option<usize>,
+}
+
+/// The latest lines of the audit log, newest first (administrators only).
+async fn audit_log(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    axum::extract::Query(p): axum::extract::Query<AuditLogParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !c.principal.is_admin() {
+        return Err(forbidden("read the audit log"));
+    }
+    let limit = p.limit.unwrap_or(100).min(1000);
+    let lines = with_store(&s, move |st| st.audit_recent(limit)).await?;
+    Ok(Json(json!({ "audit": lines })))
+}
+
 async fn get_watchlist(State(s): State<ApiState>) -> Response {
     match s.watchlist.current() {
         Some(f) => Json(f.as_ref().clone()).into_response(),
@@ -111,8 +281,15 @@ async fn get_watchlist(State(s): State<ApiState>) -> Response {
     }
 }
 
-async fn put_watchlist(State(s): State<ApiState>, body: axum::body::Bytes) -> Response {
+async fn put_watchlist(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Response {
     use crate::watchlist::WatchlistError;
+    if !c.principal.is_admin() {
+        return forbidden("put a watch list in force").into_response();
+    }
     if s.watchlist.follows_upstream {
         return (
             StatusCode::CONFLICT,
@@ -127,6 +304,9 @@ async fn put_watchlist(State(s): State<ApiState>, body: axum::body::Bytes) -> Re
             .expect("replacing does not panic");
     match result {
         Ok(f) => {
+            if let Err(e) = audit_line(&s, "watchlist_put", &c.principal.user, "", format!("version {} ({} vehicles) from {}", f.version, f.vehicles.len(), c.from)).await {
+                tracing::warn!(error = %e.1, "Watch-list change not audited");
+            }
             crate::watchlist::publish(&s.session, &s.watchlist).await;
             Json(json!({"version": f.version, "vehicles": f.vehicles.len(), "published_to": s.watchlist.publish_keys}))
                 .into_response()
@@ -213,10 +393,12 @@ async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
 async fn run_query(
     name: &'static str,
     s: ApiState,
+    c: Caller,
     params: Option<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(
-        crate::query::answer(&s, name, params.as_deref().unwrap_or("")).await?,
+        crate::query::answer(&s, name, params.as_deref().unwrap_or(""), &c.principal, &c.from)
+            .await?,
     ))
 }
 
@@ -230,24 +412,31 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
+/// What a principal outside an event's county gets: the same as for no event at all.
+fn no_event(id: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no event '{id}'"))
+}
+
 async fn get_event(
     State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<protocol::Event>, ApiError> {
     let id2 = id.clone();
     match with_store(&s, move |st| st.get(&id2)).await? {
-        Some(ev) => Ok(Json(ev)),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no event '{id}'"))),
+        Some(ev) if c.principal.sees(ev.checkpoint_id.as_str()) => Ok(Json(ev)),
+        _ => Err(no_event(&id)),
     }
 }
 
 async fn get_evidence(
     State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id2 = id.clone();
     match with_store(&s, move |st| st.get_evidence(&id2)).await? {
-        Some(b) => Ok((
+        Some(b) if c.principal.sees(&b.checkpoint_id) => Ok((
             [
                 (axum::http::header::CONTENT_TYPE, b.content_type.clone()),
                 (
@@ -258,7 +447,7 @@ async fn get_evidence(
             b.bytes,
         )
             .into_response()),
-        None => Err(ApiError(
+        _ => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no evidence image '{id}' (images arrive shortly before their event)"),
         )),
@@ -267,27 +456,51 @@ async fn get_evidence(
 
 /// Confirms or rejects a violation: `{"decision": "confirmed"|"rejected", "reviewer": "...",
 /// "reason": "..."}`. Recorded in the event and in its audit trail.
+/// The reviewer recorded is the logged-in user; a `reviewer` in the body is ignored.
 async fn review(
     State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<crate::store::Review>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<protocol::Event>, ApiError> {
-    let Json(r) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e}; send {{\"decision\": \"confirmed\" or \"rejected\", \"reviewer\": ..., \"reason\": ...}}")))?;
+    if !c.principal.may_review() {
+        return Err(forbidden("confirm or reject violations (reviewers do)"));
+    }
+    let Json(mut r) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e}; send {{\"decision\": \"confirmed\" or \"rejected\", \"reason\": ...}}")))?;
+    r.reviewer = c.principal.user.clone();
+    let who = c.principal.clone();
     Ok(Json(
-        with_store(&s, move |st| st.review(&id, &r, protocol::time::now_ms())).await?,
+        with_store(&s, move |st| {
+            match st.get(&id)? {
+                Some(ev) if who.sees(ev.checkpoint_id.as_str()) => {}
+                _ => return Err(StoreError::NotFound(id)),
+            }
+            st.review(&id, &r, protocol::time::now_ms())
+        })
+        .await?,
     ))
 }
 
 async fn audit(
     State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id2 = id.clone();
+    match with_store(&s, move |st| st.get(&id2)).await? {
+        Some(ev) if c.principal.sees(ev.checkpoint_id.as_str()) => {}
+        _ => return Err(no_event(&id)),
+    }
     let trail = with_store(&s, move |st| st.audit_of(&id)).await?;
     Ok(Json(json!({ "audit": trail })))
 }
 
-async fn checkpoints(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    Json(json!({ "checkpoints": s.checkpoints.all() }))
+async fn checkpoints(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+) -> Json<serde_json::Value> {
+    let seen: Vec<_> = s.checkpoints.all().into_iter().filter(|k| c.principal.sees(&k.id)).collect();
+    Json(json!({ "checkpoints": seen }))
 }
 
 async fn stats(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {

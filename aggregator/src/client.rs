@@ -65,11 +65,32 @@ pub fn request_with(
     request(addr, &head, body)
 }
 
+/// The bearer token every request of this process sends, once [`login`] succeeded.
+static TOKEN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Logs in to the aggregator at `addr`; later requests of this process carry the token.
+pub fn login(addr: impl ToSocketAddrs, user: &str, password: &str) -> std::io::Result<()> {
+    let body = serde_json::json!({"user": user, "password": password});
+    let (status, text) = post_json(addr, "/api/v1/login", &body)?;
+    if status != 200 {
+        return Err(std::io::Error::other(format!("login as '{user}' failed ({status}): {text}")));
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(std::io::Error::other)?;
+    *TOKEN.lock().expect("not poisoned") = v["token"].as_str().map(str::to_string);
+    Ok(())
+}
+
 fn request(
     addr: impl ToSocketAddrs,
     head_start: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let mut head_start = head_start.to_string();
+    if let Some(t) = TOKEN.lock().expect("not poisoned").as_ref() {
+        if !head_start.to_ascii_lowercase().contains("\r\nauthorization:") {
+            head_start.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+    }
     let addr = addr
         .to_socket_addrs()?
         .next()

@@ -44,6 +44,9 @@ pub struct AggregatorConfig {
     /// GA/T 1400 export of vehicle passes to an upstream platform.
     #[serde(default)]
     pub export: crate::viid::ExportConfig,
+    /// Users, roles and login limits of the HTTP API.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 fn default_road_factor() -> f64 {
@@ -184,6 +187,22 @@ pub struct ZenohConfig {
     /// Find peers by multicast on the LAN; off by default.
     #[serde(default)]
     pub multicast_scouting: bool,
+    /// Mutual TLS (`ca`, `cert`, `key`, PEM files; `scripts/certs.sh` issues them). With it
+    /// every endpoint must be `tls/...`, and unless `acl = false` an access-control policy
+    /// built from `[[checkpoints]]` lets each edge node (certificate common name = its
+    /// checkpoint id) publish only under its own checkpoint's prefix.
+    #[serde(default)]
+    pub tls: Option<protocol::security::TlsFiles>,
+    /// The access-control policy (on by default with TLS).
+    #[serde(default = "yes")]
+    pub acl: bool,
+    /// Certificate common names allowed everything (other aggregators, operators' tools).
+    #[serde(default)]
+    pub trusted_common_names: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_mode() -> String {
@@ -200,6 +219,9 @@ impl Default for ZenohConfig {
             listen: default_zlisten(),
             connect: vec![],
             multicast_scouting: false,
+            tls: None,
+            acl: true,
+            trusted_common_names: vec![],
         }
     }
 }
@@ -297,6 +319,11 @@ impl AggregatorConfig {
             ));
         }
         self.export.check(&mut errors);
+        let scope_county = match &scope {
+            Some(Scope::County(c)) => Some(c.as_str()),
+            _ => None,
+        };
+        self.auth.check(scope_county, &mut errors);
         if self.export.enabled
             && self.export.image_base_url.is_none()
             && (self.http.listen.starts_with("0.0.0.0") || self.http.listen.starts_with("[::]"))
@@ -318,6 +345,14 @@ impl AggregatorConfig {
         );
         if self.storage.sqlite_path.as_os_str().is_empty() {
             errors.push("storage.sqlite_path is empty".into());
+        }
+        if let Some(tls) = &self.zenoh.tls {
+            let endpoints: Vec<String> =
+                self.zenoh.listen.iter().chain(&self.zenoh.connect).cloned().collect();
+            errors.extend(tls.check(&endpoints));
+            if self.zenoh.acl && checkpoints.all().is_empty() {
+                errors.push("zenoh.acl: the access-control policy is built from [[checkpoints]] and there are none; list the checkpoints whose nodes connect here, or set zenoh.acl = false".into());
+            }
         }
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
@@ -370,11 +405,12 @@ mod tests {
         let e = raw.validate(Path::new("a.toml")).unwrap_err().to_string();
         for n in [
             "'a.toml'",
-            "4 problem",
+            "5 problem",
             "'1'",
             "'galaxy'",
             "'nowhere'",
             "follow_upstream",
+            "auth: no users",
         ] {
             assert!(e.contains(n), "{n} missing from {e}");
         }
@@ -389,6 +425,9 @@ mod example_configs {
     #[test]
     fn shipped_aggregator_configs_validate() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        // The configs name files (certificates) relative to the repository root, where
+        // the binaries run; no other test here depends on the working directory.
+        std::env::set_current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();

@@ -4,6 +4,7 @@
 //! themselves ([`ingest`], [`store`], [`api`]) are usable on their own.
 
 pub mod api;
+pub mod auth;
 pub mod checkpoints;
 pub mod client;
 pub mod config;
@@ -82,7 +83,23 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     })?;
 
     let z = &cfg.raw.zenoh;
-    let text = keys::zenoh_json5(&z.mode, &z.connect, &z.listen, z.multicast_scouting);
+    let acl = z.tls.as_ref().filter(|_| z.acl).map(|_| {
+        let ids: Vec<protocol::DeviceId> = cfg
+            .checkpoints
+            .all()
+            .iter()
+            .filter_map(|c| protocol::DeviceId::parse(&c.id).ok())
+            .collect();
+        protocol::security::checkpoint_acl(&ids, &z.trusted_common_names)
+    });
+    let text = protocol::security::zenoh_json5(
+        &z.mode,
+        &z.connect,
+        &z.listen,
+        z.multicast_scouting,
+        z.tls.as_ref(),
+        acl,
+    );
     let zcfg = zenoh::Config::from_json5(&text)
         .map_err(|e| AggregatorError::ZenohConfig(e.to_string()))?;
     let session = zenoh::open(zcfg)
@@ -244,14 +261,21 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         watchlist,
         session: session.clone(),
         export: exporting.then(|| export_metrics.clone()),
+        auth: Arc::new(auth::Auth::new(&cfg.raw.auth)),
     };
+    if !cfg.raw.auth.required {
+        tracing::warn!("auth.required = false: the HTTP API serves everyone as an administrator; run it on a trusted network only");
+    }
     let query_queryable = query::serve(&session, state.clone(), &cfg.scope_label, &cfg.id)
         .await
         .map_err(zenoh_err)?;
     let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(state);
     let http = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
             .with_graceful_shutdown(async {
                 let _ = stop_rx.await;
             })

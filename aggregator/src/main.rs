@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand};
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,
+    /// For `get`, `summary`, `violations`: log in as this user (else TRAFFIC_API_USER); the
+    /// password comes from TRAFFIC_API_PASSWORD, never from the command line.
+    #[arg(long, global = true)]
+    user: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -32,6 +36,9 @@ enum Cmd {
     Get { addr: String, path: String },
     /// Print what a running aggregator has stored, as a person reads it.
     Summary { addr: String },
+    /// Read a password from standard input and print its argon2 hash for
+    /// `[[auth.users]] password_hash`.
+    HashPassword,
     /// List pedestrian red-light violations and save their evidence pictures.
     Violations {
         addr: String,
@@ -62,8 +69,34 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Logs the client in when a user is given and the command talks to a running aggregator.
+fn login_if_asked(user: Option<String>, addr: &str) -> anyhow::Result<()> {
+    let Some(user) = user.or_else(|| std::env::var("TRAFFIC_API_USER").ok()) else {
+        return Ok(());
+    };
+    let password = std::env::var("TRAFFIC_API_PASSWORD").map_err(|_| {
+        anyhow::anyhow!("set TRAFFIC_API_PASSWORD to the password of '{user}'")
+    })?;
+    aggregator::client::login(addr, &user, &password)?;
+    Ok(())
+}
+
 fn run() -> anyhow::Result<()> {
-    match Args::parse().cmd {
+    let args = Args::parse();
+    match &args.cmd {
+        Cmd::Get { addr, .. } | Cmd::Summary { addr } | Cmd::Violations { addr, .. } => {
+            login_if_asked(args.user.clone(), addr)?
+        }
+        _ => {}
+    }
+    match args.cmd {
+        Cmd::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            println!("{}", aggregator::auth::hash_password(password));
+        }
         Cmd::Check { config } => {
             let c = AggregatorConfig::load(&config)?;
             println!(

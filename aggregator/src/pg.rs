@@ -335,18 +335,14 @@ impl EventStore for PgStore {
         Ok(())
     }
 
+    fn audit_recent(&mut self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = self.client.query("SELECT event_id, action, actor, detail, at_ms FROM audit ORDER BY id DESC LIMIT $1", &[&(limit as i64)]).map_err(pg)?;
+        Ok(rows.into_iter().map(audit_row).collect())
+    }
+
     fn audit_of(&mut self, event_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = self.client.query("SELECT event_id, action, actor, detail, at_ms FROM audit WHERE event_id = $1 ORDER BY id", &[&event_id]).map_err(pg)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditEntry {
-                event_id: r.get(0),
-                action: r.get(1),
-                actor: r.get(2),
-                detail: r.get(3),
-                at_ms: r.get(4),
-            })
-            .collect())
+        Ok(rows.into_iter().map(audit_row).collect())
     }
 
     fn set_export_queue(&mut self, on: bool) {
@@ -399,5 +395,15 @@ impl EventStore for PgStore {
         Ok(export_stats_from(
             rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(),
         ))
+    }
+}
+
+fn audit_row(r: postgres::Row) -> AuditEntry {
+    AuditEntry {
+        event_id: r.get(0),
+        action: r.get(1),
+        actor: r.get(2),
+        detail: r.get(3),
+        at_ms: r.get(4),
     }
 }

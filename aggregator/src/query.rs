@@ -19,18 +19,52 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::api::{with_store, ApiError, ApiState};
+use crate::auth::Principal;
 use crate::store::{EventFilter, FlowQuery};
 
 /// The queries, by the name they are asked for.
 pub const QUERIES: &[&str] = &["events", "trajectory", "flow", "key_vehicles"];
 
-/// Answers query `name` with URL-encoded `params`.
-pub async fn answer(s: &ApiState, name: &str, params: &str) -> Result<Value, ApiError> {
+/// Whether query `name` with `params` looks up plates (and goes to the audit log).
+fn is_plate_query(name: &str, params: &str) -> bool {
     match name {
-        "events" => events(s, parse(params)?).await,
-        "trajectory" => trajectory(s, parse(params)?).await,
-        "flow" => flow(s, parse(params)?).await,
-        "key_vehicles" => key_vehicles(s, parse(params)?).await,
+        "trajectory" | "key_vehicles" => true,
+        "events" => params.split('&').any(|kv| kv.starts_with("plate=")),
+        _ => false,
+    }
+}
+
+/// Answers query `name` with URL-encoded `params` for `who` (a county principal sees its
+/// county only), asked from `from`. A plate query is written to the audit log first; one
+/// that cannot be is refused.
+pub async fn answer(
+    s: &ApiState,
+    name: &str,
+    params: &str,
+    who: &Principal,
+    from: &str,
+) -> Result<Value, ApiError> {
+    if is_plate_query(name, params) {
+        let entry = crate::store::AuditEntry {
+            event_id: String::new(),
+            action: "plate_query".into(),
+            actor: who.user.clone(),
+            detail: format!("{name}?{params} from {from}"),
+            at_ms: protocol::time::now_ms(),
+        };
+        with_store(s, move |st| st.audit(&entry)).await.map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the audit log cannot be written ({}); plate queries wait until it can", e.1),
+            )
+        })?;
+    }
+    let county = who.county.clone();
+    match name {
+        "events" => events(s, parse(params)?, county).await,
+        "trajectory" => trajectory(s, parse(params)?, county).await,
+        "flow" => flow(s, parse(params)?, county).await,
+        "key_vehicles" => key_vehicles(s, parse(params)?, county).await,
         _ => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no query '{name}'; queries: {}", QUERIES.join(", ")),
@@ -64,16 +98,22 @@ fn opt_time(name: &str, v: &Option<String>) -> Result<Option<i64>, ApiError> {
     v.as_deref().map(|v| parse_time(name, v)).transpose()
 }
 
-/// `a,b,c` -> ids, each checked as a 20-digit checkpoint id.
-fn checkpoint_list(v: &Option<String>) -> Result<Vec<String>, ApiError> {
+/// `a,b,c` -> ids, each checked as a 20-digit checkpoint id and, for a county principal,
+/// as one of its county.
+fn checkpoint_list(v: &Option<String>, county: &Option<String>) -> Result<Vec<String>, ApiError> {
     let Some(v) = v else { return Ok(vec![]) };
     v.split(',')
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .map(|c| {
-            protocol::DeviceId::parse(c)
-                .map(|_| c.to_string())
-                .map_err(|e| bad(format!("checkpoint '{c}': {e}")))
+            protocol::DeviceId::parse(c).map_err(|e| bad(format!("checkpoint '{c}': {e}")))?;
+            match county {
+                Some(k) if !c.starts_with(k.as_str()) => Err(ApiError(
+                    StatusCode::FORBIDDEN,
+                    format!("checkpoint '{c}' is outside your county {k}"),
+                )),
+                _ => Ok(c.to_string()),
+            }
         })
         .collect()
 }
@@ -111,7 +151,7 @@ fn enum_param<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-async fn events(s: &ApiState, q: EventsParams) -> Result<Value, ApiError> {
+async fn events(s: &ApiState, q: EventsParams, county: Option<String>) -> Result<Value, ApiError> {
     let kind = match &q.kind {
         None => None,
         Some(k) => Some(EventKind::parse(k).ok_or_else(|| {
@@ -126,7 +166,8 @@ async fn events(s: &ApiState, q: EventsParams) -> Result<Value, ApiError> {
         return Err(bad("near=true needs a plate".into()));
     }
     let filter = EventFilter {
-        checkpoints: checkpoint_list(&q.checkpoint)?,
+        checkpoints: checkpoint_list(&q.checkpoint, &county)?,
+        county,
         camera_id: q.camera,
         kind,
         class: q.class,
@@ -232,7 +273,11 @@ fn legs(s: &ApiState, points: &[TrajectoryPoint]) -> Vec<Leg> {
         .collect()
 }
 
-async fn trajectory(s: &ApiState, q: TrajectoryParams) -> Result<Value, ApiError> {
+async fn trajectory(
+    s: &ApiState,
+    q: TrajectoryParams,
+    county: Option<String>,
+) -> Result<Value, ApiError> {
     let plate = protocol::plate::normalise(&q.plate);
     if plate.is_empty() || plate.contains(['*', '?']) {
         return Err(bad(format!(
@@ -243,6 +288,7 @@ async fn trajectory(s: &ApiState, q: TrajectoryParams) -> Result<Value, ApiError
     let filter = EventFilter {
         kind: Some(EventKind::VehiclePass),
         plate: Some(plate.clone()),
+        county,
         from_ms: opt_time("from", &q.from)?,
         to_ms: opt_time("to", &q.to)?,
         limit: q.limit.unwrap_or(1000),
@@ -270,9 +316,10 @@ pub struct FlowParams {
     pub bucket_minutes: Option<i64>,
 }
 
-async fn flow(s: &ApiState, q: FlowParams) -> Result<Value, ApiError> {
+async fn flow(s: &ApiState, q: FlowParams, county: Option<String>) -> Result<Value, ApiError> {
     let fq = FlowQuery {
-        checkpoints: checkpoint_list(&q.checkpoint)?,
+        checkpoints: checkpoint_list(&q.checkpoint, &county)?,
+        county,
         from_ms: parse_time("from", &q.from)?,
         to_ms: parse_time("to", &q.to)?,
         bucket_ms: q.bucket_minutes.unwrap_or(60).saturating_mul(60_000),
@@ -307,7 +354,11 @@ pub struct KeyVehicleParams {
 /// Passes read for the key vehicles at most, per query.
 pub const MAX_KEY_VEHICLE_PASSES: usize = 20_000;
 
-async fn key_vehicles(s: &ApiState, q: KeyVehicleParams) -> Result<Value, ApiError> {
+async fn key_vehicles(
+    s: &ApiState,
+    q: KeyVehicleParams,
+    county: Option<String>,
+) -> Result<Value, ApiError> {
     let (from_ms, to_ms) = (opt_time("from", &q.from)?, opt_time("to", &q.to)?);
     let Some(reg) = s.watchlist.current() else {
         return Ok(
@@ -330,6 +381,7 @@ async fn key_vehicles(s: &ApiState, q: KeyVehicleParams) -> Result<Value, ApiErr
             let filter = EventFilter {
                 kind: Some(EventKind::VehiclePass),
                 plates: chunk.to_vec(),
+                county: county.clone(),
                 from_ms,
                 to_ms,
                 limit: 1000,
@@ -408,7 +460,14 @@ pub async fn serve(
                     .to_string();
                 let params = query.parameters().as_str().replace(';', "&");
                 let t = std::time::Instant::now();
-                let result = answer(&s, &name, &params).await;
+                // Who may ask is zenoh's business: with TLS, the access-control policy
+                // admits queries from trusted certificates only.
+                let who = Principal {
+                    user: "zenoh-query".into(),
+                    role: crate::auth::Role::CityOperator,
+                    county: None,
+                };
+                let result = answer(&s, &name, &params, &who, "zenoh").await;
                 s.http_metrics
                     .observe(&format!("zenoh:{name}"), t.elapsed());
                 // The concrete key: the query may name the aggregator with a wildcard.

@@ -193,6 +193,8 @@ pub(crate) fn dialect(m: &str, d: &Dialect) -> String {
 pub struct Review {
     /// `confirmed` or `rejected`.
     pub decision: protocol::ReviewState,
+    /// Set by the API to the logged-in user.
+    #[serde(default)]
     pub reviewer: String,
     pub reason: String,
 }
@@ -287,6 +289,8 @@ pub type ExportOutcome = Result<(), (String, bool)>;
 pub struct EventFilter {
     /// Any of these checkpoints (none: every checkpoint).
     pub checkpoints: Vec<String>,
+    /// Only checkpoints of this county (six-digit region code): what a county operator sees.
+    pub county: Option<String>,
     pub camera_id: Option<String>,
     pub kind: Option<EventKind>,
     /// Object class (`person`, `car`, ...) for object-track events.
@@ -625,6 +629,8 @@ impl SqliteStore {
 pub struct FlowQuery {
     /// Any of these checkpoints (none: every checkpoint).
     pub checkpoints: Vec<String>,
+    /// Only checkpoints of this county (six-digit region code).
+    pub county: Option<String>,
     pub from_ms: i64,
     pub to_ms: i64,
     pub bucket_ms: i64,
@@ -676,6 +682,16 @@ pub(crate) fn flow_sql(
         }
         sql.push_str(&format!(" AND checkpoint_id IN ({})", list.join(", ")));
     }
+    if let Some(c) = &q.county {
+        let (lo, hi) = county_range(c)?;
+        args.push(SqlArg::Text(lo));
+        args.push(SqlArg::Text(hi));
+        sql.push_str(&format!(
+            " AND checkpoint_id >= {} AND checkpoint_id < {}",
+            ph(args.len() - 1),
+            ph(args.len())
+        ));
+    }
     sql.push_str(
         " GROUP BY bucket, checkpoint_id, lane ORDER BY bucket, checkpoint_id, lane NULLS FIRST",
     );
@@ -706,6 +722,8 @@ pub trait EventStore: Send {
     fn audit(&mut self, e: &AuditEntry) -> Result<(), StoreError>;
     /// An event's audit trail, oldest first.
     fn audit_of(&mut self, event_id: &str) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The latest `limit` lines of the whole audit log, newest first.
+    fn audit_recent(&mut self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// From now on, every new vehicle pass this store stores is queued for export, in the
     /// same transaction.
     fn set_export_queue(&mut self, on: bool);
@@ -788,17 +806,14 @@ impl EventStore for SqliteStore {
         )?;
         Ok(())
     }
+    fn audit_recent(&mut self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT event_id, action, actor, detail, at_ms FROM audit ORDER BY id DESC LIMIT ?1")?;
+        let rows = stmt.query_map([limit as i64], audit_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
     fn audit_of(&mut self, event_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
         let mut stmt = self.conn.prepare_cached("SELECT event_id, action, actor, detail, at_ms FROM audit WHERE event_id = ?1 ORDER BY id")?;
-        let rows = stmt.query_map([event_id], |r| {
-            Ok(AuditEntry {
-                event_id: r.get(0)?,
-                action: r.get(1)?,
-                actor: r.get(2)?,
-                detail: r.get(3)?,
-                at_ms: r.get(4)?,
-            })
-        })?;
+        let rows = stmt.query_map([event_id], audit_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
     fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError> {
@@ -986,6 +1001,26 @@ pub(crate) enum PlateLookup {
 
 /// The event-list query for a filter, with placeholders made by `ph(n)` (`?n` for SQLite,
 /// `$n` for PostgreSQL); returns the SQL, its arguments and the page size.
+fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        event_id: r.get(0)?,
+        action: r.get(1)?,
+        actor: r.get(2)?,
+        detail: r.get(3)?,
+        at_ms: r.get(4)?,
+    })
+}
+
+/// The checkpoint ids of a county as a half-open range: `[320505, 320506)`.
+fn county_range(county: &str) -> Result<(String, String), StoreError> {
+    let n: u32 = county
+        .parse()
+        .ok()
+        .filter(|_| county.len() == 6)
+        .ok_or_else(|| StoreError::Query(format!("county '{county}' is not a 6-digit region code")))?;
+    Ok((county.to_string(), format!("{:06}", n + 1)))
+}
+
 pub(crate) fn list_sql(
     f: &EventFilter,
     plates_by: PlateLookup,
@@ -995,6 +1030,16 @@ pub(crate) fn list_sql(
     let mut sql = String::from("1=1");
     let mut plate_conds = Vec::new();
     let mut args = Vec::new();
+    if let Some(c) = &f.county {
+        let (lo, hi) = county_range(c)?;
+        args.push(SqlArg::Text(lo));
+        args.push(SqlArg::Text(hi));
+        sql.push_str(&format!(
+            " AND checkpoint_id >= {} AND checkpoint_id < {}",
+            ph(args.len() - 1),
+            ph(args.len())
+        ));
+    }
     let mut push_in = |column: &str, vs: Vec<String>| {
         let mut list = Vec::with_capacity(vs.len());
         for v in vs {

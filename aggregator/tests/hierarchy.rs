@@ -8,12 +8,14 @@
 //! - A watch list put in force at the city reaches both counties (kept there, served to
 //!   their nodes) and a node's subscription; a county refuses edits of a list it follows.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use protocol::registry::{RegistryFile, Status, VehicleRecord};
 use protocol::*;
+
+mod common;
+use common::*;
 
 const CK_A: &str = "32050500051210000001"; // county 320505
 const CK_B: &str = "32050600051210000001"; // county 320506
@@ -21,21 +23,6 @@ const CAM_A: &str = "32050500051320000002";
 const CAM_B: &str = "32050600051320000002";
 const NODE_A: &str = "32050500055050000001";
 const NODE_B: &str = "32050600055050000001";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Dir(std::path::PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn checkpoints() -> &'static str {
     r#"
@@ -80,7 +67,7 @@ fn start(
         .collect::<Vec<_>>()
         .join("\n\n");
     let text = format!(
-        "id = \"{id}\"\nscope = \"{scope}\"\n{extra}\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nmode = \"client\"\nlisten = []\nconnect = [\"tcp/127.0.0.1:{router}\"]\n[watchlist]\nstate_dir = \"{}\"\n{}\n",
+        "id = \"{id}\"\nscope = \"{scope}\"\n{extra}\n[auth]\nrequired = false\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nmode = \"client\"\nlisten = []\nconnect = [\"tcp/127.0.0.1:{router}\"]\n[watchlist]\nstate_dir = \"{}\"\n{}\n",
         dir.join(format!("{id}.db")).display(),
         dir.display(),
         if scope.starts_with("county:") { "follow_upstream = true" } else { "" },
@@ -96,56 +83,10 @@ fn start(
     })
 }
 
-fn pass(ck: &str, cam: &str, node: &str, t: i64, plate: &str, lane: u32) -> Event {
-    Event {
-        schema_version: SCHEMA_VERSION,
-        event_id: ulid::Ulid::from_parts(t as u64, rand_part(ck, plate)).to_string(),
-        severity: Severity::Info,
-        node_id: DeviceId::parse(node).unwrap(),
-        checkpoint_id: DeviceId::parse(ck).unwrap(),
-        camera_id: DeviceId::parse(cam).unwrap(),
-        lane: Some(lane),
-        frame_time_ms: t,
-        detections: vec![],
-        rule: None,
-        evidence: vec![],
-        review: ReviewState::NotRequired,
-        body: EventBody::VehiclePass(VehiclePass {
-            track_id: 1,
-            plate: Some(plate.into()),
-            char_confidence: vec![0.99; 7],
-            plate_colour: Some(plate::PlateColor::Blue),
-            plate_class: Some(plate::PlateClass::SmallCar),
-            vehicle_class: "car".into(),
-            direction: Some("inbound".into()),
-            first_seen_ms: None,
-            last_seen_ms: None,
-            plate_reads: 3,
-            registry_version: None,
-        }),
-    }
-}
-
-fn rand_part(ck: &str, plate: &str) -> u128 {
-    let mut h: u128 = 1469598103934665603;
-    for b in ck.bytes().chain(plate.bytes()) {
-        h = (h ^ b as u128).wrapping_mul(1099511628211);
-    }
-    h & ((1u128 << 80) - 1)
-}
-
 fn get(a: &aggregator::Running, path: &str) -> serde_json::Value {
     let (status, body) = aggregator::client::get(a.http_addr, path).unwrap();
     assert_eq!(status, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap()
-}
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn registry(version: u64) -> RegistryFile {

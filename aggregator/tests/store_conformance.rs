@@ -374,6 +374,7 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
     let flow = store
         .flow(&FlowQuery {
             checkpoints: vec![],
+            county: None,
             from_ms: hour,
             to_ms: hour + 2 * 3_600_000,
             bucket_ms: 3_600_000,
@@ -398,15 +399,38 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
     let only2 = store
         .flow(&FlowQuery {
             checkpoints: vec![ck2.into()],
+            county: None,
             from_ms: hour,
             to_ms: hour + 3_600_000,
             bucket_ms: 60_000,
         })
         .unwrap();
     assert_eq!(only2.iter().map(|r| r.vehicles).sum::<i64>(), 1);
+    // A county operator's view: the checkpoints of one county only.
+    let county_of = |ck: &str| ck[..6].to_string();
+    let in_county = store
+        .flow(&FlowQuery {
+            checkpoints: vec![],
+            county: Some(county_of(ck2)),
+            from_ms: hour,
+            to_ms: hour + 2 * 3_600_000,
+            bucket_ms: 3_600_000,
+        })
+        .unwrap();
+    assert!(in_county.iter().all(|r| r.checkpoint_id.starts_with(&county_of(ck2))));
+    let page = store
+        .list(&EventFilter { county: Some(county_of(ck2)), limit: 1000, ..Default::default() })
+        .unwrap();
+    assert!(!page.events.is_empty());
+    assert!(page.events.iter().all(|e| e.checkpoint_id.as_str().starts_with(&county_of(ck2))));
+    let other = store
+        .list(&EventFilter { county: Some("320599".into()), limit: 1000, ..Default::default() })
+        .unwrap();
+    assert!(other.events.is_empty());
     assert!(matches!(
         store.flow(&FlowQuery {
             checkpoints: vec![],
+            county: None,
             from_ms: hour,
             to_ms: hour + 365 * 86_400_000,
             bucket_ms: 3_600_000,

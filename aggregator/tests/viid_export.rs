@@ -434,6 +434,8 @@ fn start_aggregator(rt: &tokio::runtime::Runtime, dir: &Path, platform: u16) -> 
     let text = format!(
         r#"id = "32050500055030000001"
 scope = "county:320505"
+[auth]
+required = false
 [storage]
 sqlite_path = "{db}"
 [http]

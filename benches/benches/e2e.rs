@@ -89,6 +89,7 @@ fn main() {
         &std::fs::read_to_string(benches::repo_root().join("configs/edge-demo.toml")).unwrap(),
     )
     .unwrap();
+    demo["zenoh"].as_table_mut().unwrap().remove("tls");
     {
         let cam = &mut demo["cameras"][0];
         cam["source"]["path"] = toml::Value::String(vtest.display().to_string());

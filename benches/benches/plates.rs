@@ -63,6 +63,7 @@ fn main() {
     let t = demo.as_table_mut().unwrap();
     t.remove("registry");
     t.remove("metrics");
+    t["zenoh"].as_table_mut().unwrap().remove("tls");
     let cams = t["cameras"].as_array_mut().unwrap();
     cams.remove(0);
     let cam = cams[0].as_table_mut().unwrap();

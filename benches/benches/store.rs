@@ -171,6 +171,7 @@ fn run(name: &str, store: &mut dyn EventStore, n: u64) {
             store
                 .flow(&aggregator::store::FlowQuery {
                     checkpoints: vec![],
+                    county: None,
                     from_ms: p.frame_time_ms,
                     to_ms: p.frame_time_ms + 86_400_000,
                     bucket_ms: 3_600_000,

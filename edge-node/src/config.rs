@@ -124,6 +124,12 @@ pub struct ZenohConfig {
     /// endpoints are used.
     #[serde(default)]
     pub multicast_scouting: bool,
+    /// Mutual TLS (`ca`, `cert`, `key`, PEM; `scripts/certs.sh` issues them). The
+    /// certificate's common name must be this node's `checkpoint_id`: the aggregator's
+    /// access-control policy lets it publish only under that checkpoint. With it every
+    /// endpoint must be `tls/...`.
+    #[serde(default)]
+    pub tls: Option<protocol::security::TlsFiles>,
 }
 
 fn default_mode() -> ZenohMode {
@@ -137,6 +143,7 @@ impl Default for ZenohConfig {
             connect: vec!["tcp/127.0.0.1:7447".into()],
             listen: vec![],
             multicast_scouting: false,
+            tls: None,
         }
     }
 }
@@ -437,6 +444,11 @@ impl NodeConfig {
             .map_err(|e| errors.push(format!("checkpoint_id: {e}")))
             .ok();
         self.tracker.validate("tracker", &mut errors);
+        if let Some(tls) = &self.zenoh.tls {
+            let endpoints: Vec<String> =
+                self.zenoh.connect.iter().chain(&self.zenoh.listen).cloned().collect();
+            errors.extend(tls.check(&endpoints));
+        }
         if let Some(l) = &self.metrics.listen {
             if l.parse::<std::net::SocketAddr>().is_err() {
                 errors.push(format!(
@@ -719,6 +731,9 @@ mod example_configs {
     #[test]
     fn shipped_edge_configs_validate() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        // The configs name files (certificates) relative to the repository root, where
+        // the binaries run; no other test here depends on the working directory.
+        std::env::set_current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();

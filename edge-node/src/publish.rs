@@ -34,7 +34,14 @@ pub async fn open_session(cfg: &ZenohConfig) -> Result<zenoh::Session, PublishEr
         ZenohMode::Peer => "peer",
         ZenohMode::Client => "client",
     };
-    let text = keys::zenoh_json5(mode, &cfg.connect, &cfg.listen, cfg.multicast_scouting);
+    let text = protocol::security::zenoh_json5(
+        mode,
+        &cfg.connect,
+        &cfg.listen,
+        cfg.multicast_scouting,
+        cfg.tls.as_ref(),
+        None,
+    );
     let config =
         zenoh::Config::from_json5(&text).map_err(|e| PublishError::Config(e.to_string()))?;
     zenoh::open(config)

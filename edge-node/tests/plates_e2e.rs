@@ -31,7 +31,7 @@ fn plate_config(
     let mut v: toml::Value = toml::from_str(&text).unwrap();
     let header: toml::Value = toml::from_str(&node_header(zenoh_port)).unwrap();
     v["runtime"] = header["runtime"].clone();
-    v["zenoh"]["connect"] = header["zenoh"]["connect"].clone();
+    v["zenoh"] = header["zenoh"].clone();
     let t = v.as_table_mut().unwrap();
     t.remove("metrics");
     let cams = t["cameras"].as_array_mut().unwrap();

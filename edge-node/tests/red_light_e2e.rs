@@ -40,6 +40,8 @@ fn demo_config(
         connect.push(toml::Value::String(format!("tcp/127.0.0.1:{p}")));
     }
     v["zenoh"]["connect"] = toml::Value::Array(connect);
+    // The test aggregator listens on plain TCP.
+    v["zenoh"].as_table_mut().unwrap().remove("tls");
     let cam = &mut v["cameras"][0];
     cam["source"]["path"] = toml::Value::String(vtest().display().to_string());
     cam.as_table_mut()

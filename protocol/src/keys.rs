@@ -148,20 +148,15 @@ pub fn aggregator_query(scope_label: &str, aggregator_id: &DeviceId, name: &str)
 /// Matches every aggregator's liveliness token.
 pub const ANY_AGGREGATOR_ALIVE: &str = "ckpt/agg/**";
 
-/// zenoh session settings both binaries share, rendered as the JSON5 zenoh reads, so that
-/// this crate need not depend on zenoh.
+/// zenoh session settings both binaries share, without TLS or access control (see
+/// [`crate::security::zenoh_json5`] for those).
 pub fn zenoh_json5(
     mode: &str,
     connect: &[String],
     listen: &[String],
     multicast_scouting: bool,
 ) -> String {
-    let list = |v: &[String]| serde_json::to_string(v).expect("strings serialise");
-    format!(
-        r#"{{ mode: "{mode}", connect: {{ endpoints: {} }}, listen: {{ endpoints: {} }}, scouting: {{ multicast: {{ enabled: {multicast_scouting} }}, gossip: {{ enabled: true }} }} }}"#,
-        list(connect),
-        list(listen)
-    )
+    crate::security::zenoh_json5(mode, connect, listen, multicast_scouting, None, None)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod metrics;
 pub mod plate;
 pub mod registry;
+pub mod security;
 pub mod time;
 
 pub use event::{

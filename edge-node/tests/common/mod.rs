@@ -74,7 +74,7 @@ impl TestAggregator {
         let dir = tempdir::Dir::new("agg");
         let zenoh_port = free_port();
         let text = format!(
-            "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zenoh_port}\"]\n[retention]\ndefault_days = 0\n",
+            "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[auth]\nrequired = false\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zenoh_port}\"]\n[retention]\ndefault_days = 0\n",
             dir.0.join("agg.db").display()
         );
         let rt = tokio::runtime::Builder::new_multi_thread()
