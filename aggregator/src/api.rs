@@ -456,7 +456,8 @@ async fn get_evidence(
 
 /// Confirms or rejects a violation: `{"decision": "confirmed"|"rejected", "reviewer": "...",
 /// "reason": "..."}`. Recorded in the event and in its audit trail.
-/// The reviewer recorded is the logged-in user; a `reviewer` in the body is ignored.
+/// The reviewer recorded is the logged-in user; a `reviewer` in the body is ignored (it
+/// counts only when logins are off).
 async fn review(
     State(s): State<ApiState>,
     Extension(c): Extension<Caller>,
@@ -467,7 +468,10 @@ async fn review(
         return Err(forbidden("confirm or reject violations (reviewers do)"));
     }
     let Json(mut r) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e}; send {{\"decision\": \"confirmed\" or \"rejected\", \"reason\": ...}}")))?;
-    r.reviewer = c.principal.user.clone();
+    // Without logins (auth.required = false) the reviewer is whoever the body names.
+    if s.auth.required || r.reviewer.trim().is_empty() {
+        r.reviewer = c.principal.user.clone();
+    }
     let who = c.principal.clone();
     Ok(Json(
         with_store(&s, move |st| {

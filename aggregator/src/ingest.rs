@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,8 +18,10 @@ use tracing::{debug, error, warn};
 
 use crate::store::EventStore;
 
-/// Samples waiting to be stored.
+/// Samples waiting to be stored, at most...
 pub const INGEST_QUEUE: usize = 16384;
+/// ...and their bytes at most (evidence images are large): the ingest queue's memory bound.
+pub const INGEST_QUEUE_BYTES: u64 = 256 << 20;
 /// Largest batch stored in one transaction. Under load the writer stores up to this many events per transaction: large batches
 /// share the index pages they touch (ingest into SQLite: 27,000/s in batches of 1,000,
 /// 51,000/s in batches of 10,000 at a million rows).
@@ -36,6 +38,14 @@ pub struct IngestMetrics {
     pub purged_events: AtomicU64,
     pub purged_images: AtomicU64,
     pub anomalies_raised: AtomicU64,
+    /// Samples in the ingest queue now, and the most there have been.
+    pub queued: AtomicU64,
+    pub queue_peak: AtomicU64,
+    pub queued_bytes: AtomicU64,
+    /// Samples that found the queue full (zenoh's delivery waited: back-pressure), and for
+    /// how long in all, microseconds.
+    pub queue_full: AtomicU64,
+    pub blocked_us: AtomicU64,
     rejected_by_reason: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -50,10 +60,55 @@ pub struct IngestSnapshot {
     pub purged_events: u64,
     pub purged_images: u64,
     pub anomalies_raised: u64,
+    pub queued: u64,
+    pub queued_bytes: u64,
+    pub queue_peak: u64,
+    pub queue_full: u64,
+    pub blocked_seconds: f64,
     pub rejected_by_reason: BTreeMap<String, u64>,
 }
 
 impl IngestMetrics {
+    /// Hands a sample to the writer: at once when the queue has room, else waiting for it
+    /// (zenoh's delivery waits with it, and so, through the transport, do the publishers),
+    /// counted. Nothing is dropped while the writer runs.
+    pub fn enqueue(&self, tx: &SyncSender<(String, Vec<u8>)>, item: (String, Vec<u8>)) {
+        let bytes = (item.0.len() + item.1.len()) as u64;
+        // Over the byte bound, wait for the writer (one sample always passes).
+        let mut waited = None;
+        while self.queued.load(Ordering::Relaxed) > 0
+            && self.queued_bytes.load(Ordering::Relaxed) + bytes > INGEST_QUEUE_BYTES
+        {
+            waited.get_or_insert_with(std::time::Instant::now);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(t) = waited {
+            self.queue_full.fetch_add(1, Ordering::Relaxed);
+            self.blocked_us
+                .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let depth = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        self.queue_peak.fetch_max(depth, Ordering::Relaxed);
+        let failed = match tx.try_send(item) {
+            Ok(()) => false,
+            Err(TrySendError::Full(item)) => {
+                self.queue_full.fetch_add(1, Ordering::Relaxed);
+                let t = std::time::Instant::now();
+                let failed = tx.send(item).is_err();
+                self.blocked_us
+                    .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                failed
+            }
+            Err(TrySendError::Disconnected(_)) => true,
+        };
+        if failed {
+            // Stopping: the writer is gone; the node resends what was not acknowledged.
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
     pub fn snapshot(&self) -> IngestSnapshot {
         IngestSnapshot {
             received: self.received.load(Ordering::Relaxed),
@@ -65,6 +120,11 @@ impl IngestMetrics {
             purged_events: self.purged_events.load(Ordering::Relaxed),
             purged_images: self.purged_images.load(Ordering::Relaxed),
             anomalies_raised: self.anomalies_raised.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
+            queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
+            queue_peak: self.queue_peak.load(Ordering::Relaxed),
+            queue_full: self.queue_full.load(Ordering::Relaxed),
+            blocked_seconds: self.blocked_us.load(Ordering::Relaxed) as f64 / 1e6,
             rejected_by_reason: self
                 .rejected_by_reason
                 .lock()
@@ -245,6 +305,10 @@ pub fn run_writer(
         };
         let mut item = Some(first);
         while let Some((key, payload)) = item.take() {
+            metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            metrics
+                .queued_bytes
+                .fetch_sub((key.len() + payload.len()) as u64, Ordering::Relaxed);
             if key.contains("/evidence/") {
                 // Images are few and large: stored one by one, outside the event batch.
                 match validate_evidence(&key, &payload) {

@@ -113,13 +113,17 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     // Both subscribers hand samples to the writer; a full queue blocks zenoh's delivery:
     // back-pressure, not loss.
     let subscribe = |selector: String, tx: std::sync::mpsc::SyncSender<(String, Vec<u8>)>| {
+        let m = metrics.clone();
         session
             .declare_subscriber(selector)
             .callback(move |sample| {
-                let _ = tx.send((
-                    sample.key_expr().as_str().to_string(),
-                    sample.payload().to_bytes().into_owned(),
-                ));
+                m.enqueue(
+                    &tx,
+                    (
+                        sample.key_expr().as_str().to_string(),
+                        sample.payload().to_bytes().into_owned(),
+                    ),
+                );
             })
     };
     let zenoh_err = |e: zenoh::Error| AggregatorError::Zenoh {

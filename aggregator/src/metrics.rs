@@ -75,6 +75,44 @@ pub fn render(ingest: &IngestSnapshot, http: &HttpMetrics) -> String {
     );
     family(
         &mut out,
+        "aggregator_ingest_queue_depth",
+        "gauge",
+        "Samples waiting for the writer now.",
+    );
+    let _ = writeln!(out, "aggregator_ingest_queue_depth {}", ingest.queued);
+    family(
+        &mut out,
+        "aggregator_ingest_queue_bytes",
+        "gauge",
+        "Bytes waiting for the writer now (bounded by the ingest queue's byte limit).",
+    );
+    let _ = writeln!(out, "aggregator_ingest_queue_bytes {}", ingest.queued_bytes);
+    family(
+        &mut out,
+        "aggregator_ingest_queue_peak",
+        "gauge",
+        "The most samples that have waited for the writer at once (with those zenoh waits to put in).",
+    );
+    let _ = writeln!(out, "aggregator_ingest_queue_peak {}", ingest.queue_peak);
+    counter(
+        &mut out,
+        "aggregator_ingest_queue_full_total",
+        "Samples that found the ingest queue full: zenoh's delivery, and the publishers, waited (back-pressure).",
+        ingest.queue_full,
+    );
+    family(
+        &mut out,
+        "aggregator_ingest_blocked_seconds_total",
+        "counter",
+        "Time zenoh's delivery waited for room in the ingest queue.",
+    );
+    let _ = writeln!(
+        out,
+        "aggregator_ingest_blocked_seconds_total {:.6}",
+        ingest.blocked_seconds
+    );
+    family(
+        &mut out,
         "aggregator_events_rejected_total",
         "counter",
         "Payloads rejected, by reason.",

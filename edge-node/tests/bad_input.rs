@@ -1,5 +1,6 @@
-//! Bad input: a corrupt video file, a missing model file and an invalid config each give a
-//! clear error naming the input, and the other cameras keep running.
+//! Bad input: a corrupt video file, a missing model file, a model of the wrong shape and an
+//! invalid config each give a clear error naming the input, and the other cameras keep
+//! running.
 
 mod common;
 
@@ -23,6 +24,17 @@ fn corrupt_video_and_missing_model_fail_alone_while_the_good_camera_runs() {
         .replace("file = \"yolov8n.onnx\"", "file = \"missing-model.onnx\"");
     let manifest_path = dir.0.join("missing.toml");
     std::fs::write(&manifest_path, manifest).unwrap();
+    // A model of the wrong shape: the detector's manifest naming the plate reader's file (a
+    // real model taking [N, 3, 48, W]) and its input.
+    let yolo = std::fs::read_to_string(repo_root().join("models/yolov8n.toml")).unwrap();
+    let ocr = std::fs::read_to_string(repo_root().join("models/ppocrv4_rec.toml")).unwrap();
+    let line = |text: &str, key: &str| text.lines().find(|l| l.starts_with(key)).unwrap().to_string();
+    let wrong = yolo
+        .replace(&line(&yolo, "file = "), &line(&ocr, "file = "))
+        .replace(&line(&yolo, "sha256 = "), &line(&ocr, "sha256 = "))
+        .replace("name = \"images\"", "name = \"x\"");
+    let wrong_path = dir.0.join("wrong-shape.toml");
+    std::fs::write(&wrong_path, wrong).unwrap();
 
     let config = node_header(agg.zenoh_port)
         + &format!(
@@ -44,6 +56,12 @@ source = {{ type = "file", path = "{vtest}" }}
 detector = "{manifest}"
 retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
 [[cameras]]
+id = "32050500051320000005"
+name = "wrong-shape"
+source = {{ type = "file", path = "{vtest}" }}
+detector = "{wrong}"
+retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
+[[cameras]]
 id = "32050500051320000004"
 name = "no-file"
 source = {{ type = "file", path = "{dir}/does-not-exist.mp4" }}
@@ -52,6 +70,7 @@ retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
             vtest = vtest().display(),
             corrupt = corrupt.display(),
             manifest = manifest_path.display(),
+            wrong = wrong_path.display(),
             dir = dir.0.display(),
         );
     let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(240));
@@ -87,6 +106,14 @@ retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
     assert!(
         model_err.contains("missing-model.onnx") && model_err.contains("setup.sh"),
         "{model_err}"
+    );
+
+    let shape_err = by_name("wrong-shape")["error"].as_str().unwrap().to_string();
+    assert!(
+        shape_err.contains("ch_PP-OCRv4_rec_infer.onnx")
+            && shape_err.contains("wrong-shape.toml")
+            && shape_err.contains("shape"),
+        "{shape_err}"
     );
 
     let file_err = by_name("no-file")["error"].as_str().unwrap().to_string();
