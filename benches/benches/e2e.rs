@@ -33,6 +33,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    benches::init_logging();
     // `cargo test --benches` runs bench targets with --test-ish flags: do nothing then.
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;

@@ -18,6 +18,7 @@ use protocol::DeviceId;
 const START: &str = "2026-11-28T18:30:00Z";
 
 fn main() {
+    benches::init_logging();
     if std::env::args().any(|a| a == "--list") {
         return;
     }

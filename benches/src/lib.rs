@@ -36,3 +36,15 @@ pub fn models_dir() -> PathBuf {
 pub fn detector_manifest() -> PathBuf {
     repo_root().join("models/yolov8n.toml")
 }
+
+/// Logs to stderr (`RUST_LOG`, default info): long benchmark runs show each camera's
+/// progress every 10 % of the file, as the node does.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,ort=warn,zenoh=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -26,6 +26,7 @@ pub mod stats;
 pub mod plate;
 pub mod plategen;
 pub mod registry;
+pub mod reload;
 pub mod track;
 pub mod vehicles;
 pub mod zones;

@@ -57,6 +57,8 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
         .build()?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
+    // Watched while the node runs: a changed, valid file is applied live.
+    let config_path = args.config.clone();
     let summary = rt.block_on(async move {
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -64,7 +66,7 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
                 flag.store(true, Ordering::Relaxed);
             }
         });
-        node::run(cfg, shutdown).await
+        node::run(cfg, shutdown, Some(config_path)).await
     })?;
     print!("{}", node::render_summary(&summary));
     if let Some(p) = &args.summary_json {

@@ -58,6 +58,9 @@ pub struct NodeMetrics {
     cameras: Mutex<BTreeMap<String, Arc<CameraMetrics>>>,
     /// The outbox, once open: backlog, oldest age and what happened to items.
     pub outbox: Mutex<Option<Arc<crate::publish::OutboxState>>>,
+    /// Config files applied live, and refused (the running config stayed).
+    pub config_reloads_applied: AtomicU64,
+    pub config_reloads_rejected: AtomicU64,
 }
 
 impl NodeMetrics {
@@ -130,6 +133,22 @@ impl NodeMetrics {
                     &format!("camera=\"{id}\",stage=\"{stage}\""),
                 );
             }
+        }
+        family(
+            &mut out,
+            "edge_config_reloads_total",
+            "counter",
+            "Changed config files applied live, and refused (the running config stayed).",
+        );
+        for (result, n) in [
+            ("applied", &self.config_reloads_applied),
+            ("rejected", &self.config_reloads_rejected),
+        ] {
+            let _ = writeln!(
+                out,
+                "edge_config_reloads_total{{result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
         }
         if let Some(o) = self.outbox.lock().expect("not poisoned").as_ref() {
             let b = *o.backlog.lock().expect("not poisoned");

@@ -17,6 +17,8 @@ use crate::publish::{
 
 /// Events buffered between the cameras and the publisher.
 const EVENT_QUEUE: usize = 1024;
+/// How often the node publishes its health report.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeSummary {
@@ -47,7 +49,14 @@ impl NodeSummary {
 
 /// Runs the node until every camera has finished (files end; live streams run until
 /// `shutdown` is raised).
-pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSummary, PublishError> {
+///
+/// With `config_file`, the file is watched and a changed, valid one applied live (see
+/// [`crate::reload`]).
+pub async fn run(
+    cfg: ValidConfig,
+    shutdown: Arc<AtomicBool>,
+    config_file: Option<std::path::PathBuf>,
+) -> Result<NodeSummary, PublishError> {
     let session = open_session(&cfg.raw.zenoh).await?;
     let wait = Duration::from_secs(cfg.raw.runtime.wait_for_aggregator_secs);
     let aggregator_seen = wait.is_zero() || wait_for_aggregator(&session, wait).await;
@@ -114,6 +123,15 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
     let _replay = crate::publish::replay_on_aggregator(&session, outbox.clone()).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     let publisher = tokio::spawn(run_publisher(session.clone(), rx, outbox.clone()));
+    // The cameras running now (id, label), for the health reports.
+    let current: Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let health = tokio::spawn(publish_health(
+        session.clone(),
+        cfg.clone(),
+        current.clone(),
+        metrics.clone(),
+        outbox.clone(),
+    ));
     let ctx = CameraContext {
         node_id: cfg.node_id.clone(),
         checkpoint_id: cfg.checkpoint_id.clone(),
@@ -121,40 +139,21 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
         ort_library: cfg.raw.runtime.onnxruntime_library(),
         intra_threads: cfg.raw.runtime.intra_threads,
         sink: Arc::new(tx),
-        shutdown,
+        shutdown: shutdown.clone(),
         feed,
-        metrics,
+        metrics: metrics.clone(),
         registry,
     };
     info!(cameras = cfg.cameras.len(), node = %cfg.node_id, checkpoint = %cfg.checkpoint_id, "Node started");
-    let handles: Vec<_> = cfg
-        .cameras
-        .iter()
-        .cloned()
-        .map(|cam| {
-            let ctx = ctx.clone();
-            std::thread::Builder::new()
-                .name(format!("camera-{}", cam.id))
-                .spawn(move || run_camera(cam, ctx))
-                .expect("spawning a thread")
-        })
-        .collect();
-    drop(ctx); // the cameras hold the only senders now
-    let cameras = tokio::task::spawn_blocking(move || {
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| CameraSummary {
-                    failed: true,
-                    error: Some("camera thread panicked".into()),
-                    ..Default::default()
-                })
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .expect("joining camera threads");
+    let watcher = match &config_file {
+        Some(p) => std::fs::read_to_string(p)
+            .ok()
+            .map(|text| crate::reload::Watcher::new(p.clone(), text)),
+        None => None,
+    };
+    let cameras = supervise(cfg.cameras.clone(), ctx, shutdown, watcher, current, metrics).await;
     let stats = publisher.await.expect("publisher task");
+    health.abort();
     // Let zenoh hand the last puts to the transport before the session closes.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = session.close().await;
@@ -174,6 +173,173 @@ pub async fn run(cfg: ValidConfig, shutdown: Arc<AtomicBool>) -> Result<NodeSumm
         outbox_left: stats.left,
         cameras,
     })
+}
+
+/// One camera's thread and its own stop flag.
+struct RunningCamera {
+    id: String,
+    label: String,
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<CameraSummary>,
+}
+
+fn spawn_camera(cam: crate::config::ValidCamera, ctx: &CameraContext) -> RunningCamera {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut ctx = ctx.clone();
+    ctx.shutdown = stop.clone();
+    let (id, label) = (cam.id.to_string(), cam.label.clone());
+    let handle = std::thread::Builder::new()
+        .name(format!("camera-{}", cam.id))
+        .spawn(move || run_camera(cam, ctx))
+        .expect("spawning a thread");
+    RunningCamera { id, label, stop, handle }
+}
+
+/// Runs the cameras until every one has finished: starts them, passes the node's shutdown
+/// on to each, and applies config changes (cameras added, removed, restarted with new
+/// settings) when the file is watched. Returns every camera's summary, in the order the
+/// cameras were first configured.
+async fn supervise(
+    initial: Vec<crate::config::ValidCamera>,
+    ctx: CameraContext,
+    shutdown: Arc<AtomicBool>,
+    mut watcher: Option<crate::reload::Watcher>,
+    current: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    metrics: Arc<crate::metrics::NodeMetrics>,
+) -> Vec<CameraSummary> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut order: Vec<String> = initial.iter().map(|c| c.id.to_string()).collect();
+    let mut running: Vec<RunningCamera> = initial.into_iter().map(|c| spawn_camera(c, &ctx)).collect();
+    // Cameras to start once their previous instance has stopped.
+    let mut waiting: Vec<crate::config::ValidCamera> = Vec::new();
+    let mut done: Vec<CameraSummary> = Vec::new();
+    loop {
+        *current.lock().expect("not poisoned") =
+            running.iter().map(|r| (r.id.clone(), r.label.clone())).collect();
+        let stopping = shutdown.load(Relaxed);
+        if stopping {
+            waiting.clear();
+            for r in &running {
+                r.stop.store(true, Relaxed);
+            }
+        }
+        let (finished, still): (Vec<_>, Vec<_>) =
+            running.into_iter().partition(|r| r.handle.is_finished());
+        running = still;
+        for r in finished {
+            done.push(r.handle.join().unwrap_or_else(|_| CameraSummary {
+                camera_id: r.id.clone(),
+                label: r.label.clone(),
+                failed: true,
+                error: Some("camera thread panicked".into()),
+                ..Default::default()
+            }));
+        }
+        let (ready, later): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|c| !running.iter().any(|r| r.id == c.id.as_str()));
+        waiting = later;
+        for cam in ready {
+            info!(camera = %cam.id, label = %cam.label, "Camera starting with its new settings");
+            running.push(spawn_camera(cam, &ctx));
+        }
+        if running.is_empty() && waiting.is_empty() {
+            break;
+        }
+        if let (Some(w), false) = (watcher.as_mut(), stopping) {
+            match w.poll() {
+                Some(Ok(plan)) => {
+                    info!(change = %plan.describe(), "Config changed; applying it");
+                    metrics.config_reloads_applied.fetch_add(1, Relaxed);
+                    let stop: Vec<String> = plan
+                        .removed
+                        .iter()
+                        .cloned()
+                        .chain(plan.changed.iter().map(|c| c.id.to_string()))
+                        .collect();
+                    for id in &stop {
+                        if let Some(r) = running.iter().find(|r| &r.id == id) {
+                            r.stop.store(true, Relaxed);
+                        }
+                        waiting.retain(|c| c.id.as_str() != id.as_str());
+                    }
+                    for cam in plan.changed.into_iter().chain(plan.added) {
+                        if !order.contains(&cam.id.to_string()) {
+                            order.push(cam.id.to_string());
+                        }
+                        waiting.push(cam);
+                    }
+                }
+                Some(Err(e)) => {
+                    metrics.config_reloads_rejected.fetch_add(1, Relaxed);
+                    warn!(error = %e, "New config refused; the running one stays");
+                }
+                None => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(ctx); // the cameras held the only other senders
+    done.sort_by_key(|s| order.iter().position(|id| *id == s.camera_id).unwrap_or(usize::MAX));
+    done
+}
+
+/// Publishes the node's health every [`HEALTH_INTERVAL`]: per camera frames and rate over the
+/// interval, the outbox backlog. Lost reports are not resent: the next one replaces them.
+async fn publish_health(
+    session: zenoh::Session,
+    cfg: ValidConfig,
+    current: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    metrics: Arc<crate::metrics::NodeMetrics>,
+    outbox: Arc<crate::publish::OutboxState>,
+) {
+    let key = keys::health(&cfg.checkpoint_id);
+    let mut previous: std::collections::HashMap<String, (u64, std::time::Instant)> =
+        Default::default();
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    loop {
+        tick.tick().await;
+        let now = std::time::Instant::now();
+        let running = current.lock().expect("not poisoned").clone();
+        let cameras = running
+            .iter()
+            .map(|(id, label)| {
+                let m = metrics.camera(id);
+                let processed = m.frames_processed.load(std::sync::atomic::Ordering::Relaxed);
+                let (before, at) = previous
+                    .insert(id.clone(), (processed, now))
+                    .unwrap_or((processed, now));
+                let secs = now.duration_since(at).as_secs_f64();
+                protocol::health::CameraHealth {
+                    id: id.clone(),
+                    label: label.clone(),
+                    frames_decoded: m.frames_decoded.load(std::sync::atomic::Ordering::Relaxed),
+                    frames_processed: processed,
+                    frames_dropped: m.frames_dropped.load(std::sync::atomic::Ordering::Relaxed),
+                    inference_errors: m
+                        .inference_errors
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    fps: if secs > 0.0 { (processed - before) as f64 / secs } else { 0.0 },
+                }
+            })
+            .collect();
+        let b = *outbox.backlog.lock().expect("not poisoned");
+        let report = protocol::health::NodeHealth {
+            node_id: cfg.node_id.to_string(),
+            checkpoint_id: cfg.checkpoint_id.to_string(),
+            sent_ms: protocol::time::now_ms(),
+            interval_ms: HEALTH_INTERVAL.as_millis() as u64,
+            cameras,
+            outbox_backlog_items: b.items,
+            outbox_oldest_age_secs: b
+                .oldest_ms
+                .map(|t| (protocol::time::now_ms() - t).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0),
+        };
+        if let Err(e) = session.put(&key, report.encode()).await {
+            tracing::debug!(error = %e, "Health report not sent");
+        }
+    }
 }
 
 /// The summary as a person reads it.

@@ -67,6 +67,15 @@ pub fn evidence(checkpoint: &DeviceId, camera: &DeviceId, image_id: &str) -> Str
     )
 }
 
+/// The health reports of every node in `scope`.
+pub fn health_in(scope: &Scope) -> String {
+    match scope {
+        Scope::County(c) => format!("{ROOT}/{}00/{c}/*/health", &c[..4]),
+        Scope::City(c) => format!("{ROOT}/{c}/*/*/health"),
+        Scope::All => format!("{ROOT}/*/*/*/health"),
+    }
+}
+
 /// Scope an aggregator subscribes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod event;
+pub mod health;
 pub mod ids;
 pub mod keys;
 pub mod metrics;

@@ -1,0 +1,74 @@
+//! A node's periodic health report, published on `keys::health(checkpoint)` and shown on the
+//! operators' dashboard: per camera frames and rate, and the outbox backlog.
+
+use serde::{Deserialize, Serialize};
+
+/// Reports larger than this are refused.
+pub const MAX_HEALTH_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraHealth {
+    pub id: String,
+    pub label: String,
+    pub frames_decoded: u64,
+    pub frames_processed: u64,
+    pub frames_dropped: u64,
+    pub inference_errors: u64,
+    /// Frames processed per second over the last interval.
+    pub fps: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    pub node_id: String,
+    pub checkpoint_id: String,
+    /// When the node sent it, UTC ms.
+    pub sent_ms: i64,
+    /// How often the node reports, ms.
+    pub interval_ms: u64,
+    pub cameras: Vec<CameraHealth>,
+    pub outbox_backlog_items: u64,
+    pub outbox_oldest_age_secs: f64,
+}
+
+impl NodeHealth {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a health report serialises")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<NodeHealth, String> {
+        if bytes.len() > MAX_HEALTH_BYTES {
+            return Err(format!("health report of {} bytes exceeds {MAX_HEALTH_BYTES}", bytes.len()));
+        }
+        serde_json::from_slice(bytes).map_err(|e| format!("health report: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_junk() {
+        let h = NodeHealth {
+            node_id: "32050500055050000001".into(),
+            checkpoint_id: "32050500051210000001".into(),
+            sent_ms: 1,
+            interval_ms: 5000,
+            cameras: vec![CameraHealth {
+                id: "32050500051320000001".into(),
+                label: "crossing".into(),
+                frames_decoded: 10,
+                frames_processed: 9,
+                frames_dropped: 1,
+                inference_errors: 0,
+                fps: 1.8,
+            }],
+            outbox_backlog_items: 3,
+            outbox_oldest_age_secs: 0.5,
+        };
+        assert_eq!(NodeHealth::decode(&h.encode()).unwrap(), h);
+        assert!(NodeHealth::decode(b"{").is_err());
+        assert!(NodeHealth::decode(&vec![b' '; MAX_HEALTH_BYTES + 1]).is_err());
+    }
+}
