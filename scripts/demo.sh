@@ -96,6 +96,8 @@ to keep it up), for example, after logging in (demo users in configs/aggregator-
   curl -s -b out/cookies 'http://$ADDR/api/v1/stats'
   curl -s -b out/cookies 'http://$ADDR/api/v1/events?kind=plate_anomaly'
   curl -s -b out/cookies 'http://$ADDR/api/v1/events?kind=vehicle_pass&plate=%E8%8B%8F*'   (plates starting with 苏)
+The dashboard: http://$ADDR/dashboard/ (log in as city / demo-city, or reviewer / demo-review
+to confirm violations).
 Logs: out/edge-node.log, out/aggregator.log; summary: out/edge-summary.json.
 MSG
 exit $status

@@ -23,6 +23,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   fonts-wqy-microhei openssl
+  chromium chromium-driver
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

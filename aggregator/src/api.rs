@@ -46,6 +46,8 @@ pub struct ApiState {
     pub export: Option<Arc<crate::viid::ExportMetrics>>,
     /// Users, sessions and login limits.
     pub auth: Arc<crate::auth::Auth>,
+    /// Live alerts and node health, for the dashboard.
+    pub live: Arc<crate::live::Live>,
 }
 
 /// Who made a request and from where; set by [`authenticate`] on every request it lets in.
@@ -99,6 +101,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/logout", axum::routing::post(logout))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/audit-log", get(audit_log))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/alerts/stream", get(alerts_stream))
+        .route(
+            "/api/v1/counts",
+            get(|State(s): State<ApiState>, Extension(c): Extension<Caller>, RawQuery(q): RawQuery| {
+                run_query("counts", s, c, q)
+            }),
+        )
+        .merge(crate::dashboard::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -153,7 +164,8 @@ async fn authenticate(
         Some(principal) => {
             req.extensions_mut().insert(Caller { principal, from });
         }
-        None if OPEN_ROUTES.contains(&req.uri().path()) => {}
+        None if OPEN_ROUTES.contains(&req.uri().path())
+            || crate::dashboard::is_asset(req.uri().path()) => {}
         None => {
             return (
                 StatusCode::UNAUTHORIZED,
@@ -245,6 +257,59 @@ async fn logout(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Re
         Json(json!({"logged_out": true})),
     )
         .into_response()
+}
+
+/// Every checkpoint the caller sees with its node's last health report: alive, cameras'
+/// frame rates, the outbox backlog.
+async fn nodes(State(s): State<ApiState>, Extension(c): Extension<Caller>) -> Json<serde_json::Value> {
+    let known: Vec<String> = s.checkpoints.all().iter().map(|k| k.id.clone()).collect();
+    let nodes: Vec<serde_json::Value> = s
+        .live
+        .nodes(&known, protocol::time::now_ms())
+        .into_iter()
+        .filter(|n| c.principal.sees(&n.checkpoint_id))
+        .map(|n| {
+            let name = s.checkpoints.get(&n.checkpoint_id).map(|k| k.name.clone());
+            let mut v = serde_json::to_value(&n).expect("serialises");
+            v["checkpoint_name"] = json!(name);
+            v
+        })
+        .collect();
+    Json(json!({ "nodes": nodes }))
+}
+
+/// Server-sent events: every alert (red-light violation, plate anomaly) the caller may see,
+/// as it is stored (`event: alert`, the event as JSON); `event: lagged` when the stream fell
+/// more than `live::ALERT_BACKLOG` behind and missed some.
+async fn alerts_stream(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let state = (s.live.alerts.subscribe(), s.live.closing.subscribe(), c.principal);
+    let stream = futures_util::stream::unfold(state, |(mut rx, mut closing, who)| async move {
+        loop {
+            let next = tokio::select! {
+                r = rx.recv() => r,
+                _ = closing.wait_for(|c| *c) => return None,
+            };
+            let event = match next {
+                Ok(ev) if who.sees(ev.checkpoint_id.as_str()) => SseEvent::default()
+                    .event("alert")
+                    .id(ev.event_id.clone())
+                    .json_data(&*ev)
+                    .unwrap_or_else(|_| SseEvent::default().event("error")),
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => SseEvent::default().event("lagged").data(n.to_string()),
+                Err(RecvError::Closed) => return None,
+            };
+            return Some((Ok(event), (rx, closing, who)));
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 async fn whoami(Extension(c): Extension<Caller>) -> Json<Principal> {

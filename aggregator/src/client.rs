@@ -99,8 +99,20 @@ fn request(
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(s, "{head_start}Host: {addr}\r\nConnection: close\r\n\r\n")?;
     s.write_all(body)?;
+    // Read until the body is complete: servers that keep the connection open despite
+    // `Connection: close` (chromedriver) end the body by its length or last chunk.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if response_complete(&raw) {
+            break;
+        }
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -124,6 +136,27 @@ fn request(
             body.to_vec()
         },
     ))
+}
+
+/// Whether `raw` holds a whole response: its header and, by Content-Length or the last
+/// chunk, its body.
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= len;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    false
 }
 
 fn dechunk(mut body: &[u8]) -> Vec<u8> {

@@ -217,6 +217,7 @@ pub fn correlate_batch(
     aggregator: &DeviceId,
     watch: Option<&WatchIndex>,
     batch: &[Event],
+    live: Option<&crate::live::Live>,
 ) -> Result<usize, StoreError> {
     let window_ms = (cfg.window_hours * 3_600_000.0) as i64;
     let mut anomalies = Vec::new();
@@ -242,7 +243,11 @@ pub fn correlate_batch(
     if anomalies.is_empty() {
         return Ok(0);
     }
-    store.insert_batch(&anomalies, protocol::time::now_ms())
+    let new = store.insert_batch(&anomalies, protocol::time::now_ms())?;
+    if let Some(l) = live {
+        l.publish(&anomalies);
+    }
+    Ok(new)
 }
 
 #[cfg(test)]
@@ -350,7 +355,7 @@ mod tests {
                                                    // The later pass arrives first.
         for batch in [vec![b.clone()], vec![c.clone()], vec![a.clone()]] {
             store.insert_batch(&batch, 0).unwrap();
-            correlate_batch(&mut store, &reg, &cfg, &agg(), None, &batch).unwrap();
+            correlate_batch(&mut store, &reg, &cfg, &agg(), None, &batch, None).unwrap();
         }
         let anomalies = store
             .list(&EventFilter {
@@ -368,7 +373,7 @@ mod tests {
         ));
         // Replaying every pass stores nothing new.
         assert_eq!(
-            correlate_batch(&mut store, &reg, &cfg, &agg(), None, &[a, b, c]).unwrap(),
+            correlate_batch(&mut store, &reg, &cfg, &agg(), None, &[a, b, c], None).unwrap(),
             0
         );
         let by_plate = store

@@ -133,7 +133,7 @@ impl IngestMetrics {
         }
     }
 
-    fn reject(&self, key: &str, reason: &str, detail: &str) {
+    pub fn reject(&self, key: &str, reason: &str, detail: &str) {
         let n = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
         *self
             .rejected_by_reason
@@ -240,6 +240,8 @@ pub struct Correlator {
     pub watchlist: Option<std::sync::Arc<crate::watchlist::Watchlist>>,
     /// Where acknowledgements go once a transaction has committed.
     pub acks: Option<Acker>,
+    /// Stored alerts go to the dashboard's live streams.
+    pub live: std::sync::Arc<crate::live::Live>,
 }
 
 /// Acknowledges to the nodes what the writer has stored (see `protocol::AckMsg`).
@@ -367,6 +369,7 @@ pub fn run_writer(
                             .push(ev.event_id.clone());
                     }
                     acks.flush(correlator.acks.as_ref());
+                    correlator.live.publish(&batch);
                     // Correlation reads committed rows; a failure here loses no event (the
                     // passes are stored) and is logged.
                     let current = correlator.watchlist.as_ref().and_then(|w| w.current());
@@ -382,6 +385,7 @@ pub fn run_writer(
                         &correlator.aggregator_id,
                         watch.as_ref(),
                         &batch,
+                        Some(&correlator.live),
                     ) {
                         Ok(n) => {
                             metrics

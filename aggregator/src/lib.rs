@@ -10,6 +10,8 @@ pub mod client;
 pub mod config;
 pub mod correlate;
 pub mod ingest;
+pub mod live;
+pub mod dashboard;
 pub mod metrics;
 pub mod pg;
 pub mod query;
@@ -54,6 +56,8 @@ pub struct Running {
     session: zenoh::Session,
     subscriber: Option<zenoh::pubsub::Subscriber<()>>,
     evidence_subscriber: Option<zenoh::pubsub::Subscriber<()>>,
+    health_subscriber: Option<zenoh::pubsub::Subscriber<()>>,
+    live: Arc<live::Live>,
     token: Option<zenoh::liveliness::LivelinessToken>,
     watchlist_queryable: Option<zenoh::query::Queryable<()>>,
     query_queryable: Option<zenoh::query::Queryable<()>>,
@@ -228,6 +232,28 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     };
     watchlist::publish(&session, &watchlist).await;
 
+    // Node health reports, for the dashboard: the latest per checkpoint, if its key and body
+    // agree.
+    let live = Arc::new(live::Live::default());
+    let health_subscriber = {
+        let live = live.clone();
+        let m = metrics.clone();
+        session
+            .declare_subscriber(keys::health_in(&cfg.scope))
+            .callback(move |sample| {
+                let key = sample.key_expr().as_str();
+                match protocol::health::NodeHealth::decode(&sample.payload().to_bytes()) {
+                    Ok(h) if key.split('/').nth(3) == Some(h.checkpoint_id.as_str()) => {
+                        live.report(h, protocol::time::now_ms())
+                    }
+                    Ok(h) => m.reject(key, "health_key", &format!("report of checkpoint {} under key {key}", h.checkpoint_id)),
+                    Err(e) => m.reject(key, "health_malformed", &e),
+                }
+            })
+            .await
+            .map_err(zenoh_err)?
+    };
+
     let m = metrics.clone();
     let correlator = ingest::Correlator {
         registry: cfg.checkpoints.clone(),
@@ -239,7 +265,9 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
             aggregator: cfg.id.to_string(),
             scope: cfg.scope_label.clone(),
         }),
+        live: live.clone(),
     };
+    let live_for_stop = live.clone();
     let writer = std::thread::Builder::new()
         .name("ingest-writer".into())
         .spawn(move || ingest::run_writer(writer_store, rx, &m, &correlator))
@@ -266,6 +294,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         session: session.clone(),
         export: exporting.then(|| export_metrics.clone()),
         auth: Arc::new(auth::Auth::new(&cfg.raw.auth)),
+        live,
     };
     if !cfg.raw.auth.required {
         tracing::warn!("auth.required = false: the HTTP API serves everyone as an administrator; run it on a trusted network only");
@@ -292,6 +321,8 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         session,
         subscriber: Some(subscriber),
         evidence_subscriber: Some(evidence_subscriber),
+        health_subscriber: Some(health_subscriber),
+        live: live_for_stop,
         token: Some(token),
         watchlist_queryable: Some(watchlist_queryable),
         query_queryable: Some(query_queryable),
@@ -310,6 +341,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
 impl Running {
     /// Stops subscribing, stores what was received, then stops serving.
     pub async fn stop(mut self) {
+        let _ = self.live.closing.send(true);
         drop(self.token.take());
         if let Some(q) = self.watchlist_queryable.take() {
             let _ = q.undeclare().await;
@@ -324,6 +356,9 @@ impl Running {
             let _ = s.undeclare().await;
         }
         if let Some(s) = self.evidence_subscriber.take() {
+            let _ = s.undeclare().await;
+        }
+        if let Some(s) = self.health_subscriber.take() {
             let _ = s.undeclare().await;
         }
         let _ = self.session.close().await;

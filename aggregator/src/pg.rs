@@ -9,7 +9,7 @@ use protocol::Event;
 
 use crate::store::{
     columns, decode_row, export_stats_from, flow_sql, json_str, list_sql, page_from_rows,
-    placeholders, EventFilter, EventStore, EvidenceBlob, ExportItem, ExportOutcome, ExportStats,
+    placeholders, EventFilter, FlowGroup, KindCount, EventStore, EvidenceBlob, ExportItem, ExportOutcome, ExportStats,
     FlowQuery, FlowRow, Page, PlateLookup, SqlArg, StoreError, StoreStats, EXPORT_DONE, EXPORT_DUE,
     EXPORT_FORGET, EXPORT_REFUSED, EXPORT_STATS,
 };
@@ -201,7 +201,7 @@ impl EventStore for PgStore {
     }
 
     fn flow(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError> {
-        let (sql, args) = flow_sql(q, |n| format!("${n}"))?;
+        let (sql, args) = flow_sql(q, FlowGroup::CheckpointLane, |n| format!("${n}"))?;
         Ok(self
             .query(&sql, args)?
             .into_iter()
@@ -211,6 +211,15 @@ impl EventStore for PgStore {
                 lane: r.get(2),
                 vehicles: r.get(3),
             })
+            .collect())
+    }
+
+    fn counts(&mut self, q: &FlowQuery) -> Result<Vec<KindCount>, StoreError> {
+        let (sql, args) = flow_sql(q, FlowGroup::Kind, |n| format!("${n}"))?;
+        Ok(self
+            .query(&sql, args)?
+            .into_iter()
+            .map(|r| KindCount { bucket_start_ms: r.get(0), kind: r.get(1), events: r.get(2) })
             .collect())
     }
 

@@ -23,7 +23,7 @@ use crate::auth::Principal;
 use crate::store::{EventFilter, FlowQuery};
 
 /// The queries, by the name they are asked for.
-pub const QUERIES: &[&str] = &["events", "trajectory", "flow", "key_vehicles"];
+pub const QUERIES: &[&str] = &["events", "trajectory", "flow", "key_vehicles", "counts"];
 
 /// Whether query `name` with `params` looks up plates (and goes to the audit log).
 fn is_plate_query(name: &str, params: &str) -> bool {
@@ -65,6 +65,7 @@ pub async fn answer(
         "trajectory" => trajectory(s, parse(params)?, county).await,
         "flow" => flow(s, parse(params)?, county).await,
         "key_vehicles" => key_vehicles(s, parse(params)?, county).await,
+        "counts" => counts(s, parse(params)?, county).await,
         _ => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no query '{name}'; queries: {}", QUERIES.join(", ")),
@@ -342,6 +343,20 @@ async fn flow(s: &ApiState, q: FlowParams, county: Option<String>) -> Result<Val
         })
         .collect();
     Ok(json!({ "bucket_ms": bucket_ms, "total": total, "rows": rows }))
+}
+
+/// Events per bucket (an hour by default) and kind, for the dashboard's chart.
+async fn counts(s: &ApiState, q: FlowParams, county: Option<String>) -> Result<Value, ApiError> {
+    let fq = FlowQuery {
+        checkpoints: checkpoint_list(&q.checkpoint, &county)?,
+        county,
+        from_ms: parse_time("from", &q.from)?,
+        to_ms: parse_time("to", &q.to)?,
+        bucket_ms: q.bucket_minutes.unwrap_or(60).saturating_mul(60_000),
+    };
+    let bucket_ms = fq.bucket_ms;
+    let rows = with_store(s, move |st| st.counts(&fq)).await?;
+    Ok(json!({ "bucket_ms": bucket_ms, "rows": rows }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -584,7 +584,7 @@ impl SqliteStore {
     }
 
     pub fn flow(&self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError> {
-        let (sql, args) = flow_sql(q, |n| format!("?{n}"))?;
+        let (sql, args) = flow_sql(q, FlowGroup::CheckpointLane, |n| format!("?{n}"))?;
         let args: Vec<rusqlite::types::Value> = args.into_iter().map(SqlArg::into_sqlite).collect();
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params_from_iter(args), |r| {
@@ -594,6 +594,16 @@ impl SqliteStore {
                 lane: r.get(2)?,
                 vehicles: r.get(3)?,
             })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn counts(&self, q: &FlowQuery) -> Result<Vec<KindCount>, StoreError> {
+        let (sql, args) = flow_sql(q, FlowGroup::Kind, |n| format!("?{n}"))?;
+        let args: Vec<rusqlite::types::Value> = args.into_iter().map(SqlArg::into_sqlite).collect();
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params_from_iter(args), |r| {
+            Ok(KindCount { bucket_start_ms: r.get(0)?, kind: r.get(1)?, events: r.get(2)? })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -651,8 +661,25 @@ pub struct FlowRow {
 }
 
 /// The flow query's SQL with placeholders made by `ph(n)`, and its arguments.
+/// What a flow query counts: vehicle passes per checkpoint and lane (traffic flow), or
+/// events of every kind per kind (the dashboard's events per hour).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum FlowGroup {
+    CheckpointLane,
+    Kind,
+}
+
+/// Events of one kind in one bucket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KindCount {
+    pub bucket_start_ms: i64,
+    pub kind: String,
+    pub events: i64,
+}
+
 pub(crate) fn flow_sql(
     q: &FlowQuery,
+    group: FlowGroup,
     ph: impl Fn(usize) -> String,
 ) -> Result<(String, Vec<SqlArg>), StoreError> {
     if q.bucket_ms < 60_000 || q.to_ms <= q.from_ms {
@@ -668,9 +695,13 @@ pub(crate) fn flow_sql(
     }
     let mut args = vec![SqlArg::Int(q.from_ms), SqlArg::Int(q.to_ms)];
     let b = q.bucket_ms;
+    let (columns, kind) = match group {
+        FlowGroup::CheckpointLane => ("checkpoint_id, lane", "kind = 'vehicle_pass' AND "),
+        FlowGroup::Kind => ("kind", ""),
+    };
     let mut sql = format!(
-        "SELECT (frame_time_ms / {b}) * {b} AS bucket, checkpoint_id, lane, COUNT(*) FROM events
-         WHERE kind = 'vehicle_pass' AND frame_time_ms >= {} AND frame_time_ms < {}",
+        "SELECT (frame_time_ms / {b}) * {b} AS bucket, {columns}, COUNT(*) FROM events
+         WHERE {kind}frame_time_ms >= {} AND frame_time_ms < {}",
         ph(1),
         ph(2)
     );
@@ -692,9 +723,12 @@ pub(crate) fn flow_sql(
             ph(args.len())
         ));
     }
-    sql.push_str(
-        " GROUP BY bucket, checkpoint_id, lane ORDER BY bucket, checkpoint_id, lane NULLS FIRST",
-    );
+    sql.push_str(match group {
+        FlowGroup::CheckpointLane => {
+            " GROUP BY bucket, checkpoint_id, lane ORDER BY bucket, checkpoint_id, lane NULLS FIRST"
+        }
+        FlowGroup::Kind => " GROUP BY bucket, kind ORDER BY bucket, kind",
+    });
     Ok((sql, args))
 }
 
@@ -708,6 +742,8 @@ pub trait EventStore: Send {
     fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError>;
     /// Vehicle passes counted per time bucket, checkpoint and lane (traffic flow).
     fn flow(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError>;
+    /// Events per bucket and kind (the checkpoints and county of `q` apply).
+    fn counts(&mut self, q: &FlowQuery) -> Result<Vec<KindCount>, StoreError>;
     fn stats(&mut self) -> Result<StoreStats, StoreError>;
     /// Stores an evidence image; false when it was already there.
     fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError>;
@@ -827,6 +863,9 @@ impl EventStore for SqliteStore {
     }
     fn flow(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError> {
         SqliteStore::flow(self, q)
+    }
+    fn counts(&mut self, q: &FlowQuery) -> Result<Vec<KindCount>, StoreError> {
+        SqliteStore::counts(self, q)
     }
     fn stats(&mut self) -> Result<StoreStats, StoreError> {
         SqliteStore::stats(self)

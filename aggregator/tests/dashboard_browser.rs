@@ -1,0 +1,302 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven by chromedriver over
+//! the W3C WebDriver protocol, against a running aggregator with logins on. A reviewer logs
+//! in, sees a live alert arrive over server-sent events, searches a plate, opens the
+//! violation with its evidence pictures and confirms it; the trajectory map, node health and
+//! charts are drawn. Screenshots are saved under `target/dashboard-screenshots/` (the README
+//! shows them).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aggregator::client::request_with;
+use protocol::*;
+use serde_json::{json, Value};
+
+mod common;
+use common::*;
+
+const CK_A: &str = "32050500051210000001";
+const CK_B: &str = "32050500051210000002";
+const CAM_A: &str = "32050500051320000001";
+const CAM_B: &str = "32050500051320000012";
+const NODE: &str = "32050500055050000001";
+
+fn find_binary(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    names.iter().find_map(|n| {
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/lib/chromium")])
+            .map(|d| d.join(n))
+            .find(|p| p.is_file())
+    })
+}
+
+/// One WebDriver session.
+struct Driver {
+    port: u16,
+    session: String,
+    child: std::process::Child,
+}
+
+impl Driver {
+    fn start(chromium: &Path, chromedriver: &Path) -> Driver {
+        let port = free_port();
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while aggregator::client::get(("127.0.0.1", port), "/status").is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut d = Driver { port, session: String::new(), child };
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium.display().to_string(),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1400,1000", "--lang=en-US"]
+            }
+        }}});
+        let v = d.call("POST", "/session", Some(caps));
+        d.session = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
+        d
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let body = body.map(|b| b.to_string()).unwrap_or_else(|| if method == "POST" { "{}".into() } else { String::new() });
+        let (status, _, out) = request_with(
+            ("127.0.0.1", self.port),
+            method,
+            path,
+            &[("Content-Type", "application/json".into())],
+            body.as_bytes(),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert!(status < 300, "WebDriver {method} {path}: {status} {v}");
+        v
+    }
+
+    fn s(&self, path: &str) -> String {
+        format!("/session/{}{path}", self.session)
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", &self.s("/url"), Some(json!({"url": url})));
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.call("POST", &self.s("/execute/sync"), Some(json!({"script": script, "args": []})))["value"].clone()
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call("POST", &self.s("/element"), Some(json!({"using": "css selector", "value": css})));
+        v["value"].as_object().unwrap().values().next().unwrap().as_str().unwrap().to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.call("POST", &self.s(&format!("/element/{e}/click")), None);
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.call("POST", &self.s(&format!("/element/{e}/clear")), None);
+        self.call("POST", &self.s(&format!("/element/{e}/value")), Some(json!({"text": text})));
+    }
+
+    /// Waits until `script` (a JavaScript expression) is truthy.
+    fn wait(&self, what: &str, script: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.js(&format!("return !!({script});"));
+            if v == Value::Bool(true) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what} ({script}); page: {}", self.js("return document.body.innerText;"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn screenshot(&self, dir: &Path, name: &str) {
+        use base64::Engine;
+        let v = self.call("GET", &self.s("/screenshot"), None);
+        let png = base64::engine::general_purpose::STANDARD.decode(v["value"].as_str().unwrap()).unwrap();
+        std::fs::write(dir.join(name), png).unwrap();
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = request_with(("127.0.0.1", self.port), "DELETE", &format!("/session/{}", self.session), &[], b"");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn violation(t: i64, image: &str, sha: &str) -> Event {
+    let mut ev = pass(CK_A, CAM_A, NODE, t, "苏E00000", 1);
+    ev.event_id = ulid::Ulid::from_parts(t as u64, 42).to_string();
+    ev.lane = None;
+    ev.severity = Severity::Alert;
+    ev.review = ReviewState::Pending;
+    ev.rule = Some(RuleRef { id: "pedestrian_red_light".into(), version: 1 });
+    ev.evidence = vec![EvidenceRef { image_id: image.into(), sha256: sha.into(), role: "scene".into() }];
+    ev.body = EventBody::PedestrianRedLight(PedestrianRedLight {
+        track_id: 7,
+        crosswalk: "crossing_s".into(),
+        waiting_area: "kerb_w".into(),
+        left_waiting_ms: t - 400,
+        entered_ms: t - 300,
+        confirmed_ms: t,
+        signal: SignalReading { phase: "ped_s".into(), state: LightState::Red, since_ms: t - 20_000, source: SignalSource::Plan, observed_ms: t },
+        red_for_ms: 19_700,
+        signal_age_ms: 0,
+        boxes: vec![],
+    });
+    ev
+}
+
+#[test]
+fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
+    let (Some(chromium), Some(chromedriver)) = (
+        find_binary(&["chromium", "chromium-browser"]),
+        find_binary(&["chromedriver"]),
+    ) else {
+        panic!("Chromium and chromedriver are needed (Debian packages chromium, chromium-driver); scripts/setup.sh installs them");
+    };
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let dir = Dir(std::env::temp_dir().join(format!("dash-{}", ulid::Ulid::new())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let zport = free_port();
+    let text = format!(
+        "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zport}\"]\n[[auth.users]]\nname = \"zhao\"\nrole = \"reviewer\"\ncounty = \"320505\"\npassword_hash = '{}'\n[[checkpoints]]\nid = \"{CK_A}\"\nname = \"Campus crossing\"\nlon = 120.630\nlat = 31.260\n[[checkpoints]]\nid = \"{CK_B}\"\nname = \"Wuzhong Ave gate\"\nlon = 120.700\nlat = 31.300\n",
+        dir.0.join("agg.db").display(),
+        aggregator::auth::hash_password("zhao-pw"),
+    );
+    let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
+    let agg = rt.block_on(async { aggregator::start(raw.validate(Path::new("test")).unwrap()).await.unwrap() });
+    let base = format!("http://{}", agg.http_addr);
+    let session = rt.block_on(async {
+        let text = keys::zenoh_json5("peer", &[format!("tcp/127.0.0.1:{zport}")], &[], false);
+        zenoh::open(zenoh::Config::from_json5(&text).unwrap()).await.unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let put = |key: String, bytes: Vec<u8>| rt.block_on(async { session.put(key, bytes).await.unwrap() });
+    let ck_a = DeviceId::parse(CK_A).unwrap();
+
+    // Twelve hours of traffic at both checkpoints, busier by day; the plate 苏E7C001 at A and
+    // 20 minutes later at B.
+    let now = protocol::time::now_ms();
+    let t0 = now - 3_000_000;
+    let mut passes = vec![pass(CK_A, CAM_A, NODE, t0, "苏E7C001", 1), pass(CK_B, CAM_B, NODE, t0 + 1_200_000, "苏E7C001", 2)];
+    for h in 0..12i64 {
+        for k in 0..(3 + (h * 7) % 9) {
+            let (ck, cam) = if k % 3 == 0 { (CK_B, CAM_B) } else { (CK_A, CAM_A) };
+            let t = now - (12 - h) * 3_600_000 + k * 311_000;
+            passes.push(pass(ck, cam, NODE, t, &format!("苏E{:05}", h * 100 + k), 1 + (k % 2) as u32));
+        }
+    }
+    let stored = passes.len() as u64;
+    for ev in &passes {
+        put(keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id), ev.encode());
+    }
+    // The node at A reports its health.
+    let health = protocol::health::NodeHealth {
+        node_id: NODE.into(),
+        checkpoint_id: CK_A.into(),
+        sent_ms: now,
+        interval_ms: 60_000,
+        cameras: vec![protocol::health::CameraHealth { id: CAM_A.into(), label: "crossing".into(), frames_decoded: 7950, frames_processed: 7941, frames_dropped: 9, inference_errors: 0, fps: 14.8 }],
+        outbox_backlog_items: 2,
+        outbox_oldest_age_secs: 0.4,
+    };
+    put(keys::health(&ck_a), health.encode());
+    wait_until("the passes stored", Duration::from_secs(20), || agg.metrics.snapshot().stored == stored);
+
+    let d = Driver::start(&chromium, &chromedriver);
+    d.go(&format!("{base}/dashboard/"));
+    d.wait("the login form", "document.getElementById('login') && !document.getElementById('login').hidden");
+    d.type_into("#login-user", "zhao");
+    d.type_into("#login-password", "wrong");
+    d.click("#login-submit");
+    d.wait("the refusal", "document.getElementById('login-error').textContent.includes('wrong user or password')");
+    d.type_into("#login-password", "zhao-pw");
+    d.click("#login-submit");
+    d.wait("the live view", "!document.getElementById('view-live').hidden && document.getElementById('live-state').textContent === 'live'");
+
+    // A violation arrives while the page is open: evidence first, then the event.
+    let jpeg = std::fs::read(
+        std::env::var("TRAFFIC_MEDIA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/media"))
+            .join("bus.jpg"),
+    )
+    .expect("bus.jpg from scripts/setup.sh");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&jpeg))
+    };
+    let v = violation(now - 60_000, "ev-scene-1", &sha);
+    put(keys::evidence(&ck_a, &v.camera_id, "ev-scene-1"), jpeg.clone());
+    put(keys::event(&v.checkpoint_id, &v.camera_id, v.kind(), &v.event_id), v.encode());
+    d.wait("the live alert", &format!("document.querySelector('#alerts tr[data-id=\"{}\"]')", v.event_id));
+    d.screenshot(&shots, "1-live-alert.png");
+
+    // Search a plate.
+    d.go(&format!("{base}/dashboard/#/search"));
+    d.wait("the search form", "!document.getElementById('view-search').hidden");
+    d.type_into("#search-form input[name=plate]", "苏E7C001");
+    d.click("#search-submit");
+    d.wait("two passes found", "document.querySelectorAll('#results tr').length === 2");
+    d.screenshot(&shots, "2-search.png");
+
+    // Open the violation: its picture loads; confirm it.
+    d.go(&format!("{base}/dashboard/#/event/{}", v.event_id));
+    d.wait("the evidence picture", "(() => { const i = document.querySelector('#event-evidence img'); return i && i.complete && i.naturalWidth > 0; })()");
+    d.wait("the review buttons", "!document.getElementById('event-review').hidden");
+    d.screenshot(&shots, "3-evidence.png");
+    d.click("#review-confirm");
+    d.wait("the decision recorded", "document.getElementById('review-result').textContent.includes('confirmed')");
+    d.wait("the audit line", "document.getElementById('event-audit').textContent.includes('zhao review')");
+    d.screenshot(&shots, "4-confirmed.png");
+
+    // The trajectory of the plate on the map.
+    d.go(&format!("{base}/dashboard/#/trajectory/{}", "%E8%8B%8FE7C001"));
+    d.wait("a leg drawn", "document.querySelectorAll('#map line.leg').length === 1 && document.querySelectorAll('#trajectory-rows tr').length === 2");
+    d.screenshot(&shots, "5-trajectory.png");
+    d.go(&format!("{base}/dashboard/#/health"));
+    d.wait("node A alive", &format!("document.querySelector('#health-rows tr[data-checkpoint=\"{CK_A}\"] td.ok')"));
+    d.screenshot(&shots, "6-health.png");
+    d.go(&format!("{base}/dashboard/#/charts"));
+    d.wait("bars drawn", "document.querySelectorAll('#chart-kinds rect').length > 0 && document.querySelectorAll('#chart-flow rect').length > 0");
+    d.screenshot(&shots, "7-charts.png");
+
+    // What the browser did, as the API records it.
+    let token = {
+        let (_, _, out) = request_with(agg.http_addr, "POST", "/api/v1/login", &[("Content-Type", "application/json".into())], json!({"user": "zhao", "password": "zhao-pw"}).to_string().as_bytes()).unwrap();
+        serde_json::from_slice::<Value>(&out).unwrap()["token"].as_str().unwrap().to_string()
+    };
+    let (_, _, out) = request_with(agg.http_addr, "GET", &format!("/api/v1/events/{}", v.event_id), &[("Authorization", format!("Bearer {token}"))], b"").unwrap();
+    let stored: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(stored["review"], "confirmed", "{stored}");
+    let (_, _, out) = request_with(agg.http_addr, "GET", &format!("/api/v1/events/{}/audit", v.event_id), &[("Authorization", format!("Bearer {token}"))], b"").unwrap();
+    let audit: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(audit["audit"][0]["actor"], "zhao", "{audit}");
+    for n in ["1-live-alert", "2-search", "3-evidence", "4-confirmed", "5-trajectory", "6-health", "7-charts"] {
+        let len = std::fs::metadata(shots.join(format!("{n}.png"))).unwrap().len();
+        assert!(len > 10_000, "{n}.png is {len} bytes");
+    }
+    drop(d);
+    rt.block_on(async { session.close().await.unwrap() });
+    rt.block_on(agg.stop());
+}
