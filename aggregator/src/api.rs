@@ -21,10 +21,10 @@
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::Extension;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -62,30 +62,10 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/api/v1/openapi.json", get(openapi))
-        .route(
-            "/api/v1/events",
-            get(|State(s): State<ApiState>, Extension(c): Extension<Caller>, RawQuery(q): RawQuery| {
-                run_query("events", s, c, q)
-            }),
-        )
-        .route(
-            "/api/v1/trajectory",
-            get(|State(s): State<ApiState>, Extension(c): Extension<Caller>, RawQuery(q): RawQuery| {
-                run_query("trajectory", s, c, q)
-            }),
-        )
-        .route(
-            "/api/v1/flow",
-            get(|State(s): State<ApiState>, Extension(c): Extension<Caller>, RawQuery(q): RawQuery| {
-                run_query("flow", s, c, q)
-            }),
-        )
-        .route(
-            "/api/v1/key-vehicles",
-            get(|State(s): State<ApiState>, Extension(c): Extension<Caller>, RawQuery(q): RawQuery| {
-                run_query("key_vehicles", s, c, q)
-            }),
-        )
+        .route("/api/v1/events", query_get("events"))
+        .route("/api/v1/trajectory", query_get("trajectory"))
+        .route("/api/v1/flow", query_get("flow"))
+        .route("/api/v1/key-vehicles", query_get("key_vehicles"))
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/checkpoints", get(checkpoints))
@@ -103,12 +83,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/audit-log", get(audit_log))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/alerts/stream", get(alerts_stream))
-        .route(
-            "/api/v1/counts",
-            get(|State(s): State<ApiState>, Extension(c): Extension<Caller>, RawQuery(q): RawQuery| {
-                run_query("counts", s, c, q)
-            }),
-        )
+        .route("/api/v1/counts", query_get("counts"))
         .merge(crate::dashboard::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -119,6 +94,15 @@ pub fn router(state: ApiState) -> Router {
             time_request,
         ))
         .with_state(state)
+}
+
+/// `GET` of one operator query of [`crate::query`], for the caller.
+fn query_get(name: &'static str) -> axum::routing::MethodRouter<ApiState> {
+    get(
+        move |State(s): State<ApiState>, Extension(c): Extension<Caller>, RawQuery(q): RawQuery| {
+            run_query(name, s, c, q)
+        },
+    )
 }
 
 /// Times every request by its route template (not its concrete path: ids would explode the
@@ -140,7 +124,12 @@ async fn time_request(
 }
 
 /// Routes anyone may call: liveness, metrics for the scraper, the API's description, login.
-const OPEN_ROUTES: &[&str] = &["/health", "/metrics", "/api/v1/openapi.json", "/api/v1/login"];
+const OPEN_ROUTES: &[&str] = &[
+    "/health",
+    "/metrics",
+    "/api/v1/openapi.json",
+    "/api/v1/login",
+];
 
 /// Lets a request in with its [`Caller`], or answers 401. With `auth.required = false` every
 /// request is an anonymous administrator.
@@ -154,7 +143,9 @@ async fn authenticate(
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     req.extensions_mut().insert(ClientIp(ip));
-    let from = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+    let from = ip
+        .map(|i| i.to_string())
+        .unwrap_or_else(|| "unknown".into());
     let principal = if !s.auth.required {
         Some(Principal::anonymous_admin())
     } else {
@@ -187,7 +178,13 @@ fn forbidden(what: &str) -> ApiError {
 }
 
 /// Writes one line to the audit log.
-async fn audit_line(s: &ApiState, action: &str, actor: &str, event_id: &str, detail: String) -> Result<(), ApiError> {
+async fn audit_line(
+    s: &ApiState,
+    action: &str,
+    actor: &str,
+    event_id: &str,
+    detail: String,
+) -> Result<(), ApiError> {
     let e = crate::store::AuditEntry {
         event_id: event_id.into(),
         action: action.into(),
@@ -209,8 +206,15 @@ async fn login(
     Extension(ClientIp(ip)): Extension<ClientIp>,
     body: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e}; send {{\"user\": ..., \"password\": ...}}")))?;
-    let from = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+    let Json(b) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; send {{\"user\": ..., \"password\": ...}}"),
+        )
+    })?;
+    let from = ip
+        .map(|i| i.to_string())
+        .unwrap_or_else(|| "unknown".into());
     let auth = s.auth.clone();
     let user = b.user.clone();
     let result = tokio::task::spawn_blocking(move || auth.login(&user, &b.password, ip))
@@ -230,7 +234,14 @@ async fn login(
                 .into_response())
         }
         Err(e) => {
-            audit_line(&s, "login_failed", &b.user, "", format!("from {from}: {e:?}")).await?;
+            audit_line(
+                &s,
+                "login_failed",
+                &b.user,
+                "",
+                format!("from {from}: {e:?}"),
+            )
+            .await?;
             Ok(match e {
                 LoginError::Invalid => (
                     StatusCode::UNAUTHORIZED,
@@ -253,7 +264,10 @@ async fn logout(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Re
         s.auth.logout(&t);
     }
     (
-        [(axum::http::header::SET_COOKIE, "session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")],
+        [(
+            axum::http::header::SET_COOKIE,
+            "session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        )],
         Json(json!({"logged_out": true})),
     )
         .into_response()
@@ -261,7 +275,10 @@ async fn logout(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Re
 
 /// Every checkpoint the caller sees with its node's last health report: alive, cameras'
 /// frame rates, the outbox backlog.
-async fn nodes(State(s): State<ApiState>, Extension(c): Extension<Caller>) -> Json<serde_json::Value> {
+async fn nodes(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+) -> Json<serde_json::Value> {
     let known: Vec<String> = s.checkpoints.all().iter().map(|k| k.id.clone()).collect();
     let nodes: Vec<serde_json::Value> = s
         .live
@@ -289,7 +306,11 @@ async fn alerts_stream(
 > {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    let state = (s.live.alerts.subscribe(), s.live.closing.subscribe(), c.principal);
+    let state = (
+        s.live.alerts.subscribe(),
+        s.live.closing.subscribe(),
+        c.principal,
+    );
     let stream = futures_util::stream::unfold(state, |(mut rx, mut closing, who)| async move {
         loop {
             let next = tokio::select! {
@@ -303,7 +324,9 @@ async fn alerts_stream(
                     .json_data(&*ev)
                     .unwrap_or_else(|_| SseEvent::default().event("error")),
                 Ok(_) => continue,
-                Err(RecvError::Lagged(n)) => SseEvent::default().event("lagged").data(n.to_string()),
+                Err(RecvError::Lagged(n)) => {
+                    SseEvent::default().event("lagged").data(n.to_string())
+                }
                 Err(RecvError::Closed) => return None,
             };
             return Some((Ok(event), (rx, closing, who)));
@@ -369,7 +392,20 @@ async fn put_watchlist(
             .expect("replacing does not panic");
     match result {
         Ok(f) => {
-            if let Err(e) = audit_line(&s, "watchlist_put", &c.principal.user, "", format!("version {} ({} vehicles) from {}", f.version, f.vehicles.len(), c.from)).await {
+            if let Err(e) = audit_line(
+                &s,
+                "watchlist_put",
+                &c.principal.user,
+                "",
+                format!(
+                    "version {} ({} vehicles) from {}",
+                    f.version,
+                    f.vehicles.len(),
+                    c.from
+                ),
+            )
+            .await
+            {
                 tracing::warn!(error = %e.1, "Watch-list change not audited");
             }
             crate::watchlist::publish(&s.session, &s.watchlist).await;
@@ -462,8 +498,14 @@ async fn run_query(
     params: Option<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(
-        crate::query::answer(&s, name, params.as_deref().unwrap_or(""), &c.principal, &c.from)
-            .await?,
+        crate::query::answer(
+            &s,
+            name,
+            params.as_deref().unwrap_or(""),
+            &c.principal,
+            &c.from,
+        )
+        .await?,
     ))
 }
 
@@ -532,7 +574,12 @@ async fn review(
     if !c.principal.may_review() {
         return Err(forbidden("confirm or reject violations (reviewers do)"));
     }
-    let Json(mut r) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e}; send {{\"decision\": \"confirmed\" or \"rejected\", \"reason\": ...}}")))?;
+    let Json(mut r) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; send {{\"decision\": \"confirmed\" or \"rejected\", \"reason\": ...}}"),
+        )
+    })?;
     // Without logins (auth.required = false) the reviewer is whoever the body names.
     if s.auth.required || r.reviewer.trim().is_empty() {
         r.reviewer = c.principal.user.clone();
@@ -568,7 +615,12 @@ async fn checkpoints(
     State(s): State<ApiState>,
     Extension(c): Extension<Caller>,
 ) -> Json<serde_json::Value> {
-    let seen: Vec<_> = s.checkpoints.all().into_iter().filter(|k| c.principal.sees(&k.id)).collect();
+    let seen: Vec<_> = s
+        .checkpoints
+        .all()
+        .into_iter()
+        .filter(|k| c.principal.sees(&k.id))
+        .collect();
     Json(json!({ "checkpoints": seen }))
 }
 

@@ -122,7 +122,9 @@ impl AuthConfig {
             }
         }
         if self.session_minutes == 0 || self.max_failures == 0 || self.lockout_secs == 0 {
-            errors.push("auth: session_minutes, max_failures and lockout_secs must be at least 1".into());
+            errors.push(
+                "auth: session_minutes, max_failures and lockout_secs must be at least 1".into(),
+            );
         }
     }
 }
@@ -149,11 +151,17 @@ pub struct Principal {
 
 impl Principal {
     pub fn anonymous_admin() -> Principal {
-        Principal { user: "anonymous".into(), role: Role::Admin, county: None }
+        Principal {
+            user: "anonymous".into(),
+            role: Role::Admin,
+            county: None,
+        }
     }
     /// Whether events of `checkpoint_id` are visible to this principal.
     pub fn sees(&self, checkpoint_id: &str) -> bool {
-        self.county.as_deref().is_none_or(|c| checkpoint_id.starts_with(c))
+        self.county
+            .as_deref()
+            .is_none_or(|c| checkpoint_id.starts_with(c))
     }
     pub fn may_review(&self) -> bool {
         matches!(self.role, Role::Reviewer | Role::Admin)
@@ -236,7 +244,10 @@ impl Auth {
         for k in keys {
             let e = f.entry(k.clone()).or_default();
             if e.since.is_none_or(|s| now.duration_since(s) >= self.window) {
-                *e = Failures { count: 0, since: Some(now) };
+                *e = Failures {
+                    count: 0,
+                    since: Some(now),
+                };
             }
             e.count += 1;
         }
@@ -247,7 +258,12 @@ impl Auth {
     }
 
     /// Checks a password (slow by design: run it off the async threads); a token on success.
-    pub fn login(&self, user: &str, password: &str, from: Option<IpAddr>) -> Result<(String, Principal), LoginError> {
+    pub fn login(
+        &self,
+        user: &str,
+        password: &str,
+        from: Option<IpAddr>,
+    ) -> Result<(String, Principal), LoginError> {
         let keys: Vec<String> = std::iter::once(format!("user:{user}"))
             .chain(from.map(|ip| format!("ip:{ip}")))
             .collect();
@@ -259,7 +275,11 @@ impl Auth {
             None => (None, self.dummy_hash.as_str()),
         };
         let ok = PasswordHash::new(hash)
-            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
             .unwrap_or(false);
         let Some(cfg) = cfg.filter(|_| ok) else {
             self.failed(&keys);
@@ -279,7 +299,10 @@ impl Auth {
         sessions.retain(|_, s| s.expires > now);
         sessions.insert(
             token.clone(),
-            Session { principal: principal.clone(), expires: now + self.session_ttl },
+            Session {
+                principal: principal.clone(),
+                expires: now + self.session_ttl,
+            },
         );
         Ok((token, principal))
     }
@@ -294,7 +317,11 @@ impl Auth {
     }
 
     pub fn logout(&self, token: &str) -> bool {
-        self.sessions.lock().expect("not poisoned").remove(token).is_some()
+        self.sessions
+            .lock()
+            .expect("not poisoned")
+            .remove(token)
+            .is_some()
     }
 
     pub fn session_secs(&self) -> u64 {
@@ -304,7 +331,10 @@ impl Auth {
 
 /// The token a request carries: `Authorization: Bearer <token>`, else the `session` cookie.
 pub fn token_of(headers: &axum::http::HeaderMap) -> Option<String> {
-    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         if let Some(t) = v.strip_prefix("Bearer ") {
             return Some(t.trim().to_string());
         }
@@ -344,11 +374,20 @@ mod tests {
         assert!(p.sees("32050500051210000001") && !p.sees("32050600051210000001"));
         assert!(!p.may_review());
         for _ in 0..3 {
-            assert!(matches!(a.login("li", "wrong", Some(ip)), Err(LoginError::Invalid)));
+            assert!(matches!(
+                a.login("li", "wrong", Some(ip)),
+                Err(LoginError::Invalid)
+            ));
         }
         // Locked now, even with the right password, and the address too for another user.
-        assert!(matches!(a.login("li", "correct horse", Some(ip)), Err(LoginError::Locked(_))));
-        assert!(matches!(a.login("nobody", "x", Some(ip)), Err(LoginError::Locked(_))));
+        assert!(matches!(
+            a.login("li", "correct horse", Some(ip)),
+            Err(LoginError::Locked(_))
+        ));
+        assert!(matches!(
+            a.login("nobody", "x", Some(ip)),
+            Err(LoginError::Locked(_))
+        ));
         assert!(a.logout(&token));
         assert!(a.session(&token).is_none());
     }
@@ -356,7 +395,12 @@ mod tests {
     #[test]
     fn config_check_names_each_problem() {
         let mut c = cfg();
-        c.users.push(UserConfig { name: "li".into(), role: Role::CountyOperator, county: None, password_hash: "plain".into() });
+        c.users.push(UserConfig {
+            name: "li".into(),
+            role: Role::CountyOperator,
+            county: None,
+            password_hash: "plain".into(),
+        });
         let mut errors = vec![];
         c.check(Some("320505"), &mut errors);
         assert_eq!(errors.len(), 3, "{errors:?}");

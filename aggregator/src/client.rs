@@ -73,7 +73,9 @@ pub fn login(addr: impl ToSocketAddrs, user: &str, password: &str) -> std::io::R
     let body = serde_json::json!({"user": user, "password": password});
     let (status, text) = post_json(addr, "/api/v1/login", &body)?;
     if status != 200 {
-        return Err(std::io::Error::other(format!("login as '{user}' failed ({status}): {text}")));
+        return Err(std::io::Error::other(format!(
+            "login as '{user}' failed ({status}): {text}"
+        )));
     }
     let v: serde_json::Value = serde_json::from_str(&text).map_err(std::io::Error::other)?;
     *TOKEN.lock().expect("not poisoned") = v["token"].as_str().map(str::to_string);
@@ -87,7 +89,10 @@ fn request(
 ) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut head_start = head_start.to_string();
     if let Some(t) = TOKEN.lock().expect("not poisoned").as_ref() {
-        if !head_start.to_ascii_lowercase().contains("\r\nauthorization:") {
+        if !head_start
+            .to_ascii_lowercase()
+            .contains("\r\nauthorization:")
+        {
             head_start.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
     }

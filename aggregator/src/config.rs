@@ -347,8 +347,13 @@ impl AggregatorConfig {
             errors.push("storage.sqlite_path is empty".into());
         }
         if let Some(tls) = &self.zenoh.tls {
-            let endpoints: Vec<String> =
-                self.zenoh.listen.iter().chain(&self.zenoh.connect).cloned().collect();
+            let endpoints: Vec<String> = self
+                .zenoh
+                .listen
+                .iter()
+                .chain(&self.zenoh.connect)
+                .cloned()
+                .collect();
             errors.extend(tls.check(&endpoints));
             if self.zenoh.acl && checkpoints.all().is_empty() {
                 errors.push("zenoh.acl: the access-control policy is built from [[checkpoints]] and there are none; list the checkpoints whose nodes connect here, or set zenoh.acl = false".into());

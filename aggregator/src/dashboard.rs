@@ -37,7 +37,10 @@ pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/dashboard/") }))
         .route("/dashboard", get(|| async { Redirect::to("/dashboard/") }))
-        .route("/dashboard/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
+        .route(
+            "/dashboard/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
         .route(
             "/dashboard/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),

@@ -9,9 +9,9 @@ pub mod checkpoints;
 pub mod client;
 pub mod config;
 pub mod correlate;
+pub mod dashboard;
 pub mod ingest;
 pub mod live;
-pub mod dashboard;
 pub mod metrics;
 pub mod pg;
 pub mod query;
@@ -246,7 +246,11 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
                     Ok(h) if key.split('/').nth(3) == Some(h.checkpoint_id.as_str()) => {
                         live.report(h, protocol::time::now_ms())
                     }
-                    Ok(h) => m.reject(key, "health_key", &format!("report of checkpoint {} under key {key}", h.checkpoint_id)),
+                    Ok(h) => m.reject(
+                        key,
+                        "health_key",
+                        &format!("report of checkpoint {} under key {key}", h.checkpoint_id),
+                    ),
                     Err(e) => m.reject(key, "health_malformed", &e),
                 }
             })
@@ -309,10 +313,10 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
             listener,
             app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await;
+        .with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        })
+        .await;
     });
     info!(http = %http_addr, zenoh = ?z.listen, subscribe = %selector, backend = ?cfg.raw.storage.backend, "Aggregator started");
     Ok(Running {
@@ -341,7 +345,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
 impl Running {
     /// Stops subscribing, stores what was received, then stops serving.
     pub async fn stop(mut self) {
-        let _ = self.live.closing.send(true);
+        self.live.closing.send_replace(true);
         drop(self.token.take());
         if let Some(q) = self.watchlist_queryable.take() {
             let _ = q.undeclare().await;

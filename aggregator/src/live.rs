@@ -34,7 +34,10 @@ impl Default for Live {
 
 /// Whether operators are alerted to an event of this kind as it arrives.
 pub fn is_alert(ev: &Event) -> bool {
-    matches!(ev.kind(), EventKind::PedestrianRedLight | EventKind::PlateAnomaly)
+    matches!(
+        ev.kind(),
+        EventKind::PedestrianRedLight | EventKind::PlateAnomaly
+    )
 }
 
 /// One checkpoint's state on the dashboard.

@@ -74,9 +74,8 @@ fn login_if_asked(user: Option<String>, addr: &str) -> anyhow::Result<()> {
     let Some(user) = user.or_else(|| std::env::var("TRAFFIC_API_USER").ok()) else {
         return Ok(());
     };
-    let password = std::env::var("TRAFFIC_API_PASSWORD").map_err(|_| {
-        anyhow::anyhow!("set TRAFFIC_API_PASSWORD to the password of '{user}'")
-    })?;
+    let password = std::env::var("TRAFFIC_API_PASSWORD")
+        .map_err(|_| anyhow::anyhow!("set TRAFFIC_API_PASSWORD to the password of '{user}'"))?;
     aggregator::client::login(addr, &user, &password)?;
     Ok(())
 }

@@ -9,9 +9,9 @@ use protocol::Event;
 
 use crate::store::{
     columns, decode_row, export_stats_from, flow_sql, json_str, list_sql, page_from_rows,
-    placeholders, EventFilter, FlowGroup, KindCount, EventStore, EvidenceBlob, ExportItem, ExportOutcome, ExportStats,
-    FlowQuery, FlowRow, Page, PlateLookup, SqlArg, StoreError, StoreStats, EXPORT_DONE, EXPORT_DUE,
-    EXPORT_FORGET, EXPORT_REFUSED, EXPORT_STATS,
+    placeholders, EventFilter, EventStore, EvidenceBlob, ExportItem, ExportOutcome, ExportStats,
+    FlowGroup, FlowQuery, FlowRow, KindCount, Page, PlateLookup, SqlArg, StoreError, StoreStats,
+    EXPORT_DONE, EXPORT_DUE, EXPORT_FORGET, EXPORT_REFUSED, EXPORT_STATS,
 };
 
 pub struct PgStore {
@@ -219,7 +219,11 @@ impl EventStore for PgStore {
         Ok(self
             .query(&sql, args)?
             .into_iter()
-            .map(|r| KindCount { bucket_start_ms: r.get(0), kind: r.get(1), events: r.get(2) })
+            .map(|r| KindCount {
+                bucket_start_ms: r.get(0),
+                kind: r.get(1),
+                events: r.get(2),
+            })
             .collect())
     }
 

@@ -52,12 +52,17 @@ pub async fn answer(
             detail: format!("{name}?{params} from {from}"),
             at_ms: protocol::time::now_ms(),
         };
-        with_store(s, move |st| st.audit(&entry)).await.map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the audit log cannot be written ({}); plate queries wait until it can", e.1),
-            )
-        })?;
+        with_store(s, move |st| st.audit(&entry))
+            .await
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "the audit log cannot be written ({}); plate queries wait until it can",
+                        e.1
+                    ),
+                )
+            })?;
     }
     let county = who.county.clone();
     match name {
@@ -317,14 +322,20 @@ pub struct FlowParams {
     pub bucket_minutes: Option<i64>,
 }
 
+impl FlowParams {
+    fn query(&self, county: Option<String>) -> Result<FlowQuery, ApiError> {
+        Ok(FlowQuery {
+            checkpoints: checkpoint_list(&self.checkpoint, &county)?,
+            county,
+            from_ms: parse_time("from", &self.from)?,
+            to_ms: parse_time("to", &self.to)?,
+            bucket_ms: self.bucket_minutes.unwrap_or(60).saturating_mul(60_000),
+        })
+    }
+}
+
 async fn flow(s: &ApiState, q: FlowParams, county: Option<String>) -> Result<Value, ApiError> {
-    let fq = FlowQuery {
-        checkpoints: checkpoint_list(&q.checkpoint, &county)?,
-        county,
-        from_ms: parse_time("from", &q.from)?,
-        to_ms: parse_time("to", &q.to)?,
-        bucket_ms: q.bucket_minutes.unwrap_or(60).saturating_mul(60_000),
-    };
+    let fq = q.query(county)?;
     let bucket_ms = fq.bucket_ms;
     let rows = with_store(s, move |st| st.flow(&fq)).await?;
     let total: i64 = rows.iter().map(|r| r.vehicles).sum();
@@ -347,13 +358,7 @@ async fn flow(s: &ApiState, q: FlowParams, county: Option<String>) -> Result<Val
 
 /// Events per bucket (an hour by default) and kind, for the dashboard's chart.
 async fn counts(s: &ApiState, q: FlowParams, county: Option<String>) -> Result<Value, ApiError> {
-    let fq = FlowQuery {
-        checkpoints: checkpoint_list(&q.checkpoint, &county)?,
-        county,
-        from_ms: parse_time("from", &q.from)?,
-        to_ms: parse_time("to", &q.to)?,
-        bucket_ms: q.bucket_minutes.unwrap_or(60).saturating_mul(60_000),
-    };
+    let fq = q.query(county)?;
     let bucket_ms = fq.bucket_ms;
     let rows = with_store(s, move |st| st.counts(&fq)).await?;
     Ok(json!({ "bucket_ms": bucket_ms, "rows": rows }))

@@ -603,7 +603,11 @@ impl SqliteStore {
         let args: Vec<rusqlite::types::Value> = args.into_iter().map(SqlArg::into_sqlite).collect();
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params_from_iter(args), |r| {
-            Ok(KindCount { bucket_start_ms: r.get(0)?, kind: r.get(1)?, events: r.get(2)? })
+            Ok(KindCount {
+                bucket_start_ms: r.get(0)?,
+                kind: r.get(1)?,
+                events: r.get(2)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -714,14 +718,7 @@ pub(crate) fn flow_sql(
         sql.push_str(&format!(" AND checkpoint_id IN ({})", list.join(", ")));
     }
     if let Some(c) = &q.county {
-        let (lo, hi) = county_range(c)?;
-        args.push(SqlArg::Text(lo));
-        args.push(SqlArg::Text(hi));
-        sql.push_str(&format!(
-            " AND checkpoint_id >= {} AND checkpoint_id < {}",
-            ph(args.len() - 1),
-            ph(args.len())
-        ));
+        sql.push_str(&county_condition(c, &mut args, &ph)?);
     }
     sql.push_str(match group {
         FlowGroup::CheckpointLane => {
@@ -843,7 +840,9 @@ impl EventStore for SqliteStore {
         Ok(())
     }
     fn audit_recent(&mut self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut stmt = self.conn.prepare_cached("SELECT event_id, action, actor, detail, at_ms FROM audit ORDER BY id DESC LIMIT ?1")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT event_id, action, actor, detail, at_ms FROM audit ORDER BY id DESC LIMIT ?1",
+        )?;
         let rows = stmt.query_map([limit as i64], audit_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -1050,14 +1049,27 @@ fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditEntry> {
     })
 }
 
-/// The checkpoint ids of a county as a half-open range: `[320505, 320506)`.
-fn county_range(county: &str) -> Result<(String, String), StoreError> {
+/// ` AND` the checkpoint ids of a county, as a half-open range (`[320505, 320506)`: the
+/// index serves it), its bounds added to `args`.
+fn county_condition(
+    county: &str,
+    args: &mut Vec<SqlArg>,
+    ph: impl Fn(usize) -> String,
+) -> Result<String, StoreError> {
     let n: u32 = county
         .parse()
         .ok()
         .filter(|_| county.len() == 6)
-        .ok_or_else(|| StoreError::Query(format!("county '{county}' is not a 6-digit region code")))?;
-    Ok((county.to_string(), format!("{:06}", n + 1)))
+        .ok_or_else(|| {
+            StoreError::Query(format!("county '{county}' is not a 6-digit region code"))
+        })?;
+    args.push(SqlArg::Text(county.to_string()));
+    args.push(SqlArg::Text(format!("{:06}", n + 1)));
+    Ok(format!(
+        " AND checkpoint_id >= {} AND checkpoint_id < {}",
+        ph(args.len() - 1),
+        ph(args.len())
+    ))
 }
 
 pub(crate) fn list_sql(
@@ -1070,14 +1082,7 @@ pub(crate) fn list_sql(
     let mut plate_conds = Vec::new();
     let mut args = Vec::new();
     if let Some(c) = &f.county {
-        let (lo, hi) = county_range(c)?;
-        args.push(SqlArg::Text(lo));
-        args.push(SqlArg::Text(hi));
-        sql.push_str(&format!(
-            " AND checkpoint_id >= {} AND checkpoint_id < {}",
-            ph(args.len() - 1),
-            ph(args.len())
-        ));
+        sql.push_str(&county_condition(c, &mut args, &ph)?);
     }
     let mut push_in = |column: &str, vs: Vec<String>| {
         let mut list = Vec::with_capacity(vs.len());

@@ -20,7 +20,13 @@ const CAM_A: &str = "32050500051320000002";
 const CAM_B: &str = "32050600051320000002";
 const NODE: &str = "32050500055050000001";
 
-fn call(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, String, Value) {
+fn call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, String, Value) {
     let mut headers = vec![("Content-Type", "application/json".to_string())];
     if let Some(t) = token {
         headers.push(("Authorization", format!("Bearer {t}")));
@@ -32,25 +38,42 @@ fn call(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str
 }
 
 fn login(addr: std::net::SocketAddr, user: &str, password: &str) -> String {
-    let (status, _, v) = call(addr, "POST", "/api/v1/login", None, Some(json!({"user": user, "password": password})));
+    let (status, _, v) = call(
+        addr,
+        "POST",
+        "/api/v1/login",
+        None,
+        Some(json!({"user": user, "password": password})),
+    );
     assert_eq!(status, 200, "login {user}: {v}");
     v["token"].as_str().unwrap().to_string()
 }
 
 fn ids(v: &Value) -> Vec<String> {
-    v["events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_string()).collect()
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
 fn roles_scopes_audit_and_login_limits() {
     let dir = Dir(std::env::temp_dir().join(format!("auth-{}", ulid::Ulid::new())));
     std::fs::create_dir_all(&dir.0).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let zport = free_port();
     let user = |name: &str, role: &str, county: Option<&str>, pw: &str| {
         format!(
             "[[auth.users]]\nname = \"{name}\"\nrole = \"{role}\"\n{}password_hash = '{}'\n",
-            county.map(|c| format!("county = \"{c}\"\n")).unwrap_or_default(),
+            county
+                .map(|c| format!("county = \"{c}\"\n"))
+                .unwrap_or_default(),
             hash_password(pw)
         )
     };
@@ -63,7 +86,11 @@ fn roles_scopes_audit_and_login_limits() {
         user("root", "admin", None, "root-pw"),
     );
     let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
-    let agg = rt.block_on(async { aggregator::start(raw.validate(Path::new("test")).unwrap()).await.unwrap() });
+    let agg = rt.block_on(async {
+        aggregator::start(raw.validate(Path::new("test")).unwrap())
+            .await
+            .unwrap()
+    });
     let addr = agg.http_addr;
 
     // Three passes of one plate, at A and B, and a violation awaiting review at each.
@@ -76,7 +103,9 @@ fn roles_scopes_audit_and_login_limits() {
     vb.review = ReviewState::Pending;
     let session = rt.block_on(async {
         let text = keys::zenoh_json5("peer", &[format!("tcp/127.0.0.1:{zport}")], &[], false);
-        zenoh::open(zenoh::Config::from_json5(&text).unwrap()).await.unwrap()
+        zenoh::open(zenoh::Config::from_json5(&text).unwrap())
+            .await
+            .unwrap()
     });
     std::thread::sleep(Duration::from_millis(500));
     for ev in [&pa, &pb, &va, &vb] {
@@ -84,18 +113,26 @@ fn roles_scopes_audit_and_login_limits() {
         rt.block_on(async { session.put(key, ev.encode()).await.unwrap() });
     }
     wait_until("four events stored", Duration::from_secs(20), || {
-        let h: Value = serde_json::from_str(&aggregator::client::get(addr, "/health").unwrap().1).unwrap();
+        let h: Value =
+            serde_json::from_str(&aggregator::client::get(addr, "/health").unwrap().1).unwrap();
         h["ingest"]["stored"] == 4
     });
 
     // Nothing without a login but health, metrics and the API document.
     let (s, head, _) = call(addr, "GET", "/api/v1/events", None, None);
     assert_eq!(s, 401);
-    assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
     for open in ["/health", "/metrics", "/api/v1/openapi.json"] {
         assert_eq!(call(addr, "GET", open, None, None).0, 200, "{open}");
     }
-    assert_eq!(call(addr, "GET", "/api/v1/events", Some("forged"), None).0, 401);
+    assert_eq!(
+        call(addr, "GET", "/api/v1/events", Some("forged"), None).0,
+        401
+    );
 
     let li = login(addr, "li", "li-pw");
     let wang = login(addr, "wang", "wang-pw");
@@ -110,71 +147,232 @@ fn roles_scopes_audit_and_login_limits() {
     let mut want = vec![pa.event_id.clone(), va.event_id.clone()];
     want.sort();
     assert_eq!(seen, want, "county operator's events");
-    assert_eq!(call(addr, "GET", &format!("/api/v1/events?checkpoint={CK_B}"), Some(&li), None).0, 403);
-    assert_eq!(call(addr, "GET", &format!("/api/v1/events/{}", pb.event_id), Some(&li), None).0, 404);
-    let (s, _, v) = call(addr, "GET", "/api/v1/trajectory?plate=%E8%8B%8FE7C001", Some(&li), None);
+    assert_eq!(
+        call(
+            addr,
+            "GET",
+            &format!("/api/v1/events?checkpoint={CK_B}"),
+            Some(&li),
+            None
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            addr,
+            "GET",
+            &format!("/api/v1/events/{}", pb.event_id),
+            Some(&li),
+            None
+        )
+        .0,
+        404
+    );
+    let (s, _, v) = call(
+        addr,
+        "GET",
+        "/api/v1/trajectory?plate=%E8%8B%8FE7C001",
+        Some(&li),
+        None,
+    );
     assert_eq!(s, 200);
-    assert_eq!(v["passes"].as_array().unwrap().len(), 1, "county trajectory: {v}");
+    assert_eq!(
+        v["passes"].as_array().unwrap().len(),
+        1,
+        "county trajectory: {v}"
+    );
     let (_, _, v) = call(addr, "GET", "/api/v1/checkpoints", Some(&li), None);
     assert_eq!(v["checkpoints"].as_array().unwrap().len(), 1);
-    let (s, _, _) = call(addr, "POST", &format!("/api/v1/events/{}/review", va.event_id), Some(&li), Some(json!({"decision": "confirmed", "reason": "seen"})));
+    let (s, _, _) = call(
+        addr,
+        "POST",
+        &format!("/api/v1/events/{}/review", va.event_id),
+        Some(&li),
+        Some(json!({"decision": "confirmed", "reason": "seen"})),
+    );
     assert_eq!(s, 403, "an operator reviewed");
 
     // The city operator sees both counties, and may not review either.
     let (_, _, v) = call(addr, "GET", "/api/v1/events", Some(&wang), None);
     assert_eq!(ids(&v).len(), 4);
-    let (_, _, v) = call(addr, "GET", "/api/v1/trajectory?plate=%E8%8B%8FE7C001", Some(&wang), None);
+    let (_, _, v) = call(
+        addr,
+        "GET",
+        "/api/v1/trajectory?plate=%E8%8B%8FE7C001",
+        Some(&wang),
+        None,
+    );
     assert_eq!(v["passes"].as_array().unwrap().len(), 2);
-    assert_eq!(call(addr, "POST", &format!("/api/v1/events/{}/review", vb.event_id), Some(&wang), Some(json!({"decision": "confirmed", "reason": "x"}))).0, 403);
+    assert_eq!(
+        call(
+            addr,
+            "POST",
+            &format!("/api/v1/events/{}/review", vb.event_id),
+            Some(&wang),
+            Some(json!({"decision": "confirmed", "reason": "x"}))
+        )
+        .0,
+        403
+    );
 
     // The reviewer confirms in its county, under its own name; the other county's is hidden.
-    let (s, _, v) = call(addr, "POST", &format!("/api/v1/events/{}/review", va.event_id), Some(&zhao), Some(json!({"decision": "confirmed", "reviewer": "mallory", "reason": "plate and light clear"})));
+    let (s, _, v) = call(
+        addr,
+        "POST",
+        &format!("/api/v1/events/{}/review", va.event_id),
+        Some(&zhao),
+        Some(
+            json!({"decision": "confirmed", "reviewer": "mallory", "reason": "plate and light clear"}),
+        ),
+    );
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["review"], "confirmed");
-    let (_, _, trail) = call(addr, "GET", &format!("/api/v1/events/{}/audit", va.event_id), Some(&zhao), None);
+    let (_, _, trail) = call(
+        addr,
+        "GET",
+        &format!("/api/v1/events/{}/audit", va.event_id),
+        Some(&zhao),
+        None,
+    );
     assert_eq!(trail["audit"][0]["actor"], "zhao", "{trail}");
-    assert_eq!(call(addr, "POST", &format!("/api/v1/events/{}/review", vb.event_id), Some(&zhao), Some(json!({"decision": "rejected", "reason": "x"}))).0, 404);
+    assert_eq!(
+        call(
+            addr,
+            "POST",
+            &format!("/api/v1/events/{}/review", vb.event_id),
+            Some(&zhao),
+            Some(json!({"decision": "rejected", "reason": "x"}))
+        )
+        .0,
+        404
+    );
 
     // Watch lists: administrators only.
     let wl = json!({"version": 1, "issued_by": "test", "vehicles": []});
-    assert_eq!(call(addr, "PUT", "/api/v1/watchlist", Some(&wang), Some(wl.clone())).0, 403);
-    assert_eq!(call(addr, "PUT", "/api/v1/watchlist", Some(&root), Some(wl)).0, 200);
+    assert_eq!(
+        call(
+            addr,
+            "PUT",
+            "/api/v1/watchlist",
+            Some(&wang),
+            Some(wl.clone())
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        call(addr, "PUT", "/api/v1/watchlist", Some(&root), Some(wl)).0,
+        200
+    );
 
     // The audit log: every login, plate query and review, readable by administrators only.
-    assert_eq!(call(addr, "GET", "/api/v1/audit-log", Some(&wang), None).0, 403);
-    let (_, _, log) = call(addr, "GET", "/api/v1/audit-log?limit=100", Some(&root), None);
+    assert_eq!(
+        call(addr, "GET", "/api/v1/audit-log", Some(&wang), None).0,
+        403
+    );
+    let (_, _, log) = call(
+        addr,
+        "GET",
+        "/api/v1/audit-log?limit=100",
+        Some(&root),
+        None,
+    );
     let lines = log["audit"].as_array().unwrap();
     let has = |action: &str, actor: &str, detail: &str| {
-        lines.iter().any(|l| l["action"] == action && l["actor"] == actor && l["detail"].as_str().unwrap().contains(detail))
+        lines.iter().any(|l| {
+            l["action"] == action
+                && l["actor"] == actor
+                && l["detail"].as_str().unwrap().contains(detail)
+        })
     };
     assert!(has("plate_query", "li", "trajectory?plate="), "{log}");
     assert!(has("plate_query", "wang", "trajectory?plate="), "{log}");
     assert!(has("review", "zhao", ""), "{log}");
     assert!(has("login", "root", "127.0.0.1"), "{log}");
     assert!(has("watchlist_put", "root", "version 1"), "{log}");
-    assert!(!lines.iter().any(|l| l["action"] == "plate_query" && l["detail"].as_str().unwrap().starts_with("events?checkpoint")), "a query without a plate was audited as one");
+    assert!(
+        !lines.iter().any(|l| l["action"] == "plate_query"
+            && l["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("events?checkpoint")),
+        "a query without a plate was audited as one"
+    );
 
     // The session cookie works as the token does; logging out ends the session.
-    let (_, head, _) = call(addr, "POST", "/api/v1/login", None, Some(json!({"user": "wang", "password": "wang-pw"})));
-    let cookie = head.lines().find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: "))).unwrap();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let (_, head, _) = call(
+        addr,
+        "POST",
+        "/api/v1/login",
+        None,
+        Some(json!({"user": "wang", "password": "wang-pw"})),
+    );
+    let cookie = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap().to_string();
-    let (s, _, _) = request_with(addr, "GET", "/api/v1/whoami", &[("Cookie", pair.clone())], b"").unwrap();
+    let (s, _, _) = request_with(
+        addr,
+        "GET",
+        "/api/v1/whoami",
+        &[("Cookie", pair.clone())],
+        b"",
+    )
+    .unwrap();
     assert_eq!(s, 200);
-    let (s, _, _) = request_with(addr, "POST", "/api/v1/logout", &[("Cookie", pair.clone())], b"").unwrap();
+    let (s, _, _) = request_with(
+        addr,
+        "POST",
+        "/api/v1/logout",
+        &[("Cookie", pair.clone())],
+        b"",
+    )
+    .unwrap();
     assert_eq!(s, 200);
     let (s, _, _) = request_with(addr, "GET", "/api/v1/whoami", &[("Cookie", pair)], b"").unwrap();
     assert_eq!(s, 401);
 
     // Three wrong passwords, then even the right one is refused for a while (429).
     for _ in 0..3 {
-        assert_eq!(call(addr, "POST", "/api/v1/login", None, Some(json!({"user": "li", "password": "guess"}))).0, 401);
+        assert_eq!(
+            call(
+                addr,
+                "POST",
+                "/api/v1/login",
+                None,
+                Some(json!({"user": "li", "password": "guess"}))
+            )
+            .0,
+            401
+        );
     }
-    let (s, head, v) = call(addr, "POST", "/api/v1/login", None, Some(json!({"user": "li", "password": "li-pw"})));
+    let (s, head, v) = call(
+        addr,
+        "POST",
+        "/api/v1/login",
+        None,
+        Some(json!({"user": "li", "password": "li-pw"})),
+    );
     assert_eq!(s, 429, "{v}");
     assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
     let (_, _, log) = call(addr, "GET", "/api/v1/audit-log?limit=10", Some(&root), None);
-    assert!(log["audit"].as_array().unwrap().iter().any(|l| l["action"] == "login_failed" && l["actor"] == "li"), "{log}");
+    assert!(
+        log["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["action"] == "login_failed" && l["actor"] == "li"),
+        "{log}"
+    );
     // Sessions opened before stay valid.
     assert_eq!(call(addr, "GET", "/api/v1/whoami", Some(&li), None).0, 200);
 

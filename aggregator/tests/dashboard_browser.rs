@@ -26,7 +26,10 @@ fn find_binary(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     names.iter().find_map(|n| {
         std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/lib/chromium")])
+            .chain([
+                PathBuf::from("/usr/bin"),
+                PathBuf::from("/usr/lib/chromium"),
+            ])
             .map(|d| d.join(n))
             .find(|p| p.is_file())
     })
@@ -53,7 +56,11 @@ impl Driver {
             assert!(Instant::now() < deadline, "chromedriver did not listen");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let mut d = Driver { port, session: String::new(), child };
+        let mut d = Driver {
+            port,
+            session: String::new(),
+            child,
+        };
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -63,12 +70,21 @@ impl Driver {
             }
         }}});
         let v = d.call("POST", "/session", Some(caps));
-        d.session = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
+        d.session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_string();
         d
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let body = body.map(|b| b.to_string()).unwrap_or_else(|| if method == "POST" { "{}".into() } else { String::new() });
+        let body = body.map(|b| b.to_string()).unwrap_or_else(|| {
+            if method == "POST" {
+                "{}".into()
+            } else {
+                String::new()
+            }
+        });
         let (status, _, out) = request_with(
             ("127.0.0.1", self.port),
             method,
@@ -91,12 +107,29 @@ impl Driver {
     }
 
     fn js(&self, script: &str) -> Value {
-        self.call("POST", &self.s("/execute/sync"), Some(json!({"script": script, "args": []})))["value"].clone()
+        self.call(
+            "POST",
+            &self.s("/execute/sync"),
+            Some(json!({"script": script, "args": []})),
+        )["value"]
+            .clone()
     }
 
     fn find(&self, css: &str) -> String {
-        let v = self.call("POST", &self.s("/element"), Some(json!({"using": "css selector", "value": css})));
-        v["value"].as_object().unwrap().values().next().unwrap().as_str().unwrap().to_string()
+        let v = self.call(
+            "POST",
+            &self.s("/element"),
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v["value"]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     fn click(&self, css: &str) {
@@ -107,7 +140,11 @@ impl Driver {
     fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css);
         self.call("POST", &self.s(&format!("/element/{e}/clear")), None);
-        self.call("POST", &self.s(&format!("/element/{e}/value")), Some(json!({"text": text})));
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{e}/value")),
+            Some(json!({"text": text})),
+        );
     }
 
     /// Waits until `script` (a JavaScript expression) is truthy.
@@ -118,7 +155,11 @@ impl Driver {
             if v == Value::Bool(true) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what} ({script}); page: {}", self.js("return document.body.innerText;"));
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} ({script}); page: {}",
+                self.js("return document.body.innerText;")
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -126,7 +167,9 @@ impl Driver {
     fn screenshot(&self, dir: &Path, name: &str) {
         use base64::Engine;
         let v = self.call("GET", &self.s("/screenshot"), None);
-        let png = base64::engine::general_purpose::STANDARD.decode(v["value"].as_str().unwrap()).unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v["value"].as_str().unwrap())
+            .unwrap();
         std::fs::write(dir.join(name), png).unwrap();
     }
 }
@@ -134,7 +177,13 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         if !self.session.is_empty() {
-            let _ = request_with(("127.0.0.1", self.port), "DELETE", &format!("/session/{}", self.session), &[], b"");
+            let _ = request_with(
+                ("127.0.0.1", self.port),
+                "DELETE",
+                &format!("/session/{}", self.session),
+                &[],
+                b"",
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -147,8 +196,15 @@ fn violation(t: i64, image: &str, sha: &str) -> Event {
     ev.lane = None;
     ev.severity = Severity::Alert;
     ev.review = ReviewState::Pending;
-    ev.rule = Some(RuleRef { id: "pedestrian_red_light".into(), version: 1 });
-    ev.evidence = vec![EvidenceRef { image_id: image.into(), sha256: sha.into(), role: "scene".into() }];
+    ev.rule = Some(RuleRef {
+        id: "pedestrian_red_light".into(),
+        version: 1,
+    });
+    ev.evidence = vec![EvidenceRef {
+        image_id: image.into(),
+        sha256: sha.into(),
+        role: "scene".into(),
+    }];
     ev.body = EventBody::PedestrianRedLight(PedestrianRedLight {
         track_id: 7,
         crosswalk: "crossing_s".into(),
@@ -156,7 +212,13 @@ fn violation(t: i64, image: &str, sha: &str) -> Event {
         left_waiting_ms: t - 400,
         entered_ms: t - 300,
         confirmed_ms: t,
-        signal: SignalReading { phase: "ped_s".into(), state: LightState::Red, since_ms: t - 20_000, source: SignalSource::Plan, observed_ms: t },
+        signal: SignalReading {
+            phase: "ped_s".into(),
+            state: LightState::Red,
+            since_ms: t - 20_000,
+            source: SignalSource::Plan,
+            observed_ms: t,
+        },
         red_for_ms: 19_700,
         signal_age_ms: 0,
         boxes: vec![],
@@ -176,7 +238,11 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     std::fs::create_dir_all(&shots).unwrap();
     let dir = Dir(std::env::temp_dir().join(format!("dash-{}", ulid::Ulid::new())));
     std::fs::create_dir_all(&dir.0).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let zport = free_port();
     let text = format!(
         "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zport}\"]\n[[auth.users]]\nname = \"zhao\"\nrole = \"reviewer\"\ncounty = \"320505\"\npassword_hash = '{}'\n[[checkpoints]]\nid = \"{CK_A}\"\nname = \"Campus crossing\"\nlon = 120.630\nlat = 31.260\n[[checkpoints]]\nid = \"{CK_B}\"\nname = \"Wuzhong Ave gate\"\nlon = 120.700\nlat = 31.300\n",
@@ -184,31 +250,55 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         aggregator::auth::hash_password("zhao-pw"),
     );
     let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
-    let agg = rt.block_on(async { aggregator::start(raw.validate(Path::new("test")).unwrap()).await.unwrap() });
+    let agg = rt.block_on(async {
+        aggregator::start(raw.validate(Path::new("test")).unwrap())
+            .await
+            .unwrap()
+    });
     let base = format!("http://{}", agg.http_addr);
     let session = rt.block_on(async {
         let text = keys::zenoh_json5("peer", &[format!("tcp/127.0.0.1:{zport}")], &[], false);
-        zenoh::open(zenoh::Config::from_json5(&text).unwrap()).await.unwrap()
+        zenoh::open(zenoh::Config::from_json5(&text).unwrap())
+            .await
+            .unwrap()
     });
     std::thread::sleep(Duration::from_millis(500));
-    let put = |key: String, bytes: Vec<u8>| rt.block_on(async { session.put(key, bytes).await.unwrap() });
+    let put =
+        |key: String, bytes: Vec<u8>| rt.block_on(async { session.put(key, bytes).await.unwrap() });
     let ck_a = DeviceId::parse(CK_A).unwrap();
 
     // Twelve hours of traffic at both checkpoints, busier by day; the plate 苏E7C001 at A and
     // 20 minutes later at B.
     let now = protocol::time::now_ms();
     let t0 = now - 3_000_000;
-    let mut passes = vec![pass(CK_A, CAM_A, NODE, t0, "苏E7C001", 1), pass(CK_B, CAM_B, NODE, t0 + 1_200_000, "苏E7C001", 2)];
+    let mut passes = vec![
+        pass(CK_A, CAM_A, NODE, t0, "苏E7C001", 1),
+        pass(CK_B, CAM_B, NODE, t0 + 1_200_000, "苏E7C001", 2),
+    ];
     for h in 0..12i64 {
         for k in 0..(3 + (h * 7) % 9) {
-            let (ck, cam) = if k % 3 == 0 { (CK_B, CAM_B) } else { (CK_A, CAM_A) };
+            let (ck, cam) = if k % 3 == 0 {
+                (CK_B, CAM_B)
+            } else {
+                (CK_A, CAM_A)
+            };
             let t = now - (12 - h) * 3_600_000 + k * 311_000;
-            passes.push(pass(ck, cam, NODE, t, &format!("苏E{:05}", h * 100 + k), 1 + (k % 2) as u32));
+            passes.push(pass(
+                ck,
+                cam,
+                NODE,
+                t,
+                &format!("苏E{:05}", h * 100 + k),
+                1 + (k % 2) as u32,
+            ));
         }
     }
     let stored = passes.len() as u64;
     for ev in &passes {
-        put(keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id), ev.encode());
+        put(
+            keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id),
+            ev.encode(),
+        );
     }
     // The node at A reports its health.
     let health = protocol::health::NodeHealth {
@@ -216,20 +306,36 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         checkpoint_id: CK_A.into(),
         sent_ms: now,
         interval_ms: 60_000,
-        cameras: vec![protocol::health::CameraHealth { id: CAM_A.into(), label: "crossing".into(), frames_decoded: 7950, frames_processed: 7941, frames_dropped: 9, inference_errors: 0, fps: 14.8 }],
+        cameras: vec![protocol::health::CameraHealth {
+            id: CAM_A.into(),
+            label: "crossing".into(),
+            frames_decoded: 7950,
+            frames_processed: 7941,
+            frames_dropped: 9,
+            inference_errors: 0,
+            fps: 14.8,
+        }],
         outbox_backlog_items: 2,
         outbox_oldest_age_secs: 0.4,
     };
     put(keys::health(&ck_a), health.encode());
-    wait_until("the passes stored", Duration::from_secs(20), || agg.metrics.snapshot().stored == stored);
+    wait_until("the passes stored", Duration::from_secs(20), || {
+        agg.metrics.snapshot().stored == stored
+    });
 
     let d = Driver::start(&chromium, &chromedriver);
     d.go(&format!("{base}/dashboard/"));
-    d.wait("the login form", "document.getElementById('login') && !document.getElementById('login').hidden");
+    d.wait(
+        "the login form",
+        "document.getElementById('login') && !document.getElementById('login').hidden",
+    );
     d.type_into("#login-user", "zhao");
     d.type_into("#login-password", "wrong");
     d.click("#login-submit");
-    d.wait("the refusal", "document.getElementById('login-error').textContent.includes('wrong user or password')");
+    d.wait(
+        "the refusal",
+        "document.getElementById('login-error').textContent.includes('wrong user or password')",
+    );
     d.type_into("#login-password", "zhao-pw");
     d.click("#login-submit");
     d.wait("the live view", "!document.getElementById('view-live').hidden && document.getElementById('live-state').textContent === 'live'");
@@ -247,35 +353,68 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         hex::encode(sha2::Sha256::digest(&jpeg))
     };
     let v = violation(now - 60_000, "ev-scene-1", &sha);
-    put(keys::evidence(&ck_a, &v.camera_id, "ev-scene-1"), jpeg.clone());
-    put(keys::event(&v.checkpoint_id, &v.camera_id, v.kind(), &v.event_id), v.encode());
-    d.wait("the live alert", &format!("document.querySelector('#alerts tr[data-id=\"{}\"]')", v.event_id));
+    put(
+        keys::evidence(&ck_a, &v.camera_id, "ev-scene-1"),
+        jpeg.clone(),
+    );
+    put(
+        keys::event(&v.checkpoint_id, &v.camera_id, v.kind(), &v.event_id),
+        v.encode(),
+    );
+    d.wait(
+        "the live alert",
+        &format!(
+            "document.querySelector('#alerts tr[data-id=\"{}\"]')",
+            v.event_id
+        ),
+    );
     d.screenshot(&shots, "1-live-alert.png");
 
     // Search a plate.
     d.go(&format!("{base}/dashboard/#/search"));
-    d.wait("the search form", "!document.getElementById('view-search').hidden");
+    d.wait(
+        "the search form",
+        "!document.getElementById('view-search').hidden",
+    );
     d.type_into("#search-form input[name=plate]", "苏E7C001");
     d.click("#search-submit");
-    d.wait("two passes found", "document.querySelectorAll('#results tr').length === 2");
+    d.wait(
+        "two passes found",
+        "document.querySelectorAll('#results tr').length === 2",
+    );
     d.screenshot(&shots, "2-search.png");
 
     // Open the violation: its picture loads; confirm it.
     d.go(&format!("{base}/dashboard/#/event/{}", v.event_id));
     d.wait("the evidence picture", "(() => { const i = document.querySelector('#event-evidence img'); return i && i.complete && i.naturalWidth > 0; })()");
-    d.wait("the review buttons", "!document.getElementById('event-review').hidden");
+    d.wait(
+        "the review buttons",
+        "!document.getElementById('event-review').hidden",
+    );
     d.screenshot(&shots, "3-evidence.png");
     d.click("#review-confirm");
-    d.wait("the decision recorded", "document.getElementById('review-result').textContent.includes('confirmed')");
-    d.wait("the audit line", "document.getElementById('event-audit').textContent.includes('zhao review')");
+    d.wait(
+        "the decision recorded",
+        "document.getElementById('review-result').textContent.includes('confirmed')",
+    );
+    d.wait(
+        "the audit line",
+        "document.getElementById('event-audit').textContent.includes('zhao review')",
+    );
     d.screenshot(&shots, "4-confirmed.png");
 
     // The trajectory of the plate on the map.
-    d.go(&format!("{base}/dashboard/#/trajectory/{}", "%E8%8B%8FE7C001"));
+    d.go(&format!(
+        "{base}/dashboard/#/trajectory/{}",
+        "%E8%8B%8FE7C001"
+    ));
     d.wait("a leg drawn", "document.querySelectorAll('#map line.leg').length === 1 && document.querySelectorAll('#trajectory-rows tr').length === 2");
     d.screenshot(&shots, "5-trajectory.png");
     d.go(&format!("{base}/dashboard/#/health"));
-    d.wait("node A alive", &format!("document.querySelector('#health-rows tr[data-checkpoint=\"{CK_A}\"] td.ok')"));
+    d.wait(
+        "node A alive",
+        &format!("document.querySelector('#health-rows tr[data-checkpoint=\"{CK_A}\"] td.ok')"),
+    );
     d.screenshot(&shots, "6-health.png");
     d.go(&format!("{base}/dashboard/#/charts"));
     d.wait("bars drawn", "document.querySelectorAll('#chart-kinds rect').length > 0 && document.querySelectorAll('#chart-flow rect').length > 0");
@@ -283,17 +422,53 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
 
     // What the browser did, as the API records it.
     let token = {
-        let (_, _, out) = request_with(agg.http_addr, "POST", "/api/v1/login", &[("Content-Type", "application/json".into())], json!({"user": "zhao", "password": "zhao-pw"}).to_string().as_bytes()).unwrap();
-        serde_json::from_slice::<Value>(&out).unwrap()["token"].as_str().unwrap().to_string()
+        let (_, _, out) = request_with(
+            agg.http_addr,
+            "POST",
+            "/api/v1/login",
+            &[("Content-Type", "application/json".into())],
+            json!({"user": "zhao", "password": "zhao-pw"})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        serde_json::from_slice::<Value>(&out).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
-    let (_, _, out) = request_with(agg.http_addr, "GET", &format!("/api/v1/events/{}", v.event_id), &[("Authorization", format!("Bearer {token}"))], b"").unwrap();
+    let (_, _, out) = request_with(
+        agg.http_addr,
+        "GET",
+        &format!("/api/v1/events/{}", v.event_id),
+        &[("Authorization", format!("Bearer {token}"))],
+        b"",
+    )
+    .unwrap();
     let stored: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(stored["review"], "confirmed", "{stored}");
-    let (_, _, out) = request_with(agg.http_addr, "GET", &format!("/api/v1/events/{}/audit", v.event_id), &[("Authorization", format!("Bearer {token}"))], b"").unwrap();
+    let (_, _, out) = request_with(
+        agg.http_addr,
+        "GET",
+        &format!("/api/v1/events/{}/audit", v.event_id),
+        &[("Authorization", format!("Bearer {token}"))],
+        b"",
+    )
+    .unwrap();
     let audit: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(audit["audit"][0]["actor"], "zhao", "{audit}");
-    for n in ["1-live-alert", "2-search", "3-evidence", "4-confirmed", "5-trajectory", "6-health", "7-charts"] {
-        let len = std::fs::metadata(shots.join(format!("{n}.png"))).unwrap().len();
+    for n in [
+        "1-live-alert",
+        "2-search",
+        "3-evidence",
+        "4-confirmed",
+        "5-trajectory",
+        "6-health",
+        "7-charts",
+    ] {
+        let len = std::fs::metadata(shots.join(format!("{n}.png")))
+            .unwrap()
+            .len();
         assert!(len > 10_000, "{n}.png is {len} bytes");
     }
     drop(d);

@@ -70,7 +70,9 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
             .arg("--addr-file")
             .arg(&addr_file)
             .env("RUST_LOG", "warn")
-            .stderr(Stdio::from(std::fs::File::create(dir.0.join("agg.log")).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.0.join("agg.log")).unwrap(),
+            ))
             .spawn()
             .unwrap(),
     );
@@ -78,7 +80,11 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
     wait_until("the aggregator's address", Duration::from_secs(30), || {
         std::fs::read_to_string(&addr_file).is_ok_and(|s| !s.trim().is_empty())
     });
-    let addr: std::net::SocketAddr = std::fs::read_to_string(&addr_file).unwrap().trim().parse().unwrap();
+    let addr: std::net::SocketAddr = std::fs::read_to_string(&addr_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let get = |path: &str| aggregator::client::get(addr, path).unwrap().1;
     let health = || -> serde_json::Value { serde_json::from_str(&get("/health")).unwrap() };
 
@@ -96,10 +102,16 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
         })
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let session = rt.block_on(async {
         let text = keys::zenoh_json5("peer", &[format!("tcp/127.0.0.1:{zport}")], &[], false);
-        zenoh::open(zenoh::Config::from_json5(&text).unwrap()).await.unwrap()
+        zenoh::open(zenoh::Config::from_json5(&text).unwrap())
+            .await
+            .unwrap()
     });
     std::thread::sleep(Duration::from_secs(1));
 
@@ -120,13 +132,27 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
                 let camid = DeviceId::parse(&cam).unwrap();
                 for i in (n..EVENTS).step_by(NODES) {
                     let plate = format!("苏E{:05}", i % 4000);
-                    let ev = pass(&ck, &cam, "32050500055050000001", t0 + i as i64 * 25, &plate, 1 + (i % 4) as u32);
+                    let ev = pass(
+                        &ck,
+                        &cam,
+                        "32050500055050000001",
+                        t0 + i as i64 * 25,
+                        &plate,
+                        1 + (i % 4) as u32,
+                    );
                     if i % IMAGE_EVERY == 0 {
                         let key = keys::evidence(&ckid, &camid, &format!("img-{i}"));
-                        s.put(key, image.clone()).congestion_control(CongestionControl::Block).await.unwrap();
+                        s.put(key, image.clone())
+                            .congestion_control(CongestionControl::Block)
+                            .await
+                            .unwrap();
                     }
-                    let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
-                    s.put(key, ev.encode()).congestion_control(CongestionControl::Block).await.unwrap();
+                    let key =
+                        keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
+                    s.put(key, ev.encode())
+                        .congestion_control(CongestionControl::Block)
+                        .await
+                        .unwrap();
                 }
             }));
         }
@@ -136,11 +162,15 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
     });
     let send_secs = started.elapsed().as_secs_f64();
     let images = EVENTS.div_ceil(IMAGE_EVERY) as u64;
-    wait_until("every event and image stored", Duration::from_secs(300), || {
-        let h = health();
-        h["ingest"]["stored"].as_u64() == Some(EVENTS as u64)
-            && h["ingest"]["evidence_stored"].as_u64() == Some(images)
-    });
+    wait_until(
+        "every event and image stored",
+        Duration::from_secs(300),
+        || {
+            let h = health();
+            h["ingest"]["stored"].as_u64() == Some(EVENTS as u64)
+                && h["ingest"]["evidence_stored"].as_u64() == Some(images)
+        },
+    );
     let all_secs = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
@@ -167,15 +197,24 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
     assert!(rate >= 10.0 * NORMAL_PER_SEC, "{ledger}");
     assert_eq!(h["ingest"]["duplicates"], 0, "{ledger}");
     assert_eq!(h["ingest"]["rejected"], 0, "{ledger}");
-    assert!(metric(&m, "aggregator_ingest_queue_full_total") > 0.0, "no back-pressure: {ledger}");
+    assert!(
+        metric(&m, "aggregator_ingest_queue_full_total") > 0.0,
+        "no back-pressure: {ledger}"
+    );
     // The queue, plus the one sample each of the two subscribers may be waiting to put in.
-    assert!(metric(&m, "aggregator_ingest_queue_peak") <= aggregator::ingest::INGEST_QUEUE as f64 + 2.0, "{ledger}");
+    assert!(
+        metric(&m, "aggregator_ingest_queue_peak") <= aggregator::ingest::INGEST_QUEUE as f64 + 2.0,
+        "{ledger}"
+    );
     assert_eq!(metric(&m, "aggregator_ingest_queue_depth"), 0.0, "{ledger}");
     // Bounded: the queue's byte limit (256 MiB) plus the process's own working set.
     assert!(peak_mib < 640, "memory grew to {peak_mib} MiB: {ledger}");
 
     rt.block_on(async { session.close().await.unwrap() });
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
     let _ = child.0.wait();
     let err = std::fs::read_to_string(dir.0.join("agg.log")).unwrap_or_default();
     assert!(!err.contains("panicked"), "{err}");

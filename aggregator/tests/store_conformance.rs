@@ -417,14 +417,27 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
             bucket_ms: 3_600_000,
         })
         .unwrap();
-    assert!(in_county.iter().all(|r| r.checkpoint_id.starts_with(&county_of(ck2))));
+    assert!(in_county
+        .iter()
+        .all(|r| r.checkpoint_id.starts_with(&county_of(ck2))));
     let page = store
-        .list(&EventFilter { county: Some(county_of(ck2)), limit: 1000, ..Default::default() })
+        .list(&EventFilter {
+            county: Some(county_of(ck2)),
+            limit: 1000,
+            ..Default::default()
+        })
         .unwrap();
     assert!(!page.events.is_empty());
-    assert!(page.events.iter().all(|e| e.checkpoint_id.as_str().starts_with(&county_of(ck2))));
+    assert!(page
+        .events
+        .iter()
+        .all(|e| e.checkpoint_id.as_str().starts_with(&county_of(ck2))));
     let other = store
-        .list(&EventFilter { county: Some("320599".into()), limit: 1000, ..Default::default() })
+        .list(&EventFilter {
+            county: Some("320599".into()),
+            limit: 1000,
+            ..Default::default()
+        })
         .unwrap();
     assert!(other.events.is_empty());
     assert!(matches!(

@@ -23,11 +23,19 @@ const NODE: &str = "32050500055050000001";
 fn certs(dir: &Path, names: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/certs.sh");
     let out = Command::new(script).arg(dir).args(names).output().unwrap();
-    assert!(out.status.success(), "certs.sh: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "certs.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn files(dir: &Path, cn: &str) -> TlsFiles {
-    TlsFiles { ca: dir.join("ca.pem"), cert: dir.join(format!("{cn}.pem")), key: dir.join(format!("{cn}.key")) }
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(format!("{cn}.pem")),
+        key: dir.join(format!("{cn}.key")),
+    }
 }
 
 fn open(
@@ -61,7 +69,8 @@ fn put(rt: &tokio::runtime::Runtime, s: &zenoh::Session, ev: &Event) {
 }
 
 fn stored(a: &aggregator::Running, id: &str) -> bool {
-    let (status, _) = aggregator::client::get(a.http_addr, &format!("/api/v1/events/{id}")).unwrap();
+    let (status, _) =
+        aggregator::client::get(a.http_addr, &format!("/api/v1/events/{id}")).unwrap();
     status == 200
 }
 
@@ -74,7 +83,11 @@ fn mutual_tls_and_checkpoint_acl() {
     let rogue = dir.0.join("rogue");
     certs(&rogue, &[CK_A]);
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let port = free_port();
     let agg_tls = files(&pki, "aggregator");
     let text = format!(
@@ -110,13 +123,19 @@ lat = 31.27
     let agg = rt.block_on(async { aggregator::start(cfg).await.unwrap() });
 
     // Plain TCP on the TLS port: no session.
-    assert!(open(&rt, port, None).is_err(), "a plain TCP client connected to the TLS listener");
+    assert!(
+        open(&rt, port, None).is_err(),
+        "a plain TCP client connected to the TLS listener"
+    );
     // A certificate from another CA, even with a known checkpoint's name: refused.
-    let e = open(&rt, port, Some(&files(&rogue, CK_A))).expect_err("a certificate from an untrusted CA connected");
+    let e = open(&rt, port, Some(&files(&rogue, CK_A)))
+        .expect_err("a certificate from an untrusted CA connected");
     eprintln!("rogue CA refused: {e}");
 
-    let node_a = open(&rt, port, Some(&files(&pki, CK_A))).expect("node A connects with its certificate");
-    let node_b = open(&rt, port, Some(&files(&pki, CK_B))).expect("node B connects with its certificate");
+    let node_a =
+        open(&rt, port, Some(&files(&pki, CK_A))).expect("node A connects with its certificate");
+    let node_b =
+        open(&rt, port, Some(&files(&pki, CK_B))).expect("node B connects with its certificate");
     std::thread::sleep(Duration::from_millis(500));
 
     let t0 = 1_795_000_000_000i64;
@@ -127,9 +146,11 @@ lat = 31.27
     put(&rt, &node_a, &forged);
     put(&rt, &node_a, &own_a);
     put(&rt, &node_b, &own_b);
-    wait_until("node A's and node B's own passes", Duration::from_secs(20), || {
-        stored(&agg, &own_a.event_id) && stored(&agg, &own_b.event_id)
-    });
+    wait_until(
+        "node A's and node B's own passes",
+        Duration::from_secs(20),
+        || stored(&agg, &own_a.event_id) && stored(&agg, &own_b.event_id),
+    );
     // zenoh keeps one session's order: the forged put went before A's own, which is stored.
     std::thread::sleep(Duration::from_secs(1));
     let forged_stored = stored(&agg, &forged.event_id);
@@ -139,8 +160,14 @@ lat = 31.27
         "ledger: own-prefix sent 2 stored 2 | foreign-prefix sent 1 stored {} | untrusted CA and plain TCP refused | ingest received {}",
         forged_stored as u8, h["ingest"]["received"]
     );
-    assert!(!forged_stored, "node A's put under checkpoint B's prefix was stored");
-    assert_eq!(h["ingest"]["received"], 2, "the forged put reached the ingest: {h}");
+    assert!(
+        !forged_stored,
+        "node A's put under checkpoint B's prefix was stored"
+    );
+    assert_eq!(
+        h["ingest"]["received"], 2,
+        "the forged put reached the ingest: {h}"
+    );
 
     rt.block_on(async {
         node_a.close().await.unwrap();

@@ -445,8 +445,13 @@ impl NodeConfig {
             .ok();
         self.tracker.validate("tracker", &mut errors);
         if let Some(tls) = &self.zenoh.tls {
-            let endpoints: Vec<String> =
-                self.zenoh.connect.iter().chain(&self.zenoh.listen).cloned().collect();
+            let endpoints: Vec<String> = self
+                .zenoh
+                .connect
+                .iter()
+                .chain(&self.zenoh.listen)
+                .cloned()
+                .collect();
             errors.extend(tls.check(&endpoints));
         }
         if let Some(l) = &self.metrics.listen {

@@ -151,7 +151,15 @@ pub async fn run(
             .map(|text| crate::reload::Watcher::new(p.clone(), text)),
         None => None,
     };
-    let cameras = supervise(cfg.cameras.clone(), ctx, shutdown, watcher, current, metrics).await;
+    let cameras = supervise(
+        cfg.cameras.clone(),
+        ctx,
+        shutdown,
+        watcher,
+        current,
+        metrics,
+    )
+    .await;
     let stats = publisher.await.expect("publisher task");
     health.abort();
     // Let zenoh hand the last puts to the transport before the session closes.
@@ -192,7 +200,12 @@ fn spawn_camera(cam: crate::config::ValidCamera, ctx: &CameraContext) -> Running
         .name(format!("camera-{}", cam.id))
         .spawn(move || run_camera(cam, ctx))
         .expect("spawning a thread");
-    RunningCamera { id, label, stop, handle }
+    RunningCamera {
+        id,
+        label,
+        stop,
+        handle,
+    }
 }
 
 /// Runs the cameras until every one has finished: starts them, passes the node's shutdown
@@ -209,13 +222,16 @@ async fn supervise(
 ) -> Vec<CameraSummary> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut order: Vec<String> = initial.iter().map(|c| c.id.to_string()).collect();
-    let mut running: Vec<RunningCamera> = initial.into_iter().map(|c| spawn_camera(c, &ctx)).collect();
+    let mut running: Vec<RunningCamera> =
+        initial.into_iter().map(|c| spawn_camera(c, &ctx)).collect();
     // Cameras to start once their previous instance has stopped.
     let mut waiting: Vec<crate::config::ValidCamera> = Vec::new();
     let mut done: Vec<CameraSummary> = Vec::new();
     loop {
-        *current.lock().expect("not poisoned") =
-            running.iter().map(|r| (r.id.clone(), r.label.clone())).collect();
+        *current.lock().expect("not poisoned") = running
+            .iter()
+            .map(|r| (r.id.clone(), r.label.clone()))
+            .collect();
         let stopping = shutdown.load(Relaxed);
         if stopping {
             waiting.clear();
@@ -280,7 +296,12 @@ async fn supervise(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(ctx); // the cameras held the only other senders
-    done.sort_by_key(|s| order.iter().position(|id| *id == s.camera_id).unwrap_or(usize::MAX));
+    done.sort_by_key(|s| {
+        order
+            .iter()
+            .position(|id| *id == s.camera_id)
+            .unwrap_or(usize::MAX)
+    });
     done
 }
 
@@ -305,7 +326,9 @@ async fn publish_health(
             .iter()
             .map(|(id, label)| {
                 let m = metrics.camera(id);
-                let processed = m.frames_processed.load(std::sync::atomic::Ordering::Relaxed);
+                let processed = m
+                    .frames_processed
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 let (before, at) = previous
                     .insert(id.clone(), (processed, now))
                     .unwrap_or((processed, now));
@@ -319,7 +342,11 @@ async fn publish_health(
                     inference_errors: m
                         .inference_errors
                         .load(std::sync::atomic::Ordering::Relaxed),
-                    fps: if secs > 0.0 { (processed - before) as f64 / secs } else { 0.0 },
+                    fps: if secs > 0.0 {
+                        (processed - before) as f64 / secs
+                    } else {
+                        0.0
+                    },
                 }
             })
             .collect();

@@ -27,7 +27,12 @@ pub struct Plan {
 
 impl Plan {
     pub fn describe(&self) -> String {
-        let ids = |v: &[ValidCamera]| v.iter().map(|c| c.label.clone()).collect::<Vec<_>>().join(", ");
+        let ids = |v: &[ValidCamera]| {
+            v.iter()
+                .map(|c| c.label.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         format!(
             "added [{}], removed [{}], restarted with new settings [{}]",
             ids(&self.added),
@@ -85,14 +90,27 @@ pub fn plan(old_text: &str, new_text: &str, path: &Path) -> Result<Option<Plan>,
             .cloned()
             .expect("validated cameras have ids")
     };
-    let added = after.keys().filter(|id| !before.contains_key(*id)).map(pick).collect();
+    let added = after
+        .keys()
+        .filter(|id| !before.contains_key(*id))
+        .map(pick)
+        .collect();
     let changed = after
         .iter()
         .filter(|(id, v)| before.get(*id).is_some_and(|b| b != *v))
         .map(|(id, _)| pick(id))
         .collect();
-    let removed = before.keys().filter(|id| !after.contains_key(*id)).cloned().collect();
-    Ok(Some(Plan { config, added, removed, changed }))
+    let removed = before
+        .keys()
+        .filter(|id| !after.contains_key(*id))
+        .cloned()
+        .collect();
+    Ok(Some(Plan {
+        config,
+        added,
+        removed,
+        changed,
+    }))
 }
 
 /// The config file being watched: the text in force and the last text refused (not logged
@@ -106,7 +124,12 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn new(path: PathBuf, in_force: String) -> Watcher {
-        Watcher { path, in_force, refused: None, next: Instant::now() + POLL }
+        Watcher {
+            path,
+            in_force,
+            refused: None,
+            next: Instant::now() + POLL,
+        }
     }
 
     /// Looks at the file when due: a plan to apply, or the reason a new text was refused.
@@ -162,9 +185,18 @@ source = { type = "file", path = "b.avi" }
             "",
         ) + "[[cameras]]\nid = \"32050500051320000003\"\nname = \"c\"\nsource = { type = \"file\", path = \"c.avi\" }\n";
         let p = plan(BASE, &new, Path::new("n.toml")).unwrap().unwrap();
-        assert_eq!(p.added.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(), ["c"]);
+        assert_eq!(
+            p.added.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(),
+            ["c"]
+        );
         assert_eq!(p.removed, ["32050500051320000001"]);
-        assert_eq!(p.changed.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(
+            p.changed
+                .iter()
+                .map(|c| c.label.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
         assert!(plan(BASE, BASE, Path::new("n.toml")).unwrap().is_none());
     }
 

@@ -28,7 +28,12 @@ fn corrupt_video_and_missing_model_fail_alone_while_the_good_camera_runs() {
     // real model taking [N, 3, 48, W]) and its input.
     let yolo = std::fs::read_to_string(repo_root().join("models/yolov8n.toml")).unwrap();
     let ocr = std::fs::read_to_string(repo_root().join("models/ppocrv4_rec.toml")).unwrap();
-    let line = |text: &str, key: &str| text.lines().find(|l| l.starts_with(key)).unwrap().to_string();
+    let line = |text: &str, key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap()
+            .to_string()
+    };
     let wrong = yolo
         .replace(&line(&yolo, "file = "), &line(&ocr, "file = "))
         .replace(&line(&yolo, "sha256 = "), &line(&ocr, "sha256 = "))
@@ -108,7 +113,10 @@ retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
         "{model_err}"
     );
 
-    let shape_err = by_name("wrong-shape")["error"].as_str().unwrap().to_string();
+    let shape_err = by_name("wrong-shape")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         shape_err.contains("ch_PP-OCRv4_rec_infer.onnx")
             && shape_err.contains("wrong-shape.toml")

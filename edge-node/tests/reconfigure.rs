@@ -65,24 +65,51 @@ fn config_changes_apply_live_and_bad_ones_are_refused() {
             if f(&m) {
                 return m;
             }
-            assert!(Instant::now() < until, "timed out waiting for {what}; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            assert!(
+                Instant::now() < until,
+                "timed out waiting for {what}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    let frames = |m: &str, cam: &str| metric(m, "edge_frames_processed_total", &format!("camera=\"{cam}\""));
+    let frames = |m: &str, cam: &str| {
+        metric(
+            m,
+            "edge_frames_processed_total",
+            &format!("camera=\"{cam}\""),
+        )
+    };
     wait("camera a running", 60, &|m| frames(m, CAM_A) >= 10.0);
 
     // A bad file: a camera id that is no id. Refused; camera a goes on.
-    std::fs::write(&cfg, head.clone() + &camera(CAM_A, "a", 500) + &camera("123", "b", 60)).unwrap();
-    let m = wait("the refusal", 20, &|m| metric(m, "edge_config_reloads_total", "rejected") >= 1.0);
+    std::fs::write(
+        &cfg,
+        head.clone() + &camera(CAM_A, "a", 500) + &camera("123", "b", 60),
+    )
+    .unwrap();
+    let m = wait("the refusal", 20, &|m| {
+        metric(m, "edge_config_reloads_total", "rejected") >= 1.0
+    });
     let before = frames(&m, CAM_A);
-    wait("camera a still running", 20, &|m| frames(m, CAM_A) >= before + 5.0);
+    wait("camera a still running", 20, &|m| {
+        frames(m, CAM_A) >= before + 5.0
+    });
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("New config refused") && text.contains("123"), "{text}");
+    assert!(
+        text.contains("New config refused") && text.contains("123"),
+        "{text}"
+    );
 
     // A good file: camera b added, camera a changed (it restarts with its new settings).
-    std::fs::write(&cfg, head.clone() + &camera(CAM_A, "a", 450) + &camera(CAM_B, "b", 60)).unwrap();
-    wait("the change applied", 20, &|m| metric(m, "edge_config_reloads_total", "applied") >= 1.0);
+    std::fs::write(
+        &cfg,
+        head.clone() + &camera(CAM_A, "a", 450) + &camera(CAM_B, "b", 60),
+    )
+    .unwrap();
+    wait("the change applied", 20, &|m| {
+        metric(m, "edge_config_reloads_total", "applied") >= 1.0
+    });
     wait("camera b done", 120, &|m| frames(m, CAM_B) >= 60.0);
 
     // Camera a removed: b has finished, so nothing runs and the node ends.
@@ -92,7 +119,10 @@ fn config_changes_apply_live_and_bad_ones_are_refused() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < until, "the node did not end after its last camera was removed");
+        assert!(
+            Instant::now() < until,
+            "the node did not end after its last camera was removed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let text = std::fs::read_to_string(&log).unwrap();
@@ -103,16 +133,27 @@ fn config_changes_apply_live_and_bad_ones_are_refused() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["label"].as_str().unwrap().to_string(), c["frames_processed"].as_u64().unwrap()))
+        .map(|c| {
+            (
+                c["label"].as_str().unwrap().to_string(),
+                c["frames_processed"].as_u64().unwrap(),
+            )
+        })
         .collect();
     eprintln!("camera runs (label, frames): {runs:?}");
     // a: stopped to restart, then stopped when removed, each before its file ended; b: 60.
     assert_eq!(runs.len(), 3, "{runs:?}");
-    assert!(runs.iter().filter(|(l, _)| l == "a").all(|(_, n)| *n < 450), "{runs:?}");
+    assert!(
+        runs.iter().filter(|(l, _)| l == "a").all(|(_, n)| *n < 450),
+        "{runs:?}"
+    );
     assert!(runs.iter().any(|(l, n)| l == "b" && *n == 60), "{runs:?}");
     // Camera b's events reached the aggregator.
     let published = s["events_published"].as_u64().unwrap();
-    assert_eq!(agg.wait_stored(published, Duration::from_secs(30)), published);
+    assert_eq!(
+        agg.wait_stored(published, Duration::from_secs(30)),
+        published
+    );
     let b_events = agg.all_events(&format!("camera={CAM_B}"));
     assert!(!b_events.is_empty(), "no events from the camera added live");
 }

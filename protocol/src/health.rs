@@ -38,7 +38,10 @@ impl NodeHealth {
 
     pub fn decode(bytes: &[u8]) -> Result<NodeHealth, String> {
         if bytes.len() > MAX_HEALTH_BYTES {
-            return Err(format!("health report of {} bytes exceeds {MAX_HEALTH_BYTES}", bytes.len()));
+            return Err(format!(
+                "health report of {} bytes exceeds {MAX_HEALTH_BYTES}",
+                bytes.len()
+            ));
         }
         serde_json::from_slice(bytes).map_err(|e| format!("health report: {e}"))
     }

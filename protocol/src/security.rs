@@ -92,11 +92,15 @@ pub fn checkpoint_acl(checkpoints: &[DeviceId], trusted: &[String]) -> Value {
     for c in checkpoints {
         let own = format!("own_{c}");
         let wl = format!("watchlist_{c}");
-        rules.push(json!({"id": own, "permission": "allow", "flows": ["ingress"],
+        rules.push(
+            json!({"id": own, "permission": "allow", "flows": ["ingress"],
             "messages": ALL_MESSAGES,
-            "key_exprs": [format!("{}/**", keys::checkpoint_prefix(c))]}));
-        rules.push(json!({"id": wl, "permission": "allow", "flows": ["ingress"],
-            "messages": ["declare_subscriber", "query"], "key_exprs": [keys::watchlist(c)]}));
+            "key_exprs": [format!("{}/**", keys::checkpoint_prefix(c))]}),
+        );
+        rules.push(
+            json!({"id": wl, "permission": "allow", "flows": ["ingress"],
+            "messages": ["declare_subscriber", "query"], "key_exprs": [keys::watchlist(c)]}),
+        );
         let subject = format!("node_{c}");
         subjects.push(json!({"id": subject, "cert_common_names": [c.as_str()]}));
         policies.push(json!({"id": format!("policy_{c}"), "subjects": [subject],
@@ -106,7 +110,9 @@ pub fn checkpoint_acl(checkpoints: &[DeviceId], trusted: &[String]) -> Value {
         rules.push(json!({"id": "trusted_all", "permission": "allow",
             "flows": ["ingress", "egress"], "messages": ALL_MESSAGES, "key_exprs": ["**"]}));
         subjects.push(json!({"id": "trusted", "cert_common_names": trusted}));
-        policies.push(json!({"id": "policy_trusted", "subjects": ["trusted"], "rules": ["trusted_all"]}));
+        policies.push(
+            json!({"id": "policy_trusted", "subjects": ["trusted"], "rules": ["trusted_all"]}),
+        );
     }
     json!({
         "enabled": true,
@@ -169,7 +175,10 @@ mod tests {
             .iter()
             .find(|r| r["id"] == format!("own_{a}"))
             .unwrap();
-        assert_eq!(own["key_exprs"][0], "ckpt/320500/320505/32050500051210000001/**");
+        assert_eq!(
+            own["key_exprs"][0],
+            "ckpt/320500/320505/32050500051210000001/**"
+        );
         assert_eq!(own["flows"][0], "ingress");
         assert_eq!(acl["subjects"][0]["cert_common_names"][0], a.as_str());
     }
@@ -189,8 +198,19 @@ mod tests {
 
     #[test]
     fn rendered_config_carries_mtls_and_acl() {
-        let t = TlsFiles { ca: "ca.pem".into(), cert: "c.pem".into(), key: "k.pem".into() };
-        let s = zenoh_json5("peer", &["tls/localhost:1".into()], &[], false, Some(&t), Some(json!({"enabled": true})));
+        let t = TlsFiles {
+            ca: "ca.pem".into(),
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        };
+        let s = zenoh_json5(
+            "peer",
+            &["tls/localhost:1".into()],
+            &[],
+            false,
+            Some(&t),
+            Some(json!({"enabled": true})),
+        );
         let v: Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["transport"]["link"]["tls"]["enable_mtls"], true);
         assert_eq!(v["access_control"]["enabled"], true);
