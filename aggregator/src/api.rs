@@ -234,14 +234,11 @@ async fn login(
                 .into_response())
         }
         Err(e) => {
-            audit_line(
-                &s,
-                "login_failed",
-                &b.user,
-                "",
-                format!("from {from}: {e:?}"),
-            )
-            .await?;
+            // Attempts refused during a lockout are not written one by one: the lockout
+            // bounds what a guesser can add to the log.
+            if e == LoginError::Invalid {
+                audit_line(&s, "login_failed", &b.user, "", format!("from {from}")).await?;
+            }
             Ok(match e {
                 LoginError::Invalid => (
                     StatusCode::UNAUTHORIZED,
