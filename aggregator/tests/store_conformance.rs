@@ -240,6 +240,23 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
         })
         .unwrap();
     assert_eq!(store.audit_of(&violation.event_id).unwrap().len(), 3);
+    // The whole log, newest first (plate queries and logins have no event).
+    store
+        .audit(&AuditEntry {
+            event_id: String::new(),
+            action: "plate_query".into(),
+            actor: "li".into(),
+            detail: "trajectory?plate=苏E1234 from 10.0.0.9".into(),
+            at_ms: T0 + 9,
+        })
+        .unwrap();
+    let recent = store.audit_recent(2).unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0].action, "plate_query");
+    assert_eq!(
+        recent[1],
+        *store.audit_of(&violation.event_id).unwrap().last().unwrap()
+    );
     // The rest of the suite counts 25 events.
     assert_eq!(
         store.purge(EventKind::ObjectTrack, T0 + 30_001).unwrap().0,
@@ -406,6 +423,40 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
         })
         .unwrap();
     assert_eq!(only2.iter().map(|r| r.vehicles).sum::<i64>(), 1);
+    // Events per hour and kind: what a listing of the window counts.
+    let counts = store
+        .counts(&FlowQuery {
+            checkpoints: vec![],
+            county: None,
+            from_ms: hour,
+            to_ms: hour + 2 * 3_600_000,
+            bucket_ms: 3_600_000,
+        })
+        .unwrap();
+    let mut want: std::collections::BTreeMap<(i64, String), i64> = Default::default();
+    for e in store
+        .list(&EventFilter {
+            from_ms: Some(hour),
+            to_ms: Some(hour + 2 * 3_600_000),
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap()
+        .events
+    {
+        *want
+            .entry((
+                e.frame_time_ms - e.frame_time_ms % 3_600_000,
+                e.kind().as_str().to_string(),
+            ))
+            .or_default() += 1;
+    }
+    let got: std::collections::BTreeMap<(i64, String), i64> = counts
+        .iter()
+        .map(|c| ((c.bucket_start_ms, c.kind.clone()), c.events))
+        .collect();
+    assert_eq!(got, want);
+    assert!(got.len() >= 2, "{got:?}");
     // A county operator's view: the checkpoints of one county only.
     let county_of = |ck: &str| ck[..6].to_string();
     let in_county = store
