@@ -3,7 +3,6 @@
 //! city operators seeing all, reviewers alone confirming violations, the audit log of plate
 //! queries and reviews, and the login rate limit.
 
-use std::path::Path;
 use std::time::Duration;
 
 use aggregator::auth::hash_password;
@@ -60,13 +59,8 @@ fn ids(v: &Value) -> Vec<String> {
 
 #[test]
 fn roles_scopes_audit_and_login_limits() {
-    let dir = Dir(std::env::temp_dir().join(format!("auth-{}", ulid::Ulid::new())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let dir = temp_dir("auth");
+    let rt = runtime();
     let zport = free_port();
     let user = |name: &str, role: &str, county: Option<&str>, pw: &str| {
         format!(
@@ -85,12 +79,7 @@ fn roles_scopes_audit_and_login_limits() {
         user("zhao", "reviewer", Some("320505"), "zhao-pw"),
         user("root", "admin", None, "root-pw"),
     );
-    let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
-    let agg = rt.block_on(async {
-        aggregator::start(raw.validate(Path::new("test")).unwrap())
-            .await
-            .unwrap()
-    });
+    let agg = start_aggregator(&rt, &text);
     let addr = agg.http_addr;
 
     // Three passes of one plate, at A and B, and a violation awaiting review at each.
@@ -101,12 +90,7 @@ fn roles_scopes_audit_and_login_limits() {
     va.review = ReviewState::Pending;
     let mut vb = pass(CK_B, CAM_B, NODE, t0 + 20, "苏E5Q999", 1);
     vb.review = ReviewState::Pending;
-    let session = rt.block_on(async {
-        let text = keys::zenoh_json5("peer", &[format!("tcp/127.0.0.1:{zport}")], &[], false);
-        zenoh::open(zenoh::Config::from_json5(&text).unwrap())
-            .await
-            .unwrap()
-    });
+    let session = peer(&rt, zport);
     std::thread::sleep(Duration::from_millis(500));
     for ev in [&pa, &pb, &va, &vb] {
         let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);

@@ -236,32 +236,17 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     };
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let dir = Dir(std::env::temp_dir().join(format!("dash-{}", ulid::Ulid::new())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let dir = temp_dir("dash");
+    let rt = runtime();
     let zport = free_port();
     let text = format!(
         "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zport}\"]\n[[auth.users]]\nname = \"zhao\"\nrole = \"reviewer\"\ncounty = \"320505\"\npassword_hash = '{}'\n[[checkpoints]]\nid = \"{CK_A}\"\nname = \"Campus crossing\"\nlon = 120.630\nlat = 31.260\n[[checkpoints]]\nid = \"{CK_B}\"\nname = \"Wuzhong Ave gate\"\nlon = 120.700\nlat = 31.300\n",
         dir.0.join("agg.db").display(),
         aggregator::auth::hash_password("zhao-pw"),
     );
-    let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
-    let agg = rt.block_on(async {
-        aggregator::start(raw.validate(Path::new("test")).unwrap())
-            .await
-            .unwrap()
-    });
+    let agg = start_aggregator(&rt, &text);
     let base = format!("http://{}", agg.http_addr);
-    let session = rt.block_on(async {
-        let text = keys::zenoh_json5("peer", &[format!("tcp/127.0.0.1:{zport}")], &[], false);
-        zenoh::open(zenoh::Config::from_json5(&text).unwrap())
-            .await
-            .unwrap()
-    });
+    let session = peer(&rt, zport);
     std::thread::sleep(Duration::from_millis(500));
     let put =
         |key: String, bytes: Vec<u8>| rt.block_on(async { session.put(key, bytes).await.unwrap() });

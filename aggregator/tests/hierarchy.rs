@@ -119,13 +119,8 @@ fn registry(version: u64) -> RegistryFile {
 
 #[test]
 fn city_sees_every_county_and_finds_clones_across_them() {
-    let dir = Dir(std::env::temp_dir().join(format!("hierarchy-{}", ulid::Ulid::new())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let dir = temp_dir("hierarchy");
+    let rt = runtime();
     let router_port = free_port();
     let router = rt.block_on(async {
         let text = keys::zenoh_json5(

@@ -50,8 +50,7 @@ impl Drop for Child {
 
 #[test]
 fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
-    let dir = Dir(std::env::temp_dir().join(format!("load-{}", ulid::Ulid::new())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = temp_dir("load");
     let zport = free_port();
     let cfg = dir.0.join("agg.toml");
     std::fs::write(
@@ -102,17 +101,8 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
         })
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let session = rt.block_on(async {
-        let text = keys::zenoh_json5("peer", &[format!("tcp/127.0.0.1:{zport}")], &[], false);
-        zenoh::open(zenoh::Config::from_json5(&text).unwrap())
-            .await
-            .unwrap()
-    });
+    let rt = runtime();
+    let session = peer(&rt, zport);
     std::thread::sleep(Duration::from_secs(1));
 
     // Eight nodes (one checkpoint each), 4,000 plates, an image with every 20th event.

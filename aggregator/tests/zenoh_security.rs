@@ -83,11 +83,7 @@ fn mutual_tls_and_checkpoint_acl() {
     let rogue = dir.0.join("rogue");
     certs(&rogue, &[CK_A]);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let port = free_port();
     let agg_tls = files(&pki, "aggregator");
     let text = format!(
@@ -118,9 +114,7 @@ lat = 31.27
         cert = agg_tls.cert.display(),
         key = agg_tls.key.display(),
     );
-    let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
-    let cfg = raw.validate(Path::new("test")).unwrap();
-    let agg = rt.block_on(async { aggregator::start(cfg).await.unwrap() });
+    let agg = start_aggregator(&rt, &text);
 
     // Plain TCP on the TLS port: no session.
     assert!(

@@ -69,3 +69,37 @@ pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A new temporary folder `<tag>-<ulid>`, removed when dropped.
+pub fn temp_dir(tag: &str) -> Dir {
+    let d = Dir(std::env::temp_dir().join(format!("{tag}-{}", ulid::Ulid::new())));
+    std::fs::create_dir_all(&d.0).unwrap();
+    d
+}
+
+/// The tests' runtime: two workers, timers and I/O.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Starts an aggregator from the text of its config.
+pub fn start_aggregator(rt: &tokio::runtime::Runtime, text: &str) -> aggregator::Running {
+    let raw: aggregator::config::AggregatorConfig =
+        toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let cfg = raw.validate(std::path::Path::new("test")).unwrap();
+    rt.block_on(async { aggregator::start(cfg).await.unwrap() })
+}
+
+/// A zenoh peer session connected to `tcp/127.0.0.1:<port>`.
+pub fn peer(rt: &tokio::runtime::Runtime, port: u16) -> zenoh::Session {
+    let text = keys::zenoh_json5("peer", &[format!("tcp/127.0.0.1:{port}")], &[], false);
+    rt.block_on(async {
+        zenoh::open(zenoh::Config::from_json5(&text).unwrap())
+            .await
+            .unwrap()
+    })
+}
