@@ -178,7 +178,7 @@ fn forbidden(what: &str) -> ApiError {
 }
 
 /// Writes one line to the audit log.
-async fn audit_line(
+pub(crate) async fn audit_line(
     s: &ApiState,
     action: &str,
     actor: &str,

@@ -193,7 +193,7 @@ pub enum LoginError {
 
 pub struct Auth {
     pub required: bool,
-    users: HashMap<String, (UserConfig, String)>,
+    users: HashMap<String, UserConfig>,
     session_ttl: Duration,
     max_failures: u32,
     window: Duration,
@@ -210,7 +210,7 @@ impl Auth {
             users: cfg
                 .users
                 .iter()
-                .map(|u| (u.name.clone(), (u.clone(), u.password_hash.clone())))
+                .map(|u| (u.name.clone(), u.clone()))
                 .collect(),
             session_ttl: Duration::from_secs(cfg.session_minutes * 60),
             max_failures: cfg.max_failures,
@@ -271,7 +271,7 @@ impl Auth {
             return Err(LoginError::Locked(wait));
         }
         let (cfg, hash) = match self.users.get(user) {
-            Some((c, h)) => (Some(c), h.as_str()),
+            Some(c) => (Some(c), c.password_hash.as_str()),
             None => (None, self.dummy_hash.as_str()),
         };
         let ok = PasswordHash::new(hash)

@@ -45,14 +45,8 @@ pub async fn answer(
     from: &str,
 ) -> Result<Value, ApiError> {
     if is_plate_query(name, params) {
-        let entry = crate::store::AuditEntry {
-            event_id: String::new(),
-            action: "plate_query".into(),
-            actor: who.user.clone(),
-            detail: format!("{name}?{params} from {from}"),
-            at_ms: protocol::time::now_ms(),
-        };
-        with_store(s, move |st| st.audit(&entry))
+        let detail = format!("{name}?{params} from {from}");
+        crate::api::audit_line(s, "plate_query", &who.user, "", detail)
             .await
             .map_err(|e| {
                 ApiError(
