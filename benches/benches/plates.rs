@@ -32,8 +32,13 @@ fn main() {
         .unwrap_or(7);
     let scripted = std::env::var_os("PLATE_SCRIPTED").is_some();
     let dir = benches::cache_dir().join(format!(
-        "bench/plates-{n}-{seed}{}",
-        if scripted { "-scripted" } else { "" }
+        "bench/plates-v{}-{n}-{seed}{}{}",
+        plategen::GENERATOR_VERSION,
+        if scripted { "-scripted" } else { "" },
+        plategen::PlateFont::default_path()
+            .file_stem()
+            .map(|s| format!("-{}", s.to_string_lossy()))
+            .unwrap_or_default()
     ));
     let truth_path = dir.join("clip.truth.json");
     let truth = match Truth::load(&truth_path) {
@@ -162,6 +167,12 @@ fn main() {
         score.exact(),
         score.vehicles.len(),
         100.0 * score.rate()
+    );
+    let (right, chars) = score.characters();
+    println!(
+        "  characters     {right}/{chars}  {:.2} %; misses differing in the province alone: {}",
+        100.0 * right as f64 / chars.max(1) as f64,
+        score.province_only_misses()
     );
     for s in score.vehicles.iter().filter(|s| !s.exact) {
         println!(

@@ -367,10 +367,14 @@ impl PlateReader {
         self.manifest.input.height.unwrap_or(48) as usize
     }
 
-    /// Reads one line of text from an image (a rectified plate, or one row of it).
-    /// `plate_start`: the image begins with the plate's first character (a whole plate, or
-    /// the top row of a two-row one), so the position rules below apply.
-    pub fn read(&mut self, img: &Rgb, plate_start: bool) -> Result<TextRead, DetectError> {
+    /// The dictionary: class index -> character (index 0 is the CTC blank).
+    pub fn classes(&self) -> &[char] {
+        &self.classes
+    }
+
+    /// Per output step, the probability of every class (steps x classes, row-major), for one
+    /// line of text.
+    pub fn probabilities(&mut self, img: &Rgb) -> Result<(Vec<f32>, usize), DetectError> {
         let h = self.height();
         let w = ((img.width as f64 * h as f64 / img.height.max(1) as f64).round() as usize)
             .clamp(8, MAX_READ_WIDTH);
@@ -400,6 +404,15 @@ impl PlateReader {
                 self.classes.len()
             )));
         }
+        Ok((data.to_vec(), n_classes))
+    }
+
+    /// Reads one line of text from an image (a rectified plate, or one row of it).
+    /// `plate_start`: the image begins with the plate's first character (a whole plate, or
+    /// the top row of a two-row one), so the position rules below apply.
+    pub fn read(&mut self, img: &Rgb, plate_start: bool) -> Result<TextRead, DetectError> {
+        let (data, n_classes) = self.probabilities(img)?;
+        let data = data.as_slice();
         let mut read = ctc_greedy(data, n_classes, &self.classes);
         // Separators (the dot after the authority letter, spaces) are not characters of the
         // plate; drop them before looking at positions.
@@ -410,102 +423,153 @@ impl PlateReader {
         read.conf.retain(|_| *k.next().expect("same length"));
         let mut k = keep.iter();
         read.steps.retain(|_| *k.next().expect("same length"));
-        if !plate_start {
-            return Ok(read);
-        }
-        // A plate starting with an ASCII letter that fits no grammar lost its province: the
-        // reader either gave the blank more weight there, or read the province as a letter.
-        // The likeliest province is put back (before the first character, or in its place),
-        // and kept when the plate then fits a grammar. Armed-police plates (WJ...) start with
-        // letters and are left alone.
-        if let (Some(&c0), Some(&step0)) = (read.chars.first(), read.steps.first()) {
-            let armed = c0 == 'W' && read.chars.get(1) == Some(&'J');
-            let text: String = read.chars.iter().collect();
-            let fits =
-                |t: &str| protocol::plate::parse(t, None, protocol::plate::Mode::Lenient).is_ok();
-            if c0.is_ascii_alphabetic() && !armed && !fits(&text) {
-                let best_province = |steps: std::ops::Range<usize>| {
-                    steps
-                        .flat_map(|t| {
-                            let probs = &data[t * n_classes..(t + 1) * n_classes];
-                            probs.iter().enumerate().map(move |(i, p)| (t, i, *p))
-                        })
-                        .filter(|(_, i, _)| {
-                            self.classes
-                                .get(*i)
-                                .is_some_and(|c| protocol::plate::PROVINCES.contains(*c))
-                        })
-                        .max_by(|a, b| a.2.total_cmp(&b.2))
-                        .filter(|b| b.2 >= MIN_RECOVERED_PROVINCE)
-                };
-                let inserted = best_province(0..step0).map(|(t, i, p)| {
-                    let mut r = read.clone();
-                    r.chars.insert(0, self.classes[i]);
-                    r.conf.insert(0, p);
-                    r.steps.insert(0, t);
-                    r
-                });
-                let replaced = best_province(step0..step0 + 1).map(|(_, i, p)| {
-                    let mut r = read.clone();
-                    r.chars[0] = self.classes[i];
-                    r.conf[0] = p;
-                    r
-                });
-                if let Some(r) = [inserted, replaced]
-                    .into_iter()
-                    .flatten()
-                    .find(|r| fits(&r.chars.iter().collect::<String>()))
-                {
-                    read = r;
-                }
-            }
-        }
-        // A plate starts with a province (or 使): a first character outside that set is read
-        // again as the most likely one inside it, at the same step.
-        if let (Some(&c), Some(&step)) = (read.chars.first(), read.steps.first()) {
-            // Only an unsure read is corrected: a confidently read non-province character (a
-            // fake plate) stays as read.
-            if !c.is_ascii() && !is_first_char(c) && read.conf[0] < 0.8 {
-                let probs = &data[step * n_classes..(step + 1) * n_classes];
-                if let Some((i, p)) = probs
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| self.classes.get(*i).is_some_and(|c| is_first_char(*c)))
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                {
-                    read.chars[0] = self.classes[i];
-                    read.conf[0] = *p;
-                }
-            }
-        }
-        // After a province comes the issuing authority's letter, never a digit (a two-row
-        // plate's top row is exactly these two): a digit there is read again as the likeliest
-        // letter at that step.
-        if let (Some(&p), Some(&c), Some(&step)) =
-            (read.chars.first(), read.chars.get(1), read.steps.get(1))
-        {
-            // Only an unsure read: a confident digit there is a fake plate's, and stays.
-            if protocol::plate::PROVINCES.contains(p)
-                && !is_authority_letter(c)
-                && read.conf[1] < 0.8
-            {
-                let probs = &data[step * n_classes..(step + 1) * n_classes];
-                if let Some((i, q)) = probs
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| {
-                        self.classes
-                            .get(*i)
-                            .is_some_and(|c| is_authority_letter(*c))
-                    })
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                {
-                    read.chars[1] = self.classes[i];
-                    read.conf[1] = *q;
-                }
-            }
-        }
+        apply_plate_rules(&mut read, data, &self.classes, plate_start);
         Ok(read)
+    }
+}
+
+/// What the reader knows of where plate characters go, applied to one line's read (`probs`:
+/// its steps x classes probabilities). `plate_start`: the line begins with the plate's first
+/// character (a whole plate, or the top row of a two-row one).
+pub fn apply_plate_rules(read: &mut TextRead, probs: &[f32], classes: &[char], plate_start: bool) {
+    let n_classes = classes.len();
+    if plate_start {
+        fix_plate_start(read, probs, classes);
+    }
+    // GA 36 serials have no I or O: where the reader saw one after the authority letter (or
+    // anywhere on a two-row plate's bottom row), the likeliest of the serial characters that
+    // look like it stands instead (a 0 most often, but a blurred Q reads as O as easily).
+    // Only look-alikes: the runner-up at a step is often the neighbouring character, smeared
+    // across steps.
+    let first_serial = if plate_start { 2 } else { 0 };
+    for i in first_serial..read.chars.len() {
+        let alike: &[char] = match read.chars[i].to_ascii_uppercase() {
+            'O' => &['0', 'Q', 'D', 'C', 'U'],
+            'I' => &['1', 'J', 'L', 'T'],
+            _ => continue,
+        };
+        let step = read.steps[i];
+        let Some(row) = probs.get(step * n_classes..(step + 1) * n_classes) else {
+            continue;
+        };
+        if let Some((k, p)) = row
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| classes.get(*k).is_some_and(|c| alike.contains(c)))
+            .max_by(|a, b| a.1.total_cmp(b.1))
+        {
+            // The reader was sure of the shape, not of the class: what it gave the O goes
+            // to the look-alike that stands for it.
+            read.chars[i] = classes[k];
+            read.conf[i] = (read.conf[i] + *p).min(1.0);
+        }
+    }
+}
+
+/// The rules for a read that starts at the plate's first character: a province (or 使), then
+/// the issuing authority's letter.
+fn fix_plate_start(read: &mut TextRead, data: &[f32], classes: &[char]) {
+    let n_classes = classes.len();
+    // Ink left of the province is not a character: the corner of a plate's rim reads as
+    // 厂 or 广 before the province of a two-row plate's short top row.
+    if let (Some(&c0), Some(&c1)) = (read.chars.first(), read.chars.get(1)) {
+        if !is_first_char(c0) && !matches!(c0, 'W' | 'J') && protocol::plate::PROVINCES.contains(c1)
+        {
+            read.chars.remove(0);
+            read.conf.remove(0);
+            read.steps.remove(0);
+        }
+    }
+    // A plate starting with an ASCII letter that fits no grammar lost its province: the
+    // reader either gave the blank more weight there, or read the province as a letter.
+    // The likeliest province is put back (before the first character, or in its place),
+    // and kept when the plate then fits a grammar. Armed-police plates (WJ...) start with
+    // letters and are left alone.
+    if let (Some(&c0), Some(&step0)) = (read.chars.first(), read.steps.first()) {
+        let armed = c0 == 'W' && read.chars.get(1) == Some(&'J');
+        let text: String = read.chars.iter().collect();
+        let fits =
+            |t: &str| protocol::plate::parse(t, None, protocol::plate::Mode::Lenient).is_ok();
+        if c0.is_ascii_alphabetic() && !armed && !fits(&text) {
+            let best_province = |steps: std::ops::Range<usize>| {
+                steps
+                    .flat_map(|t| {
+                        let probs = &data[t * n_classes..(t + 1) * n_classes];
+                        probs.iter().enumerate().map(move |(i, p)| (t, i, *p))
+                    })
+                    .filter(|(_, i, _)| {
+                        classes
+                            .get(*i)
+                            .is_some_and(|c| protocol::plate::PROVINCES.contains(*c))
+                    })
+                    .max_by(|a, b| a.2.total_cmp(&b.2))
+                    .filter(|b| b.2 >= MIN_RECOVERED_PROVINCE)
+            };
+            let inserted = best_province(0..step0).map(|(t, i, p)| {
+                let mut r = read.clone();
+                r.chars.insert(0, classes[i]);
+                r.conf.insert(0, p);
+                r.steps.insert(0, t);
+                r
+            });
+            let replaced = best_province(step0..step0 + 1).map(|(_, i, p)| {
+                let mut r = read.clone();
+                r.chars[0] = classes[i];
+                r.conf[0] = p;
+                r
+            });
+            // A fake plate fits no grammar either way: a province the reader was fairly sure
+            // of before its first letter goes back all the same.
+            let confident = inserted
+                .clone()
+                .filter(|r| r.conf[0] >= CONFIDENT_RECOVERED_PROVINCE);
+            if let Some(r) = [inserted, replaced]
+                .into_iter()
+                .flatten()
+                .find(|r| fits(&r.chars.iter().collect::<String>()))
+                .or(confident)
+            {
+                *read = r;
+            }
+        }
+    }
+    // A plate starts with a province (or 使): a first character outside that set is read
+    // again as the most likely one inside it, at the same step.
+    if let (Some(&c), Some(&step)) = (read.chars.first(), read.steps.first()) {
+        // Only an unsure read is corrected: a confidently read non-province character (a
+        // fake plate) stays as read.
+        if !c.is_ascii_alphanumeric() && !is_first_char(c) && read.conf[0] < 0.8 {
+            let probs = &data[step * n_classes..(step + 1) * n_classes];
+            if let Some((i, p)) = probs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| classes.get(*i).is_some_and(|c| is_first_char(*c)))
+                .max_by(|a, b| a.1.total_cmp(b.1))
+            {
+                read.chars[0] = classes[i];
+                read.conf[0] = *p;
+            }
+        }
+    }
+    // After a province comes the issuing authority's letter, never a digit (a two-row
+    // plate's top row is exactly these two): a digit there is read again as the likeliest
+    // letter at that step.
+    if let (Some(&p), Some(&c), Some(&step)) =
+        (read.chars.first(), read.chars.get(1), read.steps.get(1))
+    {
+        // Only an unsure read: a confident digit there is a fake plate's, and stays.
+        if protocol::plate::PROVINCES.contains(p) && !is_authority_letter(c) && read.conf[1] < 0.8 {
+            let probs = &data[step * n_classes..(step + 1) * n_classes];
+            if let Some((i, q)) = probs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| classes.get(*i).is_some_and(|c| is_authority_letter(*c)))
+                .max_by(|a, b| a.1.total_cmp(b.1))
+            {
+                read.chars[1] = classes[i];
+                read.conf[1] = *q;
+            }
+        }
     }
 }
 
@@ -519,6 +583,10 @@ pub fn is_separator(c: char) -> bool {
 
 /// Least probability at which a province the greedy decoding dropped is put back.
 const MIN_RECOVERED_PROVINCE: f32 = 0.02;
+
+/// Least probability at which a dropped province is put back even when the plate fits no
+/// grammar with it (a fake's).
+const CONFIDENT_RECOVERED_PROVINCE: f32 = 0.3;
 
 fn is_authority_letter(c: char) -> bool {
     c.is_ascii_uppercase() && c != 'I' && c != 'O'
@@ -573,6 +641,117 @@ mod tests {
         let r = ctc_greedy(&probs, 4, &classes);
         assert_eq!(r.text(), "AAB");
         assert_eq!(r.conf, vec![0.95, 0.7, 0.99]);
+    }
+
+    /// A dictionary and the greedy read of steps given as (character, probability) lists,
+    /// the rest of each step's mass on the blank.
+    fn scripted(steps: &[&[(char, f32)]]) -> (Vec<char>, Vec<f32>, TextRead) {
+        let classes: Vec<char> = "\0厂陕苏京WJEQCO0123456789 ".chars().collect();
+        let n = classes.len();
+        let mut probs = Vec::new();
+        for step in steps {
+            let mut row = vec![0f32; n];
+            let mut rest = 1.0;
+            for (c, p) in step.iter() {
+                row[classes.iter().position(|k| k == c).unwrap()] = *p;
+                rest -= p;
+            }
+            row[0] += rest.max(0.0);
+            probs.extend(row);
+        }
+        let read = ctc_greedy(&probs, n, &classes);
+        (classes, probs, read)
+    }
+
+    fn plate_rules(steps: &[&[(char, f32)]], plate_start: bool) -> (String, Vec<f32>) {
+        let (classes, probs, mut read) = scripted(steps);
+        apply_plate_rules(&mut read, &probs, &classes, plate_start);
+        (read.text(), read.conf)
+    }
+
+    #[test]
+    fn a_rim_corner_before_the_province_is_dropped() {
+        // The top row of a two-row plate: the rim's corner reads as 厂 before 陕 W.
+        let (text, _) = plate_rules(&[&[('厂', 0.9)], &[], &[('陕', 0.95)], &[('W', 0.9)]], true);
+        assert_eq!(text, "陕W");
+        // Not on a bottom row, which holds no province.
+        let (text, _) = plate_rules(&[&[('厂', 0.9)], &[('陕', 0.95)]], false);
+        assert_eq!(text, "厂陕");
+    }
+
+    #[test]
+    fn o_in_a_serial_becomes_the_likeliest_serial_character() {
+        // 苏 E O(Q second) 1 2 3 4: the O is a Q here, not the 0 a blind O->0 would make.
+        let (text, conf) = plate_rules(
+            &[
+                &[('苏', 0.9)],
+                &[('E', 0.9)],
+                &[('O', 0.5), ('Q', 0.3), ('0', 0.1)],
+                &[('1', 0.9)],
+                &[('2', 0.9)],
+                &[('3', 0.9)],
+                &[('4', 0.9)],
+            ],
+            true,
+        );
+        assert_eq!(text, "苏EQ1234");
+        assert!((conf[2] - 0.8).abs() < 1e-6, "{conf:?}");
+        // The authority letter itself is not a serial character: an O there stays for the
+        // grammar to judge.
+        let (text, _) = plate_rules(&[&[('苏', 0.9)], &[('O', 0.9)], &[('1', 0.9)]], true);
+        assert_eq!(text, "苏O1");
+        // On a two-row plate's bottom row every character is a serial one.
+        let (text, _) = plate_rules(&[&[('O', 0.6), ('0', 0.3)], &[('1', 0.9)]], false);
+        assert_eq!(text, "01");
+        // The runner-up is the neighbour smeared into the O's step: not a look-alike.
+        let (text, _) = plate_rules(
+            &[&[('E', 0.9)], &[('O', 0.5), ('E', 0.3), ('0', 0.1)], &[('1', 0.9)]],
+            false,
+        );
+        assert_eq!(text, "E01");
+    }
+
+    #[test]
+    fn a_dropped_province_comes_back_to_a_fake_only_when_the_reader_was_sure() {
+        // Eight characters after the province fit no grammar (a fake); the province the
+        // greedy read dropped was at 0.4 before the first letter.
+        let fake: &[&[(char, f32)]] = &[
+            &[('苏', 0.4)],
+            &[('E', 0.9)],
+            &[('1', 0.9)],
+            &[('2', 0.9)],
+            &[('3', 0.9)],
+            &[('4', 0.9)],
+            &[('5', 0.9)],
+            &[('6', 0.9)],
+            &[('7', 0.9)],
+        ];
+        assert_eq!(plate_rules(fake, true).0, "苏E1234567");
+        let mut unsure = fake.to_vec();
+        unsure[0] = &[('苏', 0.1)];
+        assert_eq!(plate_rules(&unsure, true).0, "E1234567");
+    }
+
+    #[test]
+    fn a_punctuation_mark_in_the_province_place_is_read_as_a_province() {
+        let classes: Vec<char> = "\0#苏E12345 ".chars().collect();
+        let n = classes.len();
+        let mut probs = Vec::new();
+        for (c, p, q) in [
+            ('#', 0.6, 0.3),
+            ('E', 0.9, 0.0),
+            ('1', 0.9, 0.0),
+            ('2', 0.9, 0.0),
+        ] {
+            let mut row = vec![0f32; n];
+            row[classes.iter().position(|k| *k == c).unwrap()] = p;
+            row[2] = f32::max(q, row[2]);
+            row[0] = 1.0 - row.iter().sum::<f32>();
+            probs.extend(row);
+        }
+        let mut read = ctc_greedy(&probs, n, &classes);
+        apply_plate_rules(&mut read, &probs, &classes, true);
+        assert_eq!(read.text(), "苏E12");
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub fn new_energy_plate(rng: &mut Rng) -> String {
     s
 }
 
+/// Changes whenever the generator draws a different clip from the same settings, so that
+/// clips cached by an older generator are made again.
+pub const GENERATOR_VERSION: u32 = 1;
+
 /// Plate texts that fit no GA 36 grammar in either mode (suspected fakes).
 pub const INVALID_PLATES: [&str; 5] = ["中A12345", "苏E1234", "苏8E2345", "浙A123456", "沪A2345Z8"];
 
@@ -435,6 +439,39 @@ impl Score {
     pub fn rate(&self) -> f64 {
         self.exact() as f64 / self.vehicles.len().max(1) as f64
     }
+    /// Characters read right, position by position, over every vehicle (a read of the wrong
+    /// length, or none, counts none of its characters): (right, total).
+    pub fn characters(&self) -> (usize, usize) {
+        let mut right = 0;
+        let mut total = 0;
+        for s in &self.vehicles {
+            let want: Vec<char> = expected_text(&s.vehicle).chars().collect();
+            total += want.len();
+            if let Some(read) = &s.read {
+                let got: Vec<char> = read.chars().collect();
+                if got.len() == want.len() {
+                    right += got.iter().zip(&want).filter(|(a, b)| a == b).count();
+                }
+            }
+        }
+        (right, total)
+    }
+
+    /// Misses whose read differs from the plate in the province alone.
+    pub fn province_only_misses(&self) -> usize {
+        self.vehicles
+            .iter()
+            .filter(|s| !s.exact)
+            .filter(|s| {
+                let want: Vec<char> = expected_text(&s.vehicle).chars().collect();
+                s.read.as_ref().is_some_and(|r| {
+                    let got: Vec<char> = r.chars().collect();
+                    got.len() == want.len() && got[0] != want[0] && got[1..] == want[1..]
+                })
+            })
+            .count()
+    }
+
     /// Exact reads per plate style: (style, exact, total).
     pub fn by_style(&self) -> Vec<(String, usize, usize)> {
         let mut m: std::collections::BTreeMap<String, (usize, usize)> = Default::default();

@@ -51,13 +51,16 @@ pub struct PlateFont {
 }
 
 impl PlateFont {
-    /// Loads the first face of a TrueType font or collection.
+    /// Loads a TrueType or OpenType font; of a collection, the Simplified Chinese face
+    /// (Noto Sans CJK's collections open with the Japanese one, whose glyphs differ), else
+    /// the first.
     pub fn load(path: &std::path::Path) -> Result<PlateFont, FontError> {
         let data = std::fs::read(path).map_err(|err| FontError::Read {
             path: path.to_path_buf(),
             err,
         })?;
-        let font = FontVec::try_from_vec_and_index(data, 0).map_err(|e| FontError::Parse {
+        let index = simplified_chinese_face(&data).unwrap_or(0);
+        let font = FontVec::try_from_vec_and_index(data, index).map_err(|e| FontError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -237,4 +240,19 @@ impl PlateFont {
         }
         img
     }
+}
+
+/// The face of a font collection whose family name marks it Simplified Chinese (`SC`).
+fn simplified_chinese_face(data: &[u8]) -> Option<u32> {
+    let faces = ttf_parser::fonts_in_collection(data)?;
+    (0..faces).find(|&i| {
+        ttf_parser::Face::parse(data, i).is_ok_and(|face| {
+            face.names().into_iter().any(|n| {
+                n.name_id == ttf_parser::name_id::FAMILY
+                    && n.to_string().is_some_and(|s| {
+                        s.split_whitespace().any(|w| w == "SC") && !s.contains("Mono")
+                    })
+            })
+        })
+    })
 }
