@@ -432,7 +432,6 @@ impl PlateReader {
 /// its steps x classes probabilities). `plate_start`: the line begins with the plate's first
 /// character (a whole plate, or the top row of a two-row one).
 pub fn apply_plate_rules(read: &mut TextRead, probs: &[f32], classes: &[char], plate_start: bool) {
-    let n_classes = classes.len();
     if plate_start {
         fix_plate_start(read, probs, classes);
     }
@@ -448,22 +447,31 @@ pub fn apply_plate_rules(read: &mut TextRead, probs: &[f32], classes: &[char], p
             'I' => &['1', 'J', 'L', 'T'],
             _ => continue,
         };
-        let step = read.steps[i];
-        let Some(row) = probs.get(step * n_classes..(step + 1) * n_classes) else {
-            continue;
-        };
-        if let Some((k, p)) = row
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| classes.get(*k).is_some_and(|c| alike.contains(c)))
-            .max_by(|a, b| a.1.total_cmp(b.1))
-        {
+        if let Some((k, p)) = likeliest_at(probs, classes, read.steps[i], |c| alike.contains(&c)) {
             // The reader was sure of the shape, not of the class: what it gave the O goes
             // to the look-alike that stands for it.
             read.chars[i] = classes[k];
-            read.conf[i] = (read.conf[i] + *p).min(1.0);
+            read.conf[i] = (read.conf[i] + p).min(1.0);
         }
     }
+}
+
+/// The likeliest class at output step `step` among the characters `keep` accepts: its index
+/// and probability.
+fn likeliest_at(
+    probs: &[f32],
+    classes: &[char],
+    step: usize,
+    keep: impl Fn(char) -> bool,
+) -> Option<(usize, f32)> {
+    let n = classes.len();
+    probs
+        .get(step * n..(step + 1) * n)?
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| keep(classes[*i]))
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, p)| (i, *p))
 }
 
 /// The rules for a read that starts at the plate's first character: a province (or 使), then
@@ -539,15 +547,9 @@ fn fix_plate_start(read: &mut TextRead, data: &[f32], classes: &[char]) {
         // Only an unsure read is corrected: a confidently read non-province character (a
         // fake plate) stays as read.
         if !c.is_ascii_alphanumeric() && !is_first_char(c) && read.conf[0] < 0.8 {
-            let probs = &data[step * n_classes..(step + 1) * n_classes];
-            if let Some((i, p)) = probs
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| classes.get(*i).is_some_and(|c| is_first_char(*c)))
-                .max_by(|a, b| a.1.total_cmp(b.1))
-            {
+            if let Some((i, p)) = likeliest_at(data, classes, step, is_first_char) {
                 read.chars[0] = classes[i];
-                read.conf[0] = *p;
+                read.conf[0] = p;
             }
         }
     }
@@ -559,15 +561,9 @@ fn fix_plate_start(read: &mut TextRead, data: &[f32], classes: &[char]) {
     {
         // Only an unsure read: a confident digit there is a fake plate's, and stays.
         if protocol::plate::PROVINCES.contains(p) && !is_authority_letter(c) && read.conf[1] < 0.8 {
-            let probs = &data[step * n_classes..(step + 1) * n_classes];
-            if let Some((i, q)) = probs
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| classes.get(*i).is_some_and(|c| is_authority_letter(*c)))
-                .max_by(|a, b| a.1.total_cmp(b.1))
-            {
+            if let Some((i, q)) = likeliest_at(data, classes, step, is_authority_letter) {
                 read.chars[1] = classes[i];
-                read.conf[1] = *q;
+                read.conf[1] = q;
             }
         }
     }
@@ -705,10 +701,27 @@ mod tests {
         assert_eq!(text, "01");
         // The runner-up is the neighbour smeared into the O's step: not a look-alike.
         let (text, _) = plate_rules(
-            &[&[('E', 0.9)], &[('O', 0.5), ('E', 0.3), ('0', 0.1)], &[('1', 0.9)]],
+            &[
+                &[('E', 0.9)],
+                &[('O', 0.5), ('E', 0.3), ('0', 0.1)],
+                &[('1', 0.9)],
+            ],
             false,
         );
         assert_eq!(text, "E01");
+    }
+
+    #[test]
+    fn an_unsure_digit_in_the_authority_place_is_read_as_a_letter() {
+        let (text, conf) = plate_rules(
+            &[&[('苏', 0.9)], &[('0', 0.5), ('Q', 0.2)], &[('1', 0.9)]],
+            true,
+        );
+        assert_eq!(text, "苏Q1");
+        assert_eq!(conf[1], 0.2);
+        // A confident digit there is a fake's, and stays.
+        let (text, _) = plate_rules(&[&[('苏', 0.9)], &[('0', 0.9)], &[('1', 0.9)]], true);
+        assert_eq!(text, "苏01");
     }
 
     #[test]
