@@ -168,6 +168,12 @@ fn main() {
         score.vehicles.len(),
         100.0 * score.rate()
     );
+    let blur: Vec<String> = score
+        .by_blur()
+        .into_iter()
+        .map(|(b, e, t)| format!("{b} px {e}/{t}"))
+        .collect();
+    println!("  by motion blur: {}", blur.join(", "));
     let (right, chars) = score.characters();
     println!(
         "  characters     {right}/{chars}  {:.2} %; misses differing in the province alone: {}",

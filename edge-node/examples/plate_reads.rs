@@ -1,5 +1,6 @@
 //! Prints every plate read on a clip, frame by frame (a tool for looking at the plate path).
-//! `cargo run --release --example plate_reads -- CLIP.mp4 [every_nth_frame]`
+//! `cargo run --release --example plate_reads -- CLIP.mp4 [every_nth_frame]`; with
+//! `DUMP_CROPS=DIR` it writes each rectified crop to DIR (`FRAME_X_READ.jpg`) instead.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,6 +50,14 @@ fn main() {
             let r = plates.read_vehicle(&f, &d.bbox, &mut t).unwrap();
             n += 1;
             match r {
+                Some(r) if std::env::var_os("DUMP_CROPS").is_some() => {
+                    let dir = std::path::PathBuf::from(std::env::var_os("DUMP_CROPS").unwrap());
+                    let name = dir.join(format!("{}_{}_{}.jpg", f.seq, d.bbox.x1 as u32, r.text()));
+                    jpeg_encoder::Encoder::new_file(name, 95)
+                        .unwrap()
+                        .encode(&r.crop.data, r.crop.width as u16, r.crop.height as u16, jpeg_encoder::ColorType::Rgb)
+                        .unwrap();
+                }
                 Some(r) => println!(
                     "frame {:3} {l:6} {:.2} x {:4.0}-{:4.0}  {} ({:.2}) {:?} two_row={} det={:.2} conf={:?}",
                     f.seq, d.score, d.bbox.x1, d.bbox.x2, r.text(), r.mean_conf(), r.colour, r.two_row, r.det_score,

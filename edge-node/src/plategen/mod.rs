@@ -88,9 +88,9 @@ pub fn new_energy_plate(rng: &mut Rng) -> String {
     s
 }
 
-/// Changes whenever the generator draws a different clip from the same settings, so that
-/// clips cached by an older generator are made again.
-pub const GENERATOR_VERSION: u32 = 1;
+/// Changes whenever the generator draws a different clip, or writes a different ground
+/// truth, from the same settings, so that clips cached by an older generator are made again.
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// Plate texts that fit no GA 36 grammar in either mode (suspected fakes).
 pub const INVALID_PLATES: [&str; 5] = ["中A12345", "苏E1234", "苏8E2345", "浙A123456", "沪A2345Z8"];
@@ -144,6 +144,10 @@ pub struct TruthVehicle {
     pub last_frame: u64,
     /// Plate width on screen (pixels) at its widest.
     pub max_plate_width_px: f32,
+    /// Width of the horizontal motion blur drawn over the vehicle (pixels of the sprite
+    /// before it is scaled into the frame); 0 in files from before it was recorded.
+    #[serde(default)]
+    pub motion_blur_px: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -308,6 +312,7 @@ pub fn plan(cfg: &GenConfig) -> Vec<TruthVehicle> {
             first_frame: start,
             last_frame: start + PASS_FRAMES - 1,
             max_plate_width_px: 0.0,
+            motion_blur_px: 0,
         });
     }
     out
@@ -470,6 +475,17 @@ impl Score {
                 })
             })
             .count()
+    }
+
+    /// Exact reads per motion-blur width: (blur px, exact, total).
+    pub fn by_blur(&self) -> Vec<(u32, usize, usize)> {
+        let mut m: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
+        for s in &self.vehicles {
+            let e = m.entry(s.vehicle.motion_blur_px).or_default();
+            e.0 += s.exact as usize;
+            e.1 += 1;
+        }
+        m.into_iter().map(|(b, (e, t))| (b, e, t)).collect()
     }
 
     /// Exact reads per plate style: (style, exact, total).

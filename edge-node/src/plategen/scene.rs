@@ -266,6 +266,7 @@ impl<'a> Scene<'a> {
             }
             let v = &mut vehicles[i];
             let sprite = &self.sprites[&i];
+            v.motion_blur_px = 2 * sprite.blur as u32 + 1;
             let t = (f - v.first_frame) as f32 / (PASS_FRAMES - 1) as f32;
             let (scale, bottom) = if v.lane == 1 {
                 (0.72 + 0.08 * t, 0.58 * h)
