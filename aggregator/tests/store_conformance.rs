@@ -388,15 +388,14 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
     ));
     // Traffic flow per hour, checkpoint and lane (the first four passes are in lane 2).
     let hour = T0 - T0 % 3_600_000;
-    let flow = store
-        .flow(&FlowQuery {
-            checkpoints: vec![],
-            county: None,
-            from_ms: hour,
-            to_ms: hour + 2 * 3_600_000,
-            bucket_ms: 3_600_000,
-        })
-        .unwrap();
+    let two_hours = FlowQuery {
+        checkpoints: vec![],
+        county: None,
+        from_ms: hour,
+        to_ms: hour + 2 * 3_600_000,
+        bucket_ms: 3_600_000,
+    };
+    let flow = store.flow(&two_hours).unwrap();
     let row = |ck: &str, lane: Option<i64>, vehicles: i64| FlowRow {
         bucket_start_ms: hour,
         checkpoint_id: ck.into(),
@@ -424,15 +423,7 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
         .unwrap();
     assert_eq!(only2.iter().map(|r| r.vehicles).sum::<i64>(), 1);
     // Events per hour and kind: what a listing of the window counts.
-    let counts = store
-        .counts(&FlowQuery {
-            checkpoints: vec![],
-            county: None,
-            from_ms: hour,
-            to_ms: hour + 2 * 3_600_000,
-            bucket_ms: 3_600_000,
-        })
-        .unwrap();
+    let counts = store.counts(&two_hours).unwrap();
     let mut want: std::collections::BTreeMap<(i64, String), i64> = Default::default();
     for e in store
         .list(&EventFilter {

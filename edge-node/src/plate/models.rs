@@ -367,14 +367,9 @@ impl PlateReader {
         self.manifest.input.height.unwrap_or(48) as usize
     }
 
-    /// The dictionary: class index -> character (index 0 is the CTC blank).
-    pub fn classes(&self) -> &[char] {
-        &self.classes
-    }
-
     /// Per output step, the probability of every class (steps x classes, row-major), for one
     /// line of text.
-    pub fn probabilities(&mut self, img: &Rgb) -> Result<(Vec<f32>, usize), DetectError> {
+    fn probabilities(&mut self, img: &Rgb) -> Result<(Vec<f32>, usize), DetectError> {
         let h = self.height();
         let w = ((img.width as f64 * h as f64 / img.height.max(1) as f64).round() as usize)
             .clamp(8, MAX_READ_WIDTH);
