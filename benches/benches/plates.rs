@@ -3,7 +3,8 @@
 //! second and frames per second of the whole camera path with plates on.
 //!
 //! `cargo bench -p benches --bench plates` (PLATE_VEHICLES=60, PLATE_SEED=7 by default; the
-//! clip is generated once into .cache/bench/).
+//! clip is generated once into .cache/bench/; PLATE_NO_DEBLUR=1 reads the crops as they are
+//! only).
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -104,6 +105,10 @@ fn main() {
             .to_string()
             .into(),
     );
+    // PLATE_NO_DEBLUR=1: the crops read as they are only, for comparing.
+    if std::env::var_os("PLATE_NO_DEBLUR").is_some() {
+        plates.insert("deblur_px".into(), toml::Value::Array(vec![]));
+    }
     let cfg = NodeConfig::from_toml(&toml::to_string(&demo).unwrap(), Path::new("plates"))
         .unwrap()
         .validate(Path::new("plates"))

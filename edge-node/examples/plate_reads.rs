@@ -12,6 +12,15 @@ use edge_node::preprocess::letterbox;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let every: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+    // Optional frame range: `plate_reads CLIP EVERY FROM TO`.
+    let from: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let to: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+    // Deblurred reads too: DEBLUR_PX=3,5,7.
+    let deblur: Vec<u32> = std::env::var("DEBLUR_PX")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .collect();
     let cache = PathBuf::from(std::env::var("TRAFFIC_CACHE").unwrap_or(".cache".into()));
     let ort = PathBuf::from(std::env::var("ORT_DYLIB_PATH").expect("source .cache/env.sh"));
     let models = cache.join("models");
@@ -37,8 +46,11 @@ fn main() {
     let mut t = ReadTimings::default();
     let mut n = 0;
     while let Some(f) = src.next_frame().unwrap() {
-        if f.seq % every != 0 {
+        if f.seq % every != 0 || f.seq < from {
             continue;
+        }
+        if f.seq > to {
+            break;
         }
         let p = letterbox(&f.rgb, f.width, f.height, f.stride(), &det.manifest().input);
         let (dets, _) = det.detect(&p).unwrap();
@@ -47,7 +59,7 @@ fn main() {
             if !["car", "bus", "truck", "motorcycle"].contains(&l.as_str()) {
                 continue;
             }
-            let r = plates.read_vehicle(&f, &d.bbox, &mut t).unwrap();
+            let r = plates.read_vehicle(&f, &d.bbox, &deblur, &mut t).unwrap();
             n += 1;
             match r {
                 Some(r) if std::env::var_os("DUMP_CROPS").is_some() => {
@@ -59,9 +71,10 @@ fn main() {
                         .unwrap();
                 }
                 Some(r) => println!(
-                    "frame {:3} {l:6} {:.2} x {:4.0}-{:4.0}  {} ({:.2}) {:?} two_row={} det={:.2} conf={:?}",
+                    "frame {:3} {l:6} {:.2} x {:4.0}-{:4.0}  {} ({:.2}) {:?} two_row={} det={:.2} conf={:?}{}",
                     f.seq, d.score, d.bbox.x1, d.bbox.x2, r.text(), r.mean_conf(), r.colour, r.two_row, r.det_score,
-                    r.conf.iter().map(|c| (c * 100.0) as u32).collect::<Vec<_>>()
+                    r.conf.iter().map(|c| (c * 100.0) as u32).collect::<Vec<_>>(),
+                    r.deblurred.iter().map(|d| format!(" | {} px: {}", d.length, d.chars.iter().collect::<String>())).collect::<String>()
                 ),
                 None => println!("frame {:3} {l:6} {:.2} x {:4.0}-{:4.0}  no plate", f.seq, d.score, d.bbox.x1, d.bbox.x2),
             }

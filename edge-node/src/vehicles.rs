@@ -40,6 +40,11 @@ pub struct PlatesConfig {
     /// Plate reader manifest.
     #[serde(default = "d_reader")]
     pub reader: PathBuf,
+    /// Lengths of horizontal motion blur (pixels of the plate crop) a single-row plate is
+    /// also read deblurred for; over a track, the length whose reads are surest is kept
+    /// (the crop as it is among them). Empty: no deblurring.
+    #[serde(default = "d_deblur")]
+    pub deblur_px: Vec<u32>,
     /// Detector classes that are vehicles with plates.
     #[serde(default = "d_vehicle_classes")]
     pub vehicle_classes: Vec<String>,
@@ -151,6 +156,9 @@ fn d_detector() -> PathBuf {
 fn d_reader() -> PathBuf {
     "models/ppocrv4_rec.toml".into()
 }
+fn d_deblur() -> Vec<u32> {
+    vec![3, 5, 7]
+}
 fn d_vehicle_classes() -> Vec<String> {
     ["car", "bus", "truck", "motorcycle"]
         .map(String::from)
@@ -202,6 +210,9 @@ fn yes() -> bool {
     true
 }
 
+/// Longest motion deblurred for: a fifth of a 168 px plate crop.
+const MAX_DEBLUR_PX: u32 = 32;
+
 /// `HH:MM` into minutes after midnight.
 pub fn parse_hhmm(s: &str) -> Option<u32> {
     let (h, m) = s.split_once(':')?;
@@ -225,6 +236,15 @@ impl PlatesConfig {
         if self.read_every == 0 || self.max_reads == 0 || self.fake_min_reads == 0 {
             errors.push(format!(
                 "{at}: read_every, max_reads and fake_min_reads must be at least 1"
+            ));
+        }
+        if let Some(l) = self
+            .deblur_px
+            .iter()
+            .find(|l| !(2..=MAX_DEBLUR_PX).contains(*l))
+        {
+            errors.push(format!(
+                "{at}.deblur_px has {l}: each length must be 2..={MAX_DEBLUR_PX} pixels of motion"
             ));
         }
         if !(0.0..=1.0).contains(&self.min_travel) {
@@ -437,9 +457,12 @@ impl VehicleWatch {
                 v.attempts += 1;
                 self.summary.read_attempts += 1;
                 let t0 = std::time::Instant::now();
-                let read = self
-                    .pipeline
-                    .read_vehicle(frame, &t.bbox, &mut self.timings)?;
+                let read = self.pipeline.read_vehicle(
+                    frame,
+                    &t.bbox,
+                    &self.cfg.deblur_px,
+                    &mut self.timings,
+                )?;
                 self.read_times.push(t0.elapsed());
                 if let Some(r) = read {
                     self.summary.reads += 1;
@@ -977,6 +1000,7 @@ mod tests {
             corners: [(0.0, 0.0); 4],
             crop: Rgb::new(1, 1),
             frame_seq: 0,
+            deblurred: Vec::new(),
         }
     }
 
@@ -1220,9 +1244,11 @@ mod tests {
             vehicle_classes: vec![],
         }];
         c.night_coach.from = "xx".into();
+        c.deblur_px = vec![3, 1];
         let mut e = Vec::new();
         c.validate(&[], "cameras[0].plates", &mut e);
         let all = e.join("\n");
+        assert!(all.contains("cameras[0].plates.deblur_px has 1"), "{all}");
         assert!(
             all.contains("unknown zone 'nowhere' in cameras[0].plates.restricted[0]"),
             "{all}"

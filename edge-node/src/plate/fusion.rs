@@ -23,6 +23,8 @@ pub struct Fused {
     pub best: usize,
     pub colour: Option<PlateColor>,
     pub two_row: bool,
+    /// The motion deblurring the fused reads were of (pixels; 0: the crops as they were).
+    pub deblur_px: u32,
 }
 
 impl Fused {
@@ -55,16 +57,88 @@ fn fused_colour(reads: &[PlateRead]) -> Option<PlateColor> {
         .map(|(c, _)| c)
 }
 
+/// One read's text as fusion sees it: the crop as it is, or deblurred.
+struct Text<'a> {
+    chars: &'a [char],
+    conf: &'a [f32],
+}
+
+impl Text<'_> {
+    fn mean_conf(&self) -> f32 {
+        if self.conf.is_empty() {
+            0.0
+        } else {
+            self.conf.iter().sum::<f32>() / self.conf.len() as f32
+        }
+    }
+}
+
+/// The motion deblurring lengths the track's reads were made at (pixels; 0: the crop as
+/// it is), surest first: by the sum of each read's mean confidence at that length (a read
+/// without that length counts as it is). One vehicle's blur is the same from frame to
+/// frame, so one length serves the whole track; a tie goes to the shorter length.
+pub fn deblur_lengths(reads: &[PlateRead]) -> Vec<u32> {
+    let mut lengths: Vec<u32> = std::iter::once(0)
+        .chain(
+            reads
+                .iter()
+                .flat_map(|r| r.deblurred.iter().map(|d| d.length)),
+        )
+        .collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    let sureness =
+        |length: u32| -> f32 { reads.iter().map(|r| text_at(r, length).mean_conf()).sum() };
+    let mut scored: Vec<(u32, f32)> = lengths.into_iter().map(|l| (l, sureness(l))).collect();
+    // Stable: equal sureness keeps the shorter length first.
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    scored.into_iter().map(|(l, _)| l).collect()
+}
+
+fn text_at(r: &PlateRead, length: u32) -> Text<'_> {
+    match r.deblurred.iter().find(|d| d.length == length) {
+        Some(d) if length > 0 => Text {
+            chars: &d.chars,
+            conf: &d.conf,
+        },
+        _ => Text {
+            chars: &r.chars,
+            conf: &r.conf,
+        },
+    }
+}
+
+/// Fuses a track's reads at the surest deblurring length whose fused plate fits a GA 36
+/// grammar, or at the surest length when none does (a fake's reads fit none at any
+/// length): a length that reads surer but turns a real plate into a fake (the narrow 辽 of
+/// a green plate seen as `Z` in every deblurred read) gives way to one that reads it.
 pub fn fuse(reads: &[PlateRead]) -> Option<Fused> {
+    let mut surest = None;
+    for length in deblur_lengths(reads) {
+        let f = fuse_at(reads, length)?;
+        let fits =
+            protocol::plate::parse(&f.text(), f.colour, protocol::plate::Mode::Lenient).is_ok();
+        if fits {
+            return Some(f);
+        }
+        surest.get_or_insert(f);
+    }
+    surest
+}
+
+/// Fuses the reads made at deblurring length `deblur_px`.
+fn fuse_at(reads: &[PlateRead], deblur_px: u32) -> Option<Fused> {
     if reads.is_empty() {
         return None;
     }
+    let texts: Vec<Text> = reads.iter().map(|r| text_at(r, deblur_px)).collect();
     // A read that fits a GA 36 grammar counts double: a dropped or extra character makes a
     // read fit none. (A fake plate's reads all fit none, and count alike.)
     let weight: Vec<f32> = reads
         .iter()
-        .map(|r| {
-            let text: String = r.chars.iter().collect();
+        .zip(&texts)
+        .map(|(r, t)| {
+            let text: String = t.chars.iter().collect();
             if protocol::plate::parse(&text, r.colour, protocol::plate::Mode::Lenient).is_ok() {
                 2.0
             } else {
@@ -74,17 +148,17 @@ pub fn fuse(reads: &[PlateRead]) -> Option<Fused> {
         .collect();
     // The length with the most confidence behind it.
     let mut by_len: HashMap<usize, f32> = HashMap::new();
-    for (r, w) in reads.iter().zip(&weight) {
-        *by_len.entry(r.chars.len()).or_default() += r.mean_conf() * w;
+    for (t, w) in texts.iter().zip(&weight) {
+        *by_len.entry(t.chars.len()).or_default() += t.mean_conf() * w;
     }
     let len = by_len
         .iter()
         .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
         .map(|(l, _)| *l)?;
-    let same: Vec<(&PlateRead, f32)> = reads
+    let same: Vec<(&Text, f32)> = texts
         .iter()
         .zip(weight.iter().copied())
-        .filter(|(r, _)| r.chars.len() == len)
+        .filter(|(t, _)| t.chars.len() == len)
         .collect();
     let total_weight: f32 = same.iter().map(|(_, w)| w).sum();
     let mut chars = Vec::with_capacity(len);
@@ -154,11 +228,11 @@ pub fn fuse(reads: &[PlateRead]) -> Option<Fused> {
             conf[i] = score(w, ballots[i].1);
         }
     }
-    let agreeing = reads.iter().filter(|r| r.chars == chars).count();
-    let best = reads
+    let agreeing = texts.iter().filter(|t| t.chars == chars.as_slice()).count();
+    let best = texts
         .iter()
         .enumerate()
-        .filter(|(_, r)| agreeing == 0 || r.chars == chars)
+        .filter(|(_, t)| agreeing == 0 || t.chars == chars.as_slice())
         .max_by(|a, b| a.1.mean_conf().total_cmp(&b.1.mean_conf()))
         .map(|(i, _)| i)?;
     let two_row = reads.iter().filter(|r| r.two_row).count() * 2 > reads.len();
@@ -170,6 +244,7 @@ pub fn fuse(reads: &[PlateRead]) -> Option<Fused> {
         best,
         colour,
         two_row,
+        deblur_px,
     })
 }
 
@@ -189,7 +264,63 @@ mod tests {
             corners: [(0.0, 0.0); 4],
             crop: Rgb::new(1, 1),
             frame_seq: 0,
+            deblurred: Vec::new(),
         }
+    }
+
+    fn with_deblurred(mut r: PlateRead, length: u32, text: &str, conf: f32) -> PlateRead {
+        let chars: Vec<char> = text.chars().collect();
+        r.deblurred.push(super::super::Deblurred {
+            length,
+            conf: vec![conf; chars.len()],
+            chars,
+        });
+        r
+    }
+
+    #[test]
+    fn the_deblurring_surest_over_the_track_is_fused() {
+        // A blurred 琼 reads as 皖 in the crop as it is; deblurred for 7 px it reads right
+        // and surer, for 3 px no better.
+        let reads: Vec<PlateRead> = (0..6)
+            .map(|_| {
+                let r = with_deblurred(read("皖L69V36", 0.80), 3, "皖L69V36", 0.78);
+                with_deblurred(r, 7, "琼L69V36", 0.86)
+            })
+            .collect();
+        assert_eq!(deblur_lengths(&reads), [7, 0, 3]);
+        let f = fuse(&reads).unwrap();
+        assert_eq!(
+            (f.text().as_str(), f.deblur_px, f.agreeing),
+            ("琼L69V36", 7, 6)
+        );
+        // A sharp plate: deblurring rings and reads less surely; the crop as it is stands.
+        let sharp: Vec<PlateRead> = (0..4)
+            .map(|_| with_deblurred(read("苏E12345", 0.95), 5, "苏E1Z345", 0.7))
+            .collect();
+        let f = fuse(&sharp).unwrap();
+        assert_eq!((f.text().as_str(), f.deblur_px), ("苏E12345", 0));
+        // The surest length turns a real plate into a fake (辽 seen as Z in every read
+        // deblurred for 7 px): the next surest that reads a plate stands.
+        let green = |t: &str, c: f32| PlateRead {
+            colour: Some(PlateColor::Green),
+            ..read(t, c)
+        };
+        let liao: Vec<PlateRead> = (0..5)
+            .map(|_| with_deblurred(green("辽VDB0763", 0.8), 7, "ZVDB0763", 0.9))
+            .collect();
+        let f = fuse(&liao).unwrap();
+        assert_eq!((f.text().as_str(), f.deblur_px), ("辽VDB0763", 0));
+        // A fake reads as a fake at every length: the surest stands.
+        let fake: Vec<PlateRead> = (0..5)
+            .map(|_| with_deblurred(read("中A12345", 0.8), 5, "中A1Z345", 0.9))
+            .collect();
+        let f = fuse(&fake).unwrap();
+        assert_eq!((f.text().as_str(), f.deblur_px), ("中A1Z345", 5));
+        // A read without that length counts as it is.
+        let mut mixed = reads.clone();
+        mixed.push(read("皖L69V36", 0.80));
+        assert_eq!(fuse(&mixed).unwrap().text(), "琼L69V36");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! separately). Reads of one track are fused in [`fusion`].
 
 pub mod colour;
+pub mod deblur;
 pub mod fusion;
 pub mod geometry;
 pub mod models;
@@ -36,6 +37,17 @@ pub struct PlateRead {
     /// The rectified crop.
     pub crop: Rgb,
     pub frame_seq: u64,
+    /// Reads of the crop deblurred for horizontal motion of each length tried (single-row
+    /// plates); fusion keeps the length that reads best over the whole track.
+    pub deblurred: Vec<Deblurred>,
+}
+
+/// A read of a plate crop deblurred for `length` pixels of horizontal motion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deblurred {
+    pub length: u32,
+    pub chars: Vec<char>,
+    pub conf: Vec<f32>,
 }
 
 impl PlateRead {
@@ -58,6 +70,9 @@ pub struct ReadTimings {
     pub rectify: std::time::Duration,
     pub read: std::time::Duration,
 }
+
+/// A read whose every character is at least this sure is not deblurred.
+const SURE_CHAR: f32 = 0.9;
 
 /// Below this width/height ratio a plate is taken as two rows (one row ~3.1, two rows ~2.0).
 const TWO_ROW_MAX_ASPECT: f32 = 2.5;
@@ -82,11 +97,13 @@ impl PlatePipeline {
     }
 
     /// Finds and reads the plate of the vehicle in `vehicle` (frame pixels). None when no
-    /// plate is found.
+    /// plate is found. A single-row plate is also read deblurred for each length of
+    /// horizontal motion in `deblur_px`.
     pub fn read_vehicle(
         &mut self,
         frame: &Frame,
         vehicle: &BBox,
+        deblur_px: &[u32],
         timings: &mut ReadTimings,
     ) -> Result<Option<PlateRead>, DetectError> {
         let t0 = std::time::Instant::now();
@@ -158,6 +175,23 @@ impl PlatePipeline {
         } else {
             self.reader.read(&crop, true)?
         };
+        let mut deblurred = Vec::new();
+        // A read sure of every character is not blurred enough to matter: it is spared the
+        // deblurred reads (they cost a reader pass each).
+        let sure = read.conf.iter().all(|c| *c >= SURE_CHAR);
+        if !two_row && !sure {
+            for &length in deblur_px {
+                let sharper = deblur::deblur_horizontal(&crop, length as usize);
+                let (chars, conf) = clean(self.reader.read(&sharper, true)?);
+                if !chars.is_empty() {
+                    deblurred.push(Deblurred {
+                        length,
+                        chars,
+                        conf,
+                    });
+                }
+            }
+        }
         timings.read += t2.elapsed();
         let (chars, conf) = clean(read);
         if chars.is_empty() {
@@ -172,6 +206,7 @@ impl PlatePipeline {
             corners,
             crop,
             frame_seq: frame.seq,
+            deblurred,
         }))
     }
 }
