@@ -65,11 +65,7 @@ struct Text<'a> {
 
 impl Text<'_> {
     fn mean_conf(&self) -> f32 {
-        if self.conf.is_empty() {
-            0.0
-        } else {
-            self.conf.iter().sum::<f32>() / self.conf.len() as f32
-        }
+        super::mean(self.conf)
     }
 }
 

@@ -55,11 +55,16 @@ impl PlateRead {
         self.chars.iter().collect()
     }
     pub fn mean_conf(&self) -> f32 {
-        if self.conf.is_empty() {
-            0.0
-        } else {
-            self.conf.iter().sum::<f32>() / self.conf.len() as f32
-        }
+        mean(&self.conf)
+    }
+}
+
+/// The mean of per-character confidences (0 for none).
+pub fn mean(conf: &[f32]) -> f32 {
+    if conf.is_empty() {
+        0.0
+    } else {
+        conf.iter().sum::<f32>() / conf.len() as f32
     }
 }
 
