@@ -40,9 +40,9 @@ pub struct PlatesConfig {
     /// Plate reader manifest.
     #[serde(default = "d_reader")]
     pub reader: PathBuf,
-    /// Lengths of horizontal motion blur (pixels of the plate crop) a single-row plate is
-    /// also read deblurred for; over a track, the length whose reads are surest is kept
-    /// (the crop as it is among them). Empty: no deblurring.
+    /// Lengths of horizontal motion blur (pixels of the plate crop) an unsure single-row
+    /// read is also made deblurred for; over a track, the surest length whose fused plate
+    /// fits a grammar is kept (the crop as it is among them). Empty: no deblurring.
     #[serde(default = "d_deblur")]
     pub deblur_px: Vec<u32>,
     /// Detector classes that are vehicles with plates.

@@ -73,7 +73,7 @@ impl Text<'_> {
 /// it is), surest first: by the sum of each read's mean confidence at that length (a read
 /// without that length counts as it is). One vehicle's blur is the same from frame to
 /// frame, so one length serves the whole track; a tie goes to the shorter length.
-pub fn deblur_lengths(reads: &[PlateRead]) -> Vec<u32> {
+fn deblur_lengths(reads: &[PlateRead]) -> Vec<u32> {
     let mut lengths: Vec<u32> = std::iter::once(0)
         .chain(
             reads
