@@ -180,10 +180,15 @@ impl PlatePipeline {
         } else {
             self.reader.read(&crop, true)?
         };
+        let sure = read.conf.iter().all(|c| *c >= SURE_CHAR);
+        let (chars, conf) = clean(read);
+        if chars.is_empty() {
+            timings.read += t2.elapsed();
+            return Ok(None);
+        }
         let mut deblurred = Vec::new();
         // A read sure of every character is not blurred enough to matter: it is spared the
         // deblurred reads (they cost a reader pass each).
-        let sure = read.conf.iter().all(|c| *c >= SURE_CHAR);
         if !two_row && !sure {
             for &length in deblur_px {
                 let sharper = deblur::deblur_horizontal(&crop, length as usize);
@@ -198,10 +203,6 @@ impl PlatePipeline {
             }
         }
         timings.read += t2.elapsed();
-        let (chars, conf) = clean(read);
-        if chars.is_empty() {
-            return Ok(None);
-        }
         Ok(Some(PlateRead {
             chars,
             conf,
