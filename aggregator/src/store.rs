@@ -1439,6 +1439,7 @@ pub(crate) mod tests {
             last_seen_ms: None,
             plate_reads: 0,
             registry_version: None,
+            plate_unsure: false,
         })
     }
 

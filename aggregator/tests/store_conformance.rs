@@ -286,6 +286,7 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
                 last_seen_ms: None,
                 plate_reads: 0,
                 registry_version: None,
+                plate_unsure: false,
             });
             e
         })

@@ -420,6 +420,7 @@ fn pass(i: u64, t: i64, plate: Option<&str>) -> Event {
             last_seen_ms: None,
             plate_reads: 3,
             registry_version: None,
+            plate_unsure: false,
         }),
     }
 }

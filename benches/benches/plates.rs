@@ -99,11 +99,13 @@ fn main() {
             .into(),
     );
     plates.insert(
-        "reader".into(),
-        root.join("models/ppocrv4_rec.toml")
-            .display()
-            .to_string()
-            .into(),
+        "readers".into(),
+        toml::Value::Array(
+            ["models/ppocrv4_rec.toml", "models/clp_rec.toml"]
+                .iter()
+                .map(|m| root.join(m).display().to_string().into())
+                .collect(),
+        ),
     );
     // PLATE_NO_DEBLUR=1: the crops read as they are only, for comparing.
     if std::env::var_os("PLATE_NO_DEBLUR").is_some() {
@@ -246,6 +248,12 @@ fn main() {
     };
     if let Some(s) = stage("plate read") {
         println!("per-plate latency (detect + rectify + read): mean {:.1} ms, p50 {:.1} ms, p99 {:.1} ms over {} reads", s.mean_ms, s.p50_ms, s.p99_ms, s.count);
+    }
+    if let Some(s) = stage("plate scan") {
+        println!(
+            "plate scan (the plate detector over the lanes): mean {:.1} ms, p50 {:.1} ms, p99 {:.1} ms over {} scans",
+            s.mean_ms, s.p50_ms, s.p99_ms, s.count
+        );
     }
     if let Some(s) = stage("infer") {
         println!(

@@ -51,6 +51,7 @@ fn pass(i: u64, n: u64) -> Event {
             last_seen_ms: None,
             plate_reads: 0,
             registry_version: None,
+            plate_unsure: false,
         }),
     }
 }

@@ -27,7 +27,10 @@ fn main() {
     let mut det = Detector::load(Path::new("models/yolov8n.toml"), &models, &ort, 2).unwrap();
     let mut plates = PlatePipeline::load(
         Path::new("models/clp_det.toml"),
-        Path::new("models/ppocrv4_rec.toml"),
+        &[
+            "models/ppocrv4_rec.toml".into(),
+            "models/clp_rec.toml".into(),
+        ],
         &models,
         &ort,
         2,
@@ -52,14 +55,42 @@ fn main() {
         if f.seq > to {
             break;
         }
-        let p = letterbox(&f.rgb, f.width, f.height, f.stride(), &det.manifest().input);
-        let (dets, _) = det.detect(&p).unwrap();
-        for d in dets {
-            let l = &labels[d.class_id];
-            if !["car", "bus", "truck", "motorcycle"].contains(&l.as_str()) {
-                continue;
-            }
-            let r = plates.read_vehicle(&f, &d.bbox, &deblur, &mut t).unwrap();
+        // SCAN=1: plates found over the whole frame at full resolution (as the camera's
+        // scan does), not inside vehicle boxes.
+        let reads: Vec<(
+            String,
+            f32,
+            protocol::BBox,
+            Option<edge_node::plate::PlateRead>,
+        )> = if std::env::var_os("SCAN").is_some() {
+            let whole = protocol::BBox::new(0.0, 0.0, f.width as f32, f.height as f32);
+            let found = plates.find(&f, &whole, (0.0, 0.0), Some(1.0)).unwrap();
+            found
+                .into_iter()
+                .map(|p| {
+                    let r = plates.read_found(&f, &p, &deblur, &mut t).unwrap();
+                    ("plate".to_string(), p.score, p.bbox(), r)
+                })
+                .collect()
+        } else {
+            let p = letterbox(&f.rgb, f.width, f.height, f.stride(), &det.manifest().input);
+            let (dets, _) = det.detect(&p).unwrap();
+            dets.into_iter()
+                .filter(|d| {
+                    ["car", "bus", "truck", "motorcycle"].contains(&labels[d.class_id].as_str())
+                })
+                .map(|d| {
+                    let r = plates.read_vehicle(&f, &d.bbox, &deblur, &mut t).unwrap();
+                    (labels[d.class_id].clone(), d.score, d.bbox, r)
+                })
+                .collect()
+        };
+        for (l, score, bbox, r) in reads {
+            let d = edge_node::detect::Detection {
+                class_id: 0,
+                score,
+                bbox,
+            };
             n += 1;
             match r {
                 Some(r) if std::env::var_os("DUMP_CROPS").is_some() => {
@@ -74,7 +105,7 @@ fn main() {
                     "frame {:3} {l:6} {:.2} x {:4.0}-{:4.0}  {} ({:.2}) {:?} two_row={} det={:.2} conf={:?}{}",
                     f.seq, d.score, d.bbox.x1, d.bbox.x2, r.text(), r.mean_conf(), r.colour, r.two_row, r.det_score,
                     r.conf.iter().map(|c| (c * 100.0) as u32).collect::<Vec<_>>(),
-                    r.deblurred.iter().map(|d| format!(" | {} px: {}", d.length, d.chars.iter().collect::<String>())).collect::<String>()
+                    r.deblurred.iter().map(|d| format!(" | {} px: {} {:.2}", d.length, d.chars.iter().collect::<String>(), d.conf.first().copied().unwrap_or(0.0))).collect::<String>()
                 ),
                 None => println!("frame {:3} {l:6} {:.2} x {:4.0}-{:4.0}  no plate", f.seq, d.score, d.bbox.x1, d.bbox.x2),
             }

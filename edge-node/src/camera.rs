@@ -152,6 +152,7 @@ struct Timers {
     crossing: Stage,
     evidence: Stage,
     plate_read: Stage,
+    plate_scan: Stage,
     plates: Stage,
     frame: Stage,
 }
@@ -172,6 +173,7 @@ impl Timers {
             crossing: st("crossing"),
             evidence: st("evidence"),
             plate_read: st("plate_read"),
+            plate_scan: st("plate_scan"),
             plates: st("plates"),
             frame: st("frame"),
         }
@@ -279,7 +281,10 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
         timers.track.summary("track"),
         timers.crossing.summary("crossing rule"),
         timers.evidence.summary("evidence (per violation)"),
-        timers.plate_read.summary("plate read (per vehicle read)"),
+        timers
+            .plate_read
+            .summary("plate read (per plate read: detect + rectify + read)"),
+        timers.plate_scan.summary("plate scan (per scan)"),
         timers.plates.summary("plates (per frame)"),
         timers.publish.summary("publish"),
         timers.frame.summary("frame (decoded -> published)"),
@@ -320,7 +325,7 @@ fn run_once(
     if let (Some(pc), None) = (&cam.raw.plates, &plates_slot) {
         *plates_slot = Some(crate::plate::PlatePipeline::load(
             &pc.detector,
-            &pc.reader,
+            &pc.readers,
             &ctx.models_dir,
             &ctx.ort_library,
             ctx.intra_threads,
@@ -495,6 +500,9 @@ fn run_once(
                 send_all(out, ctx, summary)?;
                 for t in vw.read_times.drain(..) {
                     timers.plate_read.record(t);
+                }
+                for t in vw.scan_times.drain(..) {
+                    timers.plate_scan.record(t);
                 }
                 timers.plates.record(t_pl.elapsed());
             }

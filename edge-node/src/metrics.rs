@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use protocol::metrics::{family, Histogram};
 
 /// Stages with a latency histogram, in pipeline order.
-pub const STAGES: [&str; 11] = [
+pub const STAGES: [&str; 12] = [
     "decode",
     "preprocess",
     "infer",
@@ -20,6 +20,7 @@ pub const STAGES: [&str; 11] = [
     "crossing",
     "evidence",
     "plate_read",
+    "plate_scan",
     "plates",
     "frame",
 ];
@@ -31,7 +32,7 @@ pub struct CameraMetrics {
     pub frames_dropped: AtomicU64,
     pub inference_errors: AtomicU64,
     events: Mutex<BTreeMap<String, u64>>,
-    stages: [Arc<Histogram>; 11],
+    stages: [Arc<Histogram>; 12],
 }
 
 impl CameraMetrics {

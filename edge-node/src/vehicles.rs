@@ -37,9 +37,13 @@ pub struct PlatesConfig {
     /// Plate detector manifest.
     #[serde(default = "d_detector")]
     pub detector: PathBuf,
-    /// Plate reader manifest.
-    #[serde(default = "d_reader")]
-    pub reader: PathBuf,
+    /// Plate reader manifests, in the order they are asked: the next reader reads a plate
+    /// only when the reads so far fit no GA 36 grammar or are unsure of a character.
+    #[serde(default = "d_readers")]
+    pub readers: Vec<PathBuf>,
+    /// Replaced by `readers`; kept only to say so.
+    #[serde(default)]
+    pub reader: Option<PathBuf>,
     /// Lengths of horizontal motion blur (pixels of the plate crop) an unsure single-row
     /// read is also made deblurred for; over a track, the surest length whose fused plate
     /// fits a grammar is kept (the crop as it is among them). Empty: no deblurring.
@@ -48,6 +52,20 @@ pub struct PlatesConfig {
     /// Detector classes that are vehicles with plates.
     #[serde(default = "d_vehicle_classes")]
     pub vehicle_classes: Vec<String>,
+    /// Look for plates over the camera's lanes (the whole frame when it has no `lane`
+    /// zones) every `read_every` frames, not only inside vehicle boxes: a plate is found
+    /// whether or not the vehicle detector boxed its vehicle (a close view of a car's rear,
+    /// a box scoring below `new_track_score`). A plate no vehicle box holds is followed on
+    /// its own and makes a pass with vehicle class `unknown`; once its vehicle is tracked,
+    /// what it gathered goes to the vehicle. false: plates are looked for inside vehicle
+    /// boxes only.
+    #[serde(default = "yes")]
+    pub scan: bool,
+    /// The narrowest plate (pixels of the frame) the scan must find. The plate detector
+    /// finds plates from about 40 px wide, so the frame is shrunk by at most
+    /// 40 / min_plate_width_px (40: the frame at full resolution).
+    #[serde(default = "d_min_plate_width")]
+    pub min_plate_width_px: f32,
     /// Vehicles whose box is lower than this (pixels) are too far away to read.
     #[serde(default = "d_min_height")]
     pub min_vehicle_height_px: f32,
@@ -80,6 +98,12 @@ pub struct PlatesConfig {
     /// Raise `not_registered` for valid plates missing from a loaded registry.
     #[serde(default = "yes")]
     pub not_registered: bool,
+    /// A pass whose fused plate has a character below this confidence (0..1) is stored as
+    /// read unsure (`plate_unsure`): no plate rule (format, registry, watch list, colour,
+    /// night coach) rests on it, and the aggregator correlates nothing on it. A misread
+    /// plate would otherwise become a false alarm an operator must chase.
+    #[serde(default = "d_min_char_conf")]
+    pub min_char_confidence: f32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -153,8 +177,17 @@ pub struct RestrictedConfig {
 fn d_detector() -> PathBuf {
     "models/clp_det.toml".into()
 }
-fn d_reader() -> PathBuf {
-    "models/ppocrv4_rec.toml".into()
+fn d_readers() -> Vec<PathBuf> {
+    vec![
+        "models/ppocrv4_rec.toml".into(),
+        "models/clp_rec.toml".into(),
+    ]
+}
+fn d_min_plate_width() -> f32 {
+    DETECTABLE_PLATE_PX
+}
+fn d_min_char_conf() -> f32 {
+    MIN_CHAR_CONFIDENCE
 }
 fn d_deblur() -> Vec<u32> {
     vec![3, 5, 7]
@@ -233,6 +266,18 @@ pub fn in_window(t_ms: i64, offset_min: i32, from: u32, to: u32) -> bool {
 
 impl PlatesConfig {
     pub fn validate(&self, zones: &[ZoneConfig], at: &str, errors: &mut Vec<String>) {
+        if let Some(r) = &self.reader {
+            errors.push(format!(
+                "{at}.reader is replaced by {at}.readers, a list asked in order: write readers = [\"{}\", \"models/clp_rec.toml\"] (or only [\"{}\"])",
+                r.display(),
+                r.display()
+            ));
+        }
+        if self.readers.is_empty() {
+            errors.push(format!(
+                "{at}.readers is empty: name at least one plate reader manifest, e.g. [\"models/ppocrv4_rec.toml\", \"models/clp_rec.toml\"]"
+            ));
+        }
         if self.read_every == 0 || self.max_reads == 0 || self.fake_min_reads == 0 {
             errors.push(format!(
                 "{at}: read_every, max_reads and fake_min_reads must be at least 1"
@@ -245,6 +290,18 @@ impl PlatesConfig {
         {
             errors.push(format!(
                 "{at}.deblur_px has {l}: each length must be 2..={MAX_DEBLUR_PX} pixels of motion"
+            ));
+        }
+        if self.min_plate_width_px.is_nan() || self.min_plate_width_px < 8.0 {
+            errors.push(format!(
+                "{at}.min_plate_width_px = {} must be at least 8 (pixels of the frame; 40 scans at full resolution)",
+                self.min_plate_width_px
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_char_confidence) {
+            errors.push(format!(
+                "{at}.min_char_confidence = {} must be 0..1 (0 judges every read plate)",
+                self.min_char_confidence
             ));
         }
         if !(0.0..=1.0).contains(&self.min_travel) {
@@ -294,7 +351,8 @@ struct Vehicle {
     first_foot: (f32, f32),
     last_foot: (f32, f32),
     last_box: BBox,
-    class_id: usize,
+    /// Detector class; None for a plate no vehicle track held.
+    class_id: Option<usize>,
     score: f32,
     frames: u32,
     since_read: u32,
@@ -307,10 +365,114 @@ struct Vehicle {
     restricted: Vec<(usize, i64)>,
 }
 
+impl Vehicle {
+    fn new(frame: &Frame, b: BBox, class_id: Option<usize>, score: f32) -> Vehicle {
+        Vehicle {
+            first_ms: frame.time_ms,
+            last_ms: frame.time_ms,
+            first_foot: b.foot(),
+            last_foot: b.foot(),
+            last_box: b,
+            class_id,
+            score,
+            frames: 0,
+            since_read: u32::MAX / 2,
+            attempts: 0,
+            reads: Vec::new(),
+            best: None,
+            lanes: HashMap::new(),
+            restricted: Vec::new(),
+        }
+    }
+
+    /// Seen in this frame at box `b` (foot point `rel` in relative coordinates).
+    fn seen(
+        &mut self,
+        frame: &Frame,
+        b: BBox,
+        rel: (f32, f32),
+        lanes: &[(u32, Polygon)],
+        restricted: &[Restricted],
+    ) {
+        self.last_ms = frame.time_ms;
+        self.last_foot = b.foot();
+        self.last_box = b;
+        self.frames += 1;
+        if let Some((lane, _)) = lanes.iter().find(|(_, p)| p.contains(rel.0, rel.1)) {
+            *self.lanes.entry(*lane).or_default() += 1;
+        }
+        for i in restricted_hits(restricted, rel, frame.time_ms) {
+            if !self.restricted.iter().any(|(j, _)| *j == i) {
+                self.restricted.push((i, frame.time_ms));
+            }
+        }
+    }
+
+    /// Whether another read is wanted: reads left, and not yet enough agreeing.
+    fn wants_read(&self, cfg: &PlatesConfig) -> bool {
+        let agreeing = fuse(&self.reads).map(|f| f.agreeing).unwrap_or(0);
+        self.attempts < cfg.max_reads && (agreeing as u32) < cfg.enough_agreeing
+    }
+
+    fn best_box_read(&mut self, frame: &Frame, b: BBox, r: PlateRead) {
+        let c = r.mean_conf();
+        if self.best.as_ref().is_none_or(|x| c > x.2) {
+            self.best = Some((frame.clone(), b, c));
+        }
+        self.reads.push(r);
+    }
+
+    /// Takes in what a plate followed alone gathered before its vehicle was tracked.
+    fn absorb(&mut self, alone: Vehicle) {
+        if alone.first_ms < self.first_ms {
+            self.first_ms = alone.first_ms;
+            self.first_foot = alone.first_foot;
+        }
+        self.attempts += alone.attempts;
+        let alone_best = alone.best.filter(|b| b.2 > 0.0);
+        if let Some(b) = alone_best {
+            if self.best.as_ref().is_none_or(|x| b.2 > x.2) {
+                self.best = Some(b);
+            }
+        }
+        let mut reads = alone.reads;
+        reads.append(&mut self.reads);
+        self.reads = reads;
+    }
+}
+
+/// Whether a point lies in a box grown by `share` of its size on every side.
+fn contains_grown(b: &BBox, x: f32, y: f32, share: f32) -> bool {
+    let (mx, my) = (b.width() * share, b.height() * share);
+    x >= b.x1 - mx && x <= b.x2 + mx && y >= b.y1 - my && y <= b.y2 + my
+}
+
+/// Whether a plate box found now is the plate seen before at `prev`: overlapping, or its
+/// centre within a plate width of the last one (a plate moves between scans).
+fn same_plate(prev: &BBox, now: &BBox) -> bool {
+    let (a, b) = (prev.center(), now.center());
+    let d = ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
+    prev.iou(now) > 0.1 || d <= prev.width().max(now.width())
+}
+
+/// The picture's box for a plate no vehicle track holds: the plate with the car's rear
+/// around it (three plate widths across, eight plate heights up), inside the frame.
+fn around_plate(p: &BBox, frame: &Frame) -> BBox {
+    let (w, h) = (p.width(), p.height());
+    BBox::new(
+        (p.x1 - w).max(0.0),
+        (p.y1 - 8.0 * h).max(0.0),
+        (p.x2 + w).min(frame.width as f32),
+        (p.y2 + 2.0 * h).min(frame.height as f32),
+    )
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PlatesSummary {
     pub passes: u64,
     pub plates_read: u64,
+    /// Plates read with a character below the confidence floor (counted in `plates_read`).
+    pub plates_unsure: u64,
     pub unread: u64,
     pub parked_tracks: u64,
     pub read_attempts: u64,
@@ -329,13 +491,36 @@ pub struct VehicleWatch {
     night: (u32, u32),
     quality: u8,
     utc_offset_min: i32,
+    /// Vehicle tracks by tracker id, and plates no vehicle track holds (ids from
+    /// [`PLATE_TRACK_BASE`]).
     vehicles: HashMap<u64, Vehicle>,
+    /// The part of the frame the scan looks at (lanes' bounding box; None: the whole frame),
+    /// relative coordinates.
+    scan_area: Option<BBox>,
+    frames_since_scan: u32,
+    next_plate_track: u64,
     pub summary: PlatesSummary,
     /// Time spent per read, by part, since the last drain.
     pub timings: ReadTimings,
     /// Durations of whole reads (detect + rectify + read), since the last drain.
     pub read_times: Vec<Duration>,
+    /// Durations of plate scans (the plate detector over the scan area), since the last drain.
+    pub scan_times: Vec<Duration>,
 }
+
+/// Vehicle class of a pass whose plate no vehicle track held.
+pub const UNKNOWN_CLASS: &str = "unknown";
+
+/// Ids of plates followed without a vehicle track start here (tracker ids stay far below).
+pub const PLATE_TRACK_BASE: u64 = 1 << 48;
+
+/// Width (pixels in the detector's input) from which the plate detector finds plates: on
+/// the 16 real CCPD photos shrunk so that their plates were 60 / 48 / 40 / 32 / 26 px wide,
+/// it found 14 / 14 / 15 / 5 / 2 of them.
+pub const DETECTABLE_PLATE_PX: f32 = 40.0;
+
+/// A plate followed without a vehicle track ends when no scan has seen it for this long.
+const PLATE_TRACK_GAP_MS: i64 = 1000;
 
 impl VehicleWatch {
     pub fn new(
@@ -360,6 +545,17 @@ impl VehicleWatch {
                 Some((r.clone(), poly(z), parse_hhmm(&r.from)?, parse_hhmm(&r.to)?))
             })
             .collect();
+        // The scan looks at the lanes (where plates pass), or the whole frame without them.
+        let scan_area = zones
+            .iter()
+            .filter(|z| z.kind == ZoneKind::Lane)
+            .flat_map(|z| z.polygon.iter())
+            .fold(None, |b: Option<BBox>, [x, y]| {
+                Some(match b {
+                    None => BBox::new(*x, *y, *x, *y),
+                    Some(b) => BBox::new(b.x1.min(*x), b.y1.min(*y), b.x2.max(*x), b.y2.max(*y)),
+                })
+            });
         let night = (
             parse_hhmm(&cfg.night_coach.from).unwrap_or(120),
             parse_hhmm(&cfg.night_coach.to).unwrap_or(300),
@@ -379,9 +575,13 @@ impl VehicleWatch {
             quality: evidence.jpeg_quality,
             utc_offset_min: evidence.utc_offset_minutes,
             vehicles: HashMap::new(),
+            scan_area,
+            frames_since_scan: u32::MAX / 2,
+            next_plate_track: PLATE_TRACK_BASE,
             summary: PlatesSummary::default(),
             timings: ReadTimings::default(),
             read_times: Vec::new(),
+            scan_times: Vec::new(),
         }
     }
 
@@ -394,7 +594,8 @@ impl VehicleWatch {
         self.vehicle_class.get(class_id).copied().unwrap_or(false)
     }
 
-    /// One frame: follow the visible vehicle tracks, read plates, close the ended ones.
+    /// One frame: follow the visible vehicle tracks, find and read plates, close the tracks
+    /// (and the plates followed alone) that ended.
     pub fn on_frame(
         &mut self,
         frame: &Frame,
@@ -404,88 +605,189 @@ impl VehicleWatch {
     ) -> Result<Vec<Outgoing>, crate::detect::DetectError> {
         let (fw, fh) = (frame.width as f32, frame.height as f32);
         let vehicle_class = self.vehicle_class.clone();
-        for t in visible
+        let vehicles: Vec<&Track> = visible
             .iter()
+            .copied()
             .filter(|t| vehicle_class.get(t.class_id).copied().unwrap_or(false))
-        {
+            .collect();
+        for t in &vehicles {
             let foot = t.bbox.foot();
-            let rel = (foot.0 / fw, foot.1 / fh);
-            let v = self.vehicles.entry(t.id).or_insert_with(|| Vehicle {
-                first_ms: frame.time_ms,
-                last_ms: frame.time_ms,
-                first_foot: foot,
-                last_foot: foot,
-                last_box: t.bbox,
-                class_id: t.class_id,
-                score: t.score,
-                frames: 0,
-                since_read: u32::MAX / 2,
-                attempts: 0,
-                reads: Vec::new(),
-                best: None,
-                lanes: HashMap::new(),
-                restricted: Vec::new(),
-            });
-            v.last_ms = frame.time_ms;
-            v.last_foot = foot;
-            v.last_box = t.bbox;
-            v.class_id = t.class_id;
+            let v = self
+                .vehicles
+                .entry(t.id)
+                .or_insert_with(|| Vehicle::new(frame, t.bbox, Some(t.class_id), t.score));
+            v.seen(
+                frame,
+                t.bbox,
+                (foot.0 / fw, foot.1 / fh),
+                &self.lanes,
+                &self.restricted,
+            );
+            v.class_id = Some(t.class_id);
             v.score = v.score.max(t.score);
-            v.frames += 1;
-            v.since_read = v.since_read.saturating_add(1);
-            if let Some((lane, _)) = self.lanes.iter().find(|(_, p)| p.contains(rel.0, rel.1)) {
-                *v.lanes.entry(*lane).or_default() += 1;
-            }
-            for i in restricted_hits(&self.restricted, rel, frame.time_ms) {
-                if !v.restricted.iter().any(|(j, _)| *j == i) {
-                    v.restricted.push((i, frame.time_ms));
-                }
-            }
-            let agreeing = fuse(&v.reads).map(|f| f.agreeing).unwrap_or(0);
-            let due = t.bbox.height() >= self.cfg.min_vehicle_height_px
-                && v.since_read >= self.cfg.read_every
-                && v.attempts < self.cfg.max_reads
-                && (agreeing as u32) < self.cfg.enough_agreeing;
             if v.best.is_none()
                 || (v.reads.is_empty()
                     && t.bbox.area() > v.best.as_ref().map(|b| b.1.area()).unwrap_or(0.0))
             {
                 v.best = Some((frame.clone(), t.bbox, 0.0));
             }
-            if due {
-                v.since_read = 0;
-                v.attempts += 1;
-                self.summary.read_attempts += 1;
-                let t0 = std::time::Instant::now();
-                let read = self.pipeline.read_vehicle(
-                    frame,
-                    &t.bbox,
-                    &self.cfg.deblur_px,
-                    &mut self.timings,
-                )?;
-                self.read_times.push(t0.elapsed());
-                if let Some(r) = read {
-                    self.summary.reads += 1;
-                    let c = r.mean_conf();
-                    if v.best.as_ref().is_none_or(|b| c > b.2) {
-                        v.best = Some((frame.clone(), t.bbox, c));
-                    }
-                    v.reads.push(r);
-                }
+        }
+        // Tracked vehicles: their plate is looked for inside their box, on their own
+        // schedule.
+        for t in &vehicles {
+            let v = self.vehicles.get_mut(&t.id).expect("seen above");
+            v.since_read = v.since_read.saturating_add(1);
+            let due = t.bbox.height() >= self.cfg.min_vehicle_height_px
+                && v.since_read >= self.cfg.read_every
+                && v.wants_read(&self.cfg);
+            if !due {
+                continue;
+            }
+            v.since_read = 0;
+            v.attempts += 1;
+            self.summary.read_attempts += 1;
+            let t0 = std::time::Instant::now();
+            let read = self.pipeline.read_vehicle(
+                frame,
+                &t.bbox,
+                &self.cfg.deblur_px,
+                &mut self.timings,
+            )?;
+            self.read_times.push(t0.elapsed());
+            if let Some(r) = read {
+                self.summary.reads += 1;
+                let v = self.vehicles.get_mut(&t.id).expect("seen above");
+                v.best_box_read(frame, t.bbox, r);
             }
         }
+        // The scan: plates no vehicle box holds (the vehicle detector missed or under-scored
+        // the vehicle, or sees only a close view of its rear).
+        self.frames_since_scan = self.frames_since_scan.saturating_add(1);
+        if self.cfg.scan && self.frames_since_scan >= self.cfg.read_every {
+            self.frames_since_scan = 0;
+            self.scan(frame, &vehicles)?;
+        }
         let mut out = Vec::new();
-        let done: Vec<u64> = self
+        let mut done: Vec<u64> = self
             .vehicles
-            .keys()
-            .filter(|id| ended.contains(id))
-            .copied()
+            .iter()
+            .filter(|(id, v)| {
+                ended.contains(id)
+                    || (**id >= PLATE_TRACK_BASE && frame.time_ms - v.last_ms > PLATE_TRACK_GAP_MS)
+            })
+            .map(|(id, _)| *id)
             .collect();
+        done.sort_unstable();
         for id in done {
             let v = self.vehicles.remove(&id).expect("listed");
             out.extend(self.close(id, v, frame.width, factory));
         }
         Ok(out)
+    }
+
+    /// Runs the plate detector over the scanned area and follows the plates no vehicle box
+    /// holds: each is matched to a plate followed alone before (or starts one), read when
+    /// it wants reads, and handed to its vehicle once the vehicle is tracked.
+    fn scan(
+        &mut self,
+        frame: &Frame,
+        vehicles: &[&Track],
+    ) -> Result<(), crate::detect::DetectError> {
+        let (fw, fh) = (frame.width as f32, frame.height as f32);
+        let area = self.scan_box(frame);
+        let t0 = std::time::Instant::now();
+        let found = self.pipeline.find(
+            frame,
+            &area,
+            (0.0, 0.0),
+            Some((DETECTABLE_PLATE_PX / self.cfg.min_plate_width_px).min(1.0)),
+        )?;
+        let took = t0.elapsed();
+        self.timings.detect += took;
+        self.scan_times.push(took);
+        let scan_share = took / found.len().max(1) as u32;
+        let mut held: HashSet<u64> = HashSet::new();
+        for plate in found {
+            let pb = plate.bbox();
+            let (cx, cy) = pb.center();
+            let owner = vehicles
+                .iter()
+                .filter(|t| contains_grown(&t.bbox, cx, cy, 0.05))
+                .min_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()))
+                .map(|t| t.id);
+            // A plate followed alone so far, seen here again.
+            let alone = self
+                .vehicles
+                .iter()
+                .filter(|(id, v)| {
+                    **id >= PLATE_TRACK_BASE
+                        && !held.contains(id)
+                        && v.last_ms < frame.time_ms
+                        && same_plate(&v.last_box, &pb)
+                })
+                .max_by(|a, b| a.1.last_box.iou(&pb).total_cmp(&b.1.last_box.iou(&pb)))
+                .map(|(id, _)| *id);
+            let id = match (owner, alone) {
+                (Some(owner), Some(alone)) => {
+                    // Its vehicle is tracked now: what the plate gathered goes to it.
+                    let a = self.vehicles.remove(&alone).expect("listed");
+                    self.vehicles
+                        .get_mut(&owner)
+                        .expect("seen this frame")
+                        .absorb(a);
+                    continue;
+                }
+                // Inside a vehicle box: the vehicle's own reads cover it.
+                (Some(_), None) => continue,
+                (None, Some(alone)) => alone,
+                (None, None) => {
+                    let id = self.next_plate_track;
+                    self.next_plate_track += 1;
+                    self.vehicles
+                        .insert(id, Vehicle::new(frame, pb, None, plate.score));
+                    id
+                }
+            };
+            held.insert(id);
+            let v = self.vehicles.get_mut(&id).expect("inserted");
+            let foot = pb.foot();
+            v.seen(
+                frame,
+                pb,
+                (foot.0 / fw, foot.1 / fh),
+                &self.lanes,
+                &self.restricted,
+            );
+            v.score = v.score.max(plate.score);
+            if !v.wants_read(&self.cfg) {
+                continue;
+            }
+            v.attempts += 1;
+            self.summary.read_attempts += 1;
+            let t0 = std::time::Instant::now();
+            let read =
+                self.pipeline
+                    .read_found(frame, &plate, &self.cfg.deblur_px, &mut self.timings)?;
+            self.read_times.push(t0.elapsed() + scan_share);
+            if let Some(r) = read {
+                self.summary.reads += 1;
+                let b = around_plate(&pb, frame);
+                self.vehicles
+                    .get_mut(&id)
+                    .expect("inserted")
+                    .best_box_read(frame, b, r);
+            }
+        }
+        Ok(())
+    }
+
+    /// The scanned part of the frame, in pixels.
+    fn scan_box(&self, frame: &Frame) -> BBox {
+        let (fw, fh) = (frame.width as f32, frame.height as f32);
+        match self.scan_area {
+            Some(a) => BBox::new(a.x1 * fw, a.y1 * fh, a.x2 * fw, a.y2 * fh),
+            None => BBox::new(0.0, 0.0, fw, fh),
+        }
     }
 
     /// End of stream: every vehicle still followed passes now.
@@ -507,6 +809,10 @@ impl VehicleWatch {
         frame_width: u32,
         factory: &mut EventFactory,
     ) -> Vec<Outgoing> {
+        // A plate followed alone that never gave a read was no plate to speak of.
+        if v.class_id.is_none() && v.reads.is_empty() {
+            return vec![];
+        }
         let (dx, dy) = (
             v.last_foot.0 - v.first_foot.0,
             v.last_foot.1 - v.first_foot.1,
@@ -536,7 +842,10 @@ impl VehicleWatch {
             .max_by_key(|(l, n)| (**n, std::cmp::Reverse(**l)))
             .map(|(l, _)| *l)
             .or(factory.lane);
-        let vehicle_class = self.labels.get(v.class_id).cloned().unwrap_or_default();
+        let vehicle_class = v
+            .class_id
+            .and_then(|c| self.labels.get(c).cloned())
+            .unwrap_or_else(|| UNKNOWN_CLASS.into());
         let (best_frame, best_box, _) = v.best.clone().expect("set on the first frame");
         let pass_time = best_frame.time_ms;
         let event_id = factory.next_id(pass_time);
@@ -632,17 +941,23 @@ impl VehicleWatch {
                 last_seen_ms: Some(v.last_ms),
                 plate_reads: fused.as_ref().map(|f| f.reads as u32).unwrap_or(0),
                 registry_version: registry.is_loaded().then_some(registry.version),
+                plate_unsure: pass.unsure,
             }),
         );
         self.summary.passes += 1;
         if pass.text.is_some() {
             self.summary.plates_read += 1;
+            if pass.unsure {
+                self.summary.plates_unsure += 1;
+            }
         } else {
             self.summary.unread += 1;
         }
+        // A plate read unsure is nobody's: no registry record rests on it.
         let record = pass
             .valid_text
             .as_deref()
+            .filter(|_| !pass.unsure)
             .and_then(|t| registry.get(t))
             .cloned();
         let findings = check_rules(
@@ -722,10 +1037,15 @@ pub struct PassPlate {
     pub confirmed_invalid: bool,
     /// Reads agreeing with the fused text.
     pub agreeing: usize,
+    /// Read, but a character is below `min_char_confidence`: no plate rule rests on it.
+    pub unsure: bool,
 }
 
 /// Mean confidence below which a fused plate counts as unread.
 const MIN_PLATE_CONF: f32 = 0.4;
+
+/// Default per-character confidence floor below which a read plate raises no alarm.
+pub const MIN_CHAR_CONFIDENCE: f32 = 0.5;
 
 pub fn judge(fused: Option<&Fused>, reads: &[PlateRead], cfg: &PlatesConfig) -> PassPlate {
     let Some(f) = fused else {
@@ -751,6 +1071,7 @@ pub fn judge(fused: Option<&Fused>, reads: &[PlateRead], cfg: &PlatesConfig) -> 
             && f.reads >= cfg.fake_min_reads as usize
             && f.agreeing >= 2,
         agreeing: f.agreeing,
+        unsure: f.min_conf() < cfg.min_char_confidence,
     }
 }
 
@@ -810,6 +1131,10 @@ pub fn plate_rules(
     let Some(text) = &pass.text else {
         return out;
     };
+    // A plate read unsure is not evidence of anything: no alarm rests on it.
+    if pass.unsure {
+        return out;
+    }
     if pass.confirmed_invalid {
         out.push(Finding {
             anomaly: AnomalyType::FormatInvalid,
@@ -1126,9 +1451,9 @@ mod tests {
         let three = pass(&[
             read("中A12345", 0.95, PlateColor::Blue),
             read("中A12345", 0.9, PlateColor::Blue),
-            read("中A12845", 0.5, PlateColor::Blue),
+            read("中A12845", 0.2, PlateColor::Blue),
         ]);
-        assert!(three.confirmed_invalid);
+        assert!(three.confirmed_invalid && !three.unsure);
         assert_eq!(
             kinds(&plate_rules(
                 &three,
@@ -1139,6 +1464,18 @@ mod tests {
                 local(12, 0)
             )),
             vec![AnomalyType::FormatInvalid]
+        );
+        // A character the reads dispute (two sure reads against one fairly sure) leaves the
+        // plate unsure: no alarm rests on it.
+        let disputed = pass(&[
+            read("中A12345", 0.95, PlateColor::Blue),
+            read("中A12345", 0.9, PlateColor::Blue),
+            read("中A12845", 0.6, PlateColor::Blue),
+        ]);
+        assert!(disputed.confirmed_invalid && disputed.unsure);
+        assert_eq!(
+            plate_rules(&disputed, None, &reg, &c, (120, 300), local(12, 0)),
+            vec![]
         );
         // A valid plate is never a fake, however often it is read.
         let valid = pass(&vec![read("苏E12345", 0.9, PlateColor::Blue); 3]);
@@ -1289,6 +1626,29 @@ mod tests {
             restricted_hits(&z, (0.5, 0.9), local(21, 59)).is_empty(),
             "not yet"
         );
+    }
+
+    #[test]
+    fn plates_followed_alone_are_matched_by_overlap_or_nearness() {
+        let a = BBox::new(100.0, 100.0, 180.0, 125.0);
+        // Moved half a plate to the left between scans: the same plate.
+        assert!(same_plate(&a, &BBox::new(60.0, 102.0, 140.0, 127.0)));
+        // Moved a whole plate width, not overlapping: still within reach.
+        assert!(same_plate(&a, &BBox::new(20.0, 100.0, 100.0, 125.0)));
+        // Two plate widths away: another plate.
+        assert!(!same_plate(&a, &BBox::new(-100.0, 100.0, -20.0, 125.0)));
+        assert!(contains_grown(&a, 182.0, 112.0, 0.05));
+        assert!(!contains_grown(&a, 190.0, 112.0, 0.05));
+        // The picture around a plate alone stays inside the frame.
+        let frame = Frame {
+            seq: 0,
+            time_ms: 0,
+            width: 200,
+            height: 200,
+            rgb: std::sync::Arc::new(vec![0; 200 * 200 * 3]),
+        };
+        let b = around_plate(&a, &frame);
+        assert_eq!((b.x1, b.y1, b.x2, b.y2), (20.0, 0.0, 200.0, 175.0));
     }
 
     #[test]

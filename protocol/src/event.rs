@@ -314,6 +314,10 @@ pub struct VehiclePass {
     /// The aggregator checks passes against newer versions itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_version: Option<u64>,
+    /// The plate was read, but some character below the node's confidence floor: stored
+    /// and searchable, but no plate rule (format, registry, watch list, clone) rests on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plate_unsure: bool,
 }
 
 /// Why a plate is anomalous.

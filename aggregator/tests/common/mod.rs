@@ -50,6 +50,7 @@ pub fn pass(ck: &str, cam: &str, node: &str, t: i64, plate: &str, lane: u32) -> 
             last_seen_ms: None,
             plate_reads: 3,
             registry_version: None,
+            plate_unsure: false,
         }),
     }
 }

@@ -12,7 +12,7 @@ pub mod fusion;
 pub mod geometry;
 pub mod models;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use protocol::plate::PlateColor;
 use protocol::BBox;
@@ -79,25 +79,93 @@ pub struct ReadTimings {
 /// A read whose every character is at least this sure is not deblurred.
 const SURE_CHAR: f32 = 0.9;
 
-/// Below this width/height ratio a plate is taken as two rows (one row ~3.1, two rows ~2.0).
-const TWO_ROW_MAX_ASPECT: f32 = 2.5;
+/// At or above this width/height ratio of the corners a plate is one row (one row ~3.1, two
+/// rows ~2.0). Below it the ratio does not decide: an oblique or angled single-row plate
+/// looks as short as a two-row one (1.4 and 2.2 seen on real photos), so both layouts are
+/// read and the read that fits a plate grammar, surer, is kept.
+const SURE_ONE_ROW_ASPECT: f32 = 2.8;
+
+/// Below this ratio the two-row layout is read first (it is likelier).
+const TWO_ROW_FIRST_ASPECT: f32 = 2.5;
+
+/// A plate found by the detector, in frame pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundPlate {
+    pub score: f32,
+    /// Corners top-left, top-right, bottom-right, bottom-left.
+    pub corners: [(f32, f32); 4],
+}
+
+impl FoundPlate {
+    /// The axis-aligned box around the corners.
+    pub fn bbox(&self) -> BBox {
+        let xs = self.corners.map(|c| c.0);
+        let ys = self.corners.map(|c| c.1);
+        BBox::new(
+            xs.iter().copied().fold(f32::MAX, f32::min),
+            ys.iter().copied().fold(f32::MAX, f32::min),
+            xs.iter().copied().fold(f32::MIN, f32::max),
+            ys.iter().copied().fold(f32::MIN, f32::max),
+        )
+    }
+
+    /// Mean length of the top and bottom edges (pixels).
+    pub fn width(&self) -> f32 {
+        let c = &self.corners;
+        (dist(c[0], c[1]) + dist(c[3], c[2])) / 2.0
+    }
+
+    /// Mean length of the left and right edges (pixels).
+    pub fn height(&self) -> f32 {
+        let c = &self.corners;
+        (dist(c[0], c[3]) + dist(c[1], c[2])) / 2.0
+    }
+}
+
+/// One reading of a crop by one reader in one layout.
+#[derive(Debug, Clone)]
+struct Candidate {
+    chars: Vec<char>,
+    conf: Vec<f32>,
+    two_row: bool,
+    fits: bool,
+}
+
+impl Candidate {
+    fn min_conf(&self) -> f32 {
+        self.conf.iter().copied().fold(1.0, f32::min)
+    }
+    /// Every character at least `sure` (the reader's own calibration).
+    fn sure(&self, sure: f32) -> bool {
+        !self.chars.is_empty() && self.min_conf() >= sure
+    }
+}
 
 pub struct PlatePipeline {
     pub detector: PlateDetector,
-    pub reader: PlateReader,
+    /// Readers in the order they are asked: the next only when the reads so far fit no
+    /// grammar or are unsure of a character.
+    pub readers: Vec<PlateReader>,
 }
 
 impl PlatePipeline {
     pub fn load(
         detector_manifest: &Path,
-        reader_manifest: &Path,
+        reader_manifests: &[PathBuf],
         models_dir: &Path,
         ort_library: &Path,
         threads: usize,
     ) -> Result<PlatePipeline, DetectError> {
+        let readers = reader_manifests
+            .iter()
+            .map(|m| PlateReader::load(m, models_dir, ort_library, threads))
+            .collect::<Result<Vec<_>, _>>()?;
+        if readers.is_empty() {
+            return Err(DetectError::Run("a plate pipeline needs a reader".into()));
+        }
         Ok(PlatePipeline {
             detector: PlateDetector::load(detector_manifest, models_dir, ort_library, threads)?,
-            reader: PlateReader::load(reader_manifest, models_dir, ort_library, threads)?,
+            readers,
         })
     }
 
@@ -122,77 +190,116 @@ impl PlatePipeline {
         );
         let mut found = None;
         for region_box in [*vehicle, lower] {
-            let Some((region, x1, y1, scale)) = self.region(frame, &region_box) else {
-                break;
-            };
-            if let Some(best) = self.detector.detect(&region)?.into_iter().next() {
-                found = Some((best, x1, y1, scale));
+            let margin = (region_box.width() * 0.05, region_box.height() * 0.1);
+            if let Some(best) = self
+                .find(frame, &region_box, margin, None)?
+                .into_iter()
+                .next()
+            {
+                found = Some(best);
                 break;
             }
         }
         timings.detect += t0.elapsed();
-        let Some((best, x1, y1, scale)) = found else {
-            return Ok(None);
-        };
-        let t1 = std::time::Instant::now();
-        let to_frame = |(x, y): (f32, f32)| (x1 + x / scale, y1 + y / scale);
-        let corners = best.corners.map(to_frame);
-        let width = (dist(corners[0], corners[1]) + dist(corners[3], corners[2])) / 2.0;
-        let height = (dist(corners[0], corners[3]) + dist(corners[1], corners[2])) / 2.0;
-        let two_row = height > 0.0 && width / height < TWO_ROW_MAX_ASPECT;
-        let (cw, ch) = if two_row { (220, 140) } else { (168, 48) };
-        // A little margin around the corners: the detector's corners sit on the plate's edge
-        // and may cut into the first and last characters.
-        // (Not around a two-row plate: its rows are cut at fixed heights, and a margin beside
-        // the short top row makes the reader see characters twice.)
-        let quad = if two_row {
-            corners
-        } else {
-            grow_quad(&corners, QUAD_MARGIN_X, QUAD_MARGIN_Y)
+        match found {
+            Some(p) => self.read_found(frame, &p, deblur_px, timings),
+            None => Ok(None),
         }
-        .map(|(x, y)| (x as f64, y as f64));
-        let Some(crop) = rectify(
-            &frame.rgb,
-            frame.width as usize,
-            frame.height as usize,
-            frame.stride(),
-            &quad,
-            cw,
-            ch,
-        ) else {
+    }
+
+    /// Plates inside `region` of the frame (grown by `margin` pixels each side), best first.
+    /// The region is shrunk to the detector's working size, or by `scale` when given
+    /// (at most 1: never enlarged).
+    pub fn find(
+        &mut self,
+        frame: &Frame,
+        region: &BBox,
+        margin: (f32, f32),
+        scale: Option<f32>,
+    ) -> Result<Vec<FoundPlate>, DetectError> {
+        let Some((img, x1, y1, scale)) = self.region(frame, region, margin, scale) else {
+            return Ok(Vec::new());
+        };
+        let to_frame = |(x, y): (f32, f32)| (x1 + x / scale, y1 + y / scale);
+        Ok(self
+            .detector
+            .detect(&img)?
+            .into_iter()
+            .map(|d| FoundPlate {
+                score: d.score,
+                corners: d.corners.map(to_frame),
+            })
+            .collect())
+    }
+
+    /// Reads a plate found in the frame: rectified from the full-resolution frame, its
+    /// colour read, its text read in the layouts its shape allows by the readers in turn.
+    pub fn read_found(
+        &mut self,
+        frame: &Frame,
+        found: &FoundPlate,
+        deblur_px: &[u32],
+        timings: &mut ReadTimings,
+    ) -> Result<Option<PlateRead>, DetectError> {
+        let t1 = std::time::Instant::now();
+        let corners = found.corners;
+        let aspect = if found.height() > 0.0 {
+            found.width() / found.height()
+        } else {
+            f32::MAX
+        };
+        let layouts: &[bool] = if aspect >= SURE_ONE_ROW_ASPECT {
+            &[false]
+        } else if aspect < TWO_ROW_FIRST_ASPECT {
+            &[true, false]
+        } else {
+            &[false, true]
+        };
+        let rectified = |two_row: bool| {
+            let (cw, ch) = if two_row { (220, 140) } else { (168, 48) };
+            // A little margin around the corners: the detector's corners sit on the plate's
+            // edge and may cut into the characters (the top of a two-row plate's 蒙).
+            let (mx, my) = if two_row {
+                (TWO_ROW_MARGIN_X, TWO_ROW_MARGIN_Y)
+            } else {
+                (QUAD_MARGIN_X, QUAD_MARGIN_Y)
+            };
+            let quad = grow_quad(&corners, mx, my).map(|(x, y)| (x as f64, y as f64));
+            rectify(
+                &frame.rgb,
+                frame.width as usize,
+                frame.height as usize,
+                frame.stride(),
+                &quad,
+                cw,
+                ch,
+            )
+        };
+        let mut crops: Vec<(bool, Rgb)> = Vec::with_capacity(layouts.len());
+        for &two_row in layouts {
+            if let Some(c) = rectified(two_row) {
+                crops.push((two_row, c));
+            }
+        }
+        let Some(colour_crop) = crops.iter().find(|(two, _)| !two).or(crops.first()) else {
             return Ok(None);
         };
-        let colour = colour::classify(&crop);
+        let colour = colour::classify(&colour_crop.1);
         timings.rectify += t1.elapsed();
         let t2 = std::time::Instant::now();
-        let read = if two_row {
-            let top_h = (ch as f32 * 0.38).round() as usize;
-            let bot_y = (ch as f32 * 0.33).round() as usize;
-            let top = sub_image(&crop, 0, 0, cw, top_h);
-            let bottom = sub_image(&crop, 0, bot_y, cw, ch - bot_y);
-            let a = self.reader.read(&top, true)?;
-            let b = self.reader.read(&bottom, false)?;
-            TextRead {
-                chars: a.chars.into_iter().chain(b.chars).collect(),
-                conf: a.conf.into_iter().chain(b.conf).collect(),
-                steps: a.steps.into_iter().chain(b.steps).collect(),
-            }
-        } else {
-            self.reader.read(&crop, true)?
-        };
-        let sure = read.conf.iter().all(|c| *c >= SURE_CHAR);
-        let (chars, conf) = clean(read);
-        if chars.is_empty() {
+        let Some((read, k)) = self.read_layouts(&crops, colour)? else {
             timings.read += t2.elapsed();
             return Ok(None);
-        }
+        };
+        let crop = crops.swap_remove(k).1;
+        let sure = read.conf.iter().all(|c| *c >= SURE_CHAR);
         let mut deblurred = Vec::new();
         // A read sure of every character is not blurred enough to matter: it is spared the
-        // deblurred reads (they cost a reader pass each).
-        if !two_row && !sure {
+        // deblurred reads (they cost a reader pass each, by the first reader).
+        if !read.two_row && !sure {
             for &length in deblur_px {
                 let sharper = deblur::deblur_horizontal(&crop, length as usize);
-                let (chars, conf) = clean(self.reader.read(&sharper, true)?);
+                let (chars, conf) = clean(self.readers[0].read(&sharper, true)?);
                 if !chars.is_empty() {
                     deblurred.push(Deblurred {
                         length,
@@ -204,35 +311,161 @@ impl PlatePipeline {
         }
         timings.read += t2.elapsed();
         Ok(Some(PlateRead {
-            chars,
-            conf,
+            chars: read.chars,
+            conf: read.conf,
             colour,
-            two_row,
-            det_score: best.score,
+            two_row: read.two_row,
+            det_score: found.score,
             corners,
             crop,
             frame_seq: frame.seq,
             deblurred,
         }))
     }
+
+    /// Reads a plate crop that is already cut out (a single-row plate, as in a crop set):
+    /// the readers in turn, as for a plate found in a frame.
+    pub fn read_crop(
+        &mut self,
+        crop: &Rgb,
+        timings: &mut ReadTimings,
+    ) -> Result<Option<PlateRead>, DetectError> {
+        let frame = Frame {
+            seq: 0,
+            time_ms: 0,
+            width: crop.width as u32,
+            height: crop.height as u32,
+            rgb: std::sync::Arc::new(crop.data.clone()),
+        };
+        let (w, h) = (crop.width as f32, crop.height as f32);
+        // The crop is the plate: corners at its edges, less the margin rectification adds.
+        let inset = |mx: f32, my: f32| {
+            let (dx, dy) = (w * mx / (1.0 + 2.0 * mx), h * my / (1.0 + 2.0 * my));
+            [(dx, dy), (w - dx, dy), (w - dx, h - dy), (dx, h - dy)]
+        };
+        let found = FoundPlate {
+            score: 1.0,
+            corners: inset(QUAD_MARGIN_X, QUAD_MARGIN_Y),
+        };
+        self.read_found(&frame, &found, &[], timings)
+    }
 }
 
 impl PlatePipeline {
-    /// A box of the frame with a margin, shrunk to the detector's working size: the image,
-    /// its top-left corner in the frame, and the scale applied.
-    fn region(&self, frame: &Frame, b: &BBox) -> Option<(Rgb, f32, f32, f32)> {
+    /// Reads the crops of a plate (one per row layout its shape allows, likelier first) and
+    /// gives the read kept and the index of its crop:
+    /// 1. the first reader's read of the first layout that fits a GA 36 grammar;
+    /// 2. else the first reader's read it is sure of in every character (a fake plate: a
+    ///    reader that knows only plate characters would turn it into a real one);
+    /// 3. else the first fitting read of the next readers (a character the first reader
+    ///    dropped or doubled);
+    /// 4. else the first reader's read of the likelier layout.
+    ///
+    /// The next reader never overrules a read that fits: on the project's rendered plates
+    /// the plate CRNN confidently misreads glyphs of a font unlike the plate font.
+    fn read_layouts(
+        &mut self,
+        crops: &[(bool, Rgb)],
+        colour: Option<PlateColor>,
+    ) -> Result<Option<(Candidate, usize)>, DetectError> {
+        let read = |reader: &mut PlateReader, two_row: bool, crop: &Rgb| {
+            let (chars, conf) = clean(read_layout(reader, crop, two_row)?);
+            let fits = !chars.is_empty()
+                && protocol::plate::parse(
+                    &chars.iter().collect::<String>(),
+                    colour,
+                    protocol::plate::Mode::Lenient,
+                )
+                .is_ok();
+            Ok::<_, DetectError>(Candidate {
+                chars,
+                conf,
+                two_row,
+                fits,
+            })
+        };
+        let (first, next) = self.readers.split_first_mut().expect("checked at load");
+        let mut firsts = Vec::with_capacity(crops.len());
+        for (k, (two_row, crop)) in crops.iter().enumerate() {
+            let c = read(first, *two_row, crop)?;
+            if c.fits {
+                return Ok(Some((c, k)));
+            }
+            firsts.push(c);
+        }
+        let sure = first.sure_char();
+        if let Some(k) = firsts.iter().position(|c| c.sure(sure)) {
+            return Ok(Some((firsts.swap_remove(k), k)));
+        }
+        for reader in next {
+            for (k, (two_row, crop)) in crops.iter().enumerate() {
+                let c = read(reader, *two_row, crop)?;
+                if c.fits {
+                    return Ok(Some((c, k)));
+                }
+            }
+        }
+        Ok(firsts
+            .into_iter()
+            .enumerate()
+            .find(|(_, c)| !c.chars.is_empty())
+            .map(|(k, c)| (c, k)))
+    }
+}
+
+/// Reads a rectified crop in one layout with one reader: a single-row crop whole, a two-row
+/// crop's top row (~38 % of the plate) and bottom row (from ~33 %) separately.
+fn read_layout(
+    reader: &mut PlateReader,
+    crop: &Rgb,
+    two_row: bool,
+) -> Result<TextRead, DetectError> {
+    if !two_row {
+        return reader.read(crop, true);
+    }
+    let (cw, ch) = (crop.width, crop.height);
+    // Row boundaries on the plate, moved into the crop, which has a margin above and below.
+    let m = TWO_ROW_MARGIN_Y;
+    let at = |share: f32| ((m + share) / (1.0 + 2.0 * m) * ch as f32).round() as usize;
+    let top_h = at(0.38);
+    let bot_y = at(0.33);
+    let top = sub_image(crop, 0, 0, cw, top_h);
+    let bottom = sub_image(crop, 0, bot_y, cw, ch - bot_y);
+    let a = reader.read(&top, true)?;
+    let b = reader.read(&bottom, false)?;
+    Ok(TextRead {
+        chars: a.chars.into_iter().chain(b.chars).collect(),
+        conf: a.conf.into_iter().chain(b.conf).collect(),
+        steps: a.steps.into_iter().chain(b.steps).collect(),
+    })
+}
+
+impl PlatePipeline {
+    /// A box of the frame grown by `margin`, shrunk to the detector's working size (or by
+    /// `scale`): the image, its top-left corner in the frame, and the scale applied.
+    fn region(
+        &self,
+        frame: &Frame,
+        b: &BBox,
+        margin: (f32, f32),
+        scale: Option<f32>,
+    ) -> Option<(Rgb, f32, f32, f32)> {
         let (fw, fh) = (frame.width as f32, frame.height as f32);
-        let mx = b.width() * 0.05;
-        let my = b.height() * 0.1;
+        let (mx, my) = margin;
         let x1 = (b.x1 - mx).max(0.0).floor();
         let y1 = (b.y1 - my).max(0.0).floor();
         let x2 = (b.x2 + mx).min(fw).ceil();
         let y2 = (b.y2 + my).min(fh).ceil();
+        if x2 <= x1 || y2 <= y1 {
+            return None;
+        }
         let (rw, rh) = ((x2 - x1) as usize, (y2 - y1) as usize);
         if rw < 16 || rh < 16 {
             return None;
         }
-        let scale = (self.detector.max_side() as f32 / rw.max(rh) as f32).min(1.0);
+        let scale = scale
+            .unwrap_or(self.detector.max_side() as f32 / rw.max(rh) as f32)
+            .min(1.0);
         let (sw, sh) = (
             ((rw as f32 * scale).round() as usize).max(1),
             ((rh as f32 * scale).round() as usize).max(1),
@@ -244,6 +477,10 @@ impl PlatePipeline {
 /// Margin added around the detected corners, as shares of the plate's width and height.
 const QUAD_MARGIN_X: f32 = 0.03;
 const QUAD_MARGIN_Y: f32 = 0.06;
+/// The same for a two-row plate: above and below only (a margin beside the short top row
+/// makes the reader see characters twice).
+const TWO_ROW_MARGIN_X: f32 = 0.0;
+const TWO_ROW_MARGIN_Y: f32 = 0.05;
 
 /// Moves each corner of a quadrilateral (top-left, top-right, bottom-right, bottom-left)
 /// outwards along the plate's own axes by `mx` of its width and `my` of its height.

@@ -25,6 +25,11 @@ pub struct PlateModelManifest {
     pub output: PlateOutput,
     #[serde(default)]
     pub thresholds: Option<crate::manifest::Thresholds>,
+    /// Readers: a read that fits no plate grammar with every character at least this sure
+    /// is taken as it is (a fake plate), not handed to the next reader (default 0.5). Each
+    /// model's confidences are its own: PP-OCRv4's sit near 1 when right, the CRNN's lower.
+    #[serde(default)]
+    pub sure_char: Option<f32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,8 +42,26 @@ pub struct PlateInput {
     pub max_side: Option<u32>,
     #[serde(default)]
     pub height: Option<u32>,
+    /// The width the recogniser was trained at: a line narrower than this (after scaling to
+    /// `height`) is padded on the right to it, as PaddleOCR's own inference does. Read
+    /// unpadded, a plate fills the whole input, unlike anything the model was trained on
+    /// (1000 real CCPD crops, PP-OCRv4: 958 exact unpadded, 983 padded to 320).
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// The model metadata key holding the dictionary (one class a line)...
     #[serde(default)]
     pub dictionary_key: Option<String>,
+    /// ...or the dictionary itself, one class a character, in class order (after the CTC
+    /// blank; a space class follows it).
+    #[serde(default)]
+    pub dictionary: Option<String>,
+    /// Whether a space class follows the dictionary (PaddleOCR's `use_space_char`).
+    #[serde(default = "yes")]
+    pub space_class: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,7 +333,7 @@ pub struct PlateReader {
     classes: Vec<char>,
 }
 
-/// Longest input width the recogniser is given.
+/// Longest input width the recogniser is given when its manifest names no training width.
 const MAX_READ_WIDTH: usize = 320;
 
 impl PlateReader {
@@ -332,21 +355,30 @@ impl PlateReader {
             manifest: manifest_path.to_path_buf(),
             message,
         };
-        let key = manifest
-            .input
-            .dictionary_key
-            .clone()
-            .ok_or_else(|| shape_err("input.dictionary_key is not set".into()))?;
-        let dict = session
-            .metadata()
-            .ok()
-            .and_then(|m| m.custom(&key))
-            .ok_or_else(|| shape_err(format!("no metadata key '{key}' with the dictionary")))?;
         let mut classes = vec!['\0'];
-        for line in dict.lines() {
-            classes.push(line.chars().next().unwrap_or(' '));
+        match (&manifest.input.dictionary_key, &manifest.input.dictionary) {
+            (Some(key), None) => {
+                let dict = session
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.custom(key))
+                    .ok_or_else(|| {
+                        shape_err(format!("no metadata key '{key}' with the dictionary"))
+                    })?;
+                for line in dict.lines() {
+                    classes.push(line.chars().next().unwrap_or(' '));
+                }
+            }
+            (None, Some(dict)) => classes.extend(dict.chars()),
+            _ => {
+                return Err(shape_err(
+                    "set exactly one of input.dictionary_key and input.dictionary".into(),
+                ))
+            }
         }
-        classes.push(' ');
+        if manifest.input.space_class {
+            classes.push(' ');
+        }
         let output = match manifest.output.names.first() {
             Some(n) => n.clone(),
             None => session
@@ -367,23 +399,44 @@ impl PlateReader {
         self.manifest.input.height.unwrap_or(48) as usize
     }
 
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// A grammar-fitting read with every character at least this sure needs no next reader.
+    pub fn sure_char(&self) -> f32 {
+        self.manifest.sure_char.unwrap_or(0.5)
+    }
+
     /// Per output step, the probability of every class (steps x classes, row-major), for one
     /// line of text.
     fn probabilities(&mut self, img: &Rgb) -> Result<(Vec<f32>, usize), DetectError> {
         let h = self.height();
+        let padded = self
+            .manifest
+            .input
+            .width
+            .map(|w| w as usize)
+            .unwrap_or(MAX_READ_WIDTH);
         let w = ((img.width as f64 * h as f64 / img.height.max(1) as f64).round() as usize)
-            .clamp(8, MAX_READ_WIDTH);
+            .clamp(8, padded);
+        // The padding is 0 after normalisation (mid grey), as in PaddleOCR's inference.
+        let tw = if self.manifest.input.width.is_some() {
+            padded
+        } else {
+            w
+        };
         let resized = img.resize(w, h);
-        let mut t = vec![0f32; 3 * h * w];
+        let mut t = vec![0f32; 3 * h * tw];
         for y in 0..h {
             for x in 0..w {
                 let p = resized.get(x, y);
                 for (c, k) in [2usize, 1, 0].into_iter().enumerate() {
-                    t[c * h * w + y * w + x] = (p[k] as f32 / 255.0 - 0.5) / 0.5;
+                    t[c * h * tw + y * tw + x] = (p[k] as f32 / 255.0 - 0.5) / 0.5;
                 }
             }
         }
-        let input = TensorRef::from_array_view(([1usize, 3, h, w], t.as_slice()))
+        let input = TensorRef::from_array_view(([1usize, 3, h, tw], t.as_slice()))
             .map_err(|e| DetectError::Run(e.to_string()))?;
         let outputs = self
             .session
