@@ -247,16 +247,13 @@ pub fn corner_error(found: &[(f32, f32); 4], label: &[(f32, f32); 4]) -> f32 {
         / 4.0
 }
 
-/// The box around four corners.
-pub fn corners_box(c: &[(f32, f32); 4]) -> protocol::BBox {
-    let xs = c.map(|p| p.0);
-    let ys = c.map(|p| p.1);
-    protocol::BBox::new(
-        xs.iter().copied().fold(f32::MAX, f32::min),
-        ys.iter().copied().fold(f32::MAX, f32::min),
-        xs.iter().copied().fold(f32::MIN, f32::max),
-        ys.iter().copied().fold(f32::MIN, f32::max),
-    )
+/// The box around four labelled corners (as `FoundPlate::bbox` gives a found plate's).
+pub fn corners_box(corners: &[(f32, f32); 4]) -> protocol::BBox {
+    edge_node::plate::FoundPlate {
+        score: 1.0,
+        corners: *corners,
+    }
+    .bbox()
 }
 
 /// The p-th percentile (0..=100) of durations in milliseconds, nearest rank; 0 for none.
