@@ -57,16 +57,15 @@ fn fused_colour(reads: &[PlateRead]) -> Option<PlateColor> {
         .map(|(c, _)| c)
 }
 
-/// One read's text as fusion sees it: the crop as it is, or with what its deblurred read
-/// filled in.
-struct Text {
-    chars: Vec<char>,
-    conf: Vec<f32>,
+/// One read's text as fusion sees it: the crop as it is, or deblurred.
+struct Text<'a> {
+    chars: &'a [char],
+    conf: &'a [f32],
 }
 
-impl Text {
+impl Text<'_> {
     fn mean_conf(&self) -> f32 {
-        super::mean(&self.conf)
+        super::mean(self.conf)
     }
 }
 
@@ -92,15 +91,15 @@ fn deblur_lengths(reads: &[PlateRead]) -> Vec<u32> {
     scored.into_iter().map(|(l, _)| l).collect()
 }
 
-fn text_at(r: &PlateRead, length: u32) -> Text {
+fn text_at(r: &PlateRead, length: u32) -> Text<'_> {
     match r.deblurred.iter().find(|d| d.length == length) {
         Some(d) if length > 0 => Text {
-            chars: d.chars.clone(),
-            conf: d.conf.clone(),
+            chars: &d.chars,
+            conf: &d.conf,
         },
         _ => Text {
-            chars: r.chars.clone(),
-            conf: r.conf.clone(),
+            chars: &r.chars,
+            conf: &r.conf,
         },
     }
 }
@@ -153,7 +152,7 @@ fn fill_in(reads: &[PlateRead], base: &Fused, length: u32) -> Option<Fused> {
         out.deblur_px = length;
         out.agreeing = reads
             .iter()
-            .filter(|r| text_at(r, length).chars == out.chars || r.chars == out.chars)
+            .filter(|r| text_at(r, length).chars == out.chars.as_slice() || r.chars == out.chars)
             .count();
     }
     Some(out)
