@@ -37,6 +37,11 @@ struct Score {
     colour_right: usize,
     colour_known: usize,
     latency: Vec<Duration>,
+    /// Photos: the detector's share of each plate's latency, and the reading's.
+    detect: Vec<Duration>,
+    read: Vec<Duration>,
+    /// Reader passes, all plates together.
+    reader_runs: u64,
     /// Scenes: plates found where the label says, and their corner error (pixels).
     detected: usize,
     corner_errors: Vec<f32>,
@@ -157,6 +162,7 @@ fn run_crops(
         s.latency.push(t0.elapsed());
         s.add(&c.text, read.as_ref(), cfg);
     }
+    s.reader_runs = t.reader_runs;
     s
 }
 
@@ -183,12 +189,24 @@ fn run_photos(p: &mut PlatePipeline, photos: &[LabelledPhoto], cfg: &PlatesConfi
         let mut reads = Vec::new();
         for (i, f) in found.iter().enumerate() {
             let t1 = Instant::now();
+            let runs = t.reader_runs;
             let r = p
                 .read_found(&frame, f, &cfg.deblur_px, &mut t)
                 .expect("reading");
+            s.notes.push(format!(
+                "{}: {} reader passes, {:.1} ms, least sure character {:.2}",
+                r.as_ref().map(|r| r.text()).unwrap_or_default(),
+                t.reader_runs - runs,
+                t1.elapsed().as_secs_f64() * 1000.0,
+                r.as_ref()
+                    .map(|r| r.conf.iter().copied().fold(1.0, f32::min))
+                    .unwrap_or(0.0)
+            ));
             // Per plate: its read, and the photo's detection shared among its plates.
-            s.latency
-                .push(t1.elapsed() + detect / found.len().max(1) as u32);
+            let share = detect / found.len().max(1) as u32;
+            s.latency.push(t1.elapsed() + share);
+            s.detect.push(share);
+            s.read.push(t1.elapsed());
             reads.push((i, r));
         }
         if photo.plates.is_empty() {
@@ -251,6 +269,7 @@ fn run_photos(p: &mut PlatePipeline, photos: &[LabelledPhoto], cfg: &PlatesConfi
             }
         }
     }
+    s.reader_runs = t.reader_runs;
     s
 }
 
@@ -262,7 +281,7 @@ fn print_score(set: &str, readers: &str, s: &Score) {
         .map(|(m, n)| format!("{} {n}", m.name()))
         .collect();
     println!(
-        "  {set:8} {readers:24} exact {:4}/{:<4} {:5.1} %  chars {:5.1} %  colour {}/{}  unsure {}  false format_invalid {}  latency p50 {:.1} ms p99 {:.1} ms",
+        "  {set:8} {readers:24} exact {:4}/{:<4} {:5.1} %  chars {:5.1} %  colour {}/{}  unsure {}  false format_invalid {}  latency p50 {:.1} ms p99 {:.1} ms  reader passes {:.2} a plate",
         s.exact,
         s.plates,
         pct(s.exact, s.plates),
@@ -273,6 +292,7 @@ fn print_score(set: &str, readers: &str, s: &Score) {
         s.false_format_invalid,
         realplates::percentile_ms(&s.latency, 50.0),
         realplates::percentile_ms(&s.latency, 99.0),
+        s.reader_runs as f64 / s.plates.max(1) as f64,
     );
     if !s.corner_errors.is_empty() || s.detected > 0 {
         let mean = s.corner_errors.iter().sum::<f32>() / s.corner_errors.len().max(1) as f32;
@@ -280,6 +300,14 @@ fn print_score(set: &str, readers: &str, s: &Score) {
         println!(
             "  {:33} detected {}/{}, corner error mean {mean:.1} px, max {max:.1} px; photos without a plate read anyway: {}",
             "", s.detected, s.plates, s.false_reads
+        );
+    }
+    if !s.detect.is_empty() {
+        println!(
+            "  {:33} of which detection p50 {:.1} ms, reading p50 {:.1} ms",
+            "",
+            realplates::percentile_ms(&s.detect, 50.0),
+            realplates::percentile_ms(&s.read, 50.0),
         );
     }
     if !misses.is_empty() {

@@ -74,6 +74,8 @@ pub struct ReadTimings {
     pub detect: std::time::Duration,
     pub rectify: std::time::Duration,
     pub read: std::time::Duration,
+    /// Reader passes (one line read once by one model; a two-row layout is two).
+    pub reader_runs: u64,
 }
 
 /// A read whose every character is at least this sure is not deblurred.
@@ -287,8 +289,10 @@ impl PlatePipeline {
         let colour = colour::classify(&colour_crop.1);
         timings.rectify += t1.elapsed();
         let t2 = std::time::Instant::now();
+        let runs_before = self.reader_runs();
         let Some((read, k)) = self.read_layouts(&crops, colour)? else {
             timings.read += t2.elapsed();
+            timings.reader_runs += self.reader_runs() - runs_before;
             return Ok(None);
         };
         let crop = crops.swap_remove(k).1;
@@ -299,7 +303,7 @@ impl PlatePipeline {
         if !read.two_row && !sure {
             for &length in deblur_px {
                 let sharper = deblur::deblur_horizontal(&crop, length as usize);
-                let (chars, conf) = clean(self.readers[0].read(&sharper, true)?);
+                let (chars, conf) = clean(self.readers[0].read(&sharper, true, true)?);
                 if !chars.is_empty() {
                     deblurred.push(Deblurred {
                         length,
@@ -310,6 +314,7 @@ impl PlatePipeline {
             }
         }
         timings.read += t2.elapsed();
+        timings.reader_runs += self.reader_runs() - runs_before;
         Ok(Some(PlateRead {
             chars: read.chars,
             conf: read.conf,
@@ -352,6 +357,11 @@ impl PlatePipeline {
 }
 
 impl PlatePipeline {
+    /// Reader passes made so far, by all readers.
+    fn reader_runs(&self) -> u64 {
+        self.readers.iter().map(|r| r.runs()).sum()
+    }
+
     /// Reads the crops of a plate (one per row layout its shape allows, likelier first) and
     /// gives the read kept and the index of its crop:
     /// 1. the first reader's read of the first layout that fits a GA 36 grammar;
@@ -368,8 +378,8 @@ impl PlatePipeline {
         crops: &[(bool, Rgb)],
         colour: Option<PlateColor>,
     ) -> Result<Option<(Candidate, usize)>, DetectError> {
-        let read = |reader: &mut PlateReader, two_row: bool, crop: &Rgb| {
-            let (chars, conf) = clean(read_layout(reader, crop, two_row)?);
+        let read_as = |reader: &mut PlateReader, two_row: bool, crop: &Rgb, padded: bool| {
+            let (chars, conf) = clean(read_layout(reader, crop, two_row, padded)?);
             let fits = !chars.is_empty()
                 && protocol::plate::parse(
                     &chars.iter().collect::<String>(),
@@ -383,6 +393,16 @@ impl PlatePipeline {
                 two_row,
                 fits,
             })
+        };
+        // The quick unpadded read when the reader is sure of it, else the padded one.
+        let read = |reader: &mut PlateReader, two_row: bool, crop: &Rgb| {
+            if let Some(q) = reader.quick_sure() {
+                let c = read_as(reader, two_row, crop, false)?;
+                if c.fits && c.sure(q) {
+                    return Ok(c);
+                }
+            }
+            read_as(reader, two_row, crop, true)
         };
         let (first, next) = self.readers.split_first_mut().expect("checked at load");
         let mut firsts = Vec::with_capacity(crops.len());
@@ -419,9 +439,10 @@ fn read_layout(
     reader: &mut PlateReader,
     crop: &Rgb,
     two_row: bool,
+    padded: bool,
 ) -> Result<TextRead, DetectError> {
     if !two_row {
-        return reader.read(crop, true);
+        return reader.read(crop, true, padded);
     }
     let (cw, ch) = (crop.width, crop.height);
     // Row boundaries on the plate, moved into the crop, which has a margin above and below.
@@ -431,8 +452,8 @@ fn read_layout(
     let bot_y = at(0.33);
     let top = sub_image(crop, 0, 0, cw, top_h);
     let bottom = sub_image(crop, 0, bot_y, cw, ch - bot_y);
-    let a = reader.read(&top, true)?;
-    let b = reader.read(&bottom, false)?;
+    let a = reader.read(&top, true, padded)?;
+    let b = reader.read(&bottom, false, padded)?;
     Ok(TextRead {
         chars: a.chars.into_iter().chain(b.chars).collect(),
         conf: a.conf.into_iter().chain(b.conf).collect(),

@@ -48,6 +48,11 @@ pub struct PlateInput {
     /// (1000 real CCPD crops, PP-OCRv4: 958 exact unpadded, 983 padded to 320).
     #[serde(default)]
     pub width: Option<u32>,
+    /// With `width`: each line is first read unpadded (at its own width, the cheapest
+    /// read), and that read is kept when it fits a plate grammar with every character at
+    /// least this sure; otherwise the line is read again padded to `width`.
+    #[serde(default)]
+    pub quick_sure: Option<f32>,
     /// The model metadata key holding the dictionary (one class a line)...
     #[serde(default)]
     pub dictionary_key: Option<String>,
@@ -331,6 +336,8 @@ pub struct PlateReader {
     output: String,
     /// Class index -> character; index 0 is the CTC blank.
     classes: Vec<char>,
+    /// Lines read so far.
+    runs: u64,
 }
 
 /// Longest input width the recogniser is given when its manifest names no training width.
@@ -392,7 +399,13 @@ impl PlateReader {
             manifest,
             output,
             classes,
+            runs: 0,
         })
+    }
+
+    /// Lines read so far (one model pass each).
+    pub fn runs(&self) -> u64 {
+        self.runs
     }
 
     pub fn height(&self) -> usize {
@@ -410,8 +423,10 @@ impl PlateReader {
 
     /// Per output step, the probability of every class (steps x classes, row-major), for one
     /// line of text.
-    fn probabilities(&mut self, img: &Rgb) -> Result<(Vec<f32>, usize), DetectError> {
+    /// `padded`: padded to the training width (when the manifest names one).
+    fn probabilities(&mut self, img: &Rgb, padded: bool) -> Result<(Vec<f32>, usize), DetectError> {
         let h = self.height();
+        let pad = padded;
         let padded = self
             .manifest
             .input
@@ -421,11 +436,12 @@ impl PlateReader {
         let w = ((img.width as f64 * h as f64 / img.height.max(1) as f64).round() as usize)
             .clamp(8, padded);
         // The padding is 0 after normalisation (mid grey), as in PaddleOCR's inference.
-        let tw = if self.manifest.input.width.is_some() {
+        let tw = if self.manifest.input.width.is_some() && pad {
             padded
         } else {
             w
         };
+        self.runs += 1;
         let resized = img.resize(w, h);
         let mut t = vec![0f32; 3 * h * tw];
         for y in 0..h {
@@ -455,11 +471,26 @@ impl PlateReader {
         Ok((data.to_vec(), n_classes))
     }
 
+    /// The per-character confidence at which an unpadded read is kept (see
+    /// `PlateInput::quick_sure`); `None`: every line is read once, padded.
+    pub fn quick_sure(&self) -> Option<f32> {
+        self.manifest
+            .input
+            .width
+            .and(self.manifest.input.quick_sure)
+    }
+
     /// Reads one line of text from an image (a rectified plate, or one row of it).
     /// `plate_start`: the image begins with the plate's first character (a whole plate, or
-    /// the top row of a two-row one), so the position rules below apply.
-    pub fn read(&mut self, img: &Rgb, plate_start: bool) -> Result<TextRead, DetectError> {
-        let (data, n_classes) = self.probabilities(img)?;
+    /// the top row of a two-row one), so the position rules below apply. `padded`: padded
+    /// to the training width (the surer, dearer read).
+    pub fn read(
+        &mut self,
+        img: &Rgb,
+        plate_start: bool,
+        padded: bool,
+    ) -> Result<TextRead, DetectError> {
+        let (data, n_classes) = self.probabilities(img, padded)?;
         let data = data.as_slice();
         let mut read = ctc_greedy(data, n_classes, &self.classes);
         // Separators (the dot after the authority letter, spaces) are not characters of the
