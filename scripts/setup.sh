@@ -24,6 +24,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   fonts-wqy-microhei openssl
   chromium chromium-driver
+  strace
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

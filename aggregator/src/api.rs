@@ -80,6 +80,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/login", axum::routing::post(login))
         .route("/api/v1/logout", axum::routing::post(logout))
         .route("/api/v1/whoami", get(whoami))
+        .route(
+            "/api/v1/users/{user}/unlock",
+            axum::routing::post(unlock_user),
+        )
         .route("/api/v1/audit-log", get(audit_log))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/alerts/stream", get(alerts_stream))
@@ -93,7 +97,42 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             time_request,
         ))
+        .layer(axum::middleware::from_fn(refuse_control_characters))
         .with_state(state)
+}
+
+/// Whether percent-encoded text (a path or a query) decodes to a control character (a NUL
+/// no store can hold, a line break that would forge a log line).
+fn encodes_control_character(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        let decoded = if c == b'%' && i + 2 < b.len() {
+            std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        } else {
+            Some(c)
+        };
+        decoded.is_some_and(|d| d < 0x20 || d == 0x7f)
+    })
+}
+
+/// Refuses, before any other work (login included), a request whose path or query holds a
+/// control character: no route takes one, and a store would refuse it later with its own
+/// words.
+async fn refuse_control_characters(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = req.uri();
+    if encodes_control_character(uri.path()) || uri.query().is_some_and(encodes_control_character) {
+        return ApiError(
+            StatusCode::BAD_REQUEST,
+            "the path or a parameter holds a control character (such as %00); no parameter takes one".into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// `GET` of one operator query of [`crate::query`], for the caller.
@@ -236,8 +275,15 @@ async fn login(
         Err(e) => {
             // Attempts refused during a lockout are not written one by one: the lockout
             // bounds what a guesser can add to the log.
+            // A name that is no user is not written: it may be a password typed into the
+            // user field.
             if e == LoginError::Invalid {
-                audit_line(&s, "login_failed", &b.user, "", format!("from {from}")).await?;
+                let who = if s.auth.is_user(&b.user) {
+                    b.user.as_str()
+                } else {
+                    "(no such user)"
+                };
+                audit_line(&s, "login_failed", who, "", format!("from {from}")).await?;
             }
             Ok(match e {
                 LoginError::Invalid => (
@@ -334,6 +380,23 @@ async fn alerts_stream(
 
 async fn whoami(Extension(c): Extension<Caller>) -> Json<Principal> {
     Json(c.principal)
+}
+
+/// Lifts a user's login lockouts (administrators only), audited.
+async fn unlock_user(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !c.principal.is_admin() {
+        return Err(forbidden("lift a login lockout"));
+    }
+    if !s.auth.is_user(&user) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no user '{user}'")));
+    }
+    let was_locked = s.auth.unlock(&user);
+    audit_line(&s, "unlock", &c.principal.user, "", format!("user {user}")).await?;
+    Ok(Json(json!({ "user": user, "had_failures": was_locked })))
 }
 
 #[derive(serde::Deserialize)]
@@ -444,6 +507,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A number naming one failure in the log, for an error reply that cannot say more.
+fn error_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -451,7 +521,23 @@ impl From<StoreError> for ApiError {
             StoreError::Query(_) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
             StoreError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
             StoreError::Review(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
-            _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            // The database's own words stay in the log: they may quote SQL or the schema.
+            StoreError::Refused(_) => {
+                let id = error_id();
+                tracing::warn!(error = %e, error_id = id, "Request refused by the database");
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("a parameter holds a value the database cannot take (a NUL or other control character, or one too long); error id {id}"),
+                )
+            }
+            _ => {
+                let id = error_id();
+                tracing::error!(error = %e, error_id = id, "Request failed in the store");
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the event store failed; the aggregator's log has the detail under error id {id}"),
+                )
+            }
         }
     }
 }
@@ -468,8 +554,14 @@ pub(crate) async fn with_store<T: Send + 'static>(
 }
 
 async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    let mut h =
-        json!({ "status": "ok", "id": s.id, "scope": s.scope, "ingest": s.metrics.snapshot() });
+    let ingest = s.metrics.snapshot();
+    // Degraded while the writer cannot store (the nodes keep what is not acknowledged).
+    let status = if ingest.store_failing.is_some() {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let mut h = json!({ "status": status, "id": s.id, "scope": s.scope, "ingest": ingest });
     if let Some(m) = &s.export {
         use std::sync::atomic::Ordering::Relaxed;
         let queue = with_store(&s, |st| st.export_stats()).await.ok();

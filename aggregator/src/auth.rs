@@ -12,9 +12,12 @@
 //!
 //! `POST /api/v1/login` with `{"user", "password"}` answers a bearer token (also set as an
 //! HttpOnly cookie, for the dashboard); every other route except `/health`, `/metrics` and
-//! the OpenAPI document wants it. Failed logins are limited per user and per client address:
-//! after `max_failures` within `lockout_secs`, further attempts get 429 until the window
-//! passes. Logins, plate queries, evidence views, reviews and watch-list changes go to the
+//! the OpenAPI document wants it. Logins are limited per user from one client address and
+//! per address: each attempt is counted before its password is checked, and after
+//! `max_failures` within `lockout_secs` further attempts get 429 for `lockout_secs`, twice
+//! that at the next lockout, and so on up to 64 times; a stranger's guesses never lock out
+//! the same user at another address, and an administrator can lift a user's lockouts
+//! (`POST /api/v1/users/{user}/unlock`). Logins, plate queries, evidence views, reviews and watch-list changes go to the
 //! audit log in the event store (`GET /api/v1/audit-log`, admin only).
 
 use std::collections::HashMap;
@@ -180,6 +183,10 @@ struct Session {
 struct Failures {
     count: u32,
     since: Option<Instant>,
+    /// Lockouts this key has had in a row: each lasts twice the one before (up to 64x).
+    lockouts: u32,
+    /// Locked out until then.
+    until: Option<Instant>,
 }
 
 /// Why a login failed.
@@ -221,40 +228,87 @@ impl Auth {
         }
     }
 
-    /// How long `keys` (user, address) are still locked out, if any is.
-    fn locked(&self, keys: &[String]) -> Option<Duration> {
-        let now = Instant::now();
-        let mut f = self.failures.lock().expect("not poisoned");
-        keys.iter()
-            .filter_map(|k| {
-                let e = f.get_mut(k)?;
-                let since = e.since?;
-                if now.duration_since(since) >= self.window {
-                    *e = Failures::default();
-                    return None;
-                }
-                (e.count >= self.max_failures).then(|| self.window - now.duration_since(since))
-            })
-            .max()
+    /// The keys a login attempt counts against: the user from this address (so that a
+    /// stranger's guesses lock out nobody else: not the admin logging in from the control
+    /// room) and the address itself (so that one address cannot try every user).
+    fn keys(user: &str, from: Option<IpAddr>) -> Vec<String> {
+        let ip = from.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        vec![format!("user:{user}@{ip}"), format!("ip:{ip}")]
     }
 
-    fn failed(&self, keys: &[String]) {
+    /// Takes one attempt for `keys`, before the password is checked, under one lock: at most
+    /// `max_failures` attempts are ever checked in a window, however many arrive at once.
+    /// Locked: how long still.
+    fn take_attempt(&self, keys: &[String]) -> Result<(), Duration> {
         let now = Instant::now();
         let mut f = self.failures.lock().expect("not poisoned");
+        let mut wait = Duration::ZERO;
         for k in keys {
             let e = f.entry(k.clone()).or_default();
-            if e.since.is_none_or(|s| now.duration_since(s) >= self.window) {
-                *e = Failures {
-                    count: 0,
-                    since: Some(now),
-                };
+            if let Some(u) = e.until.filter(|u| *u > now) {
+                wait = wait.max(u - now);
+                continue;
             }
-            e.count += 1;
+            if e.since.is_none_or(|s| now.duration_since(s) >= self.window) {
+                e.count = 0;
+                e.since = Some(now);
+                if e.until
+                    .is_some_and(|u| now.duration_since(u) >= self.window)
+                {
+                    // A quiet window after the last lockout: the next starts short again.
+                    e.lockouts = 0;
+                }
+            }
+            if e.count >= self.max_failures {
+                let lock = self.window * 2u32.pow(e.lockouts.min(6));
+                e.lockouts += 1;
+                e.until = Some(now + lock);
+                e.count = 0;
+                e.since = None;
+                wait = wait.max(lock);
+            }
         }
-        // Bounded: forget windows long past.
+        if wait > Duration::ZERO {
+            return Err(wait);
+        }
+        for k in keys {
+            f.get_mut(k).expect("entered above").count += 1;
+        }
+        // Bounded: forget keys long quiet.
         if f.len() > 100_000 {
-            f.retain(|_, e| e.since.is_some_and(|s| now.duration_since(s) < self.window));
+            f.retain(|_, e| {
+                e.until.is_some_and(|u| u > now)
+                    || e.since.is_some_and(|s| now.duration_since(s) < self.window)
+            });
         }
+        Ok(())
+    }
+
+    /// A right password: the user's attempts from this address start again (the address's
+    /// stay counted: a right password for one user does not buy guesses at another).
+    fn succeeded(&self, keys: &[String]) {
+        let mut f = self.failures.lock().expect("not poisoned");
+        f.remove(&keys[0]);
+        for k in &keys[1..] {
+            if let Some(e) = f.get_mut(k) {
+                e.count = e.count.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Lifts every lockout of `user` (an administrator's doing); whether there was one.
+    pub fn unlock(&self, user: &str) -> bool {
+        let prefix = format!("user:{user}@");
+        let mut f = self.failures.lock().expect("not poisoned");
+        let before = f.len();
+        f.retain(|k, _| !k.starts_with(&prefix));
+        f.len() != before
+    }
+
+    /// Whether `user` is a configured user (what a failed login may write to the audit log:
+    /// anything else typed in the user field may be a password).
+    pub fn is_user(&self, user: &str) -> bool {
+        self.users.contains_key(user)
     }
 
     /// Checks a password (slow by design: run it off the async threads); a token on success.
@@ -264,12 +318,8 @@ impl Auth {
         password: &str,
         from: Option<IpAddr>,
     ) -> Result<(String, Principal), LoginError> {
-        let keys: Vec<String> = std::iter::once(format!("user:{user}"))
-            .chain(from.map(|ip| format!("ip:{ip}")))
-            .collect();
-        if let Some(wait) = self.locked(&keys) {
-            return Err(LoginError::Locked(wait));
-        }
+        let keys = Self::keys(user, from);
+        self.take_attempt(&keys).map_err(LoginError::Locked)?;
         let (cfg, hash) = match self.users.get(user) {
             Some(c) => (Some(c), c.password_hash.as_str()),
             None => (None, self.dummy_hash.as_str()),
@@ -282,10 +332,9 @@ impl Auth {
             })
             .unwrap_or(false);
         let Some(cfg) = cfg.filter(|_| ok) else {
-            self.failed(&keys);
             return Err(LoginError::Invalid);
         };
-        self.failures.lock().expect("not poisoned").remove(&keys[0]);
+        self.succeeded(&keys);
         let principal = Principal {
             user: cfg.name.clone(),
             role: cfg.role,
@@ -390,6 +439,54 @@ mod tests {
         ));
         assert!(a.logout(&token));
         assert!(a.session(&token).is_none());
+    }
+
+    /// Issue 18, row 6: the lockout cannot be raced (40 wrong passwords at once: exactly
+    /// `max_failures` are checked), a stranger's guesses do not lock the user out at another
+    /// address, an administrator can lift the user's lockout, and the next lockout of the
+    /// same key lasts twice as long.
+    #[test]
+    fn row6_the_login_lockout_cannot_be_raced_nor_used_against_others() {
+        let mut c = cfg();
+        c.lockout_secs = 3;
+        let a = Auth::new(&c);
+        let stranger: IpAddr = "203.0.113.7".parse().unwrap();
+        let office: IpAddr = "10.0.0.9".parse().unwrap();
+        let wrong = |ip| matches!(a.login("li", "wrong", Some(ip)), Err(LoginError::Invalid));
+        let checked = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..40 {
+                s.spawn(|| {
+                    if wrong(stranger) {
+                        checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(checked.into_inner(), 3, "wrong passwords checked");
+        // The right password from the stranger's address: locked.
+        assert!(matches!(
+            a.login("li", "correct horse", Some(stranger)),
+            Err(LoginError::Locked(w)) if w <= Duration::from_secs(3)
+        ));
+        // From the office, li logs in all the same.
+        assert!(a.login("li", "correct horse", Some(office)).is_ok());
+        // The administrator lifts li's lockout; the stranger's address stays locked.
+        assert!(a.unlock("li"));
+        assert!(!a.unlock("li"));
+        assert!(matches!(
+            a.login("li", "correct horse", Some(stranger)),
+            Err(LoginError::Locked(_))
+        ));
+        // Once it has passed, three more guesses lock the address again, for twice as long.
+        std::thread::sleep(Duration::from_millis(3100));
+        for _ in 0..3 {
+            assert!(wrong(stranger));
+        }
+        assert!(matches!(
+            a.login("li", "wrong", Some(stranger)),
+            Err(LoginError::Locked(w)) if w > Duration::from_millis(4500)
+        ));
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub struct IngestMetrics {
     pub queue_full: AtomicU64,
     pub blocked_us: AtomicU64,
     rejected_by_reason: Mutex<BTreeMap<String, u64>>,
+    /// The store's error while the writer cannot store (cleared by the next success):
+    /// `/health` says degraded.
+    pub store_failing: Mutex<Option<String>>,
+    /// Set when the aggregator stops: a writer retrying a failing store gives up after
+    /// [`STOP_GRACE`], leaving the batch unacknowledged (the nodes send it again).
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +72,8 @@ pub struct IngestSnapshot {
     pub queue_full: u64,
     pub blocked_seconds: f64,
     pub rejected_by_reason: BTreeMap<String, u64>,
+    /// The store's error while the writer cannot store.
+    pub store_failing: Option<String>,
 }
 
 impl IngestMetrics {
@@ -130,6 +138,7 @@ impl IngestMetrics {
                 .lock()
                 .expect("not poisoned")
                 .clone(),
+            store_failing: self.store_failing.lock().expect("not poisoned").clone(),
         }
     }
 
@@ -149,7 +158,15 @@ impl IngestMetrics {
 
 /// Checks one sample: payload decodes and validates, and its ids match the key it came on.
 pub fn validate(key: &str, payload: &[u8]) -> Result<Event, (&'static str, String)> {
-    let ev = Event::decode(payload).map_err(|e| {
+    if has_nul_escape(payload) {
+        // PostgreSQL cannot hold a NUL in text, SQLite would store a plate no query finds:
+        // no real event carries one.
+        return Err((
+            "nul_character",
+            format!("event on key '{key}' holds a NUL character (\\u0000) in a string"),
+        ));
+    }
+    let mut ev = Event::decode(payload).map_err(|e| {
         let reason = match e {
             EventError::TooLarge(_) => "oversized",
             EventError::Malformed(_) => "malformed",
@@ -176,7 +193,25 @@ pub fn validate(key: &str, payload: &[u8]) -> Result<Event, (&'static str, Strin
             ),
         ));
     }
+    // The server owns review state: a node's word on it is not taken.
+    ev.review = ev.kind().initial_review();
     Ok(ev)
+}
+
+/// Whether JSON text holds a `\u0000` escape (a NUL in a string): a `u0000` after an odd
+/// run of backslashes (an even run is escaped backslashes followed by plain text).
+fn has_nul_escape(json: &[u8]) -> bool {
+    let pat = b"u0000";
+    let mut from = 0;
+    while let Some(i) = json[from..].windows(pat.len()).position(|w| w == pat) {
+        let at = from + i;
+        let slashes = json[..at].iter().rev().take_while(|b| **b == b'\\').count();
+        if slashes % 2 == 1 {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
 }
 
 /// Largest evidence image accepted.
@@ -289,6 +324,72 @@ impl PendingAcks {
     }
 }
 
+/// How long a stopping writer keeps retrying a store that fails.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Stores `batch`; per event, whether it is stored now (committed, new or a duplicate).
+///
+/// A batch whose data the store refuses ([`crate::store::StoreError::is_refusal`]: a NUL in a string on
+/// PostgreSQL, say) is split in halves, stored apart, until each refused event is alone:
+/// that one is rejected with the store's reason (counted, acknowledged as rejected so that
+/// its node stops sending it) and every other is stored. A poison event never holds up the
+/// ones behind it. A store that fails otherwise (down, disk full, locked) is retried with a
+/// growing pause, `/health` says degraded meanwhile; once the aggregator is stopping it is
+/// given [`STOP_GRACE`], then the rest is left unacknowledged for the nodes to send again.
+fn store_batch(
+    store: &mut dyn EventStore,
+    batch: &[Event],
+    metrics: &IngestMetrics,
+    acks: &mut PendingAcks,
+) -> Vec<bool> {
+    let mut stored = vec![false; batch.len()];
+    let mut todo = vec![0..batch.len()];
+    let mut attempt = 0u32;
+    let mut stopping_since: Option<std::time::Instant> = None;
+    while let Some(r) = todo.pop() {
+        match store.insert_batch(&batch[r.clone()], protocol::time::now_ms()) {
+            Ok(new) => {
+                metrics.stored.fetch_add(new as u64, Ordering::Relaxed);
+                metrics
+                    .duplicates
+                    .fetch_add((r.len() - new) as u64, Ordering::Relaxed);
+                debug!(batch = r.len(), new, "Events stored");
+                stored[r].iter_mut().for_each(|s| *s = true);
+                attempt = 0;
+                *metrics.store_failing.lock().expect("not poisoned") = None;
+            }
+            Err(e) if e.is_refusal() && r.len() > 1 => {
+                let mid = r.start + r.len() / 2;
+                todo.push(mid..r.end);
+                todo.push(r.start..mid);
+            }
+            Err(e) if e.is_refusal() => {
+                let ev = &batch[r.start];
+                metrics.reject(&ev.event_id, "refused_by_store", &e.to_string());
+                acks.entry(ev.checkpoint_id.as_str())
+                    .rejected
+                    .push(ev.event_id.clone());
+            }
+            Err(e) => {
+                metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                *metrics.store_failing.lock().expect("not poisoned") = Some(e.to_string());
+                if metrics.stopping.load(Ordering::Relaxed) {
+                    let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= STOP_GRACE {
+                        error!(error = %e, left = r.len() + todo.iter().map(|t| t.len()).sum::<usize>(), "Stopping with events not stored; their nodes send them again");
+                        return stored;
+                    }
+                }
+                attempt += 1;
+                error!(error = %e, attempt, batch = r.len(), "Storing events failed; retrying");
+                std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(10))));
+                todo.push(r);
+            }
+        }
+    }
+    stored
+}
+
 /// The writer loop; returns when every sender is gone and the queue is drained.
 pub fn run_writer(
     mut store: Box<dyn EventStore>,
@@ -321,8 +422,15 @@ pub fn run_writer(
                                 .evidence
                                 .push(blob.image_id.clone());
                         }
+                        Err(e) if e.is_refusal() => {
+                            metrics.reject(&key, "refused_by_store", &e.to_string());
+                            acks.rejected(&key);
+                        }
                         Err(e) => {
+                            // Not acknowledged: the node sends it again.
                             metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                            *metrics.store_failing.lock().expect("not poisoned") =
+                                Some(e.to_string());
                             error!(error = %e, key = %key, "Storing evidence failed");
                         }
                     },
@@ -352,57 +460,46 @@ pub fn run_writer(
             acks.flush(correlator.acks.as_ref());
             continue;
         }
-        // A failed transaction is retried; the events stay in the batch until stored.
-        let mut attempt = 0;
-        loop {
-            match store.insert_batch(&batch, protocol::time::now_ms()) {
-                Ok(new) => {
-                    metrics.stored.fetch_add(new as u64, Ordering::Relaxed);
-                    metrics
-                        .duplicates
-                        .fetch_add((batch.len() - new) as u64, Ordering::Relaxed);
-                    debug!(batch = batch.len(), new, "Events stored");
-                    // Committed: acknowledged (duplicates too: the node may drop them).
-                    for ev in &batch {
-                        acks.entry(ev.checkpoint_id.as_str())
-                            .events
-                            .push(ev.event_id.clone());
-                    }
-                    acks.flush(correlator.acks.as_ref());
-                    correlator.live.publish(&batch);
-                    // Correlation reads committed rows; a failure here loses no event (the
-                    // passes are stored) and is logged.
-                    let current = correlator.watchlist.as_ref().and_then(|w| w.current());
-                    if let Some(f) = current {
-                        if watch.as_ref().map(|w| w.version) != Some(f.version) {
-                            watch = Some(crate::correlate::WatchIndex::new(&f));
-                        }
-                    }
-                    match crate::correlate::correlate_batch(
-                        store.as_mut(),
-                        &correlator.registry,
-                        &correlator.cfg,
-                        &correlator.aggregator_id,
-                        watch.as_ref(),
-                        &batch,
-                        Some(&correlator.live),
-                    ) {
-                        Ok(n) => {
-                            metrics
-                                .anomalies_raised
-                                .fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        Err(e) => error!(error = %e, "Correlation failed for a batch"),
-                    }
-                    break;
-                }
-                Err(e) => {
-                    metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-                    attempt += 1;
-                    error!(error = %e, attempt, batch = batch.len(), "Storing events failed; retrying");
-                    std::thread::sleep(Duration::from_millis(200 * attempt.min(25)));
+        let stored = store_batch(store.as_mut(), &batch, metrics, &mut acks);
+        if stored.iter().any(|s| !s) {
+            let mut k = stored.iter();
+            batch.retain(|_| *k.next().expect("one flag an event"));
+        }
+        if !batch.is_empty() {
+            // Committed: acknowledged (duplicates too: the node may drop them).
+            for ev in &batch {
+                acks.entry(ev.checkpoint_id.as_str())
+                    .events
+                    .push(ev.event_id.clone());
+            }
+            acks.flush(correlator.acks.as_ref());
+            correlator.live.publish(&batch);
+            // Correlation reads committed rows; a failure here loses no event (the passes
+            // are stored) and is logged.
+            let current = correlator.watchlist.as_ref().and_then(|w| w.current());
+            if let Some(f) = current {
+                if watch.as_ref().map(|w| w.version) != Some(f.version) {
+                    watch = Some(crate::correlate::WatchIndex::new(&f));
                 }
             }
+            match crate::correlate::correlate_batch(
+                store.as_mut(),
+                &correlator.registry,
+                &correlator.cfg,
+                &correlator.aggregator_id,
+                watch.as_ref(),
+                &batch,
+                Some(&correlator.live),
+            ) {
+                Ok(n) => {
+                    metrics
+                        .anomalies_raised
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => error!(error = %e, "Correlation failed for a batch"),
+            }
+        } else {
+            acks.flush(correlator.acks.as_ref());
         }
         batch.clear();
     }
@@ -444,5 +541,106 @@ mod tests {
                 .0,
             "oversized"
         );
+    }
+
+    /// Issue 18, row 8 (first half): a violation published already confirmed is stored
+    /// pending, with its review still to be made.
+    #[test]
+    fn row8_a_node_cannot_set_review_state() {
+        let mut ev = event(
+            1_790_000_000_000,
+            "32050500051320000001",
+            "person",
+            TrackPhase::End,
+        );
+        ev.review = protocol::ReviewState::Confirmed;
+        let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
+        assert_eq!(
+            validate(&key, &ev.encode()).unwrap().review,
+            protocol::ReviewState::NotRequired
+        );
+        // A watch-list hit the node marked confirmed: stored pending.
+        ev.body = protocol::EventBody::PlateAnomaly(protocol::PlateAnomaly {
+            anomaly: protocol::AnomalyType::WatchList,
+            plate: "苏E12345".into(),
+            passes: vec![],
+            distance_km: None,
+            interval_secs: None,
+            implied_speed_kmh: None,
+            detail: None,
+        });
+        let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
+        let stored = validate(&key, &ev.encode()).unwrap();
+        assert_eq!(stored.review, protocol::ReviewState::Pending);
+    }
+
+    #[test]
+    fn a_nul_escape_is_found_and_an_escaped_backslash_is_not() {
+        assert!(has_nul_escape(b"{\"p\":\"A\\u0000\"}"));
+        assert!(!has_nul_escape(b"{\"p\":\"A\\\\u0000\"}"));
+        assert!(has_nul_escape(b"{\"p\":\"A\\\\\\u0000\"}"));
+        assert!(!has_nul_escape(b"{\"p\":\"u0000\"}"));
+        let mut ev = event(
+            1_790_000_000_000,
+            "32050500051320000001",
+            "per\0son",
+            TrackPhase::End,
+        );
+        let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
+        assert_eq!(validate(&key, &ev.encode()).unwrap_err().0, "nul_character");
+        ev = event(
+            1_790_000_000_000,
+            "32050500051320000001",
+            "per\\u0000son",
+            TrackPhase::End,
+        );
+        let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
+        assert!(validate(&key, &ev.encode()).is_ok());
+    }
+
+    /// A batch holding one event PostgreSQL refuses (a NUL in a text column: validation is
+    /// bypassed here) is split until that one is alone: it is rejected and acknowledged as
+    /// such, the eight others are stored, and the writer moves on.
+    #[test]
+    fn a_refused_event_is_split_off_and_the_rest_stored_on_postgres() {
+        let url = std::env::var("TRAFFIC_PG_URL")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+        let schema = format!("split_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let mut store = crate::pg::PgStore::connect(&url, &schema).unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is part of the test environment (127.0.0.1:5432, database test): {e}"
+            )
+        });
+        let batch: Vec<Event> = (0..9)
+            .map(|i| {
+                let class = if i == 4 { "per\0son" } else { "person" };
+                event(
+                    1_790_000_000_000 + i,
+                    "32050500051320000001",
+                    class,
+                    TrackPhase::End,
+                )
+            })
+            .collect();
+        let metrics = IngestMetrics::default();
+        let mut acks = PendingAcks::default();
+        let stored = store_batch(&mut store, &batch, &metrics, &mut acks);
+        assert_eq!(
+            stored,
+            (0..9).map(|i| i != 4).collect::<Vec<_>>(),
+            "{:?}",
+            metrics.snapshot()
+        );
+        let snap = metrics.snapshot();
+        assert_eq!(snap.stored, 8);
+        assert_eq!(snap.rejected_by_reason.get("refused_by_store"), Some(&1));
+        assert!(snap.store_failing.is_none());
+        let rejected: Vec<String> = acks.0.values().flat_map(|m| m.rejected.clone()).collect();
+        assert_eq!(rejected, vec![batch[4].event_id.clone()]);
+        drop(store);
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .unwrap();
     }
 }

@@ -345,6 +345,9 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
 impl Running {
     /// Stops subscribing, stores what was received, then stops serving.
     pub async fn stop(mut self) {
+        self.metrics
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.live.closing.send_replace(true);
         drop(self.token.take());
         if let Some(q) = self.watchlist_queryable.take() {

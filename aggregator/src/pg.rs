@@ -30,7 +30,18 @@ const ANALYZE_EVERY: u64 = 100_000;
 fn pg(e: postgres::Error) -> StoreError {
     // The server's own message says what went wrong; `Display` only says "db error".
     match e.as_db_error() {
-        Some(db) => StoreError::Pg(format!("{}: {}", db.severity(), db.message())),
+        Some(db) => {
+            let message = format!("{}: {}", db.severity(), db.message());
+            // Class 22 (data exception: a NUL in a text, an invalid byte sequence, a number
+            // out of range), 23 (integrity constraint), 54 (program limit: a value too
+            // large): the data is at fault, not the server.
+            let code = db.code().code();
+            if code.starts_with("22") || code.starts_with("23") || code.starts_with("54") {
+                StoreError::Refused(format!("{message} (SQLSTATE {code})"))
+            } else {
+                StoreError::Pg(message)
+            }
+        }
         None => StoreError::Pg(e.to_string()),
     }
 }
@@ -38,6 +49,8 @@ fn pg(e: postgres::Error) -> StoreError {
 impl PgStore {
     /// Connects (`url` like `host=127.0.0.1 port=5432 user=postgres dbname=test` or
     /// `postgresql://...`), creates `schema` if missing and applies pending migrations.
+    /// Commits wait for the server's WAL flush (`synchronous_commit = on`, whatever the
+    /// server's default): what the writer acknowledges survives a crash of the server.
     pub fn connect(url: &str, schema: &str) -> Result<PgStore, StoreError> {
         if schema.is_empty()
             || !schema
@@ -53,6 +66,7 @@ impl PgStore {
         client
             .batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema};
+                 SET synchronous_commit TO on;
                  CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY);"
             ))
             .map_err(pg)?;

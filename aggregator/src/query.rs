@@ -25,11 +25,16 @@ use crate::store::{EventFilter, FlowQuery};
 /// The queries, by the name they are asked for.
 pub const QUERIES: &[&str] = &["events", "trajectory", "flow", "key_vehicles", "counts"];
 
-/// Whether query `name` with `params` looks up plates (and goes to the audit log).
+/// Whether query `name` with URL-encoded `params` looks up plates (and goes to the audit
+/// log).
 fn is_plate_query(name: &str, params: &str) -> bool {
     match name {
         "trajectory" | "key_vehicles" => true,
-        "events" => params.split('&').any(|kv| kv.starts_with("plate=")),
+        // Keys as the query's own parser reads them (`pl%61te=` is `plate=`); parameters
+        // that do not parse are audited too (they are refused later anyway).
+        "events" => serde_urlencoded::from_str::<Vec<(String, String)>>(params)
+            .map(|kvs| kvs.iter().any(|(k, _)| k == "plate"))
+            .unwrap_or(true),
         _ => false,
     }
 }
@@ -509,4 +514,36 @@ pub async fn serve(
             });
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 18, row 7: a plate query spelled differently in the query string still goes to
+    /// the audit log.
+    #[test]
+    fn row7_a_plate_query_spelled_differently_is_still_audited() {
+        for params in [
+            "plate=%E8%8B%8FE12345",
+            "limit=5&plate=X",
+            "pl%61te=%E8%8B%8FE12345",
+            "%70late=X&near=true",
+            "limit=5&p%6C%61%74%65=X",
+        ] {
+            assert!(is_plate_query("events", params), "{params}");
+            // The query itself reads the plate from it.
+            let p: EventsParams = parse(params).map_err(|e| e.1).unwrap();
+            assert!(p.plate.is_some(), "{params}");
+        }
+        for params in [
+            "",
+            "limit=5",
+            "kind=vehicle_pass&camera=x",
+            "plates_total=1",
+        ] {
+            assert!(!is_plate_query("events", params), "{params}");
+        }
+        assert!(is_plate_query("trajectory", ""));
+    }
 }

@@ -29,6 +29,24 @@ pub enum StoreError {
     Query(String),
     #[error("cursor '{0}' is not valid; pass the next_cursor of a previous page")]
     Cursor(String),
+    /// The database refuses the data itself (a string it cannot hold, a value out of
+    /// range): storing it again fails again, unlike a database that is down or full.
+    #[error("the database refuses the data: {0}")]
+    Refused(String),
+}
+
+impl StoreError {
+    /// Whether the data is at fault (storing it again would fail again), not the database.
+    pub fn is_refusal(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Refused(_) => true,
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.code, C::ConstraintViolation | C::TooBig | C::TypeMismatch)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The schema both backends share, as numbered migrations. Integers are `BIGINT` (64-bit in
@@ -360,7 +378,10 @@ impl SqliteStore {
 
     fn init(conn: Connection) -> Result<SqliteStore, rusqlite::Error> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL: every commit is synced to disk (the WAL fsynced) before it returns, so that
+        // what the writer acknowledges survives a power cut (NORMAL syncs only at
+        // checkpoints). One sync per transaction: the writer commits in batches.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "cache_size", -SQLITE_CACHE_KIB)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -387,6 +408,14 @@ impl SqliteStore {
             plate_gen_entries: PLATE_GEN_ENTRIES,
             plate_gens_per_merge: PLATE_GENS_PER_MERGE,
         })
+    }
+
+    /// Another `synchronous` mode (`NORMAL`: commits not synced, the state before durable
+    /// acknowledgements), for the store bench to measure what syncing costs.
+    #[doc(hidden)]
+    pub fn with_synchronous(self, mode: &str) -> Result<SqliteStore, StoreError> {
+        self.conn.pragma_update(None, "synchronous", mode)?;
+        Ok(self)
     }
 
     /// Smaller plate-index generations, so that tests see them fill and merge.
@@ -1072,11 +1101,65 @@ fn county_condition(
     ))
 }
 
+/// Longest plate a query takes, in characters (GA 36 plates have 7 or 8; room for
+/// wildcards and separators). A search within one edit grows with the plate's length.
+pub const MAX_QUERY_PLATE_CHARS: usize = protocol::event::MAX_PLATE_CHARS;
+/// Most plates, or checkpoints, one query lists.
+pub const MAX_QUERY_LIST: usize = 1000;
+/// Longest camera id or class a query takes.
+pub const MAX_QUERY_TEXT_CHARS: usize = 64;
+/// Most events a page holds (a larger `limit` gives this many).
+pub const MAX_PAGE: usize = 1000;
+
+/// Refuses, before any work, a filter larger than any real query needs: every caller's
+/// cost stays bounded (a 2,000-character plate searched within one edit once took 1.3 GB).
+fn check_filter_size(f: &EventFilter) -> Result<(), StoreError> {
+    let too_long = |what: &str, v: &str, max: usize| {
+        let n = v.chars().count();
+        (n > max).then(|| {
+            StoreError::Query(format!("{what} of {n} characters; at most {max} are taken"))
+        })
+    };
+    if let Some(e) = f
+        .plate
+        .iter()
+        .chain(&f.plates)
+        .find_map(|p| too_long("plate", p, MAX_QUERY_PLATE_CHARS))
+    {
+        return Err(e);
+    }
+    for (what, v) in [("camera", &f.camera_id), ("class", &f.class)] {
+        if let Some(e) = v
+            .as_deref()
+            .and_then(|v| too_long(what, v, MAX_QUERY_TEXT_CHARS))
+        {
+            return Err(e);
+        }
+    }
+    for (what, n) in [
+        ("plates", f.plates.len()),
+        ("checkpoints", f.checkpoints.len()),
+    ] {
+        if n > MAX_QUERY_LIST {
+            return Err(StoreError::Query(format!(
+                "{n} {what}; at most {MAX_QUERY_LIST} are taken"
+            )));
+        }
+    }
+    if f.limit == 0 {
+        return Err(StoreError::Query(format!(
+            "limit 0; a page holds 1 to {MAX_PAGE} events"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn list_sql(
     f: &EventFilter,
     plates_by: PlateLookup,
     ph: impl Fn(usize) -> String,
 ) -> Result<(String, Vec<SqlArg>, usize), StoreError> {
+    check_filter_size(f)?;
     // The conditions after WHERE, and those on the plate apart.
     let mut sql = String::from("1=1");
     let mut plate_conds = Vec::new();
@@ -1216,7 +1299,7 @@ pub(crate) fn list_sql(
             PlateLookup::Generations => sql.push_str(&format!(" AND events.rowid IN ({in_gens})")),
         }
     }
-    let limit = f.limit.clamp(1, 1000);
+    let limit = f.limit.clamp(1, MAX_PAGE);
     let sql = format!(
         "SELECT event_id, json, frame_time_ms FROM {from} WHERE {sql} ORDER BY frame_time_ms, event_id LIMIT {}",
         limit + 1

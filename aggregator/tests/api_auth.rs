@@ -86,10 +86,23 @@ fn roles_scopes_audit_and_login_limits() {
     let t0 = 1_795_000_000_000i64;
     let pa = pass(CK_A, CAM_A, NODE, t0, "苏E7C001", 1);
     let pb = pass(CK_B, CAM_B, NODE, t0 + 3_600_000, "苏E7C001", 1);
-    let mut va = pass(CK_A, CAM_A, NODE, t0 + 10, "苏E5Q888", 1);
-    va.review = ReviewState::Pending;
-    let mut vb = pass(CK_B, CAM_B, NODE, t0 + 20, "苏E5Q999", 1);
-    vb.review = ReviewState::Pending;
+    // Violations: watch-list hits, which the aggregator sets pending at ingest (a node's
+    // word on review state is not taken).
+    let violation = |mut ev: Event, plate: &str| {
+        ev.severity = Severity::Alert;
+        ev.body = EventBody::PlateAnomaly(PlateAnomaly {
+            anomaly: AnomalyType::WatchList,
+            plate: plate.into(),
+            passes: vec![],
+            distance_km: None,
+            interval_secs: None,
+            implied_speed_kmh: None,
+            detail: Some("wanted".into()),
+        });
+        ev
+    };
+    let va = violation(pass(CK_A, CAM_A, NODE, t0 + 10, "苏E5Q888", 1), "苏E5Q888");
+    let vb = violation(pass(CK_B, CAM_B, NODE, t0 + 20, "苏E5Q999", 1), "苏E5Q999");
     let session = peer(&rt, zport);
     std::thread::sleep(Duration::from_millis(500));
     for ev in [&pa, &pb, &va, &vb] {

@@ -4,6 +4,7 @@
 //! sizes it; the target is 10 million; `STORE_BATCH` sets the batch (default 1000).
 //! PostgreSQL is the server on 127.0.0.1:5432 (`TRAFFIC_PG_URL`), in a schema of its own
 //! that is dropped afterwards. `STORE_BACKENDS` picks one (`sqlite` or `postgres`).
+//! `STORE_SYNC_COMPARE=1` runs SQLite a second time with commits not synced (`NORMAL`).
 //! `STORE_KEEP=1` keeps the SQLite database.
 
 use std::time::Instant;
@@ -210,6 +211,15 @@ fn main() {
         let mut sqlite = SqliteStore::open(&dir.join("bench.db")).unwrap();
         run("sqlite", &mut sqlite, n);
         drop(sqlite);
+        // `STORE_SYNC_COMPARE=1`: the same again with commits not synced to disk
+        // (`synchronous=NORMAL`, as before acknowledgements meant durable), side by side.
+        if std::env::var("STORE_SYNC_COMPARE").is_ok() {
+            let mut sqlite = SqliteStore::open(&dir.join("bench-normal.db"))
+                .and_then(|s| s.with_synchronous("NORMAL"))
+                .unwrap();
+            run("sqlite, commits not synced (NORMAL)", &mut sqlite, n);
+            drop(sqlite);
+        }
     }
     // `STORE_KEEP=1` keeps the SQLite database for a look afterwards.
     if std::env::var("STORE_KEEP").is_ok() {

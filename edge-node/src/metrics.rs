@@ -201,6 +201,24 @@ impl NodeMetrics {
                     o.dropped_evidence.load(Ordering::Relaxed) as f64,
                 ),
                 (
+                    "edge_outbox_write_failures_total",
+                    "counter",
+                    "Outbox writes the disk refused (full, read-only); the events wait in memory.",
+                    o.write_failures.load(Ordering::Relaxed) as f64,
+                ),
+                (
+                    "edge_outbox_blocked_seconds_total",
+                    "counter",
+                    "Time the cameras' events waited for the outbox's disk.",
+                    o.blocked_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+                ),
+                (
+                    "edge_outbox_lost_unwritable_total",
+                    "counter",
+                    "Events lost: the node stopped while the outbox's disk still refused them.",
+                    o.lost_unwritable.load(Ordering::Relaxed) as f64,
+                ),
+                (
                     "edge_outbox_dropped_events_total",
                     "counter",
                     "Events dropped because the outbox was full (policy drop_oldest).",

@@ -38,6 +38,9 @@ pub struct NodeSummary {
     pub outbox_rejected: u64,
     pub outbox_dropped: u64,
     pub outbox_left: u64,
+    /// Writes the outbox's disk refused, and how long events waited for it.
+    pub outbox_write_failures: u64,
+    pub outbox_blocked_ms: u64,
     pub cameras: Vec<CameraSummary>,
 }
 
@@ -177,7 +180,12 @@ pub async fn run(
         outbox_acked: stats.acked,
         outbox_replayed: stats.replayed,
         outbox_rejected: stats.rejected,
-        outbox_dropped: stats.dropped_evidence + stats.dropped_events + stats.expired,
+        outbox_dropped: stats.dropped_evidence
+            + stats.dropped_events
+            + stats.expired
+            + stats.lost_unwritable,
+        outbox_write_failures: stats.write_failures,
+        outbox_blocked_ms: stats.blocked_ms,
         outbox_left: stats.left,
         cameras,
     })
@@ -435,5 +443,12 @@ pub fn render_summary(s: &NodeSummary) -> String {
         "outbox {}: {} acknowledged, {} published again, {} refused, {} dropped by its limits, {} left for the next start\n",
         s.outbox, s.outbox_acked, s.outbox_replayed, s.outbox_rejected, s.outbox_dropped, s.outbox_left
     ));
+    if s.outbox_write_failures > 0 {
+        out.push_str(&format!(
+            "outbox disk refused {} writes: events waited {:.1} s in memory for it (none published unkept)\n",
+            s.outbox_write_failures,
+            s.outbox_blocked_ms as f64 / 1000.0
+        ));
+    }
     out
 }

@@ -188,6 +188,25 @@ impl Outbox {
         })
     }
 
+    /// Caps the file at its present size (`full`) or lifts the cap: SQLite then fails a
+    /// write as a full disk does ("database or disk is full"), for tests of that fault.
+    #[doc(hidden)]
+    pub fn simulate_full_disk(&self, full: bool) {
+        let pages: i64 = if full {
+            self.conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .expect("page_count")
+        } else {
+            i64::from(u32::MAX)
+        };
+        let _: i64 = self
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })
+            .expect("max_page_count");
+    }
+
     /// Keeps `items` in one transaction; on disk when this returns.
     pub fn put(&mut self, items: &[NewItem], now_ms: i64) -> Result<(), OutboxError> {
         let tx = self.conn.transaction().map_err(sql(&self.path))?;

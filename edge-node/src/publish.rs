@@ -92,6 +92,11 @@ pub struct PublishStats {
     /// Items still waiting for an acknowledgement when the node stopped (replayed at the
     /// next start).
     pub left: u64,
+    /// Outbox writes the disk refused, how long the cameras' events waited for the disk in
+    /// all, and items lost because the node stopped while the disk still refused them.
+    pub write_failures: u64,
+    pub blocked_ms: u64,
+    pub lost_unwritable: u64,
 }
 
 /// The outbox shared by the publisher and the acknowledgement subscriber, with counters.
@@ -107,6 +112,10 @@ pub struct OutboxState {
     pub backlog: std::sync::Mutex<crate::outbox::Backlog>,
     /// An aggregator appeared: everything kept is published again now, in order.
     pub replay_now: std::sync::atomic::AtomicBool,
+    /// See [`PublishStats`].
+    pub write_failures: std::sync::atomic::AtomicU64,
+    pub blocked_ms: std::sync::atomic::AtomicU64,
+    pub lost_unwritable: std::sync::atomic::AtomicU64,
 }
 
 impl OutboxState {
@@ -122,6 +131,9 @@ impl OutboxState {
             expired: Default::default(),
             backlog: Default::default(),
             replay_now: Default::default(),
+            write_failures: Default::default(),
+            blocked_ms: Default::default(),
+            lost_unwritable: Default::default(),
         }
     }
 
@@ -372,10 +384,16 @@ pub async fn run_publisher(
     pump(&session, &state, &mut stats).await;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut full = housekeeping(&state).await;
-    loop {
+    // Items the disk refused (full, read-only): kept here and written again every tick;
+    // nothing more is taken from the cameras meanwhile (they wait: back-pressure), and
+    // nothing is published that the outbox does not hold.
+    let mut unwritten: Vec<crate::outbox::NewItem> = Vec::new();
+    let mut blocked_since: Option<Instant> = None;
+    let mut open = true;
+    while open || !unwritten.is_empty() {
         tokio::select! {
-            msg = rx.recv(), if !full => {
-                let Some(first) = msg else { break };
+            msg = rx.recv(), if open && !full && unwritten.is_empty() => {
+                let Some(first) = msg else { open = false; continue };
                 let mut items = vec![to_item(first)];
                 while items.len() < PUMP_BATCH {
                     match rx.try_recv() {
@@ -383,29 +401,44 @@ pub async fn run_publisher(
                         Err(_) => break,
                     }
                 }
-                let st = state.clone();
-                let kept = tokio::task::spawn_blocking(move || {
-                    st.lock().put(&items, protocol::time::now_ms()).map_err(|e| (e, items))
-                })
-                .await
-                .expect("outbox write does not panic");
-                if let Err((e, items)) = kept {
-                    // The disk refused: publish anyway (at most once) rather than stall.
-                    error!(error = %e, items = items.len(), "Outbox write failed; publishing without keeping");
-                    for it in items {
-                        match put_item(&session, &it.key, it.kind, it.payload).await {
-                            Ok(()) => stats.published += 1,
-                            Err(_) => stats.failed += 1,
-                        }
-                    }
+                if let Err((e, items)) = keep(&state, items).await {
+                    error!(error = %e, items = items.len(), "Outbox write failed: the cameras' events wait in memory until the disk takes them (free space on the outbox's disk)");
+                    state.write_failures.fetch_add(1, Relaxed);
+                    blocked_since = Some(Instant::now());
+                    unwritten = items;
                 }
                 pump(&session, &state, &mut stats).await;
             }
             _ = tick.tick() => {
+                if !unwritten.is_empty() {
+                    match keep(&state, std::mem::take(&mut unwritten)).await {
+                        Ok(()) => {
+                            if let Some(t) = blocked_since.take() {
+                                let ms = t.elapsed().as_millis() as u64;
+                                state.blocked_ms.fetch_add(ms, Relaxed);
+                                info!(blocked_ms = ms, "Outbox writable again; the waiting events are kept");
+                            }
+                        }
+                        Err((_, items)) => {
+                            state.write_failures.fetch_add(1, Relaxed);
+                            unwritten = items;
+                            if !open && blocked_since.is_some_and(|t| t.elapsed() >= Duration::from_secs(state.cfg.drain_secs)) {
+                                error!(items = unwritten.len(), "Stopping with events the outbox could not keep: lost (the disk stayed full)");
+                                state.lost_unwritable.fetch_add(unwritten.len() as u64, Relaxed);
+                                unwritten.clear();
+                            }
+                        }
+                    }
+                }
                 full = housekeeping(&state).await;
                 pump(&session, &state, &mut stats).await;
             }
         }
+    }
+    if let Some(t) = blocked_since.take() {
+        state
+            .blocked_ms
+            .fetch_add(t.elapsed().as_millis() as u64, Relaxed);
     }
     // The cameras are done: wait for the last acknowledgements, sending again as needed.
     let deadline = Instant::now() + Duration::from_secs(state.cfg.drain_secs);
@@ -428,7 +461,25 @@ pub async fn run_publisher(
     stats.dropped_evidence = state.dropped_evidence.load(Relaxed);
     stats.dropped_events = state.dropped_events.load(Relaxed);
     stats.expired = state.expired.load(Relaxed);
+    stats.write_failures = state.write_failures.load(Relaxed);
+    stats.blocked_ms = state.blocked_ms.load(Relaxed);
+    stats.lost_unwritable = state.lost_unwritable.load(Relaxed);
     stats
+}
+
+/// Writes items to the outbox (fsynced); on failure gives them back with the error.
+async fn keep(
+    state: &std::sync::Arc<OutboxState>,
+    items: Vec<crate::outbox::NewItem>,
+) -> Result<(), (crate::outbox::OutboxError, Vec<crate::outbox::NewItem>)> {
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        st.lock()
+            .put(&items, protocol::time::now_ms())
+            .map_err(|e| (e, items))
+    })
+    .await
+    .expect("outbox write does not panic")
 }
 
 /// Follows the watch list published for this checkpoint's county: asks for the latest
@@ -489,4 +540,84 @@ pub async fn subscribe_signal_feed(
         })
         .await
         .map_err(|e| PublishError::Open(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::{Arc, Mutex};
+
+    /// Issue 18, row 5: a full disk at the edge. While the outbox cannot be written nothing
+    /// is published (an item published unkept is lost if that one put goes astray) and
+    /// nothing is dropped: the items wait, the write failures and the time blocked are
+    /// counted, and once the disk takes them again every item is kept and published.
+    #[test]
+    fn row5_a_full_outbox_disk_publishes_nothing_unkept_and_loses_nothing() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("outbox-full-{}", ulid::Ulid::new()));
+        let outbox = crate::outbox::Outbox::open(&dir.join("outbox.db")).unwrap();
+        outbox.simulate_full_disk(true);
+        let cfg: crate::outbox::OutboxConfig = toml::from_str("drain_secs = 1").unwrap();
+        let state = Arc::new(OutboxState::new(outbox, cfg));
+        rt.block_on(async {
+            let text = keys::zenoh_json5("peer", &[], &[], false);
+            let session = zenoh::open(zenoh::Config::from_json5(&text).unwrap())
+                .await
+                .unwrap();
+            let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+            let h = heard.clone();
+            let _sub = session
+                .declare_subscriber("ckpt/**")
+                .callback(move |s| h.lock().unwrap().push(s.key_expr().to_string()))
+                .await
+                .unwrap();
+            let (tx, rx) = mpsc::channel(64);
+            let publisher = tokio::spawn(run_publisher(session.clone(), rx, state.clone()));
+            let ck = protocol::DeviceId::parse("32050500051210000001").unwrap();
+            let cam = protocol::DeviceId::parse("32050500051320000001").unwrap();
+            for i in 0..5 {
+                tx.send(Outgoing::Evidence {
+                    checkpoint: ck.clone(),
+                    camera: cam.clone(),
+                    image_id: format!("img-{i}"),
+                    jpeg: Arc::new(vec![0xFF; 64 * 1024]),
+                })
+                .await
+                .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert!(
+                heard.lock().unwrap().is_empty(),
+                "published while the outbox could not keep it: {:?}",
+                heard.lock().unwrap()
+            );
+            assert!(state.write_failures.load(Relaxed) > 0);
+            // The disk has room again.
+            state.lock().simulate_full_disk(false);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while heard.lock().unwrap().len() < 5 {
+                assert!(
+                    Instant::now() < deadline,
+                    "not all published after the disk freed"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            drop(tx);
+            let stats = publisher.await.unwrap();
+            assert_eq!(stats.lost_unwritable, 0);
+            assert!(
+                stats.write_failures > 0 && stats.blocked_ms >= 1000,
+                "{stats:?}"
+            );
+            // Kept until acknowledged (no aggregator here): all five are in the outbox.
+            assert_eq!(stats.left, 5, "{stats:?}");
+            session.close().await.unwrap();
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1052,7 +1052,11 @@ pub fn judge(fused: Option<&Fused>, reads: &[PlateRead], cfg: &PlatesConfig) -> 
         return PassPlate::default();
     };
     let mean = f.conf.iter().sum::<f32>() / f.conf.len().max(1) as f32;
-    if f.chars.len() < 5 || mean < MIN_PLATE_CONF {
+    // Longer than any plate (the aggregator refuses such an event): no plate was read.
+    if f.chars.len() < 5
+        || f.chars.len() > protocol::event::MAX_PLATE_CHARS
+        || mean < MIN_PLATE_CONF
+    {
         return PassPlate {
             colour: f.colour,
             ..Default::default()

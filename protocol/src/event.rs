@@ -47,6 +47,18 @@ impl EventKind {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// The review state an event of this kind starts in: violations and plate anomalies
+    /// wait for a reviewer, the rest need none. The aggregator sets it at ingest whatever a
+    /// node sent (a node cannot publish a violation already confirmed).
+    pub fn initial_review(self) -> ReviewState {
+        match self {
+            EventKind::PedestrianRedLight | EventKind::PlateAnomaly => ReviewState::Pending,
+            EventKind::ObjectTrack | EventKind::VehiclePass | EventKind::NodeHealth => {
+                ReviewState::NotRequired
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,7 +448,15 @@ pub enum EventError {
     },
     #[error("event {event_id}: frame_time_ms {t} is outside 2000..2100")]
     Time { event_id: String, t: i64 },
+    #[error(
+        "event {event_id}: plate of {chars} characters; a plate has at most {MAX_PLATE_CHARS}"
+    )]
+    PlateLength { event_id: String, chars: usize },
 }
+
+/// Longest plate text an event may carry, in characters (GA 36 plates have 7 or 8; a
+/// misread may add a few). Longer is no plate, and would cost every query of it.
+pub const MAX_PLATE_CHARS: usize = 16;
 
 impl Event {
     pub fn kind(&self) -> EventKind {
@@ -493,6 +513,20 @@ impl Event {
             return Err(EventError::Time {
                 event_id: self.event_id.clone(),
                 t: self.frame_time_ms,
+            });
+        }
+        let plate = match &self.body {
+            EventBody::VehiclePass(v) => v.plate.as_deref(),
+            EventBody::PlateAnomaly(a) => Some(a.plate.as_str()),
+            _ => None,
+        };
+        if let Some(chars) = plate
+            .map(|p| p.chars().count())
+            .filter(|n| *n > MAX_PLATE_CHARS)
+        {
+            return Err(EventError::PlateLength {
+                event_id: self.event_id.clone(),
+                chars,
             });
         }
         Ok(())
