@@ -193,6 +193,12 @@ pub struct ZenohConfig {
     /// checkpoint id) publish only under its own checkpoint's prefix.
     #[serde(default)]
     pub tls: Option<protocol::security::TlsFiles>,
+    /// Plain zenoh (no TLS) on a network address, or with multicast scouting, is refused
+    /// unless this is true: without TLS there is no access control (anyone reaching the
+    /// endpoint can read plates and publish or acknowledge events). Logged as a warning at
+    /// every start.
+    #[serde(default)]
+    pub insecure: bool,
     /// The access-control policy (on by default with TLS).
     #[serde(default = "yes")]
     pub acl: bool,
@@ -220,6 +226,7 @@ impl Default for ZenohConfig {
             connect: vec![],
             multicast_scouting: false,
             tls: None,
+            insecure: false,
             acl: true,
             trusted_common_names: vec![],
         }
@@ -358,6 +365,18 @@ impl AggregatorConfig {
             if self.zenoh.acl && checkpoints.all().is_empty() {
                 errors.push("zenoh.acl: the access-control policy is built from [[checkpoints]] and there are none; list the checkpoints whose nodes connect here, or set zenoh.acl = false".into());
             }
+        } else if !self.zenoh.insecure {
+            let endpoints: Vec<String> = self
+                .zenoh
+                .listen
+                .iter()
+                .chain(&self.zenoh.connect)
+                .cloned()
+                .collect();
+            errors.extend(protocol::security::plain_transport_problems(
+                &endpoints,
+                self.zenoh.multicast_scouting,
+            ));
         }
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {

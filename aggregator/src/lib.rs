@@ -300,6 +300,9 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         auth: Arc::new(auth::Auth::new(&cfg.raw.auth)),
         live,
     };
+    if cfg.raw.zenoh.tls.is_none() && cfg.raw.zenoh.insecure {
+        tracing::warn!(listen = ?cfg.raw.zenoh.listen, connect = ?cfg.raw.zenoh.connect, "zenoh.insecure = true: plain zenoh without access control on a network address; anyone reaching it can read plates and publish or acknowledge events (set [zenoh] tls)");
+    }
     if !cfg.raw.auth.required {
         tracing::warn!("auth.required = false: the HTTP API serves everyone as an administrator; run it on a trusted network only");
     }

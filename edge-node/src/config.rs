@@ -130,6 +130,12 @@ pub struct ZenohConfig {
     /// endpoint must be `tls/...`.
     #[serde(default)]
     pub tls: Option<protocol::security::TlsFiles>,
+    /// Plain zenoh (no TLS) on a network address, or with multicast scouting, is refused
+    /// unless this is true: without TLS there is no access control (anyone reaching the
+    /// endpoint can read plates and publish or acknowledge events). Logged as a warning at
+    /// every start.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 fn default_mode() -> ZenohMode {
@@ -144,6 +150,7 @@ impl Default for ZenohConfig {
             listen: vec![],
             multicast_scouting: false,
             tls: None,
+            insecure: false,
         }
     }
 }
@@ -453,6 +460,18 @@ impl NodeConfig {
                 .cloned()
                 .collect();
             errors.extend(tls.check(&endpoints));
+        } else if !self.zenoh.insecure {
+            let endpoints: Vec<String> = self
+                .zenoh
+                .connect
+                .iter()
+                .chain(&self.zenoh.listen)
+                .cloned()
+                .collect();
+            errors.extend(protocol::security::plain_transport_problems(
+                &endpoints,
+                self.zenoh.multicast_scouting,
+            ));
         }
         if let Some(l) = &self.metrics.listen {
             if l.parse::<std::net::SocketAddr>().is_err() {

@@ -42,6 +42,9 @@ pub async fn open_session(cfg: &ZenohConfig) -> Result<zenoh::Session, PublishEr
         cfg.tls.as_ref(),
         None,
     );
+    if cfg.tls.is_none() && cfg.insecure {
+        warn!(connect = ?cfg.connect, listen = ?cfg.listen, "zenoh.insecure = true: plain zenoh without access control; anyone reaching the link can read this node's events or pose as an aggregator (set [zenoh] tls)");
+    }
     let config =
         zenoh::Config::from_json5(&text).map_err(|e| PublishError::Config(e.to_string()))?;
     zenoh::open(config)

@@ -55,6 +55,42 @@ impl TlsFiles {
     }
 }
 
+/// Without TLS zenoh has no access control: anyone who reaches an endpoint may read plates
+/// and trajectories, publish events, or pose as an aggregator and acknowledge what it never
+/// stored. Plain endpoints are therefore refused unless every one is on this machine
+/// (loopback) or the config says `insecure = true`; multicast scouting (which finds and
+/// joins peers on the LAN) counts as a network endpoint. Each problem names the fix.
+pub fn plain_transport_problems(endpoints: &[String], multicast_scouting: bool) -> Vec<String> {
+    let mut errors: Vec<String> = endpoints
+        .iter()
+        .filter(|ep| !is_loopback_endpoint(ep))
+        .map(|ep| format!(
+            "zenoh endpoint '{ep}' is plain (no TLS) on a network address: anyone who reaches it can read plates and publish or acknowledge events; set [zenoh] tls = {{ ca, cert, key }} (scripts/certs.sh issues them) and write it tls/<host>:<port>, or set [zenoh] insecure = true to run without access control on a network you trust"
+        ))
+        .collect();
+    if multicast_scouting {
+        errors.push("zenoh.multicast_scouting = true without TLS joins any peer on the LAN; set [zenoh] tls, or insecure = true".into());
+    }
+    errors
+}
+
+/// Whether a zenoh endpoint (`proto/host:port[#...]`) is on this machine.
+pub fn is_loopback_endpoint(ep: &str) -> bool {
+    let Some((_, addr)) = ep.split_once('/') else {
+        return false;
+    };
+    let addr = addr.split(['#', '?']).next().unwrap_or(addr);
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => addr,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Every message type zenoh's access control knows.
 const ALL_MESSAGES: [&str; 9] = [
     "put",
@@ -215,5 +251,30 @@ mod tests {
         assert_eq!(v["transport"]["link"]["tls"]["enable_mtls"], true);
         assert_eq!(v["access_control"]["enabled"], true);
         assert_eq!(v["connect"]["endpoints"][0], "tls/localhost:1");
+    }
+
+    /// Issue 18, row 4 (first half): plain zenoh is refused off loopback.
+    #[test]
+    fn row4_plain_zenoh_is_refused_on_a_network_address() {
+        for ep in [
+            "tcp/127.0.0.1:7447",
+            "tcp/localhost:7447",
+            "tcp/[::1]:7447",
+            "udp/127.0.0.5:1",
+        ] {
+            assert!(is_loopback_endpoint(ep), "{ep}");
+        }
+        let errs = plain_transport_problems(
+            &[
+                "tcp/127.0.0.1:7447".into(),
+                "tcp/10.0.0.5:7447".into(),
+                "tcp/0.0.0.0:7447".into(),
+            ],
+            false,
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].contains("10.0.0.5") && errs[0].contains("insecure = true"));
+        assert_eq!(plain_transport_problems(&[], true).len(), 1);
+        assert!(plain_transport_problems(&["tcp/127.0.0.1:1".into()], false).is_empty());
     }
 }
