@@ -344,38 +344,68 @@ async fn nodes(
 async fn alerts_stream(
     State(s): State<ApiState>,
     Extension(c): Extension<Caller>,
+    headers: axum::http::HeaderMap,
 ) -> axum::response::sse::Sse<
     impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    let state = (
-        s.live.alerts.subscribe(),
-        s.live.closing.subscribe(),
-        c.principal,
-    );
-    let stream = futures_util::stream::unfold(state, |(mut rx, mut closing, who)| async move {
-        loop {
-            let next = tokio::select! {
-                r = rx.recv() => r,
-                _ = closing.wait_for(|c| *c) => return None,
-            };
-            let event = match next {
-                Ok(ev) if who.sees(ev.checkpoint_id.as_str()) => SseEvent::default()
-                    .event("alert")
-                    .id(ev.event_id.clone())
-                    .json_data(&*ev)
-                    .unwrap_or_else(|_| SseEvent::default().event("error")),
-                Ok(_) => continue,
-                Err(RecvError::Lagged(n)) => {
-                    SseEvent::default().event("lagged").data(n.to_string())
+    let alert = |ev: &protocol::Event| {
+        SseEvent::default()
+            .event("alert")
+            .id(ev.event_id.clone())
+            .json_data(ev)
+            .unwrap_or_else(|_| SseEvent::default().event("error"))
+    };
+    // Subscribed before the backlog is read: nothing falls between; what is in both is
+    // sent once.
+    let rx = s.live.alerts.subscribe();
+    let who = c.principal;
+    // A reconnecting browser names the last alert it had (`Last-Event-ID`): what came after
+    // it is sent first; when it is no longer held, `resync` says to reload from the API.
+    let mut first: Vec<SseEvent> = Vec::new();
+    let mut sent = std::collections::HashSet::new();
+    if let Some(last) = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    {
+        match s.live.after(last) {
+            Some(backlog) => {
+                for ev in backlog.iter().filter(|e| who.sees(e.checkpoint_id.as_str())) {
+                    sent.insert(ev.event_id.clone());
+                    first.push(alert(ev));
                 }
-                Err(RecvError::Closed) => return None,
-            };
-            return Some((Ok(event), (rx, closing, who)));
+            }
+            None => first.push(
+                SseEvent::default()
+                    .event("resync")
+                    .data(format!("alert {last} is no longer held; reload the pending alerts from /api/v1/events?review=pending")),
+            ),
         }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    }
+    let backlog = futures_util::stream::iter(first.into_iter().map(Ok));
+    let state = (rx, s.live.closing.subscribe(), who, sent);
+    let live =
+        futures_util::stream::unfold(state, move |(mut rx, mut closing, who, sent)| async move {
+            loop {
+                let next = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = closing.wait_for(|c| *c) => return None,
+                };
+                let event = match next {
+                    Ok(ev) if sent.contains(&ev.event_id) => continue,
+                    Ok(ev) if who.sees(ev.checkpoint_id.as_str()) => alert(&ev),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => {
+                        SseEvent::default().event("lagged").data(n.to_string())
+                    }
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((Ok(event), (rx, closing, who, sent)));
+            }
+        });
+    Sse::new(futures_util::StreamExt::chain(backlog, live)).keep_alive(KeepAlive::default())
 }
 
 async fn whoami(Extension(c): Extension<Caller>) -> Json<Principal> {

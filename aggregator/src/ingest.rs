@@ -327,7 +327,8 @@ impl PendingAcks {
 /// How long a stopping writer keeps retrying a store that fails.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Stores `batch`; per event, whether it is stored now (committed, new or a duplicate).
+/// Stores `batch`; per event, whether it is stored now (committed, new or a duplicate),
+/// and whether it was new (a duplicate is a replay: stored before, never alerted again).
 ///
 /// A batch whose data the store refuses ([`crate::store::StoreError::is_refusal`]: a NUL in a string on
 /// PostgreSQL, say) is split in halves, stored apart, until each refused event is alone:
@@ -341,14 +342,17 @@ fn store_batch(
     batch: &[Event],
     metrics: &IngestMetrics,
     acks: &mut PendingAcks,
-) -> Vec<bool> {
+) -> (Vec<bool>, Vec<bool>) {
     let mut stored = vec![false; batch.len()];
+    let mut fresh = vec![false; batch.len()];
     let mut todo = vec![0..batch.len()];
     let mut attempt = 0u32;
     let mut stopping_since: Option<std::time::Instant> = None;
     while let Some(r) = todo.pop() {
-        match store.insert_batch(&batch[r.clone()], protocol::time::now_ms()) {
-            Ok(new) => {
+        match store.insert_new(&batch[r.clone()], protocol::time::now_ms()) {
+            Ok(flags) => {
+                let new = flags.iter().filter(|n| **n).count();
+                fresh[r.clone()].copy_from_slice(&flags);
                 metrics.stored.fetch_add(new as u64, Ordering::Relaxed);
                 metrics
                     .duplicates
@@ -377,7 +381,7 @@ fn store_batch(
                     let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
                     if since.elapsed() >= STOP_GRACE {
                         error!(error = %e, left = r.len() + todo.iter().map(|t| t.len()).sum::<usize>(), "Stopping with events not stored; their nodes send them again");
-                        return stored;
+                        return (stored, fresh);
                     }
                 }
                 attempt += 1;
@@ -387,7 +391,7 @@ fn store_batch(
             }
         }
     }
-    stored
+    (stored, fresh)
 }
 
 /// The writer loop; returns when every sender is gone and the queue is drained.
@@ -460,8 +464,10 @@ pub fn run_writer(
             acks.flush(correlator.acks.as_ref());
             continue;
         }
-        let stored = store_batch(store.as_mut(), &batch, metrics, &mut acks);
+        let (stored, mut fresh) = store_batch(store.as_mut(), &batch, metrics, &mut acks);
         if stored.iter().any(|s| !s) {
+            let mut k = stored.iter();
+            fresh.retain(|_| *k.next().expect("one flag an event"));
             let mut k = stored.iter();
             batch.retain(|_| *k.next().expect("one flag an event"));
         }
@@ -473,7 +479,19 @@ pub fn run_writer(
                     .push(ev.event_id.clone());
             }
             acks.flush(correlator.acks.as_ref());
-            correlator.live.publish(&batch);
+            // Alerts for new events only: a replay (the node sending again what was stored
+            // before its acknowledgement got lost) is not pushed to operators again.
+            if fresh.iter().all(|n| *n) {
+                correlator.live.publish(&batch);
+            } else {
+                let mut k = fresh.iter();
+                let new: Vec<Event> = batch
+                    .iter()
+                    .filter(|_| *k.next().expect("one flag an event"))
+                    .cloned()
+                    .collect();
+                correlator.live.publish(&new);
+            }
             // Correlation reads committed rows; a failure here loses no event (the passes
             // are stored) and is logged.
             let current = correlator.watchlist.as_ref().and_then(|w| w.current());
@@ -574,6 +592,64 @@ mod tests {
         assert_eq!(stored.review, protocol::ReviewState::Pending);
     }
 
+    /// Issue 18, row 8 (second half): a violation the node sends again (its acknowledgement
+    /// was lost) is stored once and pushed to the operators' live alerts once, not again as
+    /// a new pending alert.
+    #[test]
+    fn row8_a_replayed_violation_is_not_alerted_again() {
+        let live = std::sync::Arc::new(crate::live::Live::default());
+        let mut alerts = live.alerts.subscribe();
+        let correlator = Correlator {
+            registry: Default::default(),
+            cfg: Default::default(),
+            aggregator_id: protocol::DeviceId::parse("32050500055030000001").unwrap(),
+            watchlist: None,
+            acks: None,
+            live: live.clone(),
+        };
+        let metrics = IngestMetrics::default();
+        let mut ev = event(
+            1_790_000_000_000,
+            "32050500051320000001",
+            "person",
+            TrackPhase::End,
+        );
+        ev.body = protocol::EventBody::PlateAnomaly(protocol::PlateAnomaly {
+            anomaly: protocol::AnomalyType::WatchList,
+            plate: "苏E12345".into(),
+            passes: vec![],
+            distance_km: None,
+            interval_secs: None,
+            implied_speed_kmh: None,
+            detail: None,
+        });
+        let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
+        let store = Box::new(crate::store::SqliteStore::open_in_memory().unwrap());
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        std::thread::scope(|s| {
+            s.spawn(|| run_writer(store, rx, &metrics, &correlator));
+            for _ in 0..3 {
+                metrics.queued.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .queued_bytes
+                    .fetch_add((key.len() + ev.encode().len()) as u64, Ordering::Relaxed);
+                tx.send((key.clone(), ev.encode())).unwrap();
+                // Separate batches, as replays come.
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while metrics.queued.load(Ordering::Relaxed) > 0 {
+                    assert!(std::time::Instant::now() < deadline);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            drop(tx);
+        });
+        let snap = metrics.snapshot();
+        assert_eq!((snap.stored, snap.duplicates), (1, 2), "{snap:?}");
+        assert_eq!(alerts.try_recv().unwrap().event_id, ev.event_id);
+        assert!(alerts.try_recv().is_err(), "a replay was alerted again");
+    }
+
     #[test]
     fn a_nul_escape_is_found_and_an_escaped_backslash_is_not() {
         assert!(has_nul_escape(b"{\"p\":\"A\\u0000\"}"));
@@ -624,7 +700,8 @@ mod tests {
             .collect();
         let metrics = IngestMetrics::default();
         let mut acks = PendingAcks::default();
-        let stored = store_batch(&mut store, &batch, &metrics, &mut acks);
+        let (stored, fresh) = store_batch(&mut store, &batch, &metrics, &mut acks);
+        assert_eq!(stored, fresh);
         assert_eq!(
             stored,
             (0..9).map(|i| i != 4).collect::<Vec<_>>(),

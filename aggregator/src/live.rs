@@ -1,7 +1,7 @@
 //! What the dashboard watches live: alerts as they are stored (a broadcast to every
 //! server-sent-event stream), and the nodes' latest health reports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use protocol::health::NodeHealth;
@@ -20,6 +20,9 @@ pub struct Live {
     /// Raised when the aggregator stops: live streams end, so that the server can.
     pub closing: tokio::sync::watch::Sender<bool>,
     nodes: Mutex<BTreeMap<String, (NodeHealth, i64)>>,
+    /// The latest [`ALERT_BACKLOG`] alerts, oldest first: a stream that reconnects with
+    /// `Last-Event-ID` is sent what came after it.
+    recent: Mutex<VecDeque<Arc<Event>>>,
 }
 
 impl Default for Live {
@@ -28,6 +31,7 @@ impl Default for Live {
             alerts: tokio::sync::broadcast::channel(ALERT_BACKLOG).0,
             closing: tokio::sync::watch::channel(false).0,
             nodes: Mutex::new(BTreeMap::new()),
+            recent: Mutex::new(VecDeque::with_capacity(ALERT_BACKLOG)),
         }
     }
 }
@@ -52,12 +56,23 @@ pub struct NodeState {
 impl Live {
     /// Sends the alerts of a stored batch to every live stream (none listening: dropped).
     pub fn publish(&self, events: &[Event]) {
-        if self.alerts.receiver_count() == 0 {
-            return;
-        }
+        let mut recent = self.recent.lock().expect("not poisoned");
         for ev in events.iter().filter(|e| is_alert(e)) {
-            let _ = self.alerts.send(Arc::new(ev.clone()));
+            let ev = Arc::new(ev.clone());
+            if recent.len() == ALERT_BACKLOG {
+                recent.pop_front();
+            }
+            recent.push_back(ev.clone());
+            let _ = self.alerts.send(ev);
         }
+    }
+
+    /// The alerts published after the one with id `last`, oldest first; `None` when that
+    /// one is no longer held (the stream must reload from the events API).
+    pub fn after(&self, last: &str) -> Option<Vec<Arc<Event>>> {
+        let recent = self.recent.lock().expect("not poisoned");
+        let at = recent.iter().position(|e| e.event_id == last)?;
+        Some(recent.iter().skip(at + 1).cloned().collect())
     }
 
     pub fn report(&self, h: NodeHealth, received_ms: i64) {
@@ -115,5 +130,53 @@ mod tests {
         assert!(at(16_000)[0].alive);
         assert!(!at(16_001)[0].alive);
         assert!(!at(0)[1].alive);
+    }
+
+    /// Issue 18, row 8 (the last part): a stream reconnecting with `Last-Event-ID` is given
+    /// what came after that alert, and told to reload when it is no longer held.
+    #[test]
+    fn row8_last_event_id_resumes_after_the_last_alert() {
+        let live = Live::default();
+        let alert = |t: i64| {
+            let mut ev = crate::store::tests::event(
+                t,
+                "32050500051320000001",
+                "person",
+                protocol::TrackPhase::End,
+            );
+            ev.body = protocol::EventBody::PlateAnomaly(protocol::PlateAnomaly {
+                anomaly: protocol::AnomalyType::WatchList,
+                plate: "苏E12345".into(),
+                passes: vec![],
+                distance_km: None,
+                interval_secs: None,
+                implied_speed_kmh: None,
+                detail: None,
+            });
+            ev
+        };
+        let evs: Vec<Event> = (0..5).map(|i| alert(1_790_000_000_000 + i)).collect();
+        live.publish(&evs);
+        let after: Vec<String> = live
+            .after(&evs[1].event_id)
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id.clone())
+            .collect();
+        assert_eq!(
+            after,
+            evs[2..]
+                .iter()
+                .map(|e| e.event_id.clone())
+                .collect::<Vec<_>>()
+        );
+        assert!(live.after(&evs[4].event_id).unwrap().is_empty());
+        assert!(live.after("01ZZZZZZZZZZZZZZZZZZZZZZZZ").is_none());
+        // Only the latest ALERT_BACKLOG are held.
+        let more: Vec<Event> = (0..ALERT_BACKLOG as i64)
+            .map(|i| alert(1_790_000_100_000 + i))
+            .collect();
+        live.publish(&more);
+        assert!(live.after(&evs[4].event_id).is_none());
     }
 }

@@ -116,7 +116,7 @@ impl PgStore {
 }
 
 impl EventStore for PgStore {
-    fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError> {
+    fn insert_new(&mut self, events: &[Event], received_ms: i64) -> Result<Vec<bool>, StoreError> {
         // One statement per batch: the columns travel as arrays and UNNEST turns them back
         // into rows (a round trip per batch, not per event). Duplicates, in the table or
         // within the batch, are skipped; RETURNING names the rows that were new.
@@ -191,7 +191,13 @@ impl EventStore for PgStore {
             self.analyzed_rows += self.since_analyze;
             self.since_analyze = 0;
         }
-        Ok(rows.len())
+        let new: std::collections::HashSet<&str> = rows.iter().map(|r| r.get(0)).collect();
+        // A duplicate within the batch: the first is the new one.
+        let mut seen = std::collections::HashSet::new();
+        Ok(events
+            .iter()
+            .map(|e| new.contains(e.event_id.as_str()) && seen.insert(e.event_id.as_str()))
+            .collect())
     }
 
     fn get(&mut self, event_id: &str) -> Result<Option<Event>, StoreError> {

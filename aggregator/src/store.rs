@@ -470,6 +470,20 @@ impl SqliteStore {
         events: &[Event],
         received_ms: i64,
     ) -> Result<usize, StoreError> {
+        Ok(self
+            .insert_new(events, received_ms)?
+            .into_iter()
+            .filter(|n| *n)
+            .count())
+    }
+
+    /// Stores a batch in one transaction; per event, whether it was new (false: a
+    /// duplicate, ignored).
+    pub fn insert_new(
+        &mut self,
+        events: &[Event],
+        received_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
         let stored = self.store_batch(events, received_ms);
         if stored.is_err() {
             // The transaction rolled back: so does the open generation.
@@ -479,9 +493,10 @@ impl SqliteStore {
         stored
     }
 
-    fn store_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError> {
+    fn store_batch(&mut self, events: &[Event], received_ms: i64) -> Result<Vec<bool>, StoreError> {
         let tx = self.conn.transaction()?;
         let mut new = 0;
+        let mut flags = Vec::with_capacity(events.len());
         let mut filled = false;
         {
             let mut stmt = tx.prepare_cached(
@@ -532,6 +547,7 @@ impl SqliteStore {
                     }
                 }
                 new += inserted;
+                flags.push(inserted == 1);
             }
             if let Some(g) = &self.plate_gen {
                 save_plate_gen(&tx, g)?;
@@ -557,7 +573,7 @@ impl SqliteStore {
             self.since_optimize = 0;
             self.conn.execute_batch("PRAGMA optimize")?;
         }
-        Ok(new)
+        Ok(flags)
     }
 
     /// Stores an evidence image; false when it was already there.
@@ -761,9 +777,17 @@ pub(crate) fn flow_sql(
 /// One storage interface, two backends: SQLite embedded (the default) and PostgreSQL
 /// (production). Both pass the same conformance suite (tests/store_conformance.rs).
 pub trait EventStore: Send {
-    /// Stores a batch atomically; returns how many were new (duplicates by `event_id` are
-    /// ignored).
-    fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError>;
+    /// Stores a batch atomically; per event, whether it was new (duplicates by `event_id`
+    /// are ignored).
+    fn insert_new(&mut self, events: &[Event], received_ms: i64) -> Result<Vec<bool>, StoreError>;
+    /// Stores a batch atomically; returns how many were new.
+    fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError> {
+        Ok(self
+            .insert_new(events, received_ms)?
+            .into_iter()
+            .filter(|n| *n)
+            .count())
+    }
     fn get(&mut self, event_id: &str) -> Result<Option<Event>, StoreError>;
     fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError>;
     /// Vehicle passes counted per time bucket, checkpoint and lane (traffic flow).
@@ -880,8 +904,8 @@ impl EventStore for SqliteStore {
         let rows = stmt.query_map([event_id], audit_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-    fn insert_batch(&mut self, events: &[Event], received_ms: i64) -> Result<usize, StoreError> {
-        SqliteStore::insert_batch(self, events, received_ms)
+    fn insert_new(&mut self, events: &[Event], received_ms: i64) -> Result<Vec<bool>, StoreError> {
+        SqliteStore::insert_new(self, events, received_ms)
     }
     fn get(&mut self, event_id: &str) -> Result<Option<Event>, StoreError> {
         SqliteStore::get(self, event_id)
