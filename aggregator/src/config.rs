@@ -353,26 +353,19 @@ impl AggregatorConfig {
         if self.storage.sqlite_path.as_os_str().is_empty() {
             errors.push("storage.sqlite_path is empty".into());
         }
+        let endpoints: Vec<String> = self
+            .zenoh
+            .listen
+            .iter()
+            .chain(&self.zenoh.connect)
+            .cloned()
+            .collect();
         if let Some(tls) = &self.zenoh.tls {
-            let endpoints: Vec<String> = self
-                .zenoh
-                .listen
-                .iter()
-                .chain(&self.zenoh.connect)
-                .cloned()
-                .collect();
             errors.extend(tls.check(&endpoints));
             if self.zenoh.acl && checkpoints.all().is_empty() {
                 errors.push("zenoh.acl: the access-control policy is built from [[checkpoints]] and there are none; list the checkpoints whose nodes connect here, or set zenoh.acl = false".into());
             }
         } else if !self.zenoh.insecure {
-            let endpoints: Vec<String> = self
-                .zenoh
-                .listen
-                .iter()
-                .chain(&self.zenoh.connect)
-                .cloned()
-                .collect();
             errors.extend(protocol::security::plain_transport_problems(
                 &endpoints,
                 self.zenoh.multicast_scouting,

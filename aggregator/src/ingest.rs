@@ -578,15 +578,8 @@ mod tests {
             protocol::ReviewState::NotRequired
         );
         // A watch-list hit the node marked confirmed: stored pending.
-        ev.body = protocol::EventBody::PlateAnomaly(protocol::PlateAnomaly {
-            anomaly: protocol::AnomalyType::WatchList,
-            plate: "苏E12345".into(),
-            passes: vec![],
-            distance_km: None,
-            interval_secs: None,
-            implied_speed_kmh: None,
-            detail: None,
-        });
+        let mut ev = crate::store::tests::watch_list_hit(1_790_000_000_000);
+        ev.review = protocol::ReviewState::Confirmed;
         let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
         let stored = validate(&key, &ev.encode()).unwrap();
         assert_eq!(stored.review, protocol::ReviewState::Pending);
@@ -608,21 +601,7 @@ mod tests {
             live: live.clone(),
         };
         let metrics = IngestMetrics::default();
-        let mut ev = event(
-            1_790_000_000_000,
-            "32050500051320000001",
-            "person",
-            TrackPhase::End,
-        );
-        ev.body = protocol::EventBody::PlateAnomaly(protocol::PlateAnomaly {
-            anomaly: protocol::AnomalyType::WatchList,
-            plate: "苏E12345".into(),
-            passes: vec![],
-            distance_km: None,
-            interval_secs: None,
-            implied_speed_kmh: None,
-            detail: None,
-        });
+        let ev = crate::store::tests::watch_list_hit(1_790_000_000_000);
         let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
         let store = Box::new(crate::store::SqliteStore::open_in_memory().unwrap());
         let (tx, rx) = std::sync::mpsc::sync_channel(8);

@@ -137,24 +137,7 @@ mod tests {
     #[test]
     fn row8_last_event_id_resumes_after_the_last_alert() {
         let live = Live::default();
-        let alert = |t: i64| {
-            let mut ev = crate::store::tests::event(
-                t,
-                "32050500051320000001",
-                "person",
-                protocol::TrackPhase::End,
-            );
-            ev.body = protocol::EventBody::PlateAnomaly(protocol::PlateAnomaly {
-                anomaly: protocol::AnomalyType::WatchList,
-                plate: "苏E12345".into(),
-                passes: vec![],
-                distance_km: None,
-                interval_secs: None,
-                implied_speed_kmh: None,
-                detail: None,
-            });
-            ev
-        };
+        let alert = crate::store::tests::watch_list_hit;
         let evs: Vec<Event> = (0..5).map(|i| alert(1_790_000_000_000 + i)).collect();
         live.publish(&evs);
         let after: Vec<String> = live

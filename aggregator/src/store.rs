@@ -1424,6 +1424,21 @@ pub(crate) mod tests {
     use super::*;
     use protocol::*;
 
+    /// A watch-list hit (a plate anomaly: an alert, reviewed) at time `t`.
+    pub fn watch_list_hit(t: i64) -> Event {
+        let mut ev = event(t, "32050500051320000001", "person", TrackPhase::End);
+        ev.body = EventBody::PlateAnomaly(PlateAnomaly {
+            anomaly: AnomalyType::WatchList,
+            plate: "苏E12345".into(),
+            passes: vec![],
+            distance_km: None,
+            interval_secs: None,
+            implied_speed_kmh: None,
+            detail: None,
+        });
+        ev
+    }
+
     pub fn event(t: i64, camera: &str, class: &str, phase: TrackPhase) -> Event {
         let b = BBox::new(0.0, 0.0, 10.0, 10.0);
         Event {

@@ -451,23 +451,16 @@ impl NodeConfig {
             .map_err(|e| errors.push(format!("checkpoint_id: {e}")))
             .ok();
         self.tracker.validate("tracker", &mut errors);
+        let endpoints: Vec<String> = self
+            .zenoh
+            .connect
+            .iter()
+            .chain(&self.zenoh.listen)
+            .cloned()
+            .collect();
         if let Some(tls) = &self.zenoh.tls {
-            let endpoints: Vec<String> = self
-                .zenoh
-                .connect
-                .iter()
-                .chain(&self.zenoh.listen)
-                .cloned()
-                .collect();
             errors.extend(tls.check(&endpoints));
         } else if !self.zenoh.insecure {
-            let endpoints: Vec<String> = self
-                .zenoh
-                .connect
-                .iter()
-                .chain(&self.zenoh.listen)
-                .cloned()
-                .collect();
             errors.extend(protocol::security::plain_transport_problems(
                 &endpoints,
                 self.zenoh.multicast_scouting,
