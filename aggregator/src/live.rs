@@ -54,7 +54,8 @@ pub struct NodeState {
 }
 
 impl Live {
-    /// Sends the alerts of a stored batch to every live stream (none listening: dropped).
+    /// Sends the alerts of a stored batch to every live stream, and keeps them among the
+    /// latest for streams that reconnect.
     pub fn publish(&self, events: &[Event]) {
         let mut recent = self.recent.lock().expect("not poisoned");
         for ev in events.iter().filter(|e| is_alert(e)) {
