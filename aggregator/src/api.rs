@@ -4,7 +4,8 @@
 //! - `GET /api/v1/openapi.json`: the OpenAPI 3 document of this API (`aggregator/openapi.json`).
 //! - `GET /api/v1/events`, `/api/v1/trajectory`, `/api/v1/flow`, `/api/v1/key-vehicles`: the
 //!   operator queries of [`crate::query`], also served over zenoh. `from`/`to` take UTC
-//!   milliseconds or RFC 3339 (`2026-11-29T08:00:00Z`); `from` is inclusive, `to` exclusive.
+//!   milliseconds or RFC 3339 with any offset (`2026-11-29T08:00:00Z`,
+//!   `2026-11-29T16:00:00+08:00`); `from` is inclusive, `to` exclusive.
 //! - `GET /api/v1/events/{event_id}`: one event.
 //! - `GET /api/v1/stats`: events per kind, ended object tracks per class.
 //! - `GET /api/v1/checkpoints`: the checkpoint registry (id, name, coordinates, county).
@@ -48,6 +49,10 @@ pub struct ApiState {
     pub auth: Arc<crate::auth::Auth>,
     /// Live alerts and node health, for the dashboard.
     pub live: Arc<crate::live::Live>,
+    /// What one client may cost (`[http]`).
+    pub http_limits: crate::http_server::Limits,
+    /// The HTTP server's connection counters.
+    pub connections: Arc<crate::http_server::ConnMetrics>,
 }
 
 /// Who made a request and from where; set by [`authenticate`] on every request it lets in.
@@ -98,6 +103,17 @@ pub fn router(state: ApiState) -> Router {
             time_request,
         ))
         .layer(axum::middleware::from_fn(refuse_control_characters))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.http_limits.max_body_bytes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.http_limits,
+            crate::http_server::bounded_body,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.http_limits.tls,
+            one_error_shape_and_security_headers,
+        ))
         .with_state(state)
 }
 
@@ -133,6 +149,69 @@ async fn refuse_control_characters(
         .into_response();
     }
     next.run(req).await
+}
+
+/// Every answer carries the security headers, and every error is `{"error": "..."}` JSON:
+/// axum's own rejections (a bad path or query parameter, a malformed body) and 404 / 405
+/// included, so a client reads one shape whatever went wrong.
+async fn one_error_shape_and_security_headers(
+    State(https): State<bool>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::header::{self, HeaderValue};
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let mut res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (mut parts, body) = res.into_parts();
+        let text = axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        let error = match status {
+            StatusCode::METHOD_NOT_ALLOWED => format!(
+                "{method} is not allowed on {path} (see the Allow header and /api/v1/openapi.json)"
+            ),
+            StatusCode::NOT_FOUND if text.is_empty() => {
+                format!("nothing at {path}; the routes are in /api/v1/openapi.json")
+            }
+            _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_string(),
+            _ => text,
+        };
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res = Response::from_parts(
+            parts,
+            axum::body::Body::from(json!({ "error": error }).to_string()),
+        );
+    }
+    let h = res.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // Answers name plates and people: no shared cache keeps them.
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    res
 }
 
 /// `GET` of one operator query of [`crate::query`], for the caller.
@@ -524,7 +603,7 @@ async fn prometheus(State(s): State<ApiState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        crate::metrics::render(&s.metrics.snapshot(), &s.http_metrics),
+        crate::metrics::render(&s.metrics.snapshot(), &s.http_metrics, &s.connections),
     )
 }
 
@@ -585,13 +664,25 @@ pub(crate) async fn with_store<T: Send + 'static>(
 
 async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
     let ingest = s.metrics.snapshot();
-    // Degraded while the writer cannot store (the nodes keep what is not acknowledged).
-    let status = if ingest.store_failing.is_some() {
-        "degraded"
-    } else {
+    // Degraded while the writer cannot store, or holds events of an unregistered checkpoint
+    // (the nodes keep what is not acknowledged).
+    let mut problems: Vec<String> = ingest
+        .store_failing
+        .iter()
+        .map(|e| format!("the event store fails: {e}"))
+        .collect();
+    for (checkpoint, n) in &ingest.held_unregistered {
+        problems.push(format!("{n} deliveries of events from checkpoint {checkpoint} held at its node: it is not in [[checkpoints]]; add it to this aggregator's config and restart"));
+    }
+    let status = if problems.is_empty() {
         "ok"
+    } else {
+        "degraded"
     };
     let mut h = json!({ "status": status, "id": s.id, "scope": s.scope, "ingest": ingest });
+    if !problems.is_empty() {
+        h["problems"] = json!(problems);
+    }
     if let Some(m) = &s.export {
         use std::sync::atomic::Ordering::Relaxed;
         let queue = with_store(&s, |st| st.export_stats()).await.ok();
@@ -669,6 +760,11 @@ async fn get_evidence(
                     axum::http::HeaderName::from_static("x-content-sha256"),
                     b.sha256.clone(),
                 ),
+                // An image never changes under its id; only this user's browser keeps it.
+                (
+                    axum::http::header::CACHE_CONTROL,
+                    "private, max-age=86400".to_string(),
+                ),
             ],
             b.bytes,
         )
@@ -743,9 +839,18 @@ async fn checkpoints(
     Json(json!({ "checkpoints": seen }))
 }
 
-async fn stats(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let st = with_store(&s, |st| st.stats()).await?;
-    Ok(Json(json!({ "store": st, "ingest": s.metrics.snapshot() })))
+/// Stored events per kind, tracks per class, images: a county operator's of that county
+/// only; the aggregator-wide ingest counters to those who see every checkpoint.
+async fn stats(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let county = c.principal.county.clone();
+    let st = with_store(&s, move |st| st.stats(county.as_deref())).await?;
+    Ok(Json(match c.principal.county {
+        Some(county) => json!({ "county": county, "store": st }),
+        None => json!({ "store": st, "ingest": s.metrics.snapshot() }),
+    }))
 }
 
 #[cfg(test)]

@@ -147,6 +147,11 @@ impl Registry {
         self.by_id.get(id)
     }
 
+    /// Whether no checkpoint is configured.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     /// Checkpoints in configured order.
     pub fn all(&self) -> Vec<&Checkpoint> {
         self.order.iter().map(|id| &self.by_id[id]).collect()

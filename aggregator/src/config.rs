@@ -47,6 +47,45 @@ pub struct AggregatorConfig {
     /// Users, roles and login limits of the HTTP API.
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// What ingest takes from the nodes.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// `[ingest]`: checks on each event beyond its shape.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// An event whose frame time is more than this many seconds ahead of the aggregator's
+    /// clock is refused (`time_skew`): its node's clock is wrong, and so is its evidence.
+    /// Old events are taken (a node's outbox may hold days while its uplink is down).
+    #[serde(default = "default_future_skew")]
+    pub max_clock_skew_s: u64,
+    /// An event whose id's time (a ULID) is further than this from its frame time is
+    /// refused (`time_skew`): nodes make the id from the frame time.
+    #[serde(default = "default_id_skew")]
+    pub max_id_skew_s: u64,
+    /// With `[[checkpoints]]` listed, events of a checkpoint not listed are held at their
+    /// node (not acknowledged, nothing lost) and `/health` says which checkpoint to add.
+    #[serde(default = "yes")]
+    pub require_registered: bool,
+}
+
+fn default_future_skew() -> u64 {
+    300
+}
+fn default_id_skew() -> u64 {
+    600
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_clock_skew_s: default_future_skew(),
+            max_id_skew_s: default_id_skew(),
+            require_registered: true,
+        }
+    }
 }
 
 fn default_road_factor() -> f64 {
@@ -158,16 +197,65 @@ pub struct HttpConfig {
     /// Address of the HTTP JSON API; port 0 picks a free port (logged at start).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Serve HTTPS (rustls): `cert` (PEM chain) and `key` (PEM private key).
+    #[serde(default)]
+    pub tls: Option<HttpTls>,
+    /// Seconds a client has to send a request's header (and to finish a TLS handshake); a
+    /// kept-alive connection idle this long is closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_s: u64,
+    /// Seconds a client has to send a request's body.
+    #[serde(default = "default_body_timeout")]
+    pub body_read_timeout_s: u64,
+    /// The largest request body (a watch list upload is the largest there is).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Connections open at once; more are refused with 503 (keep it well under the
+    /// process's file-descriptor limit: zenoh and the store need descriptors too).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    #[serde(default = "default_max_per_address")]
+    pub max_connections_per_address: usize,
+}
+
+/// `[http.tls]`: the API's certificate and key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
+}
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_body_timeout() -> u64 {
+    30
+}
+fn default_max_body() -> usize {
+    16 << 20
+}
+fn default_max_connections() -> usize {
+    512
+}
+fn default_max_per_address() -> usize {
+    64
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
+            tls: None,
+            header_read_timeout_s: default_header_timeout(),
+            body_read_timeout_s: default_body_timeout(),
+            max_body_bytes: default_max_body(),
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_per_address(),
         }
     }
 }
@@ -295,6 +383,31 @@ impl AggregatorConfig {
                 ))
             })
             .ok();
+        for (name, v) in [
+            (
+                "http.header_read_timeout_s",
+                self.http.header_read_timeout_s as usize,
+            ),
+            (
+                "http.body_read_timeout_s",
+                self.http.body_read_timeout_s as usize,
+            ),
+            ("http.max_body_bytes", self.http.max_body_bytes),
+            ("http.max_connections", self.http.max_connections),
+            (
+                "http.max_connections_per_address",
+                self.http.max_connections_per_address,
+            ),
+        ] {
+            if v == 0 {
+                errors.push(format!("{name} must be at least 1"));
+            }
+        }
+        if let Some(t) = &self.http.tls {
+            if let Err(e) = crate::http_server::tls_acceptor(t) {
+                errors.push(e);
+            }
+        }
         if self.zenoh.mode != "peer" && self.zenoh.mode != "client" && self.zenoh.mode != "router" {
             errors.push(format!(
                 "zenoh.mode '{}' must be peer, client or router",

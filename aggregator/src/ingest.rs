@@ -53,6 +53,9 @@ pub struct IngestMetrics {
     /// Set when the aggregator stops: a writer retrying a failing store gives up after
     /// [`STOP_GRACE`], leaving the batch unacknowledged (the nodes send it again).
     pub stopping: std::sync::atomic::AtomicBool,
+    /// Events not taken because their checkpoint is not registered (held at their node),
+    /// per checkpoint.
+    held_unregistered: Mutex<BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +77,9 @@ pub struct IngestSnapshot {
     pub rejected_by_reason: BTreeMap<String, u64>,
     /// The store's error while the writer cannot store.
     pub store_failing: Option<String>,
+    /// Events held at their nodes because their checkpoint is not in `[[checkpoints]]`,
+    /// per checkpoint (each delivery counted).
+    pub held_unregistered: BTreeMap<String, u64>,
 }
 
 impl IngestMetrics {
@@ -139,6 +145,17 @@ impl IngestMetrics {
                 .expect("not poisoned")
                 .clone(),
             store_failing: self.store_failing.lock().expect("not poisoned").clone(),
+            held_unregistered: self.held_unregistered.lock().expect("not poisoned").clone(),
+        }
+    }
+
+    /// Counts an event of an unregistered checkpoint left unacknowledged at its node.
+    pub fn hold(&self, checkpoint: &str) {
+        let mut held = self.held_unregistered.lock().expect("not poisoned");
+        let n = held.entry(checkpoint.to_string()).or_default();
+        *n += 1;
+        if *n == 1 || n.is_multiple_of(1000) {
+            warn!(checkpoint, held = *n, "Events of a checkpoint not in [[checkpoints]] are held at their node (not acknowledged); add the checkpoint to the aggregator's config and restart it");
         }
     }
 
@@ -177,7 +194,11 @@ pub fn validate(key: &str, payload: &[u8]) -> Result<Event, (&'static str, Strin
     })?;
     let k =
         keys::parse_event_key(key).ok_or(("key", format!("key '{key}' is not an event key")))?;
+    // The key's city and county segments are the checkpoint's own: an event of another
+    // county under this county's prefix would be stored where its operators cannot see it.
     if k.checkpoint != ev.checkpoint_id.as_str()
+        || k.county != ev.checkpoint_id.county6()
+        || k.city != ev.checkpoint_id.city6()
         || k.camera != ev.camera_id.as_str()
         || k.kind != ev.kind().as_str()
         || k.event_id != ev.event_id
@@ -196,6 +217,79 @@ pub fn validate(key: &str, payload: &[u8]) -> Result<Event, (&'static str, Strin
     // The server owns review state: a node's word on it is not taken.
     ev.review = ev.kind().initial_review();
     Ok(ev)
+}
+
+/// What ingest takes beyond an event's shape: its checkpoint in this aggregator's scope and
+/// registered, its times believable.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub scope: protocol::keys::Scope,
+    pub cfg: crate::config::IngestConfig,
+}
+
+/// Why an event is not taken now.
+#[derive(Debug, PartialEq)]
+pub enum NotAdmitted {
+    /// Refused for good (reason, detail): acknowledged as rejected.
+    Refused(&'static str, String),
+    /// Its checkpoint is not registered: not acknowledged, so its node keeps it until the
+    /// checkpoint is added.
+    Held(String),
+}
+
+impl Admission {
+    pub fn check(
+        &self,
+        ev: &Event,
+        registry: &crate::checkpoints::Registry,
+        now_ms: i64,
+    ) -> Result<(), NotAdmitted> {
+        let ck = ev.checkpoint_id.as_str();
+        let in_scope = match &self.scope {
+            protocol::keys::Scope::County(c) => ck.starts_with(c.as_str()),
+            protocol::keys::Scope::City(c) => ck.starts_with(&c[..4]),
+            protocol::keys::Scope::All => true,
+        };
+        if !in_scope {
+            return Err(NotAdmitted::Refused(
+                "out_of_scope",
+                format!(
+                    "checkpoint {ck} is outside this aggregator's scope {:?}",
+                    self.scope
+                ),
+            ));
+        }
+        let ahead_ms = ev.frame_time_ms - now_ms;
+        if ahead_ms > self.cfg.max_clock_skew_s as i64 * 1000 {
+            return Err(NotAdmitted::Refused(
+                "time_skew",
+                format!(
+                    "event {} of checkpoint {ck} is {} s ahead of this aggregator's clock (ingest.max_clock_skew_s = {}); check the node's time synchronisation",
+                    ev.event_id,
+                    ahead_ms / 1000,
+                    self.cfg.max_clock_skew_s
+                ),
+            ));
+        }
+        let id_ms = ulid::Ulid::from_string(&ev.event_id)
+            .map(|u| u.timestamp_ms() as i64)
+            .unwrap_or(ev.frame_time_ms);
+        if (id_ms - ev.frame_time_ms).abs() > self.cfg.max_id_skew_s as i64 * 1000 {
+            return Err(NotAdmitted::Refused(
+                "time_skew",
+                format!(
+                    "event {} of checkpoint {ck}: its id's time is {} s from its frame time (ingest.max_id_skew_s = {})",
+                    ev.event_id,
+                    (id_ms - ev.frame_time_ms).abs() / 1000,
+                    self.cfg.max_id_skew_s
+                ),
+            ));
+        }
+        if self.cfg.require_registered && !registry.is_empty() && registry.get(ck).is_none() {
+            return Err(NotAdmitted::Held(ck.to_string()));
+        }
+        Ok(())
+    }
 }
 
 /// Whether JSON text holds a `\u0000` escape (a NUL in a string): a `u0000` after an odd
@@ -244,16 +338,12 @@ pub fn validate_evidence(
             ),
         ));
     }
-    let content_type = if payload.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        "image/jpeg"
-    } else if payload.starts_with(b"\x89PNG") {
-        "image/png"
-    } else {
-        return Err((
+    let content_type = image_type(payload).map_err(|why| {
+        (
             "evidence_format",
-            format!("evidence '{image_id}' is neither JPEG nor PNG"),
-        ));
-    };
+            format!("evidence '{image_id}' ({} bytes): {why}", payload.len()),
+        )
+    })?;
     use sha2::Digest;
     Ok(crate::store::EvidenceBlob {
         image_id: image_id.to_string(),
@@ -263,6 +353,38 @@ pub fn validate_evidence(
         content_type: content_type.to_string(),
         bytes: payload.to_vec(),
     })
+}
+
+/// The content type of a whole evidence image, or why it is none: a JPEG must parse up to
+/// its image data and end with its end-of-image marker (a cut one does not), a PNG must
+/// start with its header chunk and end with its `IEND` chunk.
+fn image_type(b: &[u8]) -> Result<&'static str, String> {
+    if b.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        let mut d = jpeg_decoder::Decoder::new(b);
+        d.read_info()
+            .map_err(|e| format!("not a readable JPEG ({e})"))?;
+        let info = d.info().ok_or("a JPEG without a frame header")?;
+        if info.width == 0 || info.height == 0 {
+            return Err("a JPEG of no pixels".into());
+        }
+        // Some cameras append a few bytes after the marker; a cut image has none near its
+        // end (in the image data a 0xFF is always followed by 0x00 or a restart marker).
+        let tail = &b[b.len().saturating_sub(1024)..];
+        if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+            return Err("a JPEG cut short (no end-of-image marker)".into());
+        }
+        Ok("image/jpeg")
+    } else if b.starts_with(b"\x89PNG\r\n\x1a\n") {
+        if b.len() < 8 + 25 + 12 || &b[12..16] != b"IHDR" {
+            return Err("a PNG without its header chunk".into());
+        }
+        if &b[b.len() - 8..b.len() - 4] != b"IEND" {
+            return Err("a PNG cut short (no IEND chunk)".into());
+        }
+        Ok("image/png")
+    } else {
+        Err("neither JPEG nor PNG".into())
+    }
 }
 
 /// What the writer correlates with: the checkpoint registry, the rules' settings, and the id
@@ -277,6 +399,8 @@ pub struct Correlator {
     pub acks: Option<Acker>,
     /// Stored alerts go to the dashboard's live streams.
     pub live: std::sync::Arc<crate::live::Live>,
+    /// Scope, registration and time checks.
+    pub admission: Admission,
 }
 
 /// Acknowledges to the nodes what the writer has stored (see `protocol::AckMsg`).
@@ -449,8 +573,23 @@ pub fn run_writer(
                 continue;
             }
             metrics.received.fetch_add(1, Ordering::Relaxed);
-            match validate(&key, &payload) {
-                Ok(ev) => batch.push(ev),
+            let checked = validate(&key, &payload).and_then(|ev| {
+                match correlator.admission.check(
+                    &ev,
+                    &correlator.registry,
+                    protocol::time::now_ms(),
+                ) {
+                    Ok(()) => Ok(Some(ev)),
+                    Err(NotAdmitted::Held(checkpoint)) => {
+                        metrics.hold(&checkpoint);
+                        Ok(None)
+                    }
+                    Err(NotAdmitted::Refused(reason, detail)) => Err((reason, detail)),
+                }
+            });
+            match checked {
+                Ok(Some(ev)) => batch.push(ev),
+                Ok(None) => {}
                 Err((reason, detail)) => {
                     metrics.reject(&key, reason, &detail);
                     acks.rejected(&key);
@@ -561,6 +700,103 @@ mod tests {
         );
     }
 
+    /// Issue 18, row 10 (ingest half): an event of another county under this county's key
+    /// prefix, one outside the aggregator's scope, one whose time is a year from its id's or
+    /// ahead of the clock are refused; one of an unregistered checkpoint is held (not
+    /// acknowledged, so its node keeps it); a 3-byte "JPEG" and a truncated one are refused.
+    #[test]
+    fn row10_out_of_scope_skewed_and_unregistered_events_and_broken_images_are_not_taken() {
+        let now = 1_795_000_000_000i64;
+        let ev = event(now - 5_000, "32050500051320000001", "car", TrackPhase::End);
+        // Another county's checkpoint under county 320505's key prefix.
+        let mut other = ev.clone();
+        other.checkpoint_id = protocol::DeviceId::parse("32050600051210000001").unwrap();
+        let forged = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id)
+            .replace("32050500051210000001", "32050600051210000001");
+        assert!(forged.contains("/320505/32050600051210000001/"), "{forged}");
+        assert_eq!(
+            validate(&forged, &other.encode()).unwrap_err().0,
+            "key_mismatch"
+        );
+        let county = Admission {
+            scope: protocol::keys::Scope::County("320505".into()),
+            cfg: Default::default(),
+        };
+        let none = crate::checkpoints::Registry::default();
+        assert_eq!(county.check(&ev, &none, now), Ok(()));
+        assert!(matches!(
+            county.check(&other, &none, now),
+            Err(NotAdmitted::Refused("out_of_scope", _))
+        ));
+        let city = Admission {
+            scope: protocol::keys::Scope::City("320500".into()),
+            cfg: Default::default(),
+        };
+        assert_eq!(city.check(&other, &none, now), Ok(()));
+        // A frame time a year from the id's time; a frame time ten minutes ahead.
+        let mut year = ev.clone();
+        year.frame_time_ms -= 365 * 86_400_000;
+        assert!(matches!(
+            county.check(&year, &none, now),
+            Err(NotAdmitted::Refused("time_skew", _))
+        ));
+        let mut ahead = ev.clone();
+        ahead.frame_time_ms = now + 600_000;
+        ahead.event_id = ulid::Ulid::from_parts(ahead.frame_time_ms as u64, 7).to_string();
+        let refused = county.check(&ahead, &none, now);
+        assert!(
+            matches!(&refused, Err(NotAdmitted::Refused("time_skew", d)) if d.contains("600 s ahead")),
+            "{refused:?}"
+        );
+        // Days old is fine: an outbox may hold that long.
+        let mut old = ev.clone();
+        old.frame_time_ms = now - 3 * 86_400_000;
+        old.event_id = ulid::Ulid::from_parts(old.frame_time_ms as u64, 7).to_string();
+        assert_eq!(county.check(&old, &none, now), Ok(()));
+        // Registered elsewhere: held, not refused.
+        let mut errors = Vec::new();
+        let registry = crate::checkpoints::Registry::build(
+            &[crate::checkpoints::CheckpointConfig {
+                id: "32050500051210000002".into(),
+                name: "elsewhere".into(),
+                lat: 31.3,
+                lon: 120.6,
+            }],
+            &[],
+            1.3,
+            None,
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            county.check(&ev, &registry, now),
+            Err(NotAdmitted::Held("32050500051210000001".into()))
+        );
+        // Images: a 3-byte "JPEG" and a JPEG cut in half are refused; a whole one is taken.
+        let key = "ckpt/320500/320505/32050500051210000001/32050500051320000001/evidence/img1";
+        assert_eq!(
+            validate_evidence(key, &[0xFF, 0xD8, 0xFF]).unwrap_err().0,
+            "evidence_format"
+        );
+        let jpeg = tiny_jpeg();
+        assert!(validate_evidence(key, &jpeg).is_ok());
+        assert_eq!(
+            validate_evidence(key, &jpeg[..jpeg.len() / 2])
+                .unwrap_err()
+                .0,
+            "evidence_format"
+        );
+    }
+
+    fn tiny_jpeg() -> Vec<u8> {
+        let mut out = Vec::new();
+        let pixels = vec![128u8; 16 * 16 * 3];
+        jpeg_encoder::Encoder::new(&mut out, 80)
+            .encode(&pixels, 16, 16, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        out
+    }
+
     /// Issue 18, row 8 (first half): a violation published already confirmed is stored
     /// pending, with its review still to be made.
     #[test]
@@ -599,6 +835,10 @@ mod tests {
             watchlist: None,
             acks: None,
             live: live.clone(),
+            admission: Admission {
+                scope: protocol::keys::Scope::All,
+                cfg: Default::default(),
+            },
         };
         let metrics = IngestMetrics::default();
         let ev = crate::store::tests::watch_list_hit(1_790_000_000_000);

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod correlate;
 pub mod dashboard;
+pub mod http_server;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
@@ -48,6 +49,8 @@ pub enum AggregatorError {
         addr: SocketAddr,
         err: std::io::Error,
     },
+    #[error("{0}")]
+    HttpTls(String),
 }
 
 pub struct Running {
@@ -81,6 +84,11 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
             addr: cfg.http_listen,
             err,
         })?;
+    // Checked by the config's validation; loaded again here for the acceptor.
+    let tls = match &cfg.raw.http.tls {
+        Some(t) => Some(http_server::tls_acceptor(t).map_err(AggregatorError::HttpTls)?),
+        None => None,
+    };
     let http_addr = listener.local_addr().map_err(|err| AggregatorError::Http {
         addr: cfg.http_listen,
         err,
@@ -270,6 +278,10 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
             scope: cfg.scope_label.clone(),
         }),
         live: live.clone(),
+        admission: ingest::Admission {
+            scope: cfg.scope.clone(),
+            cfg: cfg.raw.ingest,
+        },
     };
     let live_for_stop = live.clone();
     let writer = std::thread::Builder::new()
@@ -299,6 +311,8 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         export: exporting.then(|| export_metrics.clone()),
         auth: Arc::new(auth::Auth::new(&cfg.raw.auth)),
         live,
+        http_limits: http_server::Limits::of(&cfg.raw.http),
+        connections: Default::default(),
     };
     if cfg.raw.zenoh.tls.is_none() && cfg.raw.zenoh.insecure {
         tracing::warn!(listen = ?cfg.raw.zenoh.listen, connect = ?cfg.raw.zenoh.connect, "zenoh.insecure = true: plain zenoh without access control on a network address; anyone reaching it can read plates and publish or acknowledge events (set [zenoh] tls)");
@@ -310,17 +324,16 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         .await
         .map_err(zenoh_err)?;
     let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (limits, connections) = (state.http_limits, state.connections.clone());
     let app = api::router(state);
-    let http = tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = stop_rx.await;
-        })
-        .await;
-    });
+    let http = tokio::spawn(http_server::serve(
+        listener,
+        app,
+        limits,
+        tls,
+        connections,
+        stop_rx,
+    ));
     info!(http = %http_addr, zenoh = ?z.listen, subscribe = %selector, backend = ?cfg.raw.storage.backend, "Aggregator started");
     Ok(Running {
         http_addr,

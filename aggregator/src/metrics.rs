@@ -29,7 +29,12 @@ impl HttpMetrics {
     }
 }
 
-pub fn render(ingest: &IngestSnapshot, http: &HttpMetrics) -> String {
+pub fn render(
+    ingest: &IngestSnapshot,
+    http: &HttpMetrics,
+    conns: &crate::http_server::ConnMetrics,
+) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut out = String::new();
     counter(
         &mut out,
@@ -123,6 +128,62 @@ pub fn render(ingest: &IngestSnapshot, http: &HttpMetrics) -> String {
             "aggregator_events_rejected_total{{reason=\"{reason}\"}} {n}"
         );
     }
+    family(
+        &mut out,
+        "aggregator_events_held_total",
+        "counter",
+        "Events not acknowledged (held at their node) because their checkpoint is not in [[checkpoints]], by checkpoint.",
+    );
+    for (checkpoint, n) in &ingest.held_unregistered {
+        let _ = writeln!(
+            out,
+            "aggregator_events_held_total{{checkpoint=\"{checkpoint}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "aggregator_http_connections_open",
+        "gauge",
+        "HTTP connections open now.",
+    );
+    let _ = writeln!(
+        out,
+        "aggregator_http_connections_open {}",
+        conns.open.load(Relaxed)
+    );
+    counter(
+        &mut out,
+        "aggregator_http_connections_accepted_total",
+        "HTTP connections accepted.",
+        conns.accepted.load(Relaxed),
+    );
+    family(
+        &mut out,
+        "aggregator_http_connections_refused_total",
+        "counter",
+        "HTTP connections refused at once: http.max_connections (total) or http.max_connections_per_address (per_address) open.",
+    );
+    for (reason, n) in [
+        ("total", conns.refused_total_limit.load(Relaxed)),
+        ("per_address", conns.refused_address_limit.load(Relaxed)),
+    ] {
+        let _ = writeln!(
+            out,
+            "aggregator_http_connections_refused_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    counter(
+        &mut out,
+        "aggregator_http_header_timeouts_total",
+        "HTTP connections closed because a request header (or TLS handshake) did not arrive within http.header_read_timeout_s.",
+        conns.header_timeouts.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "aggregator_http_tls_failures_total",
+        "TLS handshakes that failed.",
+        conns.tls_failures.load(Relaxed),
+    );
     family(
         &mut out,
         "aggregator_http_request_duration_seconds",

@@ -2,6 +2,8 @@
 //! schema of its own (`storage.postgres_schema`), migrated on connect. Production runs it;
 //! the conformance suite runs it against the server on 127.0.0.1:5432.
 
+use std::collections::BTreeMap;
+
 use postgres::{Client, NoTls};
 
 use crate::store::{check_review, dialect, AuditEntry, Review, MIGRATIONS, POSTGRES};
@@ -247,30 +249,16 @@ impl EventStore for PgStore {
             .collect())
     }
 
-    fn stats(&mut self) -> Result<StoreStats, StoreError> {
-        let mut s = StoreStats::default();
-        for r in self
-            .client
-            .query("SELECT kind, COUNT(*) FROM events GROUP BY kind", &[])
-            .map_err(pg)?
-        {
-            let n = r.get::<_, i64>(1) as u64;
-            s.events_total += n;
-            s.by_kind.insert(r.get(0), n);
+    fn stats(&mut self, county: Option<&str>) -> Result<StoreStats, StoreError> {
+        let (sql, args) = crate::store::stats_sql(county, |n| format!("${n}"))?;
+        let mut grouped = [BTreeMap::new(), BTreeMap::new()];
+        for (i, map) in grouped.iter_mut().enumerate() {
+            for r in self.query(&sql[i], args.clone())? {
+                map.insert(r.get::<_, String>(0), r.get::<_, i64>(1) as u64);
+            }
         }
-        for r in self
-            .client
-            .query("SELECT class, COUNT(*) FROM events WHERE kind = 'object_track' AND phase = 'end' GROUP BY class", &[])
-            .map_err(pg)?
-        {
-            s.object_tracks_by_class.insert(r.get(0), r.get::<_, i64>(1) as u64);
-        }
-        s.evidence_images = self
-            .client
-            .query_one("SELECT COUNT(*) FROM evidence", &[])
-            .map_err(pg)?
-            .get::<_, i64>(0) as u64;
-        Ok(s)
+        let images = self.query(&sql[2], args)?[0].get::<_, i64>(0);
+        Ok(StoreStats::of(grouped, images))
     }
 
     fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError> {

@@ -95,7 +95,7 @@ fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
         return Ok(ms);
     }
     protocol::time::parse_rfc3339_ms(v).ok_or_else(|| {
-        bad(format!("{name} '{v}' is neither UTC milliseconds nor an RFC 3339 time like 2026-11-29T08:00:00Z"))
+        bad(format!("{name} '{v}' is neither UTC milliseconds nor an RFC 3339 time like 2026-11-29T08:00:00Z or 2026-11-29T16:00:00+08:00"))
     })
 }
 
@@ -487,8 +487,15 @@ pub async fn serve(
                     county: None,
                 };
                 let result = answer(&s, &name, &params, &who, "zenoh").await;
+                // Unknown names share one series: a caller's made-up names must not grow
+                // the label set without bound.
+                let series = if QUERIES.contains(&name.as_str()) {
+                    name.as_str()
+                } else {
+                    "unknown"
+                };
                 s.http_metrics
-                    .observe(&format!("zenoh:{name}"), t.elapsed());
+                    .observe(&format!("zenoh:{series}"), t.elapsed());
                 // The concrete key: the query may name the aggregator with a wildcard.
                 let key = protocol::keys::aggregator_query(&scope_label, &id, &name);
                 let sent = match result {

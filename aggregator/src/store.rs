@@ -657,28 +657,58 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let mut s = StoreStats::default();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT kind, COUNT(*) FROM events GROUP BY kind")?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (k, n) = row?;
-            let n = n as u64;
-            s.events_total += n;
-            s.by_kind.insert(k, n);
+    pub fn stats(&self, county: Option<&str>) -> Result<StoreStats, StoreError> {
+        let (sql, args) = stats_sql(county, |n| format!("?{n}"))?;
+        let args: Vec<rusqlite::types::Value> = args.into_iter().map(SqlArg::into_sqlite).collect();
+        let mut grouped = [BTreeMap::new(), BTreeMap::new()];
+        for (i, map) in grouped.iter_mut().enumerate() {
+            let mut stmt = self.conn.prepare_cached(&sql[i])?;
+            for row in stmt.query_map(params_from_iter(args.iter()), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })? {
+                let (k, n) = row?;
+                map.insert(k, n as u64);
+            }
         }
-        let mut stmt = self.conn.prepare_cached("SELECT class, COUNT(*) FROM events WHERE kind = 'object_track' AND phase = 'end' GROUP BY class")?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (k, n) = row?;
-            let n = n as u64;
-            s.object_tracks_by_class.insert(k, n);
-        }
-        s.evidence_images = self
+        let images = self
             .conn
-            .query_row("SELECT COUNT(*) FROM evidence", [], |r| r.get::<_, i64>(0))?
-            as u64;
-        Ok(s)
+            .prepare_cached(&sql[2])?
+            .query_row(params_from_iter(args.iter()), |r| r.get::<_, i64>(0))?;
+        Ok(StoreStats::of(grouped, images))
+    }
+}
+
+/// The three queries of [`EventStore::stats`] (events per kind, ended tracks per class,
+/// evidence images), over one county's checkpoints or all; they share the arguments.
+pub(crate) fn stats_sql(
+    county: Option<&str>,
+    ph: impl Fn(usize) -> String,
+) -> Result<([String; 3], Vec<SqlArg>), StoreError> {
+    let mut args = Vec::new();
+    let scope = match county {
+        Some(c) => county_condition(c, &mut args, ph)?,
+        None => String::new(),
+    };
+    Ok((
+        [
+            format!("SELECT kind, COUNT(*) FROM events WHERE TRUE{scope} GROUP BY kind"),
+            format!("SELECT class, COUNT(*) FROM events WHERE kind = 'object_track' AND phase = 'end'{scope} GROUP BY class"),
+            format!("SELECT COUNT(*) FROM evidence WHERE TRUE{scope}"),
+        ],
+        args,
+    ))
+}
+
+impl StoreStats {
+    /// Stats from events per kind and tracks per class, and the evidence image count.
+    pub(crate) fn of(grouped: [BTreeMap<String, u64>; 2], images: i64) -> StoreStats {
+        let [by_kind, object_tracks_by_class] = grouped;
+        StoreStats {
+            events_total: by_kind.values().sum(),
+            by_kind,
+            object_tracks_by_class,
+            evidence_images: images as u64,
+        }
     }
 }
 
@@ -794,7 +824,9 @@ pub trait EventStore: Send {
     fn flow(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError>;
     /// Events per bucket and kind (the checkpoints and county of `q` apply).
     fn counts(&mut self, q: &FlowQuery) -> Result<Vec<KindCount>, StoreError>;
-    fn stats(&mut self) -> Result<StoreStats, StoreError>;
+    /// Events per kind, ended tracks per class and evidence images: of one county's
+    /// checkpoints (six-digit region code), or of all.
+    fn stats(&mut self, county: Option<&str>) -> Result<StoreStats, StoreError>;
     /// Stores an evidence image; false when it was already there.
     fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError>;
     fn get_evidence(&mut self, image_id: &str) -> Result<Option<EvidenceBlob>, StoreError>;
@@ -919,8 +951,8 @@ impl EventStore for SqliteStore {
     fn counts(&mut self, q: &FlowQuery) -> Result<Vec<KindCount>, StoreError> {
         SqliteStore::counts(self, q)
     }
-    fn stats(&mut self) -> Result<StoreStats, StoreError> {
-        SqliteStore::stats(self)
+    fn stats(&mut self, county: Option<&str>) -> Result<StoreStats, StoreError> {
+        SqliteStore::stats(self, county)
     }
     fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError> {
         SqliteStore::insert_evidence(self, e, received_ms)
@@ -1534,7 +1566,7 @@ pub(crate) mod tests {
             p.events.iter().map(|e| e.frame_time_ms).collect::<Vec<_>>(),
             vec![t0 + 3000, t0 + 6000, t0 + 9000]
         );
-        let st = s.stats().unwrap();
+        let st = s.stats(None).unwrap();
         assert_eq!(st.events_total, 25);
         assert_eq!(st.object_tracks_by_class["car"], 9);
         assert!(matches!(

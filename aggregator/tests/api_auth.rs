@@ -181,6 +181,16 @@ fn roles_scopes_audit_and_login_limits() {
     );
     let (_, _, v) = call(addr, "GET", "/api/v1/checkpoints", Some(&li), None);
     assert_eq!(v["checkpoints"].as_array().unwrap().len(), 1);
+    // Issue 18, row 11: the county operator's stats count that county only, without the
+    // city-wide ingest counters; the city operator's count both.
+    let (s, _, v) = call(addr, "GET", "/api/v1/stats", Some(&li), None);
+    assert_eq!(s, 200);
+    assert_eq!(v["store"]["events_total"], 2, "county stats: {v}");
+    assert_eq!(v["county"], "320505");
+    assert!(v.get("ingest").is_none(), "county stats: {v}");
+    let (_, _, v) = call(addr, "GET", "/api/v1/stats", Some(&wang), None);
+    assert_eq!(v["store"]["events_total"], 4, "city stats: {v}");
+    assert_eq!(v["ingest"]["stored"], 4, "city stats: {v}");
     let (s, _, _) = call(
         addr,
         "POST",

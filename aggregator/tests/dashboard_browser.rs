@@ -299,6 +299,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
             frames_dropped: 9,
             inference_errors: 0,
             fps: 14.8,
+            failures_in_a_row: 0,
         }],
         outbox_backlog_items: 2,
         outbox_oldest_age_secs: 0.4,

@@ -292,3 +292,282 @@ fn row2_a_huge_plate_search_is_refused_before_any_work() {
     assert_eq!(status, 200, "{body}");
     rt.block_on(running.stop());
 }
+
+/// Opens a connection to `addr` from the loopback address `from` (127.0.0.2: another
+/// client than the tests' own 127.0.0.1).
+fn connect_from(
+    rt: &tokio::runtime::Runtime,
+    from: &str,
+    addr: std::net::SocketAddr,
+) -> std::net::TcpStream {
+    rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let stream = s.connect(addr).await.unwrap();
+        let std = stream.into_std().unwrap();
+        std.set_nonblocking(false).unwrap();
+        std
+    })
+}
+
+/// Reads what the server sends until it closes the connection (or `within` passes).
+fn read_until_closed(s: &mut std::net::TcpStream, within: Duration) -> (String, bool) {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&out).into_owned(), true)
+            }
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+        }
+    }
+}
+
+/// Row 9: slow clients cannot hold every connection. Eight clients from one address send
+/// half a header and stall: a ninth from that address is refused at once (503), another
+/// address is served meanwhile, and the stalled ones are closed after the header-read
+/// timeout; a body larger than the limit is refused (413) and one trickled too slowly gets
+/// 408. The counters say so in `/metrics`.
+#[test]
+fn row9_slow_clients_cannot_hold_every_connection() {
+    use std::io::Write;
+    let dir = temp_dir("hostile-row9");
+    let zport = free_port();
+    let rt = runtime();
+    let cfg = aggregator_config("sqlite", &dir.0, zport, "").replace(
+        "[http]\n",
+        "[http]\nheader_read_timeout_s = 2\nbody_read_timeout_s = 2\nmax_body_bytes = 4096\nmax_connections = 32\nmax_connections_per_address = 8\n",
+    );
+    let running = start_aggregator(&rt, &cfg);
+    let addr = running.http_addr;
+    let started = std::time::Instant::now();
+    let mut slow: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect_from(&rt, "127.0.0.2", addr);
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: slow\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut ninth = connect_from(&rt, "127.0.0.2", addr);
+    let (reply, closed) = read_until_closed(&mut ninth, Duration::from_secs(5));
+    assert!(closed, "the ninth connection was held open");
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("max_connections_per_address"), "{reply}");
+    // Another client is served while they stall.
+    let (status, _) = aggregator::client::get(addr, "/health").unwrap();
+    assert_eq!(status, 200);
+    // The stalled ones are closed after the header-read timeout, not before.
+    for s in &mut slow {
+        let (_, closed) = read_until_closed(s, Duration::from_secs(15));
+        assert!(closed, "a stalled client was kept past the header timeout");
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "closed after {waited:?}"
+    );
+    // Their address is served again.
+    let mut again = connect_from(&rt, "127.0.0.2", addr);
+    again
+        .write_all(b"GET /health HTTP/1.1\r\nHost: again\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (reply, _) = read_until_closed(&mut again, Duration::from_secs(10));
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // Bodies: too large, and trickled.
+    let big = vec![b'x'; 5000];
+    let (status, body) = aggregator::client::put_json(addr, "/api/v1/watchlist", &big).unwrap();
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("max_body_bytes"), "{body}");
+    let mut trickle = connect_from(&rt, "127.0.0.2", addr);
+    trickle
+        .write_all(b"POST /api/v1/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"user\":")
+        .unwrap();
+    let (reply, _) = read_until_closed(&mut trickle, Duration::from_secs(15));
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("body_read_timeout_s"), "{reply}");
+    let (_, metrics) = aggregator::client::get(addr, "/metrics").unwrap();
+    for line in [
+        "aggregator_http_connections_refused_total{reason=\"per_address\"} 1",
+        "aggregator_http_header_timeouts_total 8",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
+    rt.block_on(running.stop());
+}
+
+/// Row 11: one JSON error shape on every route (404, 405, a malformed body), security
+/// headers on every answer, RFC 3339 times with an offset taken, an unknown zenoh query name
+/// counted under one series.
+#[test]
+fn row11_errors_have_one_shape_headers_are_set_and_offsets_are_taken() {
+    use aggregator::client::request_with;
+    let dir = temp_dir("hostile-row11");
+    let zport = free_port();
+    let rt = runtime();
+    let running = start_aggregator(&rt, &aggregator_config("sqlite", &dir.0, zport, ""));
+    let addr = running.http_addr;
+    for (method, path, body, want) in [
+        ("GET", "/api/v1/nothing-here", "", 404),
+        ("DELETE", "/api/v1/events", "", 405),
+        (
+            "POST",
+            "/api/v1/events/01JAAAAAAAAAAAAAAAAAAAAAAA/review",
+            "{not json",
+            400,
+        ),
+        ("GET", "/api/v1/events?from=yesterday", "", 400),
+    ] {
+        let (status, head, out) = request_with(
+            addr,
+            method,
+            path,
+            &[("Content-Type", "application/json".to_string())],
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(status, want, "{method} {path}");
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/json"),
+            "{method} {path}: {head}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|_| {
+            panic!(
+                "{method} {path}: not JSON: {}",
+                String::from_utf8_lossy(&out)
+            )
+        });
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{method} {path}: {v}"
+        );
+    }
+    let (status, head, _) = request_with(addr, "GET", "/health", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    for h in [
+        "x-content-type-options: nosniff",
+        "x-frame-options: deny",
+        "referrer-policy: no-referrer",
+        "cache-control: no-store",
+    ] {
+        assert!(head.contains(h), "{h} missing: {head}");
+    }
+    // Beijing time, escaped and with its `+` left bare (it arrives as a space).
+    for from in ["2026-11-29T16:00:00%2B08:00", "2026-11-29T16:00:00+08:00"] {
+        let (status, body) =
+            aggregator::client::get(addr, &format!("/api/v1/events?from={from}")).unwrap();
+        assert_eq!(status, 200, "{from}: {body}");
+    }
+    // Unknown zenoh query names share one metrics series.
+    let session = peer(&rt, zport);
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..5 {
+        let key = format!("ckpt/agg/320505/32050500055030000001/query/made-up-{i}");
+        rt.block_on(async {
+            let replies = session.get(key).await.unwrap();
+            while replies.recv_async().await.is_ok() {}
+        });
+    }
+    let (_, metrics) = aggregator::client::get(addr, "/metrics").unwrap();
+    assert!(
+        !metrics.contains("made-up"),
+        "a made-up query name became a series"
+    );
+    assert!(
+        metrics.contains("route=\"zenoh:unknown\""),
+        "unknown queries not counted"
+    );
+    rt.block_on(async {
+        session.close().await.unwrap();
+        running.stop().await;
+    });
+}
+
+/// Row 11: the API and dashboard over HTTPS (`[http.tls]`, certificates from
+/// `scripts/certs.sh`): a client trusting the CA is served with HSTS; plain HTTP on that
+/// port gets no answer; a missing key is refused at start naming the file.
+#[test]
+fn row11_the_api_is_served_over_tls() {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_dir("hostile-tls");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/certs.sh");
+    let out = Command::new(script)
+        .arg(&dir.0)
+        .arg("aggregator-http")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let zport = free_port();
+    let tls = format!(
+        "[http.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        dir.0.join("aggregator-http.pem").display(),
+        dir.0.join("aggregator-http.key").display()
+    );
+    let cfg = aggregator_config("sqlite", &dir.0, zport, "")
+        .replace("[zenoh]\n", &format!("{tls}[zenoh]\n"));
+    let rt = runtime();
+    let running = start_aggregator(&rt, &cfg);
+    let addr = running.http_addr;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(dir.0.join("ca.pem")).unwrap())
+        .unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let reply = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = connector.connect(name, tcp).await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("strict-transport-security: max-age="),
+        "{reply}"
+    );
+    assert!(reply.contains("\"status\":\"ok\""), "{reply}");
+    // Plain HTTP on the TLS port is not served.
+    let plain = aggregator::client::get(addr, "/health");
+    assert!(!matches!(plain, Ok((200, _))), "{plain:?}");
+    rt.block_on(running.stop());
+
+    // A key that is not there: refused at start, naming it.
+    let broken = cfg.replace("aggregator-http.key", "missing.key");
+    let raw: aggregator::config::AggregatorConfig = toml::from_str(&broken).unwrap();
+    let err = raw
+        .validate(std::path::Path::new("agg.toml"))
+        .err()
+        .expect("a missing key is refused")
+        .to_string();
+    assert!(
+        err.contains("missing.key") && err.contains("http.tls.key"),
+        "{err}"
+    );
+}

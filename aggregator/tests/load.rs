@@ -107,8 +107,7 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
 
     // Eight nodes (one checkpoint each), 4,000 plates, an image with every 20th event.
     let t0 = 1_795_000_000_000i64;
-    let mut image = vec![0u8; IMAGE_BYTES];
-    image[..3].copy_from_slice(&[0xFF, 0xD8, 0xFF]);
+    let image = jpeg(64, 48, IMAGE_BYTES);
     let started = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();

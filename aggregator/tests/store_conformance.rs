@@ -160,7 +160,7 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
     assert_eq!(store.get_evidence(&blob.image_id).unwrap().unwrap(), blob);
     assert!(store.get_evidence("missing").unwrap().is_none());
 
-    let st = store.stats().unwrap();
+    let st = store.stats(None).unwrap();
     assert_eq!(st.events_total, 25);
     assert_eq!(st.by_kind["object_track"], 25);
     assert_eq!(st.object_tracks_by_class["car"], 9);
@@ -527,7 +527,7 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
 
     // After a restart: the same data, migrations not re-run.
     let mut other = reopen();
-    assert_eq!(other.stats().unwrap().events_total, 25);
+    assert_eq!(other.stats(None).unwrap().events_total, 25);
     assert_eq!(other.get(&evs[24].event_id).unwrap().unwrap(), evs[24]);
     assert_eq!(other.insert_batch(&evs[..3], 7).unwrap(), 0);
 
@@ -556,7 +556,7 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
         purge_once(other.as_mut(), &cfg, T0 + 86_400_000 + 20_000).unwrap(),
         (10, 0)
     );
-    assert_eq!(other.stats().unwrap().events_total, 5);
+    assert_eq!(other.stats(None).unwrap().events_total, 5);
 
     // The export queue: new vehicle passes stored while it is on are queued in the same
     // transaction (duplicates and other kinds are not); results move them on.

@@ -21,6 +21,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use protocol::*;
+
+mod common;
 use serde_json::{json, Value};
 
 const USER: &str = "viid-user";
@@ -368,13 +370,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A minimal JPEG: SOI, SOF0 (320x240), EOI.
+/// A whole JPEG of 320x240.
 fn jpeg() -> Vec<u8> {
-    let mut b = vec![0xFF, 0xD8];
-    b.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00, 0xF0, 0x01, 0x40, 0x03]);
-    b.extend_from_slice(&[0; 12]);
-    b.extend_from_slice(&[0xFF, 0xD9]);
-    b
+    common::jpeg(320, 240, 0)
 }
 
 fn pass(i: u64, t: i64, plate: Option<&str>) -> Event {

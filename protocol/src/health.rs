@@ -16,6 +16,10 @@ pub struct CameraHealth {
     pub inference_errors: u64,
     /// Frames processed per second over the last interval.
     pub fps: f64,
+    /// Failed attempts to run the camera since it last processed a frame (0: running); a
+    /// live camera past its `max_attempts` is down and still tried.
+    #[serde(default)]
+    pub failures_in_a_row: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +70,7 @@ mod tests {
                 frames_dropped: 1,
                 inference_errors: 0,
                 fps: 1.8,
+                failures_in_a_row: 0,
             }],
             outbox_backlog_items: 3,
             outbox_oldest_age_secs: 0.5,

@@ -116,6 +116,10 @@ pub fn parse_evidence_key(key: &str) -> Option<(&str, &str, &str)> {
 /// arrived under the key its own ids imply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventKey<'a> {
+    /// The key's city and county segments: a checkpoint's own are its id's first four digits
+    /// and `00`, and its first six.
+    pub city: &'a str,
+    pub county: &'a str,
     pub checkpoint: &'a str,
     pub camera: &'a str,
     pub kind: &'a str,
@@ -125,7 +129,9 @@ pub struct EventKey<'a> {
 pub fn parse_event_key(key: &str) -> Option<EventKey<'_>> {
     let parts: Vec<&str> = key.split('/').collect();
     match parts.as_slice() {
-        [ROOT, _city, _county, checkpoint, camera, "event", kind, event_id] => Some(EventKey {
+        [ROOT, city, county, checkpoint, camera, "event", kind, event_id] => Some(EventKey {
+            city,
+            county,
             checkpoint,
             camera,
             kind,

@@ -9,10 +9,42 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Parses `YYYY-MM-DDThh:mm:ss[.fff]Z` (UTC only) into milliseconds since the epoch.
+/// Parses an RFC 3339 time, `YYYY-MM-DDThh:mm:ss[.fff]` followed by `Z` or an offset
+/// `+hh:mm` / `-hh:mm` (Beijing time is `+08:00`), into UTC milliseconds since the epoch. A
+/// space where the offset's `+` belongs is taken as `+`: an unescaped `+` in a URL's query
+/// arrives as a space.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let (local, offset_min) = split_offset(s)?;
+    parse_local_ms(local).map(|ms| ms - offset_min * 60_000)
+}
+
+/// Splits the zone designator off an RFC 3339 time: the rest and the offset in minutes.
+fn split_offset(s: &str) -> Option<(&str, i64)> {
+    if let Some(rest) = s.strip_suffix('Z').or_else(|| s.strip_suffix('z')) {
+        return Some((rest, 0));
+    }
+    let cut = s.len().checked_sub(6)?;
+    let (rest, zone) = (s.get(..cut)?, s.get(cut..)?);
+    let z = zone.as_bytes();
+    let sign = match z[0] {
+        b'+' | b' ' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    if z[3] != b':' || !z[1..3].iter().chain(&z[4..6]).all(u8::is_ascii_digit) {
+        return None;
+    }
+    let (h, m): (i64, i64) = (zone[1..3].parse().ok()?, zone[4..6].parse().ok()?);
+    if h > 23 || m > 59 {
+        return None;
+    }
+    Some((rest, sign * (h * 60 + m)))
+}
+
+/// Parses `YYYY-MM-DDThh:mm:ss[.fff]` (no zone) as milliseconds since the epoch.
+fn parse_local_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || *b.last()? != b'Z' {
+    if b.len() < 19 {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -42,7 +74,7 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         return None;
     }
     let mut ms = 0;
-    let rest = &s[19..s.len() - 1];
+    let rest = &s[19..];
     if !rest.is_empty() {
         let frac = rest.strip_prefix('.')?;
         if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|c| c.is_ascii_digit()) {
@@ -99,7 +131,22 @@ mod tests {
             parse_rfc3339_ms("2026-11-29T08:00:00.5Z"),
             Some(1_795_939_200_500)
         );
-        assert_eq!(parse_rfc3339_ms("2026-11-29T08:00:00+08:00"), None);
+        // Beijing time, and the same with its `+` decoded to a space from a URL.
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-29T16:00:00.5+08:00"),
+            Some(1_795_939_200_500)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-29T16:00:00 08:00"),
+            Some(1_795_939_200_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-29T03:30:00-04:30"),
+            Some(1_795_939_200_000)
+        );
+        assert_eq!(parse_rfc3339_ms("2026-11-29T08:00:00+8:00"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-29T08:00:00+24:00"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-29T08:00:00"), None);
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
         assert_eq!(
             format_rfc3339_ms(1_795_939_200_500),
@@ -111,6 +158,14 @@ mod tests {
         #[test]
         fn round_trip(ms in 0i64..4_102_444_800_000) {
             prop_assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms));
+        }
+        #[test]
+        fn any_offset_names_the_same_instant(ms in 0i64..4_102_444_800_000, off in -23i64 * 60..=23 * 60) {
+            let local = format_rfc3339_ms(ms + off * 60_000);
+            let sign = if off < 0 { '-' } else { '+' };
+            let zone = format!("{sign}{:02}:{:02}", off.abs() / 60, off.abs() % 60);
+            let text = format!("{}{zone}", &local[..local.len() - 1]);
+            prop_assert_eq!(parse_rfc3339_ms(&text), Some(ms));
         }
         #[test]
         fn never_panics(s in "\\PC{0,30}") { let _ = parse_rfc3339_ms(&s); }

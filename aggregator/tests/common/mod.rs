@@ -104,3 +104,24 @@ pub fn peer(rt: &tokio::runtime::Runtime, port: u16) -> zenoh::Session {
             .unwrap()
     })
 }
+
+/// A whole JPEG of `w` x `h` grey pixels, padded with comment segments to at least
+/// `min_bytes` (ingest takes only images that parse and end with their end marker).
+pub fn jpeg(w: u16, h: u16, min_bytes: usize) -> Vec<u8> {
+    let mut small = Vec::new();
+    let pixels = vec![128u8; w as usize * h as usize * 3];
+    jpeg_encoder::Encoder::new(&mut small, 80)
+        .encode(&pixels, w, h, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
+    let mut out = small[..2].to_vec();
+    let mut missing = min_bytes.saturating_sub(small.len());
+    while missing > 0 {
+        let n = missing.clamp(4, 60_000);
+        let len = (n - 2) as u16;
+        out.extend_from_slice(&[0xFF, 0xFE, (len >> 8) as u8, len as u8]);
+        out.extend(std::iter::repeat_n(b' ', n - 4));
+        missing = missing.saturating_sub(n);
+    }
+    out.extend_from_slice(&small[2..]);
+    out
+}
