@@ -7,7 +7,9 @@
 //! streams drop the oldest queued frame, counted. Events are never dropped.
 //!
 //! A failure (source cannot open, stream breaks, model missing) is retried with exponential
-//! backoff; after `retry.max_attempts` failures in a row the camera gives up and reports why.
+//! backoff; after `retry.max_attempts` failures in a row a file camera gives up and reports
+//! why, and a live camera is reported down and tried on at the longest backoff. A file that
+//! ends short of the length its header names is a failure (cut short), not a success.
 //! Nothing here can stop another camera.
 
 use std::collections::BTreeMap;
@@ -241,6 +243,13 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
             &mut timers,
         );
         let progressed = summary.frames_processed > frames_before;
+        if progressed {
+            if failures > 0 {
+                info!(after_failures = failures, "Camera back");
+            }
+            failures = 0;
+            backoff = Duration::from_millis(cam.retry.initial_backoff_ms);
+        }
         match result {
             Ok(()) => {
                 summary.error = None;
@@ -248,18 +257,27 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
             }
             Err(e) => {
                 summary.error = Some(e.to_string());
-                if progressed {
-                    failures = 0;
-                    backoff = Duration::from_millis(cam.retry.initial_backoff_ms);
-                }
                 failures += 1;
-                // A file that broke part-way is not replayed: that would publish its events twice.
-                let give_up = cam.retry.max_attempts.is_some_and(|m| failures >= m)
-                    || (progressed && !cam.raw.source.is_live());
+                metrics
+                    .failures_in_a_row
+                    .store(failures as u64, Ordering::Relaxed);
+                let live = cam.raw.source.is_live();
+                let exhausted = cam.retry.max_attempts.is_some_and(|m| failures >= m);
+                // A file that broke part-way is not replayed: that would publish its events
+                // twice. A live camera is never given up: a dead camera comes back (power,
+                // network); after `max_attempts` it is reported down and tried at the
+                // longest backoff.
+                let give_up = !live && (exhausted || progressed);
                 if give_up || matches!(e, CameraError::Sink(_)) {
                     error!(error = %e, attempts = summary.attempts, "Camera stopped; fix the input and restart the node");
                     summary.failed = true;
                     break;
+                }
+                if live && exhausted {
+                    backoff = Duration::from_millis(cam.retry.max_backoff_ms);
+                    if cam.retry.max_attempts == Some(failures) {
+                        error!(error = %e, failures, retry_every_ms = cam.retry.max_backoff_ms, "Camera down; still trying it (a live camera is never given up)");
+                    }
                 }
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, attempt = summary.attempts, "Camera failed; retrying");
                 sleep_unless_shutdown(backoff, &ctx.shutdown);
@@ -511,6 +529,7 @@ fn run_once(
                 .record(d.ready_at.elapsed() + d.decode + d.preprocess);
             summary.frames_processed += 1;
             m.frames_processed.fetch_add(1, Ordering::Relaxed);
+            m.failures_in_a_row.store(0, Ordering::Relaxed);
             debug!(
                 frame = d.frame.seq,
                 time_ms = d.frame.time_ms,

@@ -285,8 +285,10 @@ pub struct RetryConfig {
     /// Longest wait between attempts, milliseconds.
     #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
-    /// Give up after this many failed attempts in a row; none = never (the default for RTSP).
-    /// Files and image folders default to 3.
+    /// Files and image folders: give up after this many failed attempts in a row (default
+    /// 3). RTSP: a live camera is never given up; after this many failures in a row it is
+    /// reported down (log, `edge_camera_failures_in_a_row`, health) and tried every
+    /// `max_backoff_ms` until it answers.
     #[serde(default)]
     pub max_attempts: Option<u32>,
 }

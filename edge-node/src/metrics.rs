@@ -31,6 +31,8 @@ pub struct CameraMetrics {
     pub frames_processed: AtomicU64,
     pub frames_dropped: AtomicU64,
     pub inference_errors: AtomicU64,
+    /// Failed attempts to run the camera since it last processed a frame.
+    pub failures_in_a_row: AtomicU64,
     events: Mutex<BTreeMap<String, u64>>,
     stages: [Arc<Histogram>; 12],
 }
@@ -105,6 +107,19 @@ impl NodeMetrics {
             for (id, c) in cams.iter() {
                 let _ = writeln!(out, "{name}{{camera=\"{id}\"}} {}", get(c));
             }
+        }
+        family(
+            &mut out,
+            "edge_camera_failures_in_a_row",
+            "gauge",
+            "Failed attempts to run the camera since it last processed a frame (0: running).",
+        );
+        for (id, c) in cams.iter() {
+            let _ = writeln!(
+                out,
+                "edge_camera_failures_in_a_row{{camera=\"{id}\"}} {}",
+                c.failures_in_a_row.load(Ordering::Relaxed)
+            );
         }
         family(
             &mut out,

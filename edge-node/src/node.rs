@@ -350,6 +350,9 @@ async fn publish_health(
                     inference_errors: m
                         .inference_errors
                         .load(std::sync::atomic::Ordering::Relaxed),
+                    failures_in_a_row: m
+                        .failures_in_a_row
+                        .load(std::sync::atomic::Ordering::Relaxed),
                     fps: if secs > 0.0 {
                         (processed - before) as f64 / secs
                     } else {

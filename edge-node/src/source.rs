@@ -115,6 +115,8 @@ struct GstSource {
     /// UTC ms of PTS 0 (files), or of the first frame's PTS (live).
     base_ms: Option<i64>,
     first_pts_ms: Option<i64>,
+    /// The last frame's timestamp, ms: at the end of a file, how far it played.
+    last_pts_ms: Option<i64>,
     seq: u64,
     last_frame_at: Instant,
     stall_timeout: Duration,
@@ -188,6 +190,7 @@ impl GstSource {
             live,
             base_ms,
             first_pts_ms: None,
+            last_pts_ms: None,
             seq: 0,
             last_frame_at: Instant::now(),
             stall_timeout,
@@ -205,6 +208,12 @@ impl GstSource {
         }
         self.base_ms.unwrap_or(0) + pts
     }
+}
+
+/// Whether a file whose last frame is at `last_ms` ended short of its `total_ms`: by more
+/// than a second, or 2 % of a long file (the last frame starts one frame before the end).
+fn cut_short(last_ms: i64, total_ms: i64) -> bool {
+    last_ms + (total_ms / 50).max(1000) < total_ms
 }
 
 /// Copies a sample's RGB rows (stride-padded) into a packed buffer.
@@ -254,6 +263,9 @@ impl FrameSource for GstSource {
                         input: self.input.clone(),
                         message,
                     })?;
+                if pts_ms.is_some() {
+                    self.last_pts_ms = pts_ms;
+                }
                 let time_ms = self.frame_time(pts_ms);
                 let seq = self.seq;
                 self.seq += 1;
@@ -284,6 +296,22 @@ impl FrameSource for GstSource {
                         input: self.input.clone(),
                         message: "ended without a single video frame; is it a video?".into(),
                     });
+                }
+                // A file cut short (a copy interrupted, a recorder that lost power) plays
+                // up to the cut and ends as if whole: its header still names the whole
+                // length.
+                if let (Some(total), Some(last)) = (self.duration_ms(), self.last_pts_ms) {
+                    if cut_short(last, total) {
+                        return Err(SourceError::Stream {
+                            input: self.input.clone(),
+                            message: format!(
+                                "ended at {:.1} s of its {:.1} s: the file is cut short (truncated or damaged); its {} frames up to there were processed",
+                                last as f64 / 1000.0,
+                                total as f64 / 1000.0,
+                                self.seq
+                            ),
+                        });
+                    }
                 }
                 return Ok(None);
             }
@@ -407,5 +435,19 @@ impl FrameSource for ImageFolder {
             });
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A file that stops a frame before its end is whole; one that stops a second or more
+    /// (2 % of a long one) short was cut.
+    #[test]
+    fn a_file_ending_short_of_its_length_is_cut() {
+        assert!(!super::cut_short(79_900, 80_000));
+        assert!(!super::cut_short(78_500, 80_000));
+        assert!(super::cut_short(40_000, 80_000));
+        assert!(super::cut_short(3_000, 5_000));
+        assert!(!super::cut_short(4_960, 5_000));
     }
 }

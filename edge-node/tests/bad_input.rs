@@ -7,6 +7,31 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+/// The first `frames` frames of vtest.avi as an H.264 MP4 with its index (`moov`) in front,
+/// as cameras' recorders and `ffmpeg -movflags faststart` write them.
+fn mp4_of_vtest(path: &std::path::Path, frames: u32) {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! identity eos-after={frames} ! openh264enc ! h264parse ! mp4mux faststart=true ! filesink location={}",
+        vtest().display(),
+        path.display()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+}
 
 #[test]
 fn corrupt_video_and_missing_model_fail_alone_while_the_good_camera_runs() {
@@ -18,6 +43,13 @@ fn corrupt_video_and_missing_model_fail_alone_while_the_good_camera_runs() {
     let mut bytes = b"RIFF\x00\x10\x00\x00AVI LIST".to_vec();
     bytes.extend((0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     std::fs::write(&corrupt, bytes).unwrap();
+    // Cut short: the first half of a 10 s MP4 plays to the cut and ends as if whole (its
+    // index names the whole length); issue 18, row 10.
+    let mp4 = dir.0.join("whole.mp4");
+    mp4_of_vtest(&mp4, 100);
+    let whole = std::fs::read(&mp4).unwrap();
+    let cut = dir.0.join("cut.mp4");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
     // A manifest whose model file does not exist.
     let manifest = std::fs::read_to_string(repo_root().join("models/yolov8n.toml"))
         .unwrap()
@@ -67,6 +99,10 @@ source = {{ type = "file", path = "{vtest}" }}
 detector = "{wrong}"
 retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
 [[cameras]]
+id = "32050500051320000006"
+name = "cut"
+source = {{ type = "file", path = "{cut}" }}
+[[cameras]]
 id = "32050500051320000004"
 name = "no-file"
 source = {{ type = "file", path = "{dir}/does-not-exist.mp4" }}
@@ -74,6 +110,7 @@ retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
 "#,
             vtest = vtest().display(),
             corrupt = corrupt.display(),
+            cut = cut.display(),
             manifest = manifest_path.display(),
             wrong = wrong_path.display(),
             dir = dir.0.display(),
@@ -98,6 +135,8 @@ retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
     assert_eq!(good["frames_processed"], 40);
     let published = good["events_published"].as_u64().unwrap();
     assert!(published > 0);
+    // What the cut file published up to its cut is kept too.
+    let published = published + by_name("cut")["events_published"].as_u64().unwrap();
     assert_eq!(
         agg.wait_stored(published, Duration::from_secs(20)),
         published
@@ -107,6 +146,23 @@ retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
     assert!(corrupt_err.contains("corrupt.avi"), "{corrupt_err}");
     assert_eq!(by_name("corrupt")["attempts"], 2);
 
+    // The cut file: its frames up to the cut processed and published, then a failure that
+    // names the file and says it was cut short.
+    let cut_cam = by_name("cut");
+    assert_eq!(cut_cam["failed"], true, "{cut_cam}");
+    assert_eq!(
+        cut_cam["attempts"], 1,
+        "a file that broke part-way is not replayed: {cut_cam}"
+    );
+    assert!(
+        cut_cam["frames_processed"].as_u64().unwrap() > 10,
+        "{cut_cam}"
+    );
+    let cut_err = cut_cam["error"].as_str().unwrap();
+    assert!(
+        cut_err.contains("cut.mp4") && cut_err.contains("cut short"),
+        "{cut_err}"
+    );
     let model_err = by_name("no-model")["error"].as_str().unwrap().to_string();
     assert!(
         model_err.contains("missing-model.onnx") && model_err.contains("setup.sh"),
@@ -131,7 +187,12 @@ retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
     );
 
     // The operator sees the same in the log and in the printed summary.
-    for needle in ["corrupt.avi", "missing-model.onnx", "does-not-exist.mp4"] {
+    for needle in [
+        "corrupt.avi",
+        "missing-model.onnx",
+        "does-not-exist.mp4",
+        "cut short",
+    ] {
         assert!(
             stderr.contains(needle),
             "{needle} missing from stderr:\n{stderr}"

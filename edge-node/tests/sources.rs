@@ -13,11 +13,16 @@ use gstreamer_rtsp_server::prelude::*;
 
 /// Serves vtest.avi re-encoded to H.264 at rtsp://127.0.0.1:<port>/vtest, in real time.
 fn rtsp_server() -> (u16, gst::glib::MainLoop) {
+    rtsp_server_on(0)
+}
+
+/// [`rtsp_server`] on a given port (0: any free one).
+fn rtsp_server_on(port: u16) -> (u16, gst::glib::MainLoop) {
     gst::init().unwrap();
     let main_loop = gst::glib::MainLoop::new(None, false);
     let server = rtsp::RTSPServer::new();
     server.set_address("127.0.0.1");
-    server.set_service("0");
+    server.set_service(&port.to_string());
     let factory = rtsp::RTSPMediaFactory::new();
     factory.set_launch(&format!(
         "( filesrc location={} ! decodebin ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! rtph264pay name=pay0 pt=96 )",
@@ -121,6 +126,43 @@ max_frames = 60
             .all(|e| (now - e.frame_time_ms).abs() < 120_000),
         "frame times not current"
     );
+}
+
+/// Issue 18, row 10: a live camera given `max_attempts` is never given up. Its RTSP server
+/// is down at start: after two failed attempts the camera is reported down and still tried,
+/// and when the server comes up the camera runs.
+#[test]
+fn row10_a_live_camera_past_max_attempts_is_still_tried() {
+    let port = free_port();
+    let agg = TestAggregator::start();
+    let dir = common::tempdir::Dir::new("rtsp-down");
+    let config = node_header(agg.zenoh_port)
+        + &format!(
+            r#"[[cameras]]
+id = "32050500051320000005"
+name = "rtsp-late"
+source = {{ type = "rtsp", url = "rtsp://127.0.0.1:{port}/vtest", latency_ms = 100 }}
+max_frames = 20
+stall_timeout_secs = 5
+retry = {{ initial_backoff_ms = 100, max_backoff_ms = 1000, max_attempts = 2 }}
+"#
+        );
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(6));
+        rtsp_server_on(port).1
+    });
+    let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(120));
+    late.join().unwrap().quit();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Camera down"), "{stderr}");
+    assert!(stderr.contains("Camera back"), "{stderr}");
+    let cam = &summary.unwrap()["cameras"][0];
+    assert_eq!(cam["failed"], false, "{cam}");
+    assert!(cam["attempts"].as_u64().unwrap() > 2, "{cam}");
+    let processed = cam["frames_processed"].as_u64().unwrap();
+    let dropped = cam["frames_dropped"].as_u64().unwrap();
+    assert_eq!(processed + dropped, 20, "{cam}");
 }
 
 #[test]

@@ -71,6 +71,17 @@ pub mod tempdir {
 
 impl TestAggregator {
     pub fn start() -> TestAggregator {
+        // A port found free can be taken by another test's outgoing connection before the
+        // aggregator binds it: try again on another.
+        for _ in 0..4 {
+            if let Some(agg) = Self::try_start() {
+                return agg;
+            }
+        }
+        Self::try_start().expect("aggregator started")
+    }
+
+    fn try_start() -> Option<TestAggregator> {
         let dir = tempdir::Dir::new("agg");
         let zenoh_port = free_port();
         let text = format!(
@@ -82,25 +93,33 @@ impl TestAggregator {
             .enable_all()
             .build()
             .unwrap();
-        let running = Self::launch(&rt, &text);
-        TestAggregator {
+        let running = match Self::try_launch(&rt, &text) {
+            Ok(r) => r,
+            Err(e) if e.contains("Address already in use") => return None,
+            Err(e) => panic!("aggregator start: {e}"),
+        };
+        Some(TestAggregator {
             zenoh_port,
             http: running.http_addr,
             running: Some(running),
             rt,
             text,
             _dir: dir,
-        }
+        })
     }
 
     fn launch(rt: &tokio::runtime::Runtime, text: &str) -> aggregator::Running {
+        Self::try_launch(rt, text).unwrap()
+    }
+
+    fn try_launch(rt: &tokio::runtime::Runtime, text: &str) -> Result<aggregator::Running, String> {
         let raw: aggregator::config::AggregatorConfig = toml::from_str(text).unwrap();
         let cfg = raw.validate(Path::new("test")).unwrap();
         rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(30), aggregator::start(cfg))
                 .await
                 .unwrap()
-                .unwrap()
+                .map_err(|e| format!("{e:?}"))
         })
     }
 
