@@ -188,9 +188,11 @@ REQ
   fi
 fi
 
-# Certificates for zenoh over mutual TLS in the demo: the aggregator, the demo's checkpoint
-# node, and "operator" for zenoh tools (kept once issued).
-"$ROOT/scripts/certs.sh" "$CACHE/certs" aggregator 32050500051210000001 operator >/dev/null
+# Certificates for zenoh over mutual TLS in the demo and the shipped configs: the county
+# aggregator, the demo's checkpoint node, "operator" for zenoh tools, the city aggregator and
+# the city's router (kept once issued).
+"$ROOT/scripts/certs.sh" "$CACHE/certs" aggregator 32050500051210000001 operator \
+  aggregator-320500 router-320500 >/dev/null
 
 cat > "$CACHE/env.sh" <<ENV
 export TRAFFIC_CACHE="$CACHE"

@@ -130,6 +130,11 @@ pub struct ZenohConfig {
     /// endpoint must be `tls/...`.
     #[serde(default)]
     pub tls: Option<protocol::security::TlsFiles>,
+    /// With `tls`: the certificate common names of the aggregators (and zenoh routers) this
+    /// node exchanges messages with. Messages to and from any other peer are dropped, so
+    /// only these can see its events and acknowledge (free) its outbox. Required with TLS.
+    #[serde(default)]
+    pub trusted_common_names: Vec<String>,
     /// Plain zenoh (no TLS) on a network address, or with multicast scouting, is refused
     /// unless this is true: without TLS there is no access control (anyone reaching the
     /// endpoint can read plates and publish or acknowledge events). Logged as a warning at
@@ -150,6 +155,7 @@ impl Default for ZenohConfig {
             listen: vec![],
             multicast_scouting: false,
             tls: None,
+            trusted_common_names: vec![],
             insecure: false,
         }
     }
@@ -462,6 +468,9 @@ impl NodeConfig {
             .collect();
         if let Some(tls) = &self.zenoh.tls {
             errors.extend(tls.check(&endpoints));
+            if self.zenoh.trusted_common_names.is_empty() {
+                errors.push("zenoh.trusted_common_names is empty while [zenoh] tls is set: name the aggregators' (and routers') certificate common names, e.g. trusted_common_names = [\"aggregator\"]; only they may acknowledge this node's events".into());
+            }
         } else if !self.zenoh.insecure {
             errors.extend(protocol::security::plain_transport_problems(
                 &endpoints,

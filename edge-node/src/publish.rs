@@ -40,7 +40,9 @@ pub async fn open_session(cfg: &ZenohConfig) -> Result<zenoh::Session, PublishEr
         &cfg.listen,
         cfg.multicast_scouting,
         cfg.tls.as_ref(),
-        None,
+        cfg.tls
+            .as_ref()
+            .map(|_| protocol::security::trusted_peers_acl(&cfg.trusted_common_names)),
     );
     if cfg.tls.is_none() && cfg.insecure {
         warn!(connect = ?cfg.connect, listen = ?cfg.listen, "zenoh.insecure = true: plain zenoh without access control; anyone reaching the link can read this node's events or pose as an aggregator (set [zenoh] tls)");

@@ -159,6 +159,25 @@ pub fn checkpoint_acl(checkpoints: &[DeviceId], trusted: &[String]) -> Value {
     })
 }
 
+/// The access-control policy of an edge node: it exchanges messages only with peers whose
+/// certificate common name is in `aggregators` (the aggregators of its scope and the zenoh
+/// routers between them), in both directions. Default deny: another certificate from the
+/// same CA (another node's, stolen) that reaches this node, directly or by gossip, sees none
+/// of its events and cannot acknowledge (free) its outbox, pose as an aggregator's
+/// liveliness token, or push a watch list or signal phase.
+pub fn trusted_peers_acl(aggregators: &[String]) -> Value {
+    json!({
+        "enabled": true,
+        "default_permission": "deny",
+        "rules": [{"id": "with_aggregators", "permission": "allow",
+                   "flows": ["ingress", "egress"], "messages": ALL_MESSAGES,
+                   "key_exprs": ["**"]}],
+        "subjects": [{"id": "aggregators", "cert_common_names": aggregators}],
+        "policies": [{"id": "policy_aggregators", "subjects": ["aggregators"],
+                      "rules": ["with_aggregators"]}],
+    })
+}
+
 /// zenoh session settings, with mutual TLS when `tls` is given and the access-control policy
 /// when `acl` is, as the JSON zenoh reads.
 pub fn zenoh_json5(
