@@ -188,6 +188,23 @@ REQ
   fi
 fi
 
+# The API fuzzer the suite runs against both backends (aggregator/tests/api_fuzz.rs):
+# schemathesis in its own venv, every wheel pinned by sha256 in scripts/fuzz-requirements.txt.
+# The suite needs it: a failure here stops setup.
+FUZZ_VENV=$CACHE/fuzz-venv
+if [ ! -f "$FUZZ_VENV/.complete" ] \
+  || ! cmp -s "$ROOT/scripts/fuzz-requirements.txt" "$FUZZ_VENV/.requirements"; then
+  say "creating the API fuzzer's venv (schemathesis) in $FUZZ_VENV"
+  rm -rf "$FUZZ_VENV"
+  python3 -m venv "$FUZZ_VENV" >&2
+  "$FUZZ_VENV/bin/pip" install -q --require-hashes --only-binary=:all: \
+    -r "$ROOT/scripts/fuzz-requirements.txt" >&2 \
+    || die "could not install the API fuzzer (schemathesis) from PyPI into $FUZZ_VENV; check that PyPI is reachable (or a mirror in pip.conf), then run scripts/setup.sh again"
+  cp "$ROOT/scripts/fuzz-requirements.txt" "$FUZZ_VENV/.requirements"
+  touch "$FUZZ_VENV/.complete"
+  say "installed $FUZZ_VENV"
+fi
+
 # Certificates for zenoh over mutual TLS in the demo and the shipped configs: the county
 # aggregator, the demo's checkpoint node, "operator" for zenoh tools, the city aggregator and
 # the city's router (kept once issued).

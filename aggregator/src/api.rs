@@ -855,6 +855,41 @@ async fn stats(
 
 #[cfg(test)]
 mod tests {
+    /// Every operation names the status codes any request can get: 400 (a bad parameter or a
+    /// control character, before the login), 500 and 503 (the connection limits); 401 and
+    /// 403 where a login is wanted; 404 with a path parameter; 408 and 413 with a body. The
+    /// API fuzzer (tests/api_fuzz.rs) fails on any code an operation does not list.
+    #[test]
+    fn every_operation_documents_the_status_codes_it_can_answer() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("valid JSON");
+        let public = [
+            "/health",
+            "/metrics",
+            "/api/v1/openapi.json",
+            "/api/v1/login",
+        ];
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                let mut want = vec!["200", "400", "500", "503"];
+                if !public.contains(&path.as_str()) {
+                    want.extend(["401", "403"]);
+                }
+                if path.contains('{') {
+                    want.push("404");
+                }
+                if method == "post" || method == "put" {
+                    want.extend(["408", "413"]);
+                }
+                for code in want {
+                    assert!(
+                        op["responses"].get(code).is_some(),
+                        "{method} {path} does not document {code}"
+                    );
+                }
+            }
+        }
+    }
+
     /// Every route the router serves is in the OpenAPI document with its methods, and the
     /// document names no route the router lacks.
     #[test]

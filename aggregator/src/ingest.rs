@@ -469,7 +469,9 @@ fn store_batch(
 ) -> (Vec<bool>, Vec<bool>) {
     let mut stored = vec![false; batch.len()];
     let mut fresh = vec![false; batch.len()];
-    let mut todo = vec![0..batch.len()];
+    // The ranges of the batch still to store: the whole, then halves of a refused one.
+    let mut todo = Vec::new();
+    todo.push(0..batch.len());
     let mut attempt = 0u32;
     let mut stopping_since: Option<std::time::Instant> = None;
     while let Some(r) = todo.pop() {

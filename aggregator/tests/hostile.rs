@@ -31,14 +31,14 @@ fn publish(rt: &tokio::runtime::Runtime, s: &zenoh::Session, key: String, payloa
     });
 }
 
+/// Acknowledgements heard, each with when it came (seconds).
+type Heard = Arc<Mutex<Vec<(f64, protocol::AckMsg)>>>;
+
 /// Acknowledgements heard on the checkpoint's ack key, each with when it came (seconds).
 fn hear_acks(
     rt: &tokio::runtime::Runtime,
     s: &zenoh::Session,
-) -> (
-    zenoh::pubsub::Subscriber<()>,
-    Arc<Mutex<Vec<(f64, protocol::AckMsg)>>>,
-) {
+) -> (zenoh::pubsub::Subscriber<()>, Heard) {
     let heard = Arc::new(Mutex::new(Vec::new()));
     let h = heard.clone();
     let ck = DeviceId::parse(CK).unwrap();
@@ -561,11 +561,10 @@ fn row11_the_api_is_served_over_tls() {
     // A key that is not there: refused at start, naming it.
     let broken = cfg.replace("aggregator-http.key", "missing.key");
     let raw: aggregator::config::AggregatorConfig = toml::from_str(&broken).unwrap();
-    let err = raw
-        .validate(std::path::Path::new("agg.toml"))
-        .err()
-        .expect("a missing key is refused")
-        .to_string();
+    let Err(err) = raw.validate(std::path::Path::new("agg.toml")) else {
+        panic!("a missing key is refused")
+    };
+    let err = err.to_string();
     assert!(
         err.contains("missing.key") && err.contains("http.tls.key"),
         "{err}"

@@ -125,3 +125,40 @@ pub fn jpeg(w: u16, h: u16, min_bytes: usize) -> Vec<u8> {
     out.extend_from_slice(&small[2..]);
     out
 }
+
+/// A pedestrian red-light violation at `t`, pending review, with one evidence picture.
+pub fn red_light(ck: &str, cam: &str, node: &str, t: i64, image: &str, sha: &str) -> Event {
+    let mut ev = pass(ck, cam, node, t, "苏E00000", 1);
+    ev.event_id = ulid::Ulid::from_parts(t as u64, 42).to_string();
+    ev.lane = None;
+    ev.severity = Severity::Alert;
+    ev.review = ReviewState::Pending;
+    ev.rule = Some(RuleRef {
+        id: "pedestrian_red_light".into(),
+        version: 1,
+    });
+    ev.evidence = vec![EvidenceRef {
+        image_id: image.into(),
+        sha256: sha.into(),
+        role: "scene".into(),
+    }];
+    ev.body = EventBody::PedestrianRedLight(PedestrianRedLight {
+        track_id: 7,
+        crosswalk: "crossing_s".into(),
+        waiting_area: "kerb_w".into(),
+        left_waiting_ms: t - 400,
+        entered_ms: t - 300,
+        confirmed_ms: t,
+        signal: SignalReading {
+            phase: "ped_s".into(),
+            state: LightState::Red,
+            since_ms: t - 20_000,
+            source: SignalSource::Plan,
+            observed_ms: t,
+        },
+        red_for_ms: 19_700,
+        signal_age_ms: 0,
+        boxes: vec![],
+    });
+    ev
+}
