@@ -112,6 +112,7 @@ fn main() {
             models_dir: benches::models_dir(),
             ort_library: benches::ort_library(),
             intra_threads: threads,
+            engines: Default::default(),
             sink: sink.clone(),
             shutdown: Arc::new(AtomicBool::new(false)),
             feed: Default::default(),

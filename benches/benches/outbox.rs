@@ -140,7 +140,10 @@ fn main() {
     println!("| mix | items a transaction | items/s | MB/s | x the demand |");
     println!("|---|---|---|---|---|");
     let mut start = 0u64;
-    for (mix, pictures) in [("events (0.7 KB)", false), ("events + 60 KiB pictures", true)] {
+    for (mix, pictures) in [
+        ("events (0.7 KB)", false),
+        ("events + 60 KiB pictures", true),
+    ] {
         for batch in [1usize, 8] {
             let path = dir.join(format!("outbox-{pictures}-{batch}.db"));
             let _ = std::fs::remove_file(&path);

@@ -26,7 +26,8 @@ use tracing::{debug, error, info, info_span, warn};
 use crate::config::ValidCamera;
 pub use crate::crossing::Outgoing;
 use crate::crossing::{CrossingSummary, CrossingWatch};
-use crate::detect::{DetectError, Detection, Detector};
+use crate::detect::{DetectError, Detection};
+use crate::engine::DetectorEngine;
 use crate::events::EventFactory;
 use crate::frame::Frame;
 use crate::metrics::{CameraMetrics, NodeMetrics};
@@ -89,7 +90,10 @@ pub struct CameraContext {
     pub checkpoint_id: DeviceId,
     pub models_dir: PathBuf,
     pub ort_library: PathBuf,
+    /// ONNX Runtime threads of each model's session (one session per model for the node).
     pub intra_threads: usize,
+    /// The node's inference engines: one per model, shared by the cameras.
+    pub engines: Arc<crate::engine::Engines>,
     pub sink: Arc<dyn EventSink>,
     pub shutdown: Arc<AtomicBool>,
     /// Latest signal-controller readings, shared by the cameras of the node.
@@ -223,8 +227,8 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
     };
     let metrics = ctx.metrics.camera(cam.id.as_str());
     let mut timers = Timers::new(&metrics);
-    let mut detector: Option<Detector> = None;
-    let mut plate_models: Option<crate::plate::PlatePipeline> = None;
+    let mut detector: Option<Arc<DetectorEngine>> = None;
+    let mut plate_models: Option<crate::engine::SharedPlates> = None;
     let mut failures = 0u32;
     let mut backoff = Duration::from_millis(cam.retry.initial_backoff_ms);
     let started = Instant::now();
@@ -326,14 +330,14 @@ fn sleep_unless_shutdown(d: Duration, shutdown: &AtomicBool) {
 fn run_once(
     cam: &ValidCamera,
     ctx: &CameraContext,
-    detector_slot: &mut Option<Detector>,
-    plates_slot: &mut Option<crate::plate::PlatePipeline>,
+    detector_slot: &mut Option<Arc<DetectorEngine>>,
+    plates_slot: &mut Option<crate::engine::SharedPlates>,
     summary: &mut CameraSummary,
     timers: &mut Timers,
 ) -> Result<(), CameraError> {
     let m = ctx.metrics.camera(cam.id.as_str());
-    if detector_slot.is_none() {
-        *detector_slot = Some(Detector::load(
+    if detector_slot.as_ref().is_none_or(|d| !d.alive()) {
+        *detector_slot = Some(ctx.engines.detector(
             &cam.raw.detector,
             &ctx.models_dir,
             &ctx.ort_library,
@@ -341,7 +345,7 @@ fn run_once(
         )?);
     }
     if let (Some(pc), None) = (&cam.raw.plates, &plates_slot) {
-        *plates_slot = Some(crate::plate::PlatePipeline::load(
+        *plates_slot = Some(ctx.engines.plates(
             &pc.detector,
             &pc.readers,
             &ctx.models_dir,
@@ -349,7 +353,7 @@ fn run_once(
             ctx.intra_threads,
         )?);
     }
-    let detector = detector_slot.as_mut().expect("just loaded");
+    let detector = detector_slot.clone().expect("just loaded");
     let labels = detector.labels().to_vec();
     let mut tracked = vec![false; labels.len()];
     for class in &cam.raw.classes {
@@ -451,7 +455,7 @@ fn run_once(
             m.frames_decoded.fetch_add(1, Ordering::Relaxed);
             timers.decode.record(d.decode);
             timers.preprocess.record(d.preprocess);
-            let (dets, t) = match detector.detect(&d.prepared) {
+            let (dets, t) = match detector.detect(d.prepared) {
                 Ok(x) => {
                     consecutive_errors = 0;
                     x

@@ -58,7 +58,9 @@ pub struct RuntimeConfig {
     /// overrides it. Default `.cache/models`.
     #[serde(default)]
     pub models_dir: Option<PathBuf>,
-    /// Threads ONNX Runtime may use inside one inference call, per camera.
+    /// Threads ONNX Runtime may use inside one inference call. Each model is loaded once
+    /// for the node and shared by its cameras (`engine.rs`), so this is per model, not per
+    /// camera. Default: the machine's cores.
     #[serde(default = "default_intra_threads")]
     pub intra_threads: usize,
     /// Seconds to wait at start-up for an aggregator to be reachable before publishing.
@@ -67,7 +69,7 @@ pub struct RuntimeConfig {
 }
 
 fn default_intra_threads() -> usize {
-    2
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 fn default_wait_aggregator_secs() -> u64 {
     10

@@ -9,6 +9,7 @@ pub mod camera;
 pub mod config;
 pub mod crossing;
 pub mod detect;
+pub mod engine;
 pub mod events;
 pub mod evidence;
 pub mod frame;

@@ -141,6 +141,7 @@ pub async fn run(
         models_dir: cfg.raw.runtime.models_dir(),
         ort_library: cfg.raw.runtime.onnxruntime_library(),
         intra_threads: cfg.raw.runtime.intra_threads,
+        engines: Default::default(),
         sink: Arc::new(tx),
         shutdown: shutdown.clone(),
         feed,

@@ -24,7 +24,7 @@ use crate::events::EventFactory;
 use crate::evidence::{local_time_label, picture, render_closeup, Canvas, Overlay};
 use crate::frame::Frame;
 use crate::plate::fusion::{fuse, Fused};
-use crate::plate::{PlatePipeline, PlateRead, ReadTimings};
+use crate::plate::{PlateRead, ReadTimings};
 use crate::registry::{Registry, RegistryStore, VehicleRecord};
 use crate::track::Track;
 use crate::zones::{Polygon, ZoneConfig, ZoneKind};
@@ -482,7 +482,8 @@ pub struct PlatesSummary {
 
 pub struct VehicleWatch {
     cfg: PlatesConfig,
-    pipeline: PlatePipeline,
+    /// The node's plate models, shared by its plate cameras (one read at a time).
+    pipeline: crate::engine::SharedPlates,
     vehicle_class: Vec<bool>,
     labels: Vec<String>,
     registry: Arc<RegistryStore>,
@@ -525,7 +526,7 @@ const PLATE_TRACK_GAP_MS: i64 = 1000;
 impl VehicleWatch {
     pub fn new(
         cfg: PlatesConfig,
-        pipeline: PlatePipeline,
+        pipeline: crate::engine::SharedPlates,
         labels: &[String],
         zones: &[ZoneConfig],
         registry: Arc<RegistryStore>,
@@ -586,7 +587,7 @@ impl VehicleWatch {
     }
 
     /// Gives the models back (kept across a camera's retries).
-    pub fn into_pipeline(self) -> PlatePipeline {
+    pub fn into_pipeline(self) -> crate::engine::SharedPlates {
         self.pipeline
     }
 
@@ -647,12 +648,11 @@ impl VehicleWatch {
             v.attempts += 1;
             self.summary.read_attempts += 1;
             let t0 = std::time::Instant::now();
-            let read = self.pipeline.read_vehicle(
-                frame,
-                &t.bbox,
-                &self.cfg.deblur_px,
-                &mut self.timings,
-            )?;
+            let read = self
+                .pipeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .read_vehicle(frame, &t.bbox, &self.cfg.deblur_px, &mut self.timings)?;
             self.read_times.push(t0.elapsed());
             if let Some(r) = read {
                 self.summary.reads += 1;
@@ -696,12 +696,16 @@ impl VehicleWatch {
         let (fw, fh) = (frame.width as f32, frame.height as f32);
         let area = self.scan_box(frame);
         let t0 = std::time::Instant::now();
-        let found = self.pipeline.find(
-            frame,
-            &area,
-            (0.0, 0.0),
-            Some((DETECTABLE_PLATE_PX / self.cfg.min_plate_width_px).min(1.0)),
-        )?;
+        let found = self
+            .pipeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .find(
+                frame,
+                &area,
+                (0.0, 0.0),
+                Some((DETECTABLE_PLATE_PX / self.cfg.min_plate_width_px).min(1.0)),
+            )?;
         let took = t0.elapsed();
         self.timings.detect += took;
         self.scan_times.push(took);
@@ -765,9 +769,11 @@ impl VehicleWatch {
             v.attempts += 1;
             self.summary.read_attempts += 1;
             let t0 = std::time::Instant::now();
-            let read =
-                self.pipeline
-                    .read_found(frame, &plate, &self.cfg.deblur_px, &mut self.timings)?;
+            let read = self
+                .pipeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .read_found(frame, &plate, &self.cfg.deblur_px, &mut self.timings)?;
             self.read_times.push(t0.elapsed() + scan_share);
             if let Some(r) = read {
                 self.summary.reads += 1;

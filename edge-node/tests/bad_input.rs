@@ -132,6 +132,14 @@ retry = {{ initial_backoff_ms = 100, max_backoff_ms = 200, max_attempts = 2 }}
 
     let good = by_name("good");
     assert_eq!(good["failed"], false, "{good}");
+    // The good and the cut camera name the same detector: the node loads it once.
+    assert_eq!(
+        stderr
+            .matches("Detector loaded; shared by every camera")
+            .count(),
+        1,
+        "{stderr}"
+    );
     assert_eq!(good["frames_processed"], 40);
     let published = good["events_published"].as_u64().unwrap();
     assert!(published > 0);
