@@ -14,23 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::{env_usize, median};
 use edge_node::camera::{run_camera, CameraContext, CameraSummary, MemorySink};
 use edge_node::config::{NodeConfig, SourceConfig};
 use edge_node::detect::Detector;
 use edge_node::preprocess::{letterbox, Prepared};
 use protocol::DeviceId;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

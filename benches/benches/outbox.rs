@@ -17,6 +17,7 @@
 
 use std::time::Instant;
 
+use benches::median;
 use edge_node::outbox::{ItemKind, NewItem, Outbox};
 use protocol::*;
 
@@ -93,11 +94,6 @@ fn items(n: usize, with_pictures: bool, start: u64) -> Vec<NewItem> {
     }
     out.truncate(n);
     out
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 /// One round: every item through put (in batches), due, mark_sent and ack; items/s, MB/s.
