@@ -10,16 +10,13 @@
 //! Results go to stdout and target/e2e-bench.json.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
 use benches::{env_usize, median};
-use edge_node::camera::{run_camera, CameraContext, CameraSummary, MemorySink};
-use edge_node::config::{NodeConfig, SourceConfig};
+use edge_node::camera::{run_camera, CameraSummary, MemorySink};
+use edge_node::config::NodeConfig;
 use edge_node::detect::Detector;
-use edge_node::preprocess::{letterbox, Prepared};
-use protocol::DeviceId;
 
 fn main() {
     benches::init_logging();
@@ -41,24 +38,7 @@ fn main() {
         threads,
     )
     .expect("detector");
-    let spec = detector.manifest().input.clone();
-    let mut src = edge_node::source::open(
-        &SourceConfig::File {
-            path: vtest.clone(),
-            start_time: None,
-            realtime: false,
-        },
-        std::time::Duration::from_secs(10),
-    )
-    .unwrap();
-    let mut prepared: Vec<Prepared> = Vec::with_capacity(frames);
-    while prepared.len() < frames {
-        match src.next_frame().unwrap() {
-            Some(f) => prepared.push(letterbox(&f.rgb, f.width, f.height, f.stride(), &spec)),
-            None => break,
-        }
-    }
-    drop(src);
+    let prepared = benches::vtest_prepared(&detector.manifest().input.clone(), frames);
     let n = prepared.len();
     // Warm-up: the first runs allocate ORT's buffers.
     for p in prepared.iter().take(5) {
@@ -95,19 +75,12 @@ fn main() {
 
     let run = |cam: edge_node::config::ValidCamera| -> (CameraSummary, usize) {
         let sink = Arc::new(MemorySink::default());
-        let ctx = CameraContext {
-            node_id: DeviceId::parse("32050500055050000001").unwrap(),
-            checkpoint_id: DeviceId::parse("32050500051210000001").unwrap(),
-            models_dir: benches::models_dir(),
-            ort_library: benches::ort_library(),
-            intra_threads: threads,
-            engines: Default::default(),
-            sink: sink.clone(),
-            shutdown: Arc::new(AtomicBool::new(false)),
-            feed: Default::default(),
-            metrics: Default::default(),
-            registry: Arc::new(edge_node::registry::RegistryStore::empty()),
-        };
+        let ctx = benches::camera_context(
+            sink.clone(),
+            threads,
+            Default::default(),
+            edge_node::registry::RegistryStore::empty(),
+        );
         let s = run_camera(cam, ctx);
         assert!(!s.failed, "pipeline failed: {:?}", s.error);
         assert_eq!(s.frames_processed as usize, n);

@@ -15,11 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use benches::{env_usize, median};
-use edge_node::camera::{run_camera, CameraContext, CameraSummary, MemorySink};
-use edge_node::config::{NodeConfig, SourceConfig};
+use edge_node::camera::{run_camera, CameraSummary, MemorySink};
+use edge_node::config::NodeConfig;
 use edge_node::detect::Detector;
-use edge_node::preprocess::{letterbox, Prepared};
-use protocol::DeviceId;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -60,18 +58,13 @@ fn run_cameras(n: usize, frames: usize, threads: usize, shared: bool) -> Run {
         .unwrap();
     let engines: Arc<edge_node::engine::Engines> = Default::default();
     let sink = Arc::new(MemorySink::default());
-    let ctx = |engines: Arc<edge_node::engine::Engines>| CameraContext {
-        node_id: DeviceId::parse("32050500055050000001").unwrap(),
-        checkpoint_id: DeviceId::parse("32050500051210000001").unwrap(),
-        models_dir: benches::models_dir(),
-        ort_library: benches::ort_library(),
-        intra_threads: threads,
-        engines,
-        sink: sink.clone(),
-        shutdown: Arc::new(AtomicBool::new(false)),
-        feed: Default::default(),
-        metrics: Default::default(),
-        registry: Arc::new(edge_node::registry::RegistryStore::empty()),
+    let ctx = |engines: Arc<edge_node::engine::Engines>| {
+        benches::camera_context(
+            sink.clone(),
+            threads,
+            engines,
+            edge_node::registry::RegistryStore::empty(),
+        )
     };
     let base = rss_kib();
     let peak = Arc::new(AtomicU64::new(base));
@@ -149,24 +142,7 @@ fn main() {
         threads,
     )
     .expect("detector");
-    let spec = detector.manifest().input.clone();
-    let mut src = edge_node::source::open(
-        &SourceConfig::File {
-            path: benches::vtest(),
-            start_time: None,
-            realtime: false,
-        },
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    let mut prepared: Vec<Prepared> = Vec::new();
-    while prepared.len() < frames {
-        match src.next_frame().unwrap() {
-            Some(f) => prepared.push(letterbox(&f.rgb, f.width, f.height, f.stride(), &spec)),
-            None => break,
-        }
-    }
-    drop(src);
+    let prepared = benches::vtest_prepared(&detector.manifest().input.clone(), frames);
     for p in prepared.iter().take(5) {
         detector.run_raw(p).unwrap();
     }

@@ -7,14 +7,12 @@
 //! only).
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use edge_node::camera::{run_camera, CameraContext, MemorySink};
+use edge_node::camera::{run_camera, MemorySink};
 use edge_node::config::NodeConfig;
 use edge_node::plategen::{self, GenConfig, Truth};
 use edge_node::registry::{RegistryConfig, RegistryStore};
-use protocol::DeviceId;
 
 const START: &str = "2026-11-28T18:30:00Z";
 
@@ -126,19 +124,7 @@ fn main() {
     )
     .unwrap();
     let sink = Arc::new(MemorySink::default());
-    let ctx = CameraContext {
-        node_id: DeviceId::parse("32050500055050000001").unwrap(),
-        checkpoint_id: DeviceId::parse("32050500051210000001").unwrap(),
-        models_dir: benches::models_dir(),
-        ort_library: benches::ort_library(),
-        intra_threads: 2,
-        engines: Default::default(),
-        sink: sink.clone(),
-        shutdown: Arc::new(AtomicBool::new(false)),
-        feed: Default::default(),
-        metrics: Default::default(),
-        registry: Arc::new(registry),
-    };
+    let ctx = benches::camera_context(sink.clone(), 2, Default::default(), registry);
     eprintln!(
         "plates: running the camera path on {} frames ({} vehicles)",
         truth.frames,

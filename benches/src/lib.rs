@@ -64,3 +64,58 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
+
+/// The first `frames` frames of vtest.avi, decoded and letterboxed for a model with input
+/// `spec` (the model-only runs).
+pub fn vtest_prepared(
+    spec: &edge_node::manifest::InputSpec,
+    frames: usize,
+) -> Vec<edge_node::preprocess::Prepared> {
+    let mut src = edge_node::source::open(
+        &edge_node::config::SourceConfig::File {
+            path: vtest(),
+            start_time: None,
+            realtime: false,
+        },
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let mut prepared = Vec::with_capacity(frames);
+    while prepared.len() < frames {
+        match src.next_frame().unwrap() {
+            Some(f) => prepared.push(edge_node::preprocess::letterbox(
+                &f.rgb,
+                f.width,
+                f.height,
+                f.stride(),
+                spec,
+            )),
+            None => break,
+        }
+    }
+    prepared
+}
+
+/// What the benches' cameras share: the demo's node and checkpoint ids, the cached models,
+/// `threads` ONNX Runtime threads per model, events into `sink`.
+pub fn camera_context(
+    sink: std::sync::Arc<edge_node::camera::MemorySink>,
+    threads: usize,
+    engines: std::sync::Arc<edge_node::engine::Engines>,
+    registry: edge_node::registry::RegistryStore,
+) -> edge_node::camera::CameraContext {
+    use std::sync::Arc;
+    edge_node::camera::CameraContext {
+        node_id: protocol::DeviceId::parse("32050500055050000001").unwrap(),
+        checkpoint_id: protocol::DeviceId::parse("32050500051210000001").unwrap(),
+        models_dir: models_dir(),
+        ort_library: ort_library(),
+        intra_threads: threads,
+        engines,
+        sink,
+        shutdown: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        feed: Default::default(),
+        metrics: Default::default(),
+        registry: Arc::new(registry),
+    }
+}
