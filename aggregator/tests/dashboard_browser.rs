@@ -265,6 +265,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
             frames_decoded: 7950,
             frames_processed: 7941,
             frames_dropped: 9,
+            frames_dropped_by_reason: [("behind".to_string(), 9)].into(),
             inference_errors: 0,
             fps: 14.8,
             failures_in_a_row: 0,

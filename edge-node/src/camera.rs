@@ -1,10 +1,19 @@
 //! One camera's path, top to bottom: decode -> preprocess (decode thread) -> infer ->
 //! track -> events -> publish (inference thread, which owns the ONNX Runtime session).
 //!
-//! The decode thread runs ahead of inference through a bounded channel of
-//! [`FRAME_QUEUE`] frames, so decoding and letterboxing the next frame overlap with inference
-//! of this one. Overflow policy: files block the decoder (every frame is processed); live
-//! streams drop the oldest queued frame, counted. Events are never dropped.
+//! The decode thread runs ahead of inference, so decoding and letterboxing the next frame
+//! overlap with inference of this one. Two policies:
+//! - files (not played in real time) go through a bounded channel of [`FRAME_QUEUE`] frames
+//!   that blocks the decoder: every frame is processed;
+//! - live streams and files played in real time go through a one-frame mailbox: the decoder
+//!   never waits, a newer frame replaces the one waiting, and inference always takes the
+//!   newest. When the node's engine is shared by more cameras than it can keep up with, each
+//!   camera so processes an even subset of its frames, each as fresh as it can be, and the
+//!   latency stays one inference period plus the wait for the engine.
+//!
+//! `max_fps` drops frames before any work to an even subset of that rate. Every decoded
+//! frame is either processed or dropped for a [`DropReason`], counted per camera (summary,
+//! `/metrics`, health). Events are never dropped.
 //!
 //! A failure (source cannot open, stream breaks, model missing) is retried with exponential
 //! backoff; after `retry.max_attempts` failures in a row a file camera gives up and reports
@@ -15,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,7 +39,7 @@ use crate::detect::{DetectError, Detection};
 use crate::engine::DetectorEngine;
 use crate::events::EventFactory;
 use crate::frame::Frame;
-use crate::metrics::{CameraMetrics, NodeMetrics};
+use crate::metrics::{CameraMetrics, DropReason, NodeMetrics};
 use crate::preprocess::{letterbox, Prepared};
 use crate::signal::FeedState;
 use crate::source::{self, SourceError};
@@ -112,6 +121,8 @@ pub struct CameraSummary {
     pub frames_decoded: u64,
     pub frames_processed: u64,
     pub frames_dropped: u64,
+    /// Frames dropped per reason (behind, budget, inference_error, stopped).
+    pub frames_dropped_by_reason: BTreeMap<String, u64>,
     /// Wall time from start to end, model loading and retries included.
     pub processing_secs: f64,
     /// Wall time with a source open (what the FPS is measured over).
@@ -212,6 +223,197 @@ struct Decoded {
     decode: Duration,
     preprocess: Duration,
     ready_at: Instant,
+    /// The source's frame interval (median of the latest gaps between decoded frames), ms.
+    interval_ms: f32,
+}
+
+type Item = Result<Decoded, SourceError>;
+
+/// A run's frame counts, kept for the summary and added to the camera's metrics as they
+/// happen.
+struct FrameCounts {
+    metrics: Arc<CameraMetrics>,
+    decoded: std::sync::atomic::AtomicU64,
+    dropped: [std::sync::atomic::AtomicU64; 4],
+}
+
+impl FrameCounts {
+    fn new(metrics: Arc<CameraMetrics>) -> FrameCounts {
+        FrameCounts {
+            metrics,
+            decoded: Default::default(),
+            dropped: Default::default(),
+        }
+    }
+    fn decoded(&self) {
+        self.decoded.fetch_add(1, Ordering::Relaxed);
+        self.metrics.frames_decoded.fetch_add(1, Ordering::Relaxed);
+    }
+    fn dropped(&self, reason: DropReason) {
+        self.dropped[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.metrics.dropped(reason, 1);
+    }
+    /// Adds this run's counts to the camera's summary.
+    fn add_to(&self, summary: &mut CameraSummary) {
+        summary.frames_decoded += self.decoded.load(Ordering::Relaxed);
+        for r in DropReason::ALL {
+            let n = self.dropped[r as usize].load(Ordering::Relaxed);
+            summary.frames_dropped += n;
+            if n > 0 {
+                *summary
+                    .frames_dropped_by_reason
+                    .entry(r.as_str().to_string())
+                    .or_default() += n;
+            }
+        }
+    }
+}
+
+/// The newest decoded frame waiting for inference (live and paced sources): putting a frame
+/// replaces the one waiting.
+#[derive(Default)]
+struct Mailbox {
+    state: Mutex<MailboxState>,
+    ready: std::sync::Condvar,
+}
+
+/// What became of a frame put in the mailbox.
+enum Put {
+    Left,
+    /// Left, replacing this one.
+    Replaced(Item),
+    /// Not left: the inference side has gone.
+    Gone(Item),
+}
+
+#[derive(Default)]
+struct MailboxState {
+    item: Option<Item>,
+    /// The decoder finished (nothing more will come).
+    closed: bool,
+    /// The inference side left (the decoder should stop).
+    gone: bool,
+}
+
+impl Mailbox {
+    /// Leaves `item` for inference.
+    fn put(&self, item: Item) -> Put {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.gone {
+            return Put::Gone(item);
+        }
+        let old = st.item.replace(item);
+        self.ready.notify_one();
+        match old {
+            Some(old) => Put::Replaced(old),
+            None => Put::Left,
+        }
+    }
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.ready.notify_all();
+    }
+    /// Takes the waiting frame, waiting up to `timeout` for one.
+    fn take(&self, timeout: Duration) -> Result<Item, RecvTimeoutError> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut st, _) = self
+            .ready
+            .wait_timeout_while(st, timeout, |s| s.item.is_none() && !s.closed)
+            .unwrap_or_else(|e| e.into_inner());
+        match st.item.take() {
+            Some(item) => Ok(item),
+            None if st.closed => Err(RecvTimeoutError::Disconnected),
+            None => Err(RecvTimeoutError::Timeout),
+        }
+    }
+    /// The inference side leaves; returns the frame left waiting.
+    fn leave(&self) -> Option<Item> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.gone = true;
+        st.item.take()
+    }
+}
+
+/// The decoder's end of the frame queue.
+enum FrameTx {
+    /// Every frame, the decoder waiting for room.
+    All(SyncSender<Item>),
+    /// The newest frame.
+    Newest(Arc<Mailbox>),
+}
+
+/// The inference end of the frame queue.
+enum FrameRx {
+    All(std::sync::mpsc::Receiver<Item>),
+    Newest(Arc<Mailbox>),
+}
+
+impl FrameTx {
+    /// Hands a frame on; false when inference has left. A frame it replaced is counted.
+    fn send(&self, item: Item, counts: &FrameCounts) -> bool {
+        match self {
+            FrameTx::All(tx) => match tx.send(item) {
+                Ok(()) => true,
+                Err(std::sync::mpsc::SendError(item)) => {
+                    if item.is_ok() {
+                        counts.dropped(DropReason::Stopped);
+                    }
+                    false
+                }
+            },
+            FrameTx::Newest(mb) => match mb.put(item) {
+                Put::Replaced(Ok(_)) => {
+                    counts.dropped(DropReason::Behind);
+                    true
+                }
+                Put::Left | Put::Replaced(Err(_)) => true,
+                Put::Gone(item) => {
+                    if item.is_ok() {
+                        counts.dropped(DropReason::Stopped);
+                    }
+                    false
+                }
+            },
+        }
+    }
+}
+
+impl Drop for FrameTx {
+    fn drop(&mut self) {
+        if let FrameTx::Newest(mb) = self {
+            mb.close();
+        }
+    }
+}
+
+impl FrameRx {
+    fn recv_timeout(&self, timeout: Duration) -> Result<Item, RecvTimeoutError> {
+        match self {
+            FrameRx::All(rx) => rx.recv_timeout(timeout),
+            FrameRx::Newest(mb) => mb.take(timeout),
+        }
+    }
+    /// Stops taking frames; returns how many decoded frames were left unprocessed.
+    fn leave(self) -> u64 {
+        match self {
+            FrameRx::All(rx) => {
+                let n = rx.try_iter().filter(|i| i.is_ok()).count() as u64;
+                drop(rx);
+                n
+            }
+            FrameRx::Newest(mb) => mb.leave().is_some_and(|i| i.is_ok()) as u64,
+        }
+    }
+}
+
+fn frame_queue(paced: bool) -> (FrameTx, FrameRx) {
+    if paced {
+        let mb = Arc::new(Mailbox::default());
+        (FrameTx::Newest(mb.clone()), FrameRx::Newest(mb))
+    } else {
+        let (tx, rx) = std::sync::mpsc::sync_channel(FRAME_QUEUE);
+        (FrameTx::All(tx), FrameRx::All(rx))
+    }
 }
 
 /// Runs one camera until its source ends, it gives up, or shutdown is raised.
@@ -382,11 +584,12 @@ fn run_once(
     )?;
     let live = cam.raw.source.is_live();
     let max_frames = cam.raw.max_frames;
+    let max_fps = cam.raw.max_fps;
 
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Decoded, SourceError>>(FRAME_QUEUE);
+    let (tx, rx) = frame_queue(cam.raw.source.is_paced());
     let shutdown = ctx.shutdown.clone();
-    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let dropped_in_thread = dropped.clone();
+    let counts = Arc::new(FrameCounts::new(m.clone()));
+    let counts_in_thread = counts.clone();
     let decode_span = info_span!("decode");
     let decoder = std::thread::Builder::new()
         .name(format!("decode-{}", cam.id))
@@ -395,11 +598,12 @@ fn run_once(
             decode_loop(
                 &mut *src,
                 &spec,
-                &tx,
+                tx,
                 &shutdown,
                 live,
                 max_frames,
-                &dropped_in_thread,
+                max_fps,
+                &counts_in_thread,
             )
         })
         .expect("spawning a thread");
@@ -451,8 +655,6 @@ fn run_once(
                 Err(RecvTimeoutError::Disconnected) => return Ok(()), // end of source
             };
             let d = item?;
-            summary.frames_decoded += 1;
-            m.frames_decoded.fetch_add(1, Ordering::Relaxed);
             timers.decode.record(d.decode);
             timers.preprocess.record(d.preprocess);
             let (dets, t) = match detector.detect(d.prepared) {
@@ -463,6 +665,7 @@ fn run_once(
                 Err(e) => {
                     summary.inference_errors += 1;
                     m.inference_errors.fetch_add(1, Ordering::Relaxed);
+                    counts.dropped(DropReason::InferenceError);
                     consecutive_errors += 1;
                     if consecutive_errors == 1 {
                         warn!(error = %e, frame = d.frame.seq, "Inference failed; frame skipped");
@@ -483,6 +686,7 @@ fn run_once(
             }
             let t_track = Instant::now();
             let dets: Vec<Detection> = dets.into_iter().filter(|d| tracked[d.class_id]).collect();
+            tracker.set_frame_interval_ms(d.interval_ms);
             let track_events = tracker.update(&dets, d.frame.time_ms);
             timers.track.record(t_track.elapsed());
             let t_pub = Instant::now();
@@ -574,11 +778,11 @@ fn run_once(
         summary.plates = Some(s);
         *plates_slot = Some(vw.into_pipeline());
     }
-    drop(rx);
+    for _ in 0..rx.leave() {
+        counts.dropped(DropReason::Stopped);
+    }
     let _ = decoder.join();
-    summary.frames_dropped += dropped.load(Ordering::Relaxed);
-    m.frames_dropped
-        .fetch_add(dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+    counts.add_to(summary);
     summary.streaming_secs += streaming_since.elapsed().as_secs_f64();
     result.and(flushed)
 }
@@ -625,54 +829,76 @@ fn send_all(
     Ok(())
 }
 
+/// Gaps between decoded frames kept to estimate the source's frame interval.
+const INTERVAL_WINDOW: usize = 15;
+
+#[allow(clippy::too_many_arguments)]
 fn decode_loop(
     src: &mut dyn source::FrameSource,
     spec: &crate::manifest::InputSpec,
-    tx: &SyncSender<Result<Decoded, SourceError>>,
+    tx: FrameTx,
     shutdown: &AtomicBool,
     live: bool,
     max_frames: Option<u64>,
-    dropped: &std::sync::atomic::AtomicU64,
+    max_fps: Option<f64>,
+    counts: &FrameCounts,
 ) {
     let mut n = 0u64;
-    // A live stream's frame that could not be queued waits here; the next frame replaces it
-    // (the oldest is dropped, counted).
-    let mut pending: Option<Decoded> = None;
     // Files report progress every 10 % of their duration (or of max_frames).
     let mut first_ms: Option<i64> = None;
     let mut duration: Option<i64> = None;
     let mut next_pct = 10;
     let started = Instant::now();
+    let mut gaps: std::collections::VecDeque<i64> = Default::default();
+    let mut last_ms: Option<i64> = None;
+    let mut budget = max_fps.map(FrameBudget::new);
     while !shutdown.load(Ordering::Relaxed) && max_frames.is_none_or(|m| n < m) {
         let t0 = Instant::now();
         let frame = match src.next_frame() {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
-                let _ = tx.send(Err(e));
+                tx.send(Err(e), counts);
                 return;
             }
         };
         let decode = t0.elapsed();
+        counts.decoded();
+        n += 1;
+        if let Some(prev) = last_ms.replace(frame.time_ms) {
+            if frame.time_ms > prev {
+                if gaps.len() == INTERVAL_WINDOW {
+                    gaps.pop_front();
+                }
+                gaps.push_back(frame.time_ms - prev);
+            }
+        }
+        let interval_ms = median_gap(&gaps);
         if !live {
             let first = *first_ms.get_or_insert(frame.time_ms);
             if duration.is_none() {
                 duration = src.duration_ms().filter(|d| *d > 0);
             }
             let pct = match (max_frames, duration) {
-                (Some(m), _) => (n + 1) * 100 / m.max(1),
+                (Some(m), _) => n * 100 / m.max(1),
                 (None, Some(d)) => ((frame.time_ms - first).max(0) * 100 / d) as u64,
                 _ => 0,
             };
             if pct >= next_pct {
                 let secs = started.elapsed().as_secs_f64();
                 info!(
-                    frames = n + 1,
+                    frames = n,
                     percent = pct.min(100),
-                    fps = format!("{:.1}", (n + 1) as f64 / secs.max(1e-3)),
+                    fps = format!("{:.1}", n as f64 / secs.max(1e-3)),
                     "Progress"
                 );
                 next_pct = (pct / 10 + 1) * 10;
+            }
+        }
+        if let Some(b) = &mut budget {
+            if !b.admit(frame.time_ms, interval_ms) {
+                counts.dropped(DropReason::Budget);
+                continue;
             }
         }
         let t1 = Instant::now();
@@ -683,22 +909,172 @@ fn decode_loop(
             decode,
             preprocess: t1.elapsed(),
             ready_at: Instant::now(),
+            interval_ms,
         };
-        n += 1;
-        if live {
-            if pending.take().is_some() {
-                dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            match tx.try_send(Ok(d)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(Ok(d))) => pending = Some(d),
-                Err(_) => return,
-            }
-        } else if tx.send(Ok(d)).is_err() {
+        if !tx.send(Ok(d), counts) {
             return;
         }
     }
-    if let Some(d) = pending {
-        let _ = tx.send(Ok(d));
+}
+
+/// Median of the gaps, ms (0 while none is known: the tracker keeps its default).
+fn median_gap(gaps: &std::collections::VecDeque<i64>) -> f32 {
+    if gaps.is_empty() {
+        return 0.0;
+    }
+    let mut v: Vec<i64> = gaps.iter().copied().collect();
+    v.sort_unstable();
+    v[v.len() / 2] as f32
+}
+
+/// `max_fps`: admits an even subset of the frames, by video time.
+struct FrameBudget {
+    period_ms: f64,
+    /// Video time the next frame is due at.
+    due_ms: Option<f64>,
+}
+
+impl FrameBudget {
+    fn new(max_fps: f64) -> FrameBudget {
+        FrameBudget {
+            period_ms: 1000.0 / max_fps,
+            due_ms: None,
+        }
+    }
+
+    /// Whether the frame at `t_ms` is processed. A frame up to half a source interval early
+    /// counts as on time, so that 30 FPS cut to 10 takes every third frame however the
+    /// timestamps round; the schedule keeps its own pace rather than the admitted frames'.
+    fn admit(&mut self, t_ms: i64, source_interval_ms: f32) -> bool {
+        let t = t_ms as f64;
+        let slack = source_interval_ms as f64 / 2.0;
+        match self.due_ms {
+            Some(due) if t + slack < due && t + self.period_ms * 4.0 >= due => false,
+            Some(due) if t + slack >= due && t - due < self.period_ms => {
+                self.due_ms = Some(due + self.period_ms);
+                true
+            }
+            _ => {
+                // The first frame, a gap in the stream, or a clock that went back.
+                self.due_ms = Some(t + self.period_ms);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admitted(fps_in: f64, max_fps: f64, secs: f64, jitter: bool) -> Vec<i64> {
+        let mut b = FrameBudget::new(max_fps);
+        let interval = 1000.0 / fps_in;
+        (0..(secs * fps_in) as usize)
+            .map(|i| {
+                // Timestamps rounded to ms, as a source gives them (33, 67, 100, ...).
+                let t = (i as f64 * interval).round() as i64;
+                if jitter && i % 2 == 1 {
+                    t + 3
+                } else {
+                    t
+                }
+            })
+            .filter(|t| b.admit(*t, interval as f32))
+            .collect()
+    }
+
+    #[test]
+    fn the_budget_takes_an_even_subset_at_the_rate_asked() {
+        // 30 FPS cut to 10: every third frame, 100 ms apart, however the times round.
+        for jitter in [false, true] {
+            let a = admitted(30.0, 10.0, 10.0, jitter);
+            assert_eq!(a.len(), 100, "jitter {jitter}");
+            for w in a.windows(2) {
+                assert!((w[1] - w[0] - 100).abs() <= 4, "{w:?} jitter {jitter}");
+            }
+        }
+        // 25 FPS cut to 10: 40 ms frames, 10 a second, gaps of 80 or 120 ms.
+        let a = admitted(25.0, 10.0, 10.0, false);
+        assert!((99..=101).contains(&a.len()), "{}", a.len());
+        assert!(a.windows(2).all(|w| [80, 120].contains(&(w[1] - w[0]))));
+        // Asking for more than the source gives takes every frame.
+        assert_eq!(admitted(10.0, 25.0, 10.0, false).len(), 100);
+        // A gap in the stream or a clock that went back starts the schedule again.
+        let mut b = FrameBudget::new(10.0);
+        assert!(b.admit(0, 40.0));
+        assert!(!b.admit(40, 40.0));
+        assert!(b.admit(5_000, 40.0));
+        assert!(b.admit(1_000, 40.0));
+        assert!(!b.admit(1_040, 40.0));
+    }
+
+    fn item(seq: u64) -> Item {
+        Ok(Decoded {
+            frame: Frame {
+                seq,
+                time_ms: seq as i64 * 100,
+                width: 1,
+                height: 1,
+                rgb: Arc::new(vec![0; 3]),
+            },
+            prepared: Prepared {
+                tensor: vec![],
+                letterbox: crate::preprocess::Letterbox::new(1, 1, 1, 1),
+            },
+            decode: Duration::ZERO,
+            preprocess: Duration::ZERO,
+            ready_at: Instant::now(),
+            interval_ms: 100.0,
+        })
+    }
+
+    fn seq(i: Item) -> u64 {
+        i.map(|d| d.frame.seq).unwrap_or(u64::MAX)
+    }
+
+    #[test]
+    fn a_paced_source_gives_inference_the_newest_frame_and_counts_the_rest() {
+        let counts = FrameCounts::new(Arc::new(CameraMetrics::default()));
+        let (tx, rx) = frame_queue(true);
+        for i in 0..5 {
+            assert!(tx.send(item(i), &counts));
+        }
+        // Five frames while inference was busy: it gets the newest, four were behind.
+        assert_eq!(seq(rx.recv_timeout(Duration::from_millis(10)).unwrap()), 4);
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(10)),
+            Err(RecvTimeoutError::Timeout)
+        ));
+        // A frame from another thread wakes the waiting side.
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let c = FrameCounts::new(Arc::new(CameraMetrics::default()));
+            tx.send(item(9), &c);
+            // The decoder ends: the queue closes once the last frame is taken.
+        });
+        assert_eq!(seq(rx.recv_timeout(Duration::from_secs(5)).unwrap()), 9);
+        sender.join().unwrap();
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(10)),
+            Err(RecvTimeoutError::Disconnected)
+        ));
+        let mut s = CameraSummary::default();
+        counts.add_to(&mut s);
+        assert_eq!(s.frames_dropped, 4);
+        assert_eq!(s.frames_dropped_by_reason["behind"], 4);
+    }
+
+    #[test]
+    fn frames_left_when_inference_stops_are_counted_stopped() {
+        for paced in [false, true] {
+            let counts = FrameCounts::new(Arc::new(CameraMetrics::default()));
+            let (tx, rx) = frame_queue(paced);
+            assert!(tx.send(item(0), &counts));
+            assert_eq!(rx.leave(), 1, "paced {paced}");
+            // The decoder learns that inference left; the frame it holds is counted.
+            assert!(!tx.send(item(1), &counts), "paced {paced}");
+            assert_eq!(counts.metrics.dropped_for(DropReason::Stopped), 1);
+        }
     }
 }

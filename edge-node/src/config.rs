@@ -185,6 +185,12 @@ pub struct CameraConfig {
     /// Stop after this many frames; none = the whole file, or forever for a live stream.
     #[serde(default)]
     pub max_frames: Option<u64>,
+    /// Process at most this many frames per second of video: an even subset, the rest
+    /// dropped before any work and counted (reason `budget`). None: as many as the node can
+    /// (a live camera, or a file played in real time, then processes the newest frame each
+    /// time the engine is free, and counts the frames it skipped as `behind`).
+    #[serde(default)]
+    pub max_fps: Option<f64>,
     /// Retry policy when the source or the detector fails.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -242,7 +248,8 @@ pub enum SourceConfig {
         #[serde(default)]
         realtime: bool,
     },
-    /// An RTSP stream; frames are dropped (oldest first) when inference falls behind.
+    /// An RTSP stream; when inference falls behind, the newest frame is processed and the
+    /// ones it replaced are dropped, counted.
     Rtsp {
         /// `rtsp://host:port/path`.
         url: String,
@@ -273,6 +280,14 @@ fn default_images_fps() -> f64 {
 impl SourceConfig {
     pub fn is_live(&self) -> bool {
         matches!(self, SourceConfig::Rtsp { .. })
+    }
+    /// Whether frames arrive at the camera's own pace (live, or a file played in real
+    /// time): they are then processed newest first, never queued behind inference.
+    pub fn is_paced(&self) -> bool {
+        matches!(
+            self,
+            SourceConfig::Rtsp { .. } | SourceConfig::File { realtime: true, .. }
+        )
     }
     /// What to call the input in messages.
     pub fn describe(&self) -> String {
@@ -340,9 +355,10 @@ pub struct TrackerConfig {
     /// Consecutive matched frames before a tentative track is confirmed.
     #[serde(default = "d_confirm")]
     pub confirm_hits: u32,
-    /// Frames a confirmed track may go unmatched before it ends.
+    /// How long a confirmed track may go unmatched before it ends, seconds of video time
+    /// (not frames: a busy node that skips frames does not shorten it).
     #[serde(default = "d_lost")]
-    pub max_lost_frames: u32,
+    pub max_lost_secs: f32,
 }
 
 fn d_high() -> f32 {
@@ -363,8 +379,8 @@ fn d_low_match() -> f32 {
 fn d_confirm() -> u32 {
     3
 }
-fn d_lost() -> u32 {
-    30
+fn d_lost() -> f32 {
+    3.0
 }
 
 impl Default for TrackerConfig {
@@ -376,7 +392,7 @@ impl Default for TrackerConfig {
             match_iou: d_match(),
             low_match_iou: d_low_match(),
             confirm_hits: d_confirm(),
-            max_lost_frames: d_lost(),
+            max_lost_secs: d_lost(),
         }
     }
 }
@@ -402,6 +418,12 @@ impl TrackerConfig {
         }
         if self.confirm_hits == 0 {
             errors.push(format!("{at}.confirm_hits must be at least 1"));
+        }
+        if !(0.0..=600.0).contains(&self.max_lost_secs) {
+            errors.push(format!(
+                "{at}.max_lost_secs = {} is outside 0..600 seconds",
+                self.max_lost_secs
+            ));
         }
     }
 }
@@ -434,8 +456,66 @@ pub enum ConfigError {
     Invalid { path: PathBuf, errors: Vec<String> },
 }
 
+/// Settings that counted frames and now measure time: a node that skips frames when busy
+/// must not change what a rule means. (old key, new key, how to convert.)
+const RENAMED_KEYS: [(&str, &str, &str); 3] = [
+    (
+        "max_lost_frames",
+        "max_lost_secs",
+        "seconds of video time: frames / the camera's FPS (30 frames at 10 FPS = 3.0)",
+    ),
+    (
+        "min_frames_inside",
+        "min_inside_ms",
+        "milliseconds from the first frame inside: (frames - 1) x 1000 / FPS (3 frames at 10 FPS = 200)",
+    ),
+    (
+        "read_every",
+        "read_interval_ms",
+        "milliseconds between plate reads: frames x 1000 / FPS (2 frames at 10 FPS = 200)",
+    ),
+];
+
+/// Finds keys of an older config that were renamed, anywhere in the file, and says how to
+/// write each one now.
+fn renamed_keys(v: &toml::Value, at: &str, errors: &mut Vec<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let here = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                if let Some((old, new, how)) = RENAMED_KEYS.iter().find(|r| r.0 == k) {
+                    errors.push(format!(
+                        "{here} = {v} is a setting of an older version: {old} counted frames, which changes meaning when a busy node skips frames; write {new} instead, in {how}"
+                    ));
+                }
+                renamed_keys(v, &here, errors);
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                renamed_keys(v, &format!("{at}[{i}]"), errors);
+            }
+        }
+        _ => {}
+    }
+}
+
 impl NodeConfig {
     pub fn from_toml(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        if let Ok(value) = toml::from_str::<toml::Value>(text) {
+            let mut errors = Vec::new();
+            renamed_keys(&value, "", &mut errors);
+            if !errors.is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    errors,
+                });
+            }
+        }
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -545,6 +625,14 @@ impl NodeConfig {
                     }
                     check_time(start_time, &at, &mut errors);
                 }
+            }
+            if let Some(f) = cam
+                .max_fps
+                .filter(|f| !(f.is_finite() && *f > 0.0 && *f <= 1000.0))
+            {
+                errors.push(format!(
+                    "{at}.max_fps = {f} must be above 0 and at most 1000 (leave it out to process as many frames as the node can)"
+                ));
             }
             if cam.stall_timeout_secs == 0 {
                 errors.push(format!("{at}.stall_timeout_secs must be at least 1"));
@@ -666,13 +754,10 @@ fn validate_red_light(
     if !cam.classes.iter().any(|c| c == "person") {
         errors.push(format!("{at}.red_light needs \"person\" in {at}.classes"));
     }
-    if rl.min_frames_inside == 0
-        || rl.grace_ms < 0
-        || rl.max_gap_ms < 0
-        || rl.third_picture_after_ms < 0
+    if rl.min_inside_ms < 0 || rl.grace_ms < 0 || rl.max_gap_ms < 0 || rl.third_picture_after_ms < 0
     {
         errors.push(format!(
-            "{at}.red_light: min_frames_inside must be at least 1 and the times not negative"
+            "{at}.red_light: min_inside_ms, grace_ms, max_gap_ms and third_picture_after_ms must not be negative"
         ));
     }
 }
@@ -708,6 +793,47 @@ source = { type = "file", path = "a.avi" }
         assert_eq!(c.cameras.len(), 1);
         assert_eq!(c.cameras[0].retry.max_attempts, Some(3));
         assert_eq!(c.cameras[0].tracker, TrackerConfig::default());
+    }
+
+    #[test]
+    fn settings_that_counted_frames_are_refused_with_their_new_name_and_conversion() {
+        let text = format!(
+            "{GOOD}\n[tracker]\nmax_lost_frames = 30\n[cameras.red_light]\nmin_frames_inside = 3\n[cameras.plates]\nread_every = 2\n"
+        );
+        let err = NodeConfig::from_toml(&text, Path::new("old.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("old.toml") && err.contains("3 problem(s)"),
+            "{err}"
+        );
+        for (old, new) in [
+            ("tracker.max_lost_frames = 30", "write max_lost_secs"),
+            (
+                "cameras[0].red_light.min_frames_inside = 3",
+                "write min_inside_ms",
+            ),
+            ("cameras[0].plates.read_every = 2", "write read_interval_ms"),
+        ] {
+            assert!(err.contains(old) && err.contains(new), "{old}: {err}");
+        }
+        assert!(err.contains("30 frames at 10 FPS = 3.0"), "{err}");
+        // The new keys are taken.
+        let text = format!("{GOOD}\nmax_fps = 5.0\n[cameras.tracker]\nmax_lost_secs = 1.5\n");
+        let c = NodeConfig::from_toml(&text, Path::new("t.toml"))
+            .unwrap()
+            .validate(Path::new("t.toml"))
+            .unwrap();
+        assert_eq!(c.cameras[0].tracker.max_lost_secs, 1.5);
+        assert_eq!(c.cameras[0].raw.max_fps, Some(5.0));
+        let text = format!("{GOOD}\nmax_fps = 0.0\n[cameras.tracker]\nmax_lost_secs = -1\n");
+        let err = NodeConfig::from_toml(&text, Path::new("t.toml"))
+            .unwrap()
+            .validate(Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_fps = 0 must be above 0"), "{err}");
+        assert!(err.contains("max_lost_secs = -1 is outside"), "{err}");
     }
 
     #[test]

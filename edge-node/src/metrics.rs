@@ -25,11 +25,43 @@ pub const STAGES: [&str; 12] = [
     "frame",
 ];
 
+/// Why a decoded frame was not processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A newer frame replaced it while the inference engine was busy (live or paced
+    /// sources: the newest frame is processed first).
+    Behind = 0,
+    /// Over the camera's `max_fps`.
+    Budget = 1,
+    /// Its inference failed.
+    InferenceError = 2,
+    /// Still queued when the camera stopped (shutdown, a new config, a failure).
+    Stopped = 3,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Behind,
+        DropReason::Budget,
+        DropReason::InferenceError,
+        DropReason::Stopped,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Behind => "behind",
+            DropReason::Budget => "budget",
+            DropReason::InferenceError => "inference_error",
+            DropReason::Stopped => "stopped",
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct CameraMetrics {
     pub frames_decoded: AtomicU64,
     pub frames_processed: AtomicU64,
-    pub frames_dropped: AtomicU64,
+    /// Frames not processed, by [`DropReason`].
+    frames_dropped: [AtomicU64; 4],
     pub inference_errors: AtomicU64,
     /// Failed attempts to run the camera since it last processed a frame.
     pub failures_in_a_row: AtomicU64,
@@ -38,6 +70,29 @@ pub struct CameraMetrics {
 }
 
 impl CameraMetrics {
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        self.frames_dropped[reason as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Frames dropped for `reason`.
+    pub fn dropped_for(&self, reason: DropReason) -> u64 {
+        self.frames_dropped[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Frames dropped for any reason.
+    pub fn dropped_total(&self) -> u64 {
+        DropReason::ALL.iter().map(|r| self.dropped_for(*r)).sum()
+    }
+
+    /// Frames dropped per reason, those with none left out.
+    pub fn dropped_by_reason(&self) -> BTreeMap<String, u64> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_string(), self.dropped_for(*r)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     pub fn stage(&self, name: &str) -> Arc<Histogram> {
         let i = STAGES
             .iter()
@@ -93,11 +148,6 @@ impl NodeMetrics {
                 |c| c.frames_processed.load(Ordering::Relaxed),
             ),
             (
-                "edge_frames_dropped_total",
-                "Frames dropped because inference fell behind (live sources).",
-                |c| c.frames_dropped.load(Ordering::Relaxed),
-            ),
-            (
                 "edge_inference_errors_total",
                 "Frames whose inference failed.",
                 |c| c.inference_errors.load(Ordering::Relaxed),
@@ -106,6 +156,22 @@ impl NodeMetrics {
             family(&mut out, name, "counter", help);
             for (id, c) in cams.iter() {
                 let _ = writeln!(out, "{name}{{camera=\"{id}\"}} {}", get(c));
+            }
+        }
+        family(
+            &mut out,
+            "edge_frames_dropped_total",
+            "counter",
+            "Decoded frames not processed, by reason: behind (a newer frame replaced it while the engine was busy), budget (over max_fps), inference_error, stopped (queued when the camera stopped).",
+        );
+        for (id, c) in cams.iter() {
+            for r in DropReason::ALL {
+                let _ = writeln!(
+                    out,
+                    "edge_frames_dropped_total{{camera=\"{id}\",reason=\"{}\"}} {}",
+                    r.as_str(),
+                    c.dropped_for(r)
+                );
             }
         }
         family(

@@ -347,7 +347,8 @@ async fn publish_health(
                     label: label.clone(),
                     frames_decoded: m.frames_decoded.load(std::sync::atomic::Ordering::Relaxed),
                     frames_processed: processed,
-                    frames_dropped: m.frames_dropped.load(std::sync::atomic::Ordering::Relaxed),
+                    frames_dropped: m.dropped_total(),
+                    frames_dropped_by_reason: m.dropped_by_reason(),
                     inference_errors: m
                         .inference_errors
                         .load(std::sync::atomic::Ordering::Relaxed),
@@ -394,8 +395,25 @@ pub fn render_summary(s: &NodeSummary) -> String {
             c.camera_id, c.label, c.input
         ));
         out.push_str(&format!(
-            "  frames decoded {}, processed {}, dropped {}, mean {:.1} FPS over {:.1} s of video processing ({:.1} s with start-up)\n",
-            c.frames_decoded, c.frames_processed, c.frames_dropped, c.fps, c.streaming_secs, c.processing_secs
+            "  frames decoded {}, processed {}, dropped {}{}, mean {:.1} FPS over {:.1} s of video processing ({:.1} s with start-up)\n",
+            c.frames_decoded,
+            c.frames_processed,
+            c.frames_dropped,
+            if c.frames_dropped_by_reason.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    c.frames_dropped_by_reason
+                        .iter()
+                        .map(|(r, n)| format!("{r} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            c.fps,
+            c.streaming_secs,
+            c.processing_secs
         ));
         let fmt = |m: &std::collections::BTreeMap<String, u64>| {
             if m.is_empty() {

@@ -1,6 +1,6 @@
 //! Rule `pedestrian_red_light`: a confirmed person track whose foot point leaves a waiting
 //! area and enters the crosswalk while the pedestrian signal is red (after a grace period at
-//! red onset), and stays in for `min_frames_inside` frames, is one violation: exactly one per
+//! red onset), and is still inside `min_inside_ms` after it entered, is one violation: exactly one per
 //! person per crossing.
 //!
 //! Input: each frame's visible person tracks, the resolved signal, the frame time. Output:
@@ -29,9 +29,11 @@ pub struct RedLightConfig {
     /// No violation within this long after red begins, milliseconds.
     #[serde(default = "d_grace")]
     pub grace_ms: i64,
-    /// Frames the person must stay inside the crosswalk to confirm the violation.
+    /// How long the person must stay inside the crosswalk to confirm the violation,
+    /// milliseconds of video time from the first frame inside (time, not frames: a busy node
+    /// that skips frames keeps the rule's meaning).
     #[serde(default = "d_inside")]
-    pub min_frames_inside: u32,
+    pub min_inside_ms: i64,
     /// Longest time between the last frame in a waiting area and the first in the crosswalk.
     #[serde(default = "d_gap")]
     pub max_gap_ms: i64,
@@ -47,8 +49,8 @@ pub struct RedLightConfig {
 fn d_grace() -> i64 {
     2000
 }
-fn d_inside() -> u32 {
-    3
+fn d_inside() -> i64 {
+    200
 }
 fn d_gap() -> i64 {
     2000
@@ -63,7 +65,7 @@ impl Default for RedLightConfig {
             crosswalks: vec![],
             waiting_areas: vec![],
             grace_ms: d_grace(),
-            min_frames_inside: d_inside(),
+            min_inside_ms: d_inside(),
             max_gap_ms: d_gap(),
             include_riders: false,
             third_picture_after_ms: d_third(),
@@ -103,7 +105,6 @@ struct PersonState {
     last_waiting: Option<(usize, u64, i64, BBox)>,
     /// Entered the crosswalk on red: (crosswalk index, seq, time, box, signal, age).
     candidate: Option<(usize, u64, i64, BBox, SignalReading, i64)>,
-    inside_frames: u32,
     reported: bool,
 }
 
@@ -187,17 +188,14 @@ impl RedLightRule {
                 Place::Waiting(i) => {
                     st.last_waiting = Some((i, seq, t_ms, p.bbox));
                     st.candidate = None;
-                    st.inside_frames = 0;
                     st.reported = false; // back on a kerb: a new crossing may follow
                 }
                 Place::Outside => {
                     st.candidate = None;
-                    st.inside_frames = 0;
                 }
                 Place::Crosswalk(c) => {
                     let entering = !matches!(prev, Some(Place::Crosswalk(_)));
                     if entering {
-                        st.inside_frames = 0;
                         st.candidate = None;
                         let from_wait = st
                             .last_waiting
@@ -226,9 +224,8 @@ impl RedLightRule {
                             }
                         }
                     }
-                    if st.candidate.is_some() {
-                        st.inside_frames += 1;
-                        if st.inside_frames >= self.cfg.min_frames_inside && !st.reported {
+                    if let Some(entered_ms) = st.candidate.as_ref().map(|c| c.2) {
+                        if t_ms - entered_ms >= self.cfg.min_inside_ms && !st.reported {
                             let (ci, eseq, et, eb, sig, age) =
                                 st.candidate.clone().expect("checked");
                             let (wi, lseq, lt, lb) = st

@@ -10,7 +10,12 @@
 //! tracks from noise); tentative tracks take what high-score detections are left; the rest
 //! start tentative tracks. A tentative track is confirmed after `confirm_hits` consecutive
 //! matches and gets the next stable id; a confirmed track unmatched for more than
-//! `max_lost_frames` frames ends. Detections only match tracks of their own class.
+//! `max_lost_secs` of video time ends. Detections only match tracks of their own class.
+//!
+//! Time, not frames: the filter predicts over the time since the previous frame, in units of
+//! the source's frame interval ([`Tracker::set_frame_interval_ms`]), so a node that skips
+//! frames when busy predicts as far as the objects moved; with every frame processed each
+//! step is one interval, as in ByteTrack.
 //!
 //! Association is greedy by highest IoU rather than an optimal assignment: with the IoU gate
 //! the two agree on all but crowded, heavily overlapping scenes, and greedy is simple and fast.
@@ -72,18 +77,20 @@ impl Kalman {
         }
     }
 
-    fn predict(&mut self) {
+    /// Moves the state `dt` frame intervals ahead (1: the next frame). The process noise
+    /// grows with the time stepped over.
+    fn predict(&mut self, dt: f32) {
         let h = self.x[3][0].max(1e-3);
         let qp = [STD_POS * h, STD_POS * h, 1e-2, STD_POS * h];
         let qv = [STD_VEL * h, STD_VEL * h, 1e-5, STD_VEL * h];
         for i in 0..4 {
             let [p, v] = self.x[i];
-            self.x[i] = [p + v, v];
+            self.x[i] = [p + v * dt, v];
             let [p00, p01, p11] = self.p[i];
             self.p[i] = [
-                p00 + 2.0 * p01 + p11 + qp[i] * qp[i],
-                p01 + p11,
-                p11 + qv[i] * qv[i],
+                p00 + 2.0 * dt * p01 + dt * dt * p11 + qp[i] * qp[i] * dt,
+                p01 + dt * p11,
+                p11 + qv[i] * qv[i] * dt,
             ];
         }
         // Height cannot go negative however fast a box was shrinking.
@@ -133,7 +140,6 @@ pub struct Track {
     pub streak: u32,
     /// Frames matched in all.
     pub hits: u32,
-    pub lost_frames: u32,
     pub first_box: BBox,
     pub first_time_ms: i64,
     pub last_time_ms: i64,
@@ -160,7 +166,6 @@ impl Track {
             score: d.score,
             streak: 1,
             hits: 1,
-            lost_frames: 0,
             first_box: d.bbox,
             first_time_ms: t,
             last_time_ms: t,
@@ -199,7 +204,6 @@ impl Track {
         self.score = d.score;
         self.streak += 1;
         self.hits += 1;
-        self.lost_frames = 0;
         self.last_time_ms = t;
         self.score_sum += d.score;
         match self.class_votes.iter_mut().find(|(c, _)| *c == d.class_id) {
@@ -261,7 +265,16 @@ pub struct Tracker {
     next_id: u64,
     /// Class id -> association group; empty: every class is its own group.
     groups: Vec<usize>,
+    /// The source's frame interval, ms: the filter's time step.
+    frame_interval_ms: f32,
+    /// Time of the previous update.
+    last_ms: Option<i64>,
 }
+
+/// Frame interval assumed until the source reports one (10 FPS).
+const DEFAULT_FRAME_INTERVAL_MS: f32 = 100.0;
+/// Longest step the filter predicts over at once, frame intervals.
+const MAX_STEP: f32 = 100.0;
 
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Tracker {
@@ -270,6 +283,16 @@ impl Tracker {
             tracks: Vec::new(),
             next_id: 1,
             groups: Vec::new(),
+            frame_interval_ms: DEFAULT_FRAME_INTERVAL_MS,
+            last_ms: None,
+        }
+    }
+
+    /// The source's frame interval (ms between decoded frames, whether or not each is
+    /// processed): the unit the motion model steps in. Ignored unless positive.
+    pub fn set_frame_interval_ms(&mut self, ms: f32) {
+        if ms.is_finite() && ms > 0.0 {
+            self.frame_interval_ms = ms;
         }
     }
 
@@ -322,10 +345,19 @@ impl Tracker {
             deduped = keep.into_iter().map(|i| dets[i].clone()).collect();
             &deduped
         };
+        // Frame intervals since the previous update (1 with every frame processed); a
+        // clock that stood still or went back steps one interval.
+        let dt = match self.last_ms {
+            Some(prev) if time_ms > prev => {
+                ((time_ms - prev) as f32 / self.frame_interval_ms).min(MAX_STEP)
+            }
+            _ => 1.0,
+        };
+        self.last_ms = Some(time_ms);
         let groups = &self.groups;
         let cfg = &self.cfg;
         for t in &mut self.tracks {
-            t.kf.predict();
+            t.kf.predict(dt);
             t.matched_now = false;
         }
         let high: Vec<usize> = (0..dets.len())
@@ -383,7 +415,7 @@ impl Tracker {
             }
         }
         // Unmatched: tentative tracks die, confirmed ones are lost, long-lost ones end.
-        let max_lost = cfg.max_lost_frames;
+        let max_lost_ms = (cfg.max_lost_secs as f64 * 1000.0).round() as i64;
         let mut kept = Vec::with_capacity(self.tracks.len());
         for mut t in self.tracks.drain(..) {
             if t.matched_now {
@@ -395,8 +427,7 @@ impl Tracker {
                 TrackState::Tentative => {}
                 TrackState::Confirmed | TrackState::Lost => {
                     t.state = TrackState::Lost;
-                    t.lost_frames += 1;
-                    if t.lost_frames > max_lost {
+                    if time_ms - t.last_time_ms > max_lost_ms {
                         events.push(TrackEvent::Ended(t));
                     } else {
                         kept.push(t);
@@ -560,7 +591,7 @@ mod tests {
     #[test]
     fn short_gap_keeps_the_id_long_gap_ends_the_track() {
         let cfg = TrackerConfig {
-            max_lost_frames: 5,
+            max_lost_secs: 0.5,
             ..TrackerConfig::default()
         };
         let mut tr = Tracker::new(cfg);
@@ -573,6 +604,61 @@ mod tests {
         let (s, e) = ids(&run(&mut tr, &frames));
         assert_eq!(s, vec![1, 2]);
         assert_eq!(e, vec![1, 2]);
+    }
+
+    #[test]
+    fn skipping_frames_changes_neither_the_motion_nor_how_long_a_lost_track_lives() {
+        // A walker (8 px a frame at 10 FPS, a box 40 px wide) processed on every frame, on every third, and on
+        // frames taken at uneven gaps (as a busy node takes the newest frame): the filter
+        // steps over the frames skipped, the id holds, and the track ends on the first frame
+        // more than max_lost_secs after it was last seen, whichever frames were processed.
+        let cfg = TrackerConfig {
+            max_lost_secs: 1.0,
+            ..TrackerConfig::default()
+        };
+        let walker = |i: usize| vec![det(0, 0.9, 10.0 + 8.0 * i as f32, 50.0)];
+        let uneven: Vec<usize> = [1usize, 4, 2, 1, 3, 5, 1, 2]
+            .iter()
+            .cycle()
+            .scan(0, |at, g| {
+                *at += g;
+                Some(*at)
+            })
+            .take_while(|i| *i < 80)
+            .collect();
+        for (name, frames) in [
+            ("every frame", (0..80).collect::<Vec<usize>>()),
+            ("every third", (0..80).step_by(3).collect()),
+            ("uneven", uneven),
+        ] {
+            let mut tr = Tracker::new(cfg.clone());
+            tr.set_frame_interval_ms(100.0);
+            let mut ev = Vec::new();
+            let mut ended_at = None;
+            let mut last_seen = 0;
+            for &i in &frames {
+                // Seen for 4 s, then gone.
+                let dets = if i < 40 { walker(i) } else { vec![] };
+                if i < 40 {
+                    last_seen = i as i64 * 100;
+                }
+                for e in tr.update(&dets, i as i64 * 100) {
+                    if matches!(e, TrackEvent::Ended(_)) {
+                        ended_at = Some(i as i64 * 100);
+                    }
+                    ev.push(e);
+                }
+            }
+            let (s, e) = ids(&ev);
+            assert_eq!((s, e), (vec![1], vec![1]), "{name}");
+            let ended = ended_at.unwrap();
+            let first_after = frames
+                .iter()
+                .map(|&i| i as i64 * 100)
+                .find(|t| *t > last_seen + 1000)
+                .unwrap();
+            assert_eq!(ended, first_after, "{name}");
+        }
     }
 
     #[test]
@@ -622,7 +708,7 @@ mod tests {
     proptest! {
         #[test]
         fn ids_unique_every_start_ends_once(frames in scene(), confirm in 1u32..4, lost in 0u32..6) {
-            let cfg = TrackerConfig { confirm_hits: confirm, max_lost_frames: lost, ..TrackerConfig::default() };
+            let cfg = TrackerConfig { confirm_hits: confirm, max_lost_secs: lost as f32 / 10.0, ..TrackerConfig::default() };
             let mut tr = Tracker::new(cfg);
             let mut started = HashSet::new();
             let mut ended = HashSet::new();

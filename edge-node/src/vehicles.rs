@@ -53,7 +53,7 @@ pub struct PlatesConfig {
     #[serde(default = "d_vehicle_classes")]
     pub vehicle_classes: Vec<String>,
     /// Look for plates over the camera's lanes (the whole frame when it has no `lane`
-    /// zones) every `read_every` frames, not only inside vehicle boxes: a plate is found
+    /// zones) every `read_interval_ms`, not only inside vehicle boxes: a plate is found
     /// whether or not the vehicle detector boxed its vehicle (a close view of a car's rear,
     /// a box scoring below `new_track_score`). A plate no vehicle box holds is followed on
     /// its own and makes a pass with vehicle class `unknown`; once its vehicle is tracked,
@@ -69,9 +69,10 @@ pub struct PlatesConfig {
     /// Vehicles whose box is lower than this (pixels) are too far away to read.
     #[serde(default = "d_min_height")]
     pub min_vehicle_height_px: f32,
-    /// Read a vehicle's plate every this many frames...
-    #[serde(default = "d_read_every")]
-    pub read_every: u32,
+    /// Read a vehicle's plate at most this often, milliseconds of video time (time, not
+    /// frames: a busy node that skips frames reads as often)...
+    #[serde(default = "d_read_interval")]
+    pub read_interval_ms: i64,
     /// ...at most this many times per vehicle.
     #[serde(default = "d_max_reads")]
     pub max_reads: u32,
@@ -200,8 +201,8 @@ fn d_vehicle_classes() -> Vec<String> {
 fn d_min_height() -> f32 {
     48.0
 }
-fn d_read_every() -> u32 {
-    2
+fn d_read_interval() -> i64 {
+    200
 }
 fn d_max_reads() -> u32 {
     10
@@ -278,9 +279,15 @@ impl PlatesConfig {
                 "{at}.readers is empty: name at least one plate reader manifest, e.g. [\"models/ppocrv4_rec.toml\", \"models/clp_rec.toml\"]"
             ));
         }
-        if self.read_every == 0 || self.max_reads == 0 || self.fake_min_reads == 0 {
+        if self.max_reads == 0 || self.fake_min_reads == 0 {
             errors.push(format!(
-                "{at}: read_every, max_reads and fake_min_reads must be at least 1"
+                "{at}: max_reads and fake_min_reads must be at least 1"
+            ));
+        }
+        if !(0..=60_000).contains(&self.read_interval_ms) {
+            errors.push(format!(
+                "{at}.read_interval_ms = {} is outside 0..60000 ms",
+                self.read_interval_ms
             ));
         }
         if let Some(l) = self
@@ -355,7 +362,8 @@ struct Vehicle {
     class_id: Option<usize>,
     score: f32,
     frames: u32,
-    since_read: u32,
+    /// Video time of the last read of its plate.
+    last_read_ms: Option<i64>,
     attempts: u32,
     reads: Vec<PlateRead>,
     /// Frame and box of the most confident read (or the largest box before any read).
@@ -363,6 +371,12 @@ struct Vehicle {
     lanes: HashMap<u32, u32>,
     /// Restricted zones entered during their hours: (rule index, first time).
     restricted: Vec<(usize, i64)>,
+}
+
+/// Whether `interval_ms` of video time passed since `last_ms` (never: yes). A clock that
+/// went back (a camera's time reset) counts as passed.
+fn interval_passed(last_ms: Option<i64>, now_ms: i64, interval_ms: i64) -> bool {
+    last_ms.is_none_or(|t| now_ms - t >= interval_ms || now_ms < t)
 }
 
 impl Vehicle {
@@ -376,7 +390,7 @@ impl Vehicle {
             class_id,
             score,
             frames: 0,
-            since_read: u32::MAX / 2,
+            last_read_ms: None,
             attempts: 0,
             reads: Vec::new(),
             best: None,
@@ -498,7 +512,8 @@ pub struct VehicleWatch {
     /// The part of the frame the scan looks at (lanes' bounding box; None: the whole frame),
     /// relative coordinates.
     scan_area: Option<BBox>,
-    frames_since_scan: u32,
+    /// Video time of the last scan.
+    last_scan_ms: Option<i64>,
     next_plate_track: u64,
     pub summary: PlatesSummary,
     /// Time spent per read, by part, since the last drain.
@@ -577,7 +592,7 @@ impl VehicleWatch {
             utc_offset_min: evidence.utc_offset_minutes,
             vehicles: HashMap::new(),
             scan_area,
-            frames_since_scan: u32::MAX / 2,
+            last_scan_ms: None,
             next_plate_track: PLATE_TRACK_BASE,
             summary: PlatesSummary::default(),
             timings: ReadTimings::default(),
@@ -637,14 +652,13 @@ impl VehicleWatch {
         // schedule.
         for t in &vehicles {
             let v = self.vehicles.get_mut(&t.id).expect("seen above");
-            v.since_read = v.since_read.saturating_add(1);
             let due = t.bbox.height() >= self.cfg.min_vehicle_height_px
-                && v.since_read >= self.cfg.read_every
+                && interval_passed(v.last_read_ms, frame.time_ms, self.cfg.read_interval_ms)
                 && v.wants_read(&self.cfg);
             if !due {
                 continue;
             }
-            v.since_read = 0;
+            v.last_read_ms = Some(frame.time_ms);
             v.attempts += 1;
             self.summary.read_attempts += 1;
             let t0 = std::time::Instant::now();
@@ -662,9 +676,10 @@ impl VehicleWatch {
         }
         // The scan: plates no vehicle box holds (the vehicle detector missed or under-scored
         // the vehicle, or sees only a close view of its rear).
-        self.frames_since_scan = self.frames_since_scan.saturating_add(1);
-        if self.cfg.scan && self.frames_since_scan >= self.cfg.read_every {
-            self.frames_since_scan = 0;
+        if self.cfg.scan
+            && interval_passed(self.last_scan_ms, frame.time_ms, self.cfg.read_interval_ms)
+        {
+            self.last_scan_ms = Some(frame.time_ms);
             self.scan(frame, &vehicles)?;
         }
         let mut out = Vec::new();

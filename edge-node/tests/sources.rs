@@ -92,17 +92,28 @@ max_frames = 60
         "{metrics}"
     );
     assert!(
-        metrics.contains("edge_frames_dropped_total{camera=\"32050500051320000005\"}"),
+        metrics.contains(
+            "edge_frames_dropped_total{camera=\"32050500051320000005\",reason=\"behind\"}"
+        ),
         "{metrics}"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let cam = &summary.unwrap()["cameras"][0];
-    // A live stream drops the oldest frame when inference falls behind (counted): every
-    // frame read is either processed or counted as dropped, and most are processed.
+    // A live stream processes the newest frame when inference falls behind, the frames it
+    // replaced counted as behind: every frame read is either processed or counted as
+    // dropped, and most are processed.
     let processed = cam["frames_processed"].as_u64().unwrap();
     let dropped = cam["frames_dropped"].as_u64().unwrap();
+    assert_eq!(cam["frames_decoded"].as_u64().unwrap(), 60, "{cam}");
     assert_eq!(processed + dropped, 60, "{cam}");
+    assert_eq!(
+        dropped,
+        cam["frames_dropped_by_reason"]["behind"]
+            .as_u64()
+            .unwrap_or(0),
+        "{cam}"
+    );
     assert!(processed >= 30, "{cam}");
     assert!(
         cam["detections_per_class"]["person"].as_u64().unwrap() >= processed * 2,

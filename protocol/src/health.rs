@@ -13,6 +13,9 @@ pub struct CameraHealth {
     pub frames_decoded: u64,
     pub frames_processed: u64,
     pub frames_dropped: u64,
+    /// Frames dropped by reason: behind, budget, inference_error, stopped.
+    #[serde(default)]
+    pub frames_dropped_by_reason: std::collections::BTreeMap<String, u64>,
     pub inference_errors: u64,
     /// Frames processed per second over the last interval.
     pub fps: f64,
@@ -68,6 +71,7 @@ mod tests {
                 frames_decoded: 10,
                 frames_processed: 9,
                 frames_dropped: 1,
+                frames_dropped_by_reason: [("behind".to_string(), 1)].into(),
                 inference_errors: 0,
                 fps: 1.8,
                 failures_in_a_row: 0,
