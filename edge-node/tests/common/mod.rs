@@ -284,3 +284,68 @@ pub fn run_edge(
         .map(|b| serde_json::from_slice(&b).unwrap());
     (out, summary)
 }
+
+/// A GStreamer RTSP server on loopback serving vtest.avi (H.264, real time) at `/vtest`, on
+/// its own main context so that it can be stopped and a new one started on the same port.
+pub struct RtspServer {
+    pub port: u16,
+    stop: Option<gstreamer::glib::MainLoop>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RtspServer {
+    pub fn start(port: u16) -> RtspServer {
+        use gstreamer::glib;
+        use gstreamer_rtsp_server as rtsp;
+        use gstreamer_rtsp_server::prelude::*;
+        gstreamer::init().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let ctx = glib::MainContext::new();
+            ctx.with_thread_default(|| {
+                let main_loop = glib::MainLoop::new(Some(&ctx), false);
+                let server = rtsp::RTSPServer::new();
+                server.set_address("127.0.0.1");
+                server.set_service(&port.to_string());
+                let factory = rtsp::RTSPMediaFactory::new();
+                factory.set_launch(&format!(
+                    "( filesrc location={} ! decodebin ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! rtph264pay name=pay0 pt=96 )",
+                    vtest().display()
+                ));
+                factory.set_shared(true);
+                server.mount_points().unwrap().add_factory("/vtest", factory);
+                let id = server.attach(Some(&ctx)).unwrap();
+                tx.send((server.bound_port() as u16, main_loop.clone())).unwrap();
+                main_loop.run();
+                // Stopped: every client is cut off and the port is closed.
+                server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
+                if let Some(source) = ctx.find_source_by_id(&id) {
+                    source.destroy();
+                }
+                while ctx.iteration(false) {}
+            })
+            .unwrap();
+        });
+        let (port, main_loop) = rx.recv().unwrap();
+        RtspServer {
+            port,
+            stop: Some(main_loop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(ml) = self.stop.take() {
+            ml.quit();
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
