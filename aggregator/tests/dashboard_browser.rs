@@ -272,6 +272,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         }],
         outbox_backlog_items: 2,
         outbox_oldest_age_secs: 0.4,
+        execution_providers: Default::default(),
     };
     put(keys::health(&ck_a), health.encode());
     wait_until("the passes stored", Duration::from_secs(20), || {

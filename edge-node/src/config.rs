@@ -66,6 +66,42 @@ pub struct RuntimeConfig {
     /// Seconds to wait at start-up for an aggregator to be reachable before publishing.
     #[serde(default = "default_wait_aggregator_secs")]
     pub wait_for_aggregator_secs: u64,
+    /// ONNX Runtime execution providers to try for every model, in order of preference:
+    /// `tensorrt`, `cuda`, `cpu`. Each one the library has and that loads is registered (a
+    /// model's nodes run on the first that supports them); the first is logged per model,
+    /// exported in `/metrics` and the health report. A provider that cannot load is logged
+    /// with the reason and skipped. Default `["cuda", "cpu"]`: the GPU where the library
+    /// and the machine have one, else the CPU.
+    #[serde(default = "default_providers")]
+    pub providers: Vec<crate::detect::Provider>,
+    /// Fail the node at start unless every model loaded on this provider (e.g. `"cuda"` on
+    /// a GPU box, so that a missing driver is not silently run on the CPU).
+    #[serde(default)]
+    pub require: Option<crate::detect::Provider>,
+    /// GPU the CUDA and TensorRT providers use.
+    #[serde(default)]
+    pub gpu_device: u32,
+    /// TensorRT: folder of built engines (and timing cache), so that a restart does not
+    /// build them again (minutes per model). Default `.cache/tensorrt`.
+    #[serde(default)]
+    pub tensorrt_cache_dir: Option<PathBuf>,
+    /// TensorRT: build FP16 engines.
+    #[serde(default = "yes")]
+    pub tensorrt_fp16: bool,
+    /// Video decoding: `auto` (a hardware decoder when its GStreamer plugin is there:
+    /// NVIDIA NVDEC, then VA-API; else software), `software`, `nvidia` or `vaapi` (the node
+    /// does not start without it). The choice is logged, and each camera logs the decoder
+    /// it got.
+    #[serde(default)]
+    pub decoder: crate::source::DecoderChoice,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_providers() -> Vec<crate::detect::Provider> {
+    vec![crate::detect::Provider::Cuda, crate::detect::Provider::Cpu]
 }
 
 fn default_intra_threads() -> usize {
@@ -82,6 +118,12 @@ impl Default for RuntimeConfig {
             models_dir: None,
             intra_threads: default_intra_threads(),
             wait_for_aggregator_secs: default_wait_aggregator_secs(),
+            providers: default_providers(),
+            require: None,
+            gpu_device: 0,
+            tensorrt_cache_dir: None,
+            tensorrt_fp16: true,
+            decoder: Default::default(),
         }
     }
 }
@@ -92,6 +134,20 @@ impl RuntimeConfig {
             .map(PathBuf::from)
             .or_else(|| self.onnxruntime_library.clone())
             .unwrap_or_else(|| PathBuf::from(".cache/onnxruntime/libonnxruntime.so.1.32.0"))
+    }
+
+    /// The execution-provider settings every model of the node is opened with.
+    pub fn providers(&self) -> crate::detect::ProviderSettings {
+        crate::detect::ProviderSettings {
+            order: self.providers.clone(),
+            require: self.require,
+            gpu_device: self.gpu_device,
+            tensorrt_cache_dir: self
+                .tensorrt_cache_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(".cache/tensorrt")),
+            tensorrt_fp16: self.tensorrt_fp16,
+        }
     }
 
     pub fn models_dir(&self) -> PathBuf {
@@ -565,6 +621,9 @@ impl NodeConfig {
                     "metrics.listen '{l}' is not an address like 127.0.0.1:9464"
                 ));
             }
+        }
+        if let Err(e) = self.runtime.providers().check() {
+            errors.push(format!("runtime.{e}"));
         }
         if self.runtime.intra_threads == 0 {
             errors.push("runtime.intra_threads must be at least 1".into());

@@ -38,6 +38,260 @@ pub enum DetectError {
     },
     #[error("inference failed: {0}")]
     Run(String),
+    #[error("{what}: {message}")]
+    Provider { what: String, message: String },
+}
+
+/// An ONNX Runtime execution provider a model can run on.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Tensorrt,
+    Cuda,
+    Cpu,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Tensorrt => "tensorrt",
+            Provider::Cuda => "cuda",
+            Provider::Cpu => "cpu",
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which execution providers the node's models are opened with (`[runtime]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSettings {
+    /// In order of preference.
+    pub order: Vec<Provider>,
+    /// Every model must load on this one, else the node does not start.
+    pub require: Option<Provider>,
+    pub gpu_device: u32,
+    pub tensorrt_cache_dir: PathBuf,
+    pub tensorrt_fp16: bool,
+}
+
+impl Default for ProviderSettings {
+    /// The CPU alone (benches and tests that open models directly).
+    fn default() -> Self {
+        ProviderSettings {
+            order: vec![Provider::Cpu],
+            require: None,
+            gpu_device: 0,
+            tensorrt_cache_dir: PathBuf::from(".cache/tensorrt"),
+            tensorrt_fp16: true,
+        }
+    }
+}
+
+impl ProviderSettings {
+    /// The settings' own consistency; the error starts with the key it is about.
+    pub fn check(&self) -> Result<(), String> {
+        if self.order.is_empty() {
+            return Err("providers is empty: list at least one of \"tensorrt\", \"cuda\", \"cpu\" (e.g. [\"cuda\", \"cpu\"])".into());
+        }
+        let mut seen = self.order.clone();
+        seen.sort();
+        seen.dedup();
+        if seen.len() != self.order.len() {
+            return Err(format!(
+                "providers lists a provider twice: {:?}",
+                self.order
+            ));
+        }
+        if let Some(r) = self.require {
+            if !self.order.contains(&r) {
+                return Err(format!(
+                    "require = \"{r}\" is not in providers {:?}; add it to providers",
+                    self.order.iter().map(|p| p.as_str()).collect::<Vec<_>>()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The node's provider settings, set once at start ([`set_providers`]); ONNX Runtime's
+/// environment is per process, and so is this.
+static PROVIDERS: std::sync::RwLock<Option<ProviderSettings>> = std::sync::RwLock::new(None);
+/// The provider each model file loaded on, by file name.
+static LOADED_ON: std::sync::Mutex<std::collections::BTreeMap<String, Provider>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Sets the execution providers every model opened from now on tries.
+pub fn set_providers(settings: ProviderSettings) {
+    *PROVIDERS.write().unwrap_or_else(|e| e.into_inner()) = Some(settings);
+}
+
+/// The provider each model loaded on so far (model file name -> provider).
+pub fn loaded_providers() -> std::collections::BTreeMap<String, Provider> {
+    LOADED_ON.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Registers the providers of `settings` on `builder`, in order: each one the library has
+/// and that loads. Returns the builder, the first provider that loaded (the CPU when none
+/// did and the CPU is listed) and why each skipped one was skipped.
+fn register_providers(
+    mut builder: ort::session::builder::SessionBuilder,
+    settings: &ProviderSettings,
+) -> (
+    ort::session::builder::SessionBuilder,
+    Option<Provider>,
+    Vec<String>,
+) {
+    use ort::ep::ExecutionProvider;
+    let mut first: Option<Provider> = None;
+    let mut skipped = Vec::new();
+    for &p in &settings.order {
+        let (available, dispatch) = match p {
+            Provider::Cpu => {
+                first.get_or_insert(Provider::Cpu);
+                // The CPU always runs what the providers before it cannot; nothing after
+                // it would get a node.
+                break;
+            }
+            Provider::Cuda => (
+                ort::ep::CUDA::is_available(),
+                ort::ep::CUDA::default()
+                    .with_device_id(settings.gpu_device as i32)
+                    .build()
+                    .error_on_failure(),
+            ),
+            Provider::Tensorrt => {
+                if let Err(e) = std::fs::create_dir_all(&settings.tensorrt_cache_dir) {
+                    skipped.push(format!(
+                        "tensorrt: cannot create its engine cache '{}': {e}",
+                        settings.tensorrt_cache_dir.display()
+                    ));
+                    continue;
+                }
+                let cache = settings.tensorrt_cache_dir.display().to_string();
+                (
+                    ort::ep::TensorRT::is_available(),
+                    ort::ep::TensorRT::default()
+                        .with_device_id(settings.gpu_device as i32)
+                        .with_fp16(settings.tensorrt_fp16)
+                        .with_engine_cache(true)
+                        .with_engine_cache_path(&cache)
+                        .with_timing_cache(true)
+                        .with_timing_cache_path(&cache)
+                        .build()
+                        .error_on_failure(),
+                )
+            }
+        };
+        match available {
+            Ok(true) => {}
+            Ok(false) => {
+                skipped.push(format!(
+                    "{p}: {NOT_IN_LIBRARY}; install the GPU build (scripts/setup.sh does where an NVIDIA driver is present) and point runtime.onnxruntime_library at it"
+                ));
+                continue;
+            }
+            Err(e) => {
+                skipped.push(format!("{p}: {e}"));
+                continue;
+            }
+        }
+        match builder.with_execution_providers([dispatch]) {
+            Ok(b) => {
+                builder = b;
+                first.get_or_insert(p);
+            }
+            Err(e) => {
+                skipped.push(format!("{p}: {}", tidy_provider_error(&e.to_string())));
+                builder = e.recover();
+            }
+        }
+    }
+    (builder, first, skipped)
+}
+
+/// Why a provider the library lacks was skipped (expected on a CPU box: logged at info).
+const NOT_IN_LIBRARY: &str = "not in this ONNX Runtime library (a CPU build)";
+
+/// Whether a skip is worth a warning: a provider the library has that failed to load.
+pub fn skip_is_a_fault(reason: &str) -> bool {
+    !reason.contains(NOT_IN_LIBRARY)
+}
+
+/// ONNX Runtime's message without its source location, with what to do when a GPU library
+/// is missing.
+fn tidy_provider_error(message: &str) -> String {
+    let m = message
+        .rsplit_once("FAIL : ")
+        .map_or(message, |(_, m)| m)
+        .trim();
+    if m.contains("cannot open shared object file") {
+        format!("{m}; the CUDA 13 runtime, cuBLAS, cuRAND and cuDNN 9 libraries (and TensorRT 10 for tensorrt) must be on the library path (README: GPU boxes)")
+    } else {
+        m.to_string()
+    }
+}
+
+/// The error when `settings.require` names another provider than the one that loaded.
+fn required_missing(
+    settings: &ProviderSettings,
+    loaded: Provider,
+    skipped: &[String],
+    what: &str,
+) -> Option<DetectError> {
+    let required = settings.require.filter(|r| *r != loaded)?;
+    Some(DetectError::Provider {
+        what: what.to_string(),
+        message: format!(
+            "runtime.require = \"{required}\" but only {loaded} loaded ({}); fix the GPU set-up, or remove require to run on {loaded}",
+            if skipped.is_empty() {
+                "nothing before it was skipped".to_string()
+            } else {
+                skipped.join("; ")
+            }
+        ),
+    })
+}
+
+/// Start-up check of the providers `settings` asks for, before any camera starts: which one
+/// models will load on first, and why the ones before it were skipped. Err when none loads
+/// or `require` is not met.
+pub fn probe_providers(
+    ort_library: &Path,
+    settings: &ProviderSettings,
+) -> Result<(Provider, Vec<String>), DetectError> {
+    let env = environment(ort_library)?;
+    let builder = Session::builder(env).map_err(|e| DetectError::Load {
+        path: ort_library.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let (_, first, skipped) = register_providers(builder, settings);
+    let what = "runtime.providers";
+    let Some(first) = first else {
+        return Err(DetectError::Provider {
+            what: what.into(),
+            message: format!(
+                "none of {:?} loaded ({}); add \"cpu\" to run on the CPU",
+                settings
+                    .order
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>(),
+                skipped.join("; ")
+            ),
+        });
+    };
+    if let Some(e) = required_missing(settings, first, &skipped, what) {
+        return Err(e);
+    }
+    Ok((first, skipped))
 }
 
 /// The ONNX Runtime library is loaded once per process; every camera shares it.
@@ -78,16 +332,54 @@ pub(crate) fn open_model(
         path: model_path.to_path_buf(),
         message: e.to_string(),
     };
-    Session::builder(env)
+    let settings = PROVIDERS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_default();
+    let builder = Session::builder(env)
         .map_err(load_err)?
         .with_intra_threads(threads)
         .map_err(|e| load_err(ort::Error::from(e)))?
         .with_inter_threads(1)
         .map_err(|e| load_err(ort::Error::from(e)))?
         .with_intra_op_spinning(spin)
-        .map_err(|e| load_err(ort::Error::from(e)))?
-        .commit_from_file(model_path)
-        .map_err(load_err)
+        .map_err(|e| load_err(ort::Error::from(e)))?;
+    let (mut builder, provider, skipped) = register_providers(builder, &settings);
+    let model = model_path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let Some(provider) = provider else {
+        return Err(DetectError::Provider {
+            what: format!("model '{model}'"),
+            message: format!(
+                "none of runtime.providers {:?} loaded ({}); add \"cpu\" to run on the CPU",
+                settings
+                    .order
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>(),
+                skipped.join("; ")
+            ),
+        });
+    };
+    if let Some(e) = required_missing(&settings, provider, &skipped, &format!("model '{model}'")) {
+        return Err(e);
+    }
+    let session = builder.commit_from_file(model_path).map_err(load_err)?;
+    if skipped.is_empty() {
+        tracing::info!(model = %model, provider = %provider, "Model loaded");
+    } else if skipped.iter().any(|s| skip_is_a_fault(s)) {
+        tracing::warn!(model = %model, provider = %provider, skipped = %skipped.join("; "), "Model loaded on a fallback execution provider");
+    } else {
+        tracing::info!(model = %model, provider = %provider, skipped = %skipped.join("; "), "Model loaded on a fallback execution provider");
+    }
+    LOADED_ON
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(model, provider);
+    Ok(session)
 }
 
 pub struct Detector {

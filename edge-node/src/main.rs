@@ -51,6 +51,38 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
         );
         return Ok(std::process::ExitCode::SUCCESS);
     }
+    // Execution providers: every model of the node is opened with them; a required one
+    // that cannot load stops the node here, before any camera starts.
+    let providers = cfg.raw.runtime.providers();
+    edge_node::detect::set_providers(providers.clone());
+    let library = cfg.raw.runtime.onnxruntime_library();
+    match edge_node::detect::probe_providers(&library, &providers) {
+        Ok((first, skipped)) if skipped.is_empty() => {
+            tracing::info!(provider = %first, "Execution provider")
+        }
+        Ok((first, skipped))
+            if skipped
+                .iter()
+                .any(|s| edge_node::detect::skip_is_a_fault(s)) =>
+        {
+            tracing::warn!(provider = %first, skipped = %skipped.join("; "), "Execution provider: fell back")
+        }
+        Ok((first, skipped)) => {
+            tracing::info!(provider = %first, skipped = %skipped.join("; "), "Execution provider: fell back")
+        }
+        Err(e @ edge_node::detect::DetectError::Provider { .. }) => {
+            return Err(anyhow::anyhow!("{e}"))
+        }
+        // The library itself: each camera reports it (and a file camera gives up), as
+        // before; a node may run without models until they are installed.
+        Err(e) => tracing::error!(error = %e, "ONNX Runtime not loaded"),
+    }
+    // Video decoders: hardware where its plugin is, as configured; a required one that is
+    // missing stops the node here.
+    match edge_node::source::choose_decoders(cfg.raw.runtime.decoder) {
+        Ok(choice) => tracing::info!(decoding = %choice, "Video decoding"),
+        Err(e) => return Err(anyhow::anyhow!("{e}")),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

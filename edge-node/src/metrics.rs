@@ -218,6 +218,18 @@ impl NodeMetrics {
         }
         family(
             &mut out,
+            "edge_model_execution_provider",
+            "gauge",
+            "1 for the ONNX Runtime execution provider each model loaded on (cpu, cuda, tensorrt).",
+        );
+        for (model, p) in crate::detect::loaded_providers() {
+            let _ = writeln!(
+                out,
+                "edge_model_execution_provider{{model=\"{model}\",provider=\"{p}\"}} 1"
+            );
+        }
+        family(
+            &mut out,
             "edge_config_reloads_total",
             "counter",
             "Changed config files applied live, and refused (the running config stayed).",

@@ -42,6 +42,8 @@ pub struct NodeSummary {
     pub outbox_write_failures: u64,
     pub outbox_blocked_ms: u64,
     pub cameras: Vec<CameraSummary>,
+    /// The ONNX Runtime execution provider each model loaded on.
+    pub execution_providers: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeSummary {
@@ -189,6 +191,10 @@ pub async fn run(
         outbox_blocked_ms: stats.blocked_ms,
         outbox_left: stats.left,
         cameras,
+        execution_providers: crate::detect::loaded_providers()
+            .into_iter()
+            .map(|(m, p)| (m, p.to_string()))
+            .collect(),
     })
 }
 
@@ -375,6 +381,10 @@ async fn publish_health(
                 .oldest_ms
                 .map(|t| (protocol::time::now_ms() - t).max(0) as f64 / 1000.0)
                 .unwrap_or(0.0),
+            execution_providers: crate::detect::loaded_providers()
+                .into_iter()
+                .map(|(m, p)| (m, p.to_string()))
+                .collect(),
         };
         if let Err(e) = session.put(&key, report.encode()).await {
             tracing::debug!(error = %e, "Health report not sent");
@@ -389,6 +399,16 @@ pub fn render_summary(s: &NodeSummary) -> String {
         "edge node {} at checkpoint {}\n",
         s.node_id, s.checkpoint_id
     ));
+    if !s.execution_providers.is_empty() {
+        out.push_str(&format!(
+            "models on: {}\n",
+            s.execution_providers
+                .iter()
+                .map(|(m, p)| format!("{m} {p}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     for c in &s.cameras {
         out.push_str(&format!(
             "camera {} ({}) on {}\n",

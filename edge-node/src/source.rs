@@ -20,6 +20,93 @@ use crate::config::SourceConfig;
 use crate::frame::Frame;
 use protocol::time::{now_ms, parse_rfc3339_ms};
 
+/// Which video decoders GStreamer's `decodebin` picks (`[runtime] decoder`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderChoice {
+    #[default]
+    Auto,
+    Software,
+    Nvidia,
+    Vaapi,
+}
+
+/// Hardware video decoders by family, as their GStreamer elements are named.
+const NVIDIA_DECODERS: [&str; 6] = [
+    "nvh264dec",
+    "nvh265dec",
+    "nvvp9dec",
+    "nvav1dec",
+    "nvh264sldec",
+    "nvh265sldec",
+];
+const VAAPI_DECODERS: [&str; 8] = [
+    "vah264dec",
+    "vah265dec",
+    "vavp9dec",
+    "vaav1dec",
+    "vaapih264dec",
+    "vaapih265dec",
+    "vaapivp9dec",
+    "vaapidecodebin",
+];
+
+/// Ranks the decoders for `choice` (once per process, before any pipeline is built) and
+/// says what was chosen: `Ok(description)`, or Err naming what is missing when a hardware
+/// family was required.
+pub fn choose_decoders(choice: DecoderChoice) -> Result<String, String> {
+    gst::init()
+        .map_err(|e| format!("GStreamer failed to initialise: {e}; run scripts/setup.sh"))?;
+    let registry = gst::Registry::get();
+    let present = |names: &[&str]| -> Vec<gst::PluginFeature> {
+        names
+            .iter()
+            .filter_map(|n| registry.lookup_feature(n))
+            .collect()
+    };
+    let (nvidia, vaapi) = (present(&NVIDIA_DECODERS), present(&VAAPI_DECODERS));
+    let names = |fs: &[gst::PluginFeature]| {
+        fs.iter()
+            .map(|f| f.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rank = |fs: &[gst::PluginFeature], r: gst::Rank| {
+        for f in fs {
+            f.set_rank(r);
+        }
+    };
+    let preferred = gst::Rank::PRIMARY + 100;
+    match choice {
+        DecoderChoice::Software => {
+            rank(&nvidia, gst::Rank::NONE);
+            rank(&vaapi, gst::Rank::NONE);
+            Ok("software (asked for)".into())
+        }
+        DecoderChoice::Nvidia if nvidia.is_empty() => Err(format!(
+            "runtime.decoder = \"nvidia\" but no NVIDIA decoder plugin is installed ({} missing): install gstreamer1.0-plugins-bad with the NVIDIA driver, or set decoder = \"auto\"",
+            NVIDIA_DECODERS[0]
+        )),
+        DecoderChoice::Vaapi if vaapi.is_empty() => Err(format!(
+            "runtime.decoder = \"vaapi\" but no VA-API decoder plugin is installed ({} and {} missing): install gstreamer1.0-plugins-bad (va) or gstreamer1.0-vaapi with the GPU's VA driver, or set decoder = \"auto\"",
+            VAAPI_DECODERS[0], VAAPI_DECODERS[4]
+        )),
+        DecoderChoice::Nvidia | DecoderChoice::Auto if !nvidia.is_empty() => {
+            rank(&nvidia, preferred);
+            rank(&vaapi, gst::Rank::NONE);
+            Ok(format!("hardware: NVIDIA ({})", names(&nvidia)))
+        }
+        DecoderChoice::Vaapi | DecoderChoice::Auto if !vaapi.is_empty() => {
+            rank(&vaapi, preferred);
+            Ok(format!("hardware: VA-API ({})", names(&vaapi)))
+        }
+        _ => Ok(format!(
+            "software: no hardware decoder plugin ({} or {}) is installed",
+            NVIDIA_DECODERS[0], VAAPI_DECODERS[0]
+        )),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("{input}: {message}")]
@@ -160,6 +247,18 @@ impl GstSource {
             .map_err(|e| open_err(format!("cannot build the GStreamer pipeline: {e}; run scripts/setup.sh to install the GStreamer plugins")))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| open_err("pipeline is not a gst::Pipeline".into()))?;
+        // Which decoder decodebin picked, once per source (software or hardware).
+        let described = input.clone();
+        pipeline.connect("deep-element-added", false, move |args| {
+            let element = args.get(2).and_then(|v| v.get::<gst::Element>().ok());
+            if let Some(factory) = element.as_ref().and_then(|e| e.factory()) {
+                let klass = factory.metadata("klass").unwrap_or_default();
+                if klass.contains("Decoder") && klass.contains("Video") {
+                    tracing::info!(input = %described, decoder = %factory.name(), "Video decoder");
+                }
+            }
+            None
+        });
         let src = pipeline.by_name("src").expect("named in the description");
         match &kind {
             Kind::File { path, .. } => {

@@ -36,6 +36,10 @@ pub struct NodeHealth {
     pub cameras: Vec<CameraHealth>,
     pub outbox_backlog_items: u64,
     pub outbox_oldest_age_secs: f64,
+    /// The ONNX Runtime execution provider each model loaded on (model file -> `cpu`,
+    /// `cuda`, `tensorrt`).
+    #[serde(default)]
+    pub execution_providers: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeHealth {
@@ -78,6 +82,7 @@ mod tests {
             }],
             outbox_backlog_items: 3,
             outbox_oldest_age_secs: 0.5,
+            execution_providers: [("yolov8n.onnx".to_string(), "cpu".to_string())].into(),
         };
         assert_eq!(NodeHealth::decode(&h.encode()).unwrap(), h);
         assert!(NodeHealth::decode(b"{").is_err());

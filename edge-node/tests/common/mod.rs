@@ -14,7 +14,7 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     std::env::var_os("TRAFFIC_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".cache"))
