@@ -3,7 +3,11 @@
 //! - full pipeline: decode -> preprocess -> infer -> postprocess -> track -> events, with the
 //!   camera's own threads, to an in-memory sink (zenoh publishing is measured by its own
 //!   stage timing in the demo; here it would only add loopback noise);
-//! - their ratio, and per-stage mean and p99 ms.
+//! - their ratio, and per-stage mean and p99 ms;
+//! - the plain Python peer (`benches/python/plain_detect.py`: the same model and ONNX
+//!   Runtime, OpenCV decoding, one sequential loop, an IoU tracker) on the same frames, when
+//!   setup installed its venv: its FPS beside ours and the confirmed tracks per class of
+//!   each.
 //!
 //! Rounds alternate model-only and pipeline so that both see the same machine load; medians
 //! are reported. `E2E_FRAMES` (default 620, which takes in nine red-light violations of the demo crossing) and `E2E_ROUNDS` (default 3) size the run.
@@ -92,6 +96,9 @@ fn main() {
     let mut ratios = Vec::new();
     let mut rule_fps = Vec::new();
     let mut rule_ratios = Vec::new();
+    let mut python_fps = Vec::new();
+    let mut python_ratios = Vec::new();
+    let mut python_last: Option<serde_json::Value> = None;
     let mut last: Option<CameraSummary> = None;
     let mut last_rule: Option<CameraSummary> = None;
     for round in 1..=rounds {
@@ -109,6 +116,16 @@ fn main() {
             r.fps,
             r.fps / s.fps
         );
+        if let Some(py) = python_peer(&vtest, &benches::models_dir(), n, threads) {
+            let f = py["fps"].as_f64().unwrap_or(0.0);
+            eprintln!(
+                "round {round}/{rounds}: plain Python peer {f:.1} FPS (ours / Python {:.3})",
+                s.fps / f
+            );
+            python_fps.push(f);
+            python_ratios.push(s.fps / f);
+            python_last = Some(py);
+        }
         model_fps.push(m);
         pipe_fps.push(s.fps);
         ratios.push(s.fps / m);
@@ -138,6 +155,31 @@ fn main() {
             x.rule.violations, x.evidence_pictures
         );
     }
+    if let Some(py) = &python_last {
+        println!(
+            "  plain Python peer         {:>7.1} FPS (median; same model, ORT threads {threads})",
+            median(python_fps.clone())
+        );
+        println!(
+            "  ours / Python             {:>7.3} (median of per-round ratios; goal >= 1.5)",
+            median(python_ratios.clone())
+        );
+        println!("  confirmed tracks per class, ours / Python:");
+        let theirs = &py["confirmed_tracks_per_class"];
+        let mut classes: Vec<String> = s.confirmed_tracks_per_class.keys().cloned().collect();
+        if let Some(o) = theirs.as_object() {
+            classes.extend(o.keys().cloned());
+        }
+        classes.sort();
+        classes.dedup();
+        for c in classes {
+            println!(
+                "    {c:<12} {:>5} / {:>5}",
+                s.confirmed_tracks_per_class.get(&c).copied().unwrap_or(0),
+                theirs[&c].as_u64().unwrap_or(0)
+            );
+        }
+    }
     println!("  stage (last round, rule on)       mean ms    p99 ms");
     for st in &last_rule.as_ref().unwrap().stages {
         println!("  {:<32} {:>9.2} {:>9.2}", st.stage, st.mean_ms, st.p99_ms);
@@ -149,8 +191,53 @@ fn main() {
         "pipeline_with_rule_fps": rule_fps, "rule_on_off_ratios": rule_ratios,
         "stages_with_rule": last_rule.as_ref().map(|r| r.stages.clone()),
         "stages": s.stages,
+        "confirmed_tracks_per_class": s.confirmed_tracks_per_class,
+        "python": python_last.as_ref().map(|py| serde_json::json!({
+            "fps": python_fps, "ours_over_python": python_ratios,
+            "median_fps": median(python_fps.clone()),
+            "median_ours_over_python": median(python_ratios.clone()),
+            "confirmed_tracks_per_class": py["confirmed_tracks_per_class"],
+        })),
     });
     let out = benches::repo_root().join("target/e2e-bench.json");
     std::fs::write(&out, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     println!("  written to {}", out.display());
+}
+
+/// The plain Python pipeline on the first `frames` frames of `video`, when setup installed
+/// its venv: its JSON (fps, detections and confirmed tracks per class).
+fn python_peer(
+    video: &Path,
+    models: &Path,
+    frames: usize,
+    threads: usize,
+) -> Option<serde_json::Value> {
+    let py = benches::cache_dir().join("venv/bin/python");
+    if !py.exists() {
+        eprintln!(
+            "  (the plain Python peer needs {}: run scripts/setup.sh)",
+            py.display()
+        );
+        return None;
+    }
+    let out = std::process::Command::new(py)
+        .arg(benches::repo_root().join("benches/python/plain_detect.py"))
+        .arg("--video")
+        .arg(video)
+        .arg("--model")
+        .arg(models.join("yolov8n.onnx"))
+        .arg("--frames")
+        .arg(frames.to_string())
+        .arg("--threads")
+        .arg(threads.to_string())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "e2e: the Python peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
 }
