@@ -220,9 +220,12 @@ enum CameraError {
 struct Decoded {
     frame: Frame,
     prepared: Prepared,
+    /// Time in `next_frame`: decoding a file's frame, or waiting for a live one.
     decode: Duration,
     preprocess: Duration,
-    ready_at: Instant,
+    /// When GStreamer handed the frame over: the frame latency counts from here (a live
+    /// camera's wait for its next frame is not latency).
+    arrived: Instant,
     /// The source's frame interval (median of the latest gaps between decoded frames), ms.
     interval_ms: f32,
 }
@@ -498,7 +501,7 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
         0.0
     };
     summary.stages = vec![
-        timers.decode.summary("decode"),
+        timers.decode.summary("decode (live: incl. the wait for a frame)"),
         timers.preprocess.summary("preprocess"),
         timers.infer.summary("infer"),
         timers.postprocess.summary("postprocess"),
@@ -734,7 +737,7 @@ fn run_once(
             }
             timers
                 .frame
-                .record(d.ready_at.elapsed() + d.decode + d.preprocess);
+                .record(d.arrived.elapsed());
             summary.frames_processed += 1;
             m.frames_processed.fetch_add(1, Ordering::Relaxed);
             m.failures_in_a_row.store(0, Ordering::Relaxed);
@@ -863,6 +866,7 @@ fn decode_loop(
             }
         };
         let decode = t0.elapsed();
+        let arrived = Instant::now();
         counts.decoded();
         n += 1;
         if let Some(prev) = last_ms.replace(frame.time_ms) {
@@ -908,7 +912,7 @@ fn decode_loop(
             prepared,
             decode,
             preprocess: t1.elapsed(),
-            ready_at: Instant::now(),
+            arrived,
             interval_ms,
         };
         if !tx.send(Ok(d), counts) {
@@ -1024,7 +1028,7 @@ mod tests {
             },
             decode: Duration::ZERO,
             preprocess: Duration::ZERO,
-            ready_at: Instant::now(),
+            arrived: Instant::now(),
             interval_ms: 100.0,
         })
     }
