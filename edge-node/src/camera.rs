@@ -501,7 +501,9 @@ pub fn run_camera(cam: ValidCamera, ctx: CameraContext) -> CameraSummary {
         0.0
     };
     summary.stages = vec![
-        timers.decode.summary("decode (live: incl. the wait for a frame)"),
+        timers
+            .decode
+            .summary("decode (live: incl. the wait for a frame)"),
         timers.preprocess.summary("preprocess"),
         timers.infer.summary("infer"),
         timers.postprocess.summary("postprocess"),
@@ -735,9 +737,7 @@ fn run_once(
                 }
                 timers.plates.record(t_pl.elapsed());
             }
-            timers
-                .frame
-                .record(d.arrived.elapsed());
+            timers.frame.record(d.arrived.elapsed());
             summary.frames_processed += 1;
             m.frames_processed.fetch_add(1, Ordering::Relaxed);
             m.failures_in_a_row.store(0, Ordering::Relaxed);

@@ -434,3 +434,73 @@ fn four_cameras_on_a_busy_node_share_fairly_and_still_catch_red_light_violations
         truth.violations
     );
 }
+
+/// Time-based rules: the crossing camera processing a third of its frames (`max_fps = 3.4`,
+/// an even subset, the rest dropped as `budget` before any work) still finds every
+/// violation of the ground truth; the tracker's lost time, the rule's time inside the
+/// crosswalk and the plan are all in video time.
+#[test]
+fn a_third_of_the_frames_still_finds_every_violation() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let truth: Truth = toml::from_str(
+        &std::fs::read_to_string(repo_root().join("edge-node/tests/data/vtest_red_light.toml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let agg = TestAggregator::start();
+    let dir = common::tempdir::Dir::new("budget");
+    let config = demo_config(agg.zenoh_port, None, truth.frames, |v| {
+        v["cameras"][0]
+            .as_table_mut()
+            .unwrap()
+            .insert("max_fps".into(), toml::Value::Float(3.4));
+    });
+    let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(300));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary = summary.unwrap();
+    let cam = &summary["cameras"][0];
+    let n = |k: &str| cam[k].as_u64().unwrap();
+    // 620 frames at 10 FPS cut to 3.4: about 211 processed, every other one dropped as budget.
+    assert_eq!(n("frames_decoded"), truth.frames, "{cam}");
+    assert!((205..=215).contains(&n("frames_processed")), "{cam}");
+    assert_eq!(
+        n("frames_dropped"),
+        cam["frames_dropped_by_reason"]["budget"].as_u64().unwrap(),
+        "{cam}"
+    );
+    let published = summary["events_published"].as_u64().unwrap();
+    assert_eq!(
+        agg.wait_stored(published, Duration::from_secs(30)),
+        published
+    );
+    let t0 = protocol::time::parse_rfc3339_ms("2026-11-29T00:00:00Z").unwrap();
+    let found: Vec<i64> = agg
+        .all_events("kind=pedestrian_red_light")
+        .iter()
+        .filter_map(|ev| match &ev.body {
+            EventBody::PedestrianRedLight(b) => Some((b.entered_ms - t0) / 100),
+            _ => None,
+        })
+        .collect();
+    let mut unmatched = truth.violations.clone();
+    for f in &found {
+        if let Some(i) = unmatched
+            .iter()
+            .position(|t| (t - f).abs() <= truth.tolerance_frames)
+        {
+            unmatched.remove(i);
+        }
+    }
+    eprintln!(
+        "red light at max_fps 3.4: {} of {} frames, found {found:?}, truth {:?}",
+        n("frames_processed"),
+        n("frames_decoded"),
+        truth.violations
+    );
+    assert!(
+        unmatched.is_empty(),
+        "missed {unmatched:?}; found {found:?}"
+    );
+    assert_eq!(found.len(), truth.violations.len(), "{found:?}");
+}
