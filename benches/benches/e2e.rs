@@ -212,32 +212,19 @@ fn python_peer(
     frames: usize,
     threads: usize,
 ) -> Option<serde_json::Value> {
-    let py = benches::cache_dir().join("venv/bin/python");
-    if !py.exists() {
-        eprintln!(
-            "  (the plain Python peer needs {}: run scripts/setup.sh)",
-            py.display()
-        );
-        return None;
-    }
-    let out = std::process::Command::new(py)
-        .arg(benches::repo_root().join("benches/python/plain_detect.py"))
-        .arg("--video")
-        .arg(video)
-        .arg("--model")
-        .arg(models.join("yolov8n.onnx"))
-        .arg("--frames")
-        .arg(frames.to_string())
-        .arg("--threads")
-        .arg(threads.to_string())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "e2e: the Python peer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
+    let model = models.join("yolov8n.onnx");
+    let (frames, threads) = (frames.to_string(), threads.to_string());
+    benches::python_peer(
+        "plain_detect.py",
+        &[
+            "--video".as_ref(),
+            video.as_os_str(),
+            "--model".as_ref(),
+            model.as_os_str(),
+            "--frames".as_ref(),
+            frames.as_ref(),
+            "--threads".as_ref(),
+            threads.as_ref(),
+        ],
+    )
 }

@@ -322,32 +322,18 @@ fn print_score(set: &str, readers: &str, s: &Score) {
 
 /// The plain Python pipeline on the same sets, when setup installed its venv: its JSON.
 fn python_side(dir: &Path, threads: usize) -> Option<serde_json::Value> {
-    let py = benches::cache_dir().join("venv/bin/python");
-    if !py.exists() {
-        println!(
-            "  (the plain Python pipeline needs {}: run scripts/setup.sh)",
-            py.display()
-        );
-        return None;
-    }
-    let out = std::process::Command::new(py)
-        .arg(benches::repo_root().join("benches/python/plain_plates.py"))
-        .arg("--data")
-        .arg(dir)
-        .arg("--models")
-        .arg(benches::models_dir())
-        .arg("--threads")
-        .arg(threads.to_string())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "plates_real: the Python pipeline failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
+    let (models, threads) = (benches::models_dir(), threads.to_string());
+    benches::python_peer(
+        "plain_plates.py",
+        &[
+            "--data".as_ref(),
+            dir.as_os_str(),
+            "--models".as_ref(),
+            models.as_os_str(),
+            "--threads".as_ref(),
+            threads.as_ref(),
+        ],
+    )
 }
 
 fn main() {

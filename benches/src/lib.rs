@@ -119,3 +119,30 @@ pub fn camera_context(
         registry: Arc::new(registry),
     }
 }
+
+/// Runs one of the plain Python peers (`benches/python/<script>`) in setup's venv with
+/// `args`: its JSON output, or None (said on stderr) when the venv is missing or it failed.
+pub fn python_peer(script: &str, args: &[&std::ffi::OsStr]) -> Option<serde_json::Value> {
+    let py = cache_dir().join("venv/bin/python");
+    if !py.exists() {
+        // On stdout: the figures' reader learns why the peer is missing.
+        println!(
+            "  (the plain Python peer needs {}: run scripts/setup.sh)",
+            py.display()
+        );
+        return None;
+    }
+    let out = std::process::Command::new(py)
+        .arg(repo_root().join("benches/python").join(script))
+        .args(args)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "the Python peer {script} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}

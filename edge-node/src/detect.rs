@@ -239,25 +239,40 @@ fn tidy_provider_error(message: &str) -> String {
     }
 }
 
-/// The error when `settings.require` names another provider than the one that loaded.
-fn required_missing(
+/// The provider models run on, given what registered: Err when none did, or when
+/// `settings.require` names another one. `what` names the model or the setting.
+fn accepted(
     settings: &ProviderSettings,
-    loaded: Provider,
+    first: Option<Provider>,
     skipped: &[String],
     what: &str,
-) -> Option<DetectError> {
-    let required = settings.require.filter(|r| *r != loaded)?;
-    Some(DetectError::Provider {
+) -> Result<Provider, DetectError> {
+    let fail = |message: String| DetectError::Provider {
         what: what.to_string(),
-        message: format!(
+        message,
+    };
+    let Some(loaded) = first else {
+        return Err(fail(format!(
+            "none of runtime.providers {:?} loaded ({}); add \"cpu\" to run on the CPU",
+            settings
+                .order
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>(),
+            skipped.join("; ")
+        )));
+    };
+    match settings.require {
+        Some(required) if required != loaded => Err(fail(format!(
             "runtime.require = \"{required}\" but only {loaded} loaded ({}); fix the GPU set-up, or remove require to run on {loaded}",
             if skipped.is_empty() {
                 "nothing before it was skipped".to_string()
             } else {
                 skipped.join("; ")
             }
-        ),
-    })
+        ))),
+        _ => Ok(loaded),
+    }
 }
 
 /// Start-up check of the providers `settings` asks for, before any camera starts: which one
@@ -273,24 +288,7 @@ pub fn probe_providers(
         message: e.to_string(),
     })?;
     let (_, first, skipped) = register_providers(builder, settings);
-    let what = "runtime.providers";
-    let Some(first) = first else {
-        return Err(DetectError::Provider {
-            what: what.into(),
-            message: format!(
-                "none of {:?} loaded ({}); add \"cpu\" to run on the CPU",
-                settings
-                    .order
-                    .iter()
-                    .map(|p| p.as_str())
-                    .collect::<Vec<_>>(),
-                skipped.join("; ")
-            ),
-        });
-    };
-    if let Some(e) = required_missing(settings, first, &skipped, what) {
-        return Err(e);
-    }
+    let first = accepted(settings, first, &skipped, "runtime.providers")?;
     Ok((first, skipped))
 }
 
@@ -350,23 +348,7 @@ pub(crate) fn open_model(
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let Some(provider) = provider else {
-        return Err(DetectError::Provider {
-            what: format!("model '{model}'"),
-            message: format!(
-                "none of runtime.providers {:?} loaded ({}); add \"cpu\" to run on the CPU",
-                settings
-                    .order
-                    .iter()
-                    .map(|p| p.as_str())
-                    .collect::<Vec<_>>(),
-                skipped.join("; ")
-            ),
-        });
-    };
-    if let Some(e) = required_missing(&settings, provider, &skipped, &format!("model '{model}'")) {
-        return Err(e);
-    }
+    let provider = accepted(&settings, provider, &skipped, &format!("model '{model}'"))?;
     let session = builder.commit_from_file(model_path).map_err(load_err)?;
     if skipped.is_empty() {
         tracing::info!(model = %model, provider = %provider, "Model loaded");

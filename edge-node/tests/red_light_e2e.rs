@@ -19,6 +19,46 @@ struct Truth {
     tolerance_frames: i64,
 }
 
+impl Truth {
+    fn load() -> Truth {
+        toml::from_str(
+            &std::fs::read_to_string(repo_root().join("edge-node/tests/data/vtest_red_light.toml"))
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Matches the entry frames found to the truth's, each at most once, within the
+    /// tolerance plus `slack` frames: (entries matched, truth entries missed).
+    fn score(&self, found: &[i64], slack: i64) -> (usize, Vec<i64>) {
+        let mut unmatched = self.violations.clone();
+        let mut matched = 0;
+        for f in found {
+            if let Some(i) = unmatched
+                .iter()
+                .position(|t| (t - f).abs() <= self.tolerance_frames + slack)
+            {
+                unmatched.remove(i);
+                matched += 1;
+            }
+        }
+        (matched, unmatched)
+    }
+}
+
+/// The frames (at 10 FPS from the video's start) at which the stored violations' people
+/// entered the crosswalk.
+fn found_entries(agg: &TestAggregator) -> Vec<i64> {
+    let t0 = protocol::time::parse_rfc3339_ms("2026-11-29T00:00:00Z").unwrap();
+    agg.all_events("kind=pedestrian_red_light")
+        .iter()
+        .filter_map(|ev| match &ev.body {
+            EventBody::PedestrianRedLight(b) => Some((b.entered_ms - t0) / 100),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The demo's edge config with the test's zenoh port, paths and frame limit.
 fn demo_config(
     zenoh_port: u16,
@@ -58,11 +98,7 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn red_light_violations_on_vtest_match_ground_truth() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let truth: Truth = toml::from_str(
-        &std::fs::read_to_string(repo_root().join("edge-node/tests/data/vtest_red_light.toml"))
-            .unwrap(),
-    )
-    .unwrap();
+    let truth = Truth::load();
     let agg = TestAggregator::start();
     let dir = common::tempdir::Dir::new("redlight");
     let config = demo_config(agg.zenoh_port, None, truth.frames, |_| {});
@@ -132,18 +168,7 @@ fn red_light_violations_on_vtest_match_ground_truth() {
         events.len() - 1
     );
 
-    // Match detections to the truth, each at most once.
-    let mut unmatched_truth = truth.violations.clone();
-    let mut true_pos = 0;
-    for f in &found {
-        if let Some(i) = unmatched_truth
-            .iter()
-            .position(|t| (t - f).abs() <= truth.tolerance_frames)
-        {
-            unmatched_truth.remove(i);
-            true_pos += 1;
-        }
-    }
+    let (true_pos, unmatched_truth) = truth.score(&found, 0);
     let precision = true_pos as f64 / found.len().max(1) as f64;
     let recall = true_pos as f64 / truth.violations.len() as f64;
     eprintln!("red-light on vtest: found entries at frames {found:?}; truth {:?}; precision {precision:.2}, recall {recall:.2}", truth.violations);
@@ -273,11 +298,7 @@ fn processed_per_camera(metrics_port: u16) -> std::collections::BTreeMap<String,
 #[test]
 fn four_cameras_on_a_busy_node_share_fairly_and_still_catch_red_light_violations() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let truth: Truth = toml::from_str(
-        &std::fs::read_to_string(repo_root().join("edge-node/tests/data/vtest_red_light.toml"))
-            .unwrap(),
-    )
-    .unwrap();
+    let truth = Truth::load();
     let agg = TestAggregator::start();
     let dir = common::tempdir::Dir::new("busy");
     let server = RtspServer::start(0);
@@ -392,27 +413,9 @@ fn four_cameras_on_a_busy_node_share_fairly_and_still_catch_red_light_violations
     );
     // The crossing camera on a fraction of its frames: the violations found still match the
     // ground truth.
-    let t0 = protocol::time::parse_rfc3339_ms("2026-11-29T00:00:00Z").unwrap();
-    let found: Vec<i64> = agg
-        .all_events("kind=pedestrian_red_light")
-        .iter()
-        .filter_map(|ev| match &ev.body {
-            EventBody::PedestrianRedLight(b) => Some((b.entered_ms - t0) / 100),
-            _ => None,
-        })
-        .collect();
-    let mut unmatched = truth.violations.clone();
-    let mut true_pos = 0;
-    for f in &found {
-        // A frame dropped can delay the first frame seen in the crosswalk.
-        if let Some(i) = unmatched
-            .iter()
-            .position(|t| (t - f).abs() <= truth.tolerance_frames + 5)
-        {
-            unmatched.remove(i);
-            true_pos += 1;
-        }
-    }
+    let found = found_entries(&agg);
+    // A frame dropped can delay the first frame seen in the crosswalk.
+    let (true_pos, _) = truth.score(&found, 5);
     let crossing = summary["cameras"]
         .as_array()
         .unwrap()
@@ -442,11 +445,7 @@ fn four_cameras_on_a_busy_node_share_fairly_and_still_catch_red_light_violations
 #[test]
 fn a_third_of_the_frames_still_finds_every_violation() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let truth: Truth = toml::from_str(
-        &std::fs::read_to_string(repo_root().join("edge-node/tests/data/vtest_red_light.toml"))
-            .unwrap(),
-    )
-    .unwrap();
+    let truth = Truth::load();
     let agg = TestAggregator::start();
     let dir = common::tempdir::Dir::new("budget");
     let config = demo_config(agg.zenoh_port, None, truth.frames, |v| {
@@ -474,24 +473,8 @@ fn a_third_of_the_frames_still_finds_every_violation() {
         agg.wait_stored(published, Duration::from_secs(30)),
         published
     );
-    let t0 = protocol::time::parse_rfc3339_ms("2026-11-29T00:00:00Z").unwrap();
-    let found: Vec<i64> = agg
-        .all_events("kind=pedestrian_red_light")
-        .iter()
-        .filter_map(|ev| match &ev.body {
-            EventBody::PedestrianRedLight(b) => Some((b.entered_ms - t0) / 100),
-            _ => None,
-        })
-        .collect();
-    let mut unmatched = truth.violations.clone();
-    for f in &found {
-        if let Some(i) = unmatched
-            .iter()
-            .position(|t| (t - f).abs() <= truth.tolerance_frames)
-        {
-            unmatched.remove(i);
-        }
-    }
+    let found = found_entries(&agg);
+    let (_, unmatched) = truth.score(&found, 0);
     eprintln!(
         "red light at max_fps 3.4: {} of {} frames, found {found:?}, truth {:?}",
         n("frames_processed"),

@@ -8,45 +8,11 @@ use std::time::Duration;
 use common::*;
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_rtsp_server as rtsp;
-use gstreamer_rtsp_server::prelude::*;
-
-/// Serves vtest.avi re-encoded to H.264 at rtsp://127.0.0.1:<port>/vtest, in real time.
-fn rtsp_server() -> (u16, gst::glib::MainLoop) {
-    rtsp_server_on(0)
-}
-
-/// [`rtsp_server`] on a given port (0: any free one).
-fn rtsp_server_on(port: u16) -> (u16, gst::glib::MainLoop) {
-    gst::init().unwrap();
-    let main_loop = gst::glib::MainLoop::new(None, false);
-    let server = rtsp::RTSPServer::new();
-    server.set_address("127.0.0.1");
-    server.set_service(&port.to_string());
-    let factory = rtsp::RTSPMediaFactory::new();
-    factory.set_launch(&format!(
-        "( filesrc location={} ! decodebin ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! rtph264pay name=pay0 pt=96 )",
-        vtest().display()
-    ));
-    factory.set_shared(true);
-    server
-        .mount_points()
-        .unwrap()
-        .add_factory("/vtest", factory);
-    let id = server.attach(None).unwrap();
-    let port = server.bound_port() as u16;
-    let ml = main_loop.clone();
-    std::thread::spawn(move || {
-        ml.run();
-        id.remove();
-        drop(server);
-    });
-    (port, main_loop)
-}
 
 #[test]
 fn rtsp_stream_on_loopback() {
-    let (port, main_loop) = rtsp_server();
+    let server = RtspServer::start(0);
+    let port = server.port;
     let agg = TestAggregator::start();
     let dir = common::tempdir::Dir::new("rtsp");
     let config = node_header(agg.zenoh_port)
@@ -80,7 +46,7 @@ max_frames = 60
         None
     });
     let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(120));
-    main_loop.quit();
+    drop(server);
     let metrics = scraper
         .join()
         .unwrap()
@@ -160,10 +126,10 @@ retry = {{ initial_backoff_ms = 100, max_backoff_ms = 1000, max_attempts = 2 }}
         );
     let late = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(6));
-        rtsp_server_on(port).1
+        RtspServer::start(port)
     });
     let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(120));
-    late.join().unwrap().quit();
+    drop(late.join().unwrap());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("Camera down"), "{stderr}");
