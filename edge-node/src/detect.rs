@@ -14,13 +14,7 @@ use protocol::BBox;
 use crate::manifest::{parse_names_metadata, Decoder, ManifestError, ModelManifest};
 use crate::preprocess::{Letterbox, Prepared};
 
-/// A detection in frame pixels.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Detection {
-    pub class_id: usize,
-    pub score: f32,
-    pub bbox: BBox,
-}
+pub use pipeline::Detection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {

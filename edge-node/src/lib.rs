@@ -6,28 +6,23 @@
 //! without cameras or zenoh. Threads, channels and shutdown live in [`camera`] and [`node`].
 
 pub mod camera;
+// The stages that need neither GStreamer nor ONNX Runtime nor zenoh live in the `pipeline`
+// crate; their old paths stay.
+pub use pipeline::{events, evidence, frame, red_light, signal, stats, track, zones};
 pub mod config;
 pub mod crossing;
 pub mod detect;
 pub mod engine;
-pub mod events;
-pub mod evidence;
-pub mod frame;
 pub mod manifest;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod preprocess;
 pub mod publish;
-pub mod red_light;
-pub mod signal;
 pub mod source;
-pub mod stats;
 
 pub mod plate;
 pub mod plategen;
 pub mod registry;
 pub mod reload;
-pub mod track;
 pub mod vehicles;
-pub mod zones;

@@ -22,8 +22,105 @@
 
 use protocol::{BBox, PathPoint};
 
-use crate::config::TrackerConfig;
-use crate::detect::Detection;
+use serde::Deserialize;
+
+use crate::Detection;
+
+/// ByteTrack-style tracker settings. Scores are detector confidences, IoUs in 0..1.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// Detections at or above this score take part in the first association.
+    #[serde(default = "d_high")]
+    pub high_score: f32,
+    /// Detections between this and `high_score` may only extend tracks already followed.
+    #[serde(default = "d_low")]
+    pub low_score: f32,
+    /// An unmatched detection at or above this score starts a tentative track.
+    #[serde(default = "d_new")]
+    pub new_track_score: f32,
+    /// Minimum IoU for the first (high score) association.
+    #[serde(default = "d_match")]
+    pub match_iou: f32,
+    /// Minimum IoU for the second (low score) association.
+    #[serde(default = "d_low_match")]
+    pub low_match_iou: f32,
+    /// Consecutive matched frames before a tentative track is confirmed.
+    #[serde(default = "d_confirm")]
+    pub confirm_hits: u32,
+    /// How long a confirmed track may go unmatched before it ends, seconds of video time
+    /// (not frames: a busy node that skips frames does not shorten it).
+    #[serde(default = "d_lost")]
+    pub max_lost_secs: f32,
+}
+
+fn d_high() -> f32 {
+    0.5
+}
+fn d_low() -> f32 {
+    0.1
+}
+fn d_new() -> f32 {
+    0.6
+}
+fn d_match() -> f32 {
+    0.2
+}
+fn d_low_match() -> f32 {
+    0.5
+}
+fn d_confirm() -> u32 {
+    3
+}
+fn d_lost() -> f32 {
+    3.0
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            high_score: d_high(),
+            low_score: d_low(),
+            new_track_score: d_new(),
+            match_iou: d_match(),
+            low_match_iou: d_low_match(),
+            confirm_hits: d_confirm(),
+            max_lost_secs: d_lost(),
+        }
+    }
+}
+
+impl TrackerConfig {
+    /// Checks the settings, adding each problem (naming `at`) to `errors`.
+    pub fn validate(&self, at: &str, errors: &mut Vec<String>) {
+        for (name, v) in [
+            ("high_score", self.high_score),
+            ("low_score", self.low_score),
+            ("new_track_score", self.new_track_score),
+            ("match_iou", self.match_iou),
+            ("low_match_iou", self.low_match_iou),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                errors.push(format!("{at}.{name} = {v} is outside 0..1"));
+            }
+        }
+        if self.low_score > self.high_score {
+            errors.push(format!(
+                "{at}.low_score {} is above high_score {}; low_score must be the lower one",
+                self.low_score, self.high_score
+            ));
+        }
+        if self.confirm_hits == 0 {
+            errors.push(format!("{at}.confirm_hits must be at least 1"));
+        }
+        if !(0.0..=600.0).contains(&self.max_lost_secs) {
+            errors.push(format!(
+                "{at}.max_lost_secs = {} is outside 0..600 seconds",
+                self.max_lost_secs
+            ));
+        }
+    }
+}
 
 /// Longest path kept in memory per track before it is thinned.
 const MAX_PATH_POINTS: usize = 512;
