@@ -308,6 +308,17 @@ async function loadTrajectory(plate) {
 
 // --- health -----------------------------------------------------------------------------
 
+// Why frames were not processed: behind (a newer frame replaced it), budget (max_fps), ...
+function dropReasons(c) {
+  const r = Object.entries(c.frames_dropped_by_reason || {});
+  return r.length ? ` (${r.map(([k, v]) => `${k} ${v}`).join(", ")})` : "";
+}
+
+// The execution provider each model of the node loaded on (cpu, cuda, tensorrt).
+function providers(report) {
+  return Object.entries(report.execution_providers || {}).map(([m, p]) => `${m}: ${p}`).join(", ");
+}
+
 async function loadHealth() {
   const { nodes } = await api("/api/v1/nodes").catch(() => ({ nodes: [] }));
   const rows = [];
@@ -321,7 +332,8 @@ async function loadHealth() {
         el("td", {}, first ? (n.last_report_ms ? fmtTime(n.last_report_ms) : "never") : ""),
         el("td", {}, c ? `${c.label} (${c.id})` : ""),
         el("td", {}, c ? c.fps.toFixed(1) : ""),
-        el("td", {}, c ? `${c.frames_decoded} / ${c.frames_dropped}` : ""),
+        el("td", { class: "dropped" }, c ? `${c.frames_decoded} / ${c.frames_dropped}${dropReasons(c)}` : ""),
+        el("td", { class: "providers" }, first && n.report ? providers(n.report) : ""),
         el("td", {}, first && n.report ? `${n.report.outbox_backlog_items} (oldest ${n.report.outbox_oldest_age_secs.toFixed(0)} s)` : "")));
     });
   }

@@ -272,7 +272,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         }],
         outbox_backlog_items: 2,
         outbox_oldest_age_secs: 0.4,
-        execution_providers: Default::default(),
+        execution_providers: [("yolov8n.onnx".to_string(), "cpu".to_string())].into(),
     };
     put(keys::health(&ck_a), health.encode());
     wait_until("the passes stored", Duration::from_secs(20), || {
@@ -370,6 +370,10 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     d.wait(
         "node A alive",
         &format!("document.querySelector('#health-rows tr[data-checkpoint=\"{CK_A}\"] td.ok')"),
+    );
+    d.wait(
+        "drop reasons and the models' execution provider shown",
+        &format!("(() => {{ const r = document.querySelector('#health-rows tr[data-checkpoint=\"{CK_A}\"]'); return r && r.querySelector('td.dropped').textContent === '7950 / 9 (behind 9)' && r.querySelector('td.providers').textContent === 'yolov8n.onnx: cpu'; }})()"),
     );
     d.screenshot(&shots, "6-health.png");
     d.go(&format!("{base}/dashboard/#/charts"));
