@@ -73,6 +73,9 @@ pub struct ProviderSettings {
     pub gpu_device: u32,
     pub tensorrt_cache_dir: PathBuf,
     pub tensorrt_fp16: bool,
+    /// One ONNX Runtime thread pool of this many threads for every model of the process,
+    /// instead of a pool per model (set before the first model is opened).
+    pub node_thread_pool: Option<usize>,
 }
 
 impl Default for ProviderSettings {
@@ -84,6 +87,7 @@ impl Default for ProviderSettings {
             gpu_device: 0,
             tensorrt_cache_dir: PathBuf::from(".cache/tensorrt"),
             tensorrt_fp16: true,
+            node_thread_pool: None,
         }
     }
 }
@@ -297,11 +301,29 @@ pub(crate) fn environment(
             if !lib.exists() {
                 return Err("no such file".to_string());
             }
-            ort::init_from(lib)
+            let mut builder = ort::init_from(lib)
                 .map_err(|e| e.to_string())?
-                .with_name("edge-node")
-                .build()
-                .map_err(|e| e.to_string())
+                .with_name("edge-node");
+            let pool = PROVIDERS
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|s| s.node_thread_pool);
+            if let Some(threads) = pool {
+                // One pool for every model of the node: sessions made from now on use it
+                // instead of a pool each (ort disables per-session threads).
+                let options = ort::environment::GlobalThreadPoolOptions::default()
+                    .with_intra_threads(threads)
+                    .and_then(|o| o.with_inter_threads(1))
+                    .and_then(|o| o.with_spin_control(true))
+                    .map_err(|e| e.to_string())?;
+                builder = builder.with_global_thread_pool(options);
+                tracing::info!(
+                    threads,
+                    "ONNX Runtime: one thread pool for every model of the node"
+                );
+            }
+            builder.build().map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|message| DetectError::Runtime {

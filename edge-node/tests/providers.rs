@@ -93,6 +93,8 @@ fn gpu_providers_fall_back_to_the_cpu_saying_why_and_a_required_gpu_is_refused()
         "cuda: not in this ONNX Runtime library (a CPU build)",
         "Model loaded on a fallback execution provider",
         "model=yolov8n.onnx provider=cpu",
+        // [runtime] thread_pool = "node" by default: one pool for every model.
+        "ONNX Runtime: one thread pool for every model of the node threads=2",
     ] {
         assert!(stderr.contains(needle), "'{needle}' not logged:\n{stderr}");
     }
