@@ -460,7 +460,7 @@ fn a_third_of_the_frames_still_finds_every_violation() {
     let summary = summary.unwrap();
     let cam = &summary["cameras"][0];
     let n = |k: &str| cam[k].as_u64().unwrap();
-    // 620 frames at 10 FPS cut to 3.4: about 211 processed, every other one dropped as budget.
+    // 620 frames at 10 FPS cut to 3.4: about 211 processed, the other 409 dropped as budget.
     assert_eq!(n("frames_decoded"), truth.frames, "{cam}");
     assert!((205..=215).contains(&n("frames_processed")), "{cam}");
     assert_eq!(
