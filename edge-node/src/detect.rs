@@ -107,6 +107,14 @@ impl ProviderSettings {
                 self.order
             ));
         }
+        if let Some(i) = self.order.iter().position(|p| *p == Provider::Cpu) {
+            if i + 1 < self.order.len() {
+                return Err(format!(
+                    "providers lists {:?} after \"cpu\", which runs every node it is given: put the GPU providers first (e.g. [\"cuda\", \"cpu\"])",
+                    self.order[i + 1..].iter().map(|p| p.as_str()).collect::<Vec<_>>()
+                ));
+            }
+        }
         if let Some(r) = self.require {
             if !self.order.contains(&r) {
                 return Err(format!(

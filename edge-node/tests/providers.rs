@@ -196,6 +196,10 @@ fn gpu_providers_fall_back_to_the_cpu_saying_why_and_a_required_gpu_is_refused()
             "runtime.require = \"cuda\" is not in providers [\"cpu\"]",
         ),
         (
+            "providers = [\"cpu\", \"cuda\"]",
+            "runtime.providers lists [\"cuda\"] after \"cpu\"",
+        ),
+        (
             "providers = [\"gpu\"]",
             "unknown variant `gpu`, expected one of `tensorrt`, `cuda`, `cpu`",
         ),
