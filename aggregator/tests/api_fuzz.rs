@@ -38,11 +38,6 @@ fn schemathesis() -> PathBuf {
     bin
 }
 
-fn pg_url() -> String {
-    std::env::var("TRAFFIC_PG_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -273,10 +268,7 @@ checkpoints = {{ values = ["{CK_A}", "{CK_B}"] }}
         running.stop().await;
     });
     if backend == "postgres" {
-        let mut admin = postgres::Client::connect(&pg_url(), postgres::NoTls).unwrap();
-        admin
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .unwrap();
+        drop_pg_schema(&schema);
     }
 }
 

@@ -166,11 +166,6 @@ fn row1_acknowledged_events_are_synced_before_the_ack_and_survive_sigkill() {
     rt.block_on(async { session.close().await.unwrap() });
 }
 
-fn pg_url() -> String {
-    std::env::var("TRAFFIC_PG_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
-}
-
 fn aggregator_config(backend: &str, dir: &std::path::Path, zport: u16, schema: &str) -> String {
     let storage = match backend {
         "postgres" => format!(
@@ -244,10 +239,7 @@ fn poison_event_on(backend: &str) {
         running.stop().await;
     });
     if backend == "postgres" {
-        let mut admin = postgres::Client::connect(&pg_url(), postgres::NoTls).unwrap();
-        admin
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .unwrap();
+        drop_pg_schema(&schema);
     }
 }
 

@@ -36,11 +36,7 @@ fn certs(dir: &Path, names: &[&str]) {
 }
 
 fn files(dir: &Path, cn: &str) -> TlsFiles {
-    TlsFiles {
-        ca: dir.join("ca.pem"),
-        cert: dir.join(format!("{cn}.pem")),
-        key: dir.join(format!("{cn}.key")),
-    }
+    TlsFiles::in_folder(dir, cn)
 }
 
 /// The impostor: a TLS peer listening where the node connects, holding an aggregator's

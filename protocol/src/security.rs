@@ -28,6 +28,16 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// The files `scripts/certs.sh` writes into `dir` for common name `cn`: `ca.pem`,
+    /// `<cn>.pem`, `<cn>.key`.
+    pub fn in_folder(dir: &std::path::Path, cn: &str) -> TlsFiles {
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{cn}.pem")),
+            key: dir.join(format!("{cn}.key")),
+        }
+    }
+
     /// Every problem with the files and endpoints, each naming the field and the fix.
     pub fn check(&self, endpoints: &[String]) -> Vec<String> {
         let mut errors = Vec::new();

@@ -162,3 +162,17 @@ pub fn red_light(ck: &str, cam: &str, node: &str, t: i64, image: &str, sha: &str
     });
     ev
 }
+
+/// The PostgreSQL server the tests use (`TRAFFIC_PG_URL`, default the local one).
+pub fn pg_url() -> String {
+    std::env::var("TRAFFIC_PG_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
+}
+
+/// Drops a test's PostgreSQL schema and everything in it.
+pub fn drop_pg_schema(schema: &str) {
+    let mut admin = postgres::Client::connect(&pg_url(), postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .unwrap();
+}
