@@ -53,6 +53,10 @@ pub struct ApiState {
     pub http_limits: crate::http_server::Limits,
     /// The HTTP server's connection counters.
     pub connections: Arc<crate::http_server::ConnMetrics>,
+    /// A city's pull from its counties (empty elsewhere).
+    pub sync: Arc<crate::sync::SyncMetrics>,
+    /// Seconds between a city's pulls (a county silent for three is reported).
+    pub sync_interval_secs: u64,
 }
 
 /// Who made a request and from where; set by [`authenticate`] on every request it lets in.
@@ -603,7 +607,12 @@ async fn prometheus(State(s): State<ApiState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        crate::metrics::render(&s.metrics.snapshot(), &s.http_metrics, &s.connections),
+        {
+            let mut out =
+                crate::metrics::render(&s.metrics.snapshot(), &s.http_metrics, &s.connections);
+            s.sync.render(&mut out, protocol::time::now_ms());
+            out
+        },
     )
 }
 
@@ -674,12 +683,18 @@ async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
     for (checkpoint, n) in &ingest.held_unregistered {
         problems.push(format!("{n} deliveries of events from checkpoint {checkpoint} held at its node: it is not in [[checkpoints]]; add it to this aggregator's config and restart"));
     }
+    let now = protocol::time::now_ms();
+    let (sync, sync_problems) = s.sync.report(now, 3_000 * s.sync_interval_secs as i64);
+    problems.extend(sync_problems);
     let status = if problems.is_empty() {
         "ok"
     } else {
         "degraded"
     };
     let mut h = json!({ "status": status, "id": s.id, "scope": s.scope, "ingest": ingest });
+    if sync.as_object().is_some_and(|o| !o.is_empty()) {
+        h["sync"] = sync;
+    }
     if !problems.is_empty() {
         h["problems"] = json!(problems);
     }

@@ -50,6 +50,9 @@ pub struct AggregatorConfig {
     /// What ingest takes from the nodes.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// The city's pull of every county's events (completeness after an outage).
+    #[serde(default)]
+    pub sync: crate::sync::SyncConfig,
 }
 
 /// `[ingest]`: checks on each event beyond its shape.
@@ -439,6 +442,20 @@ impl AggregatorConfig {
             ));
         }
         self.export.check(&mut errors);
+        self.sync.check(&mut errors);
+        if let Some(Scope::City(city)) = &scope {
+            for c in self
+                .sync
+                .counties
+                .iter()
+                .filter(|c| !c.starts_with(&city[..4]))
+            {
+                errors.push(format!(
+                    "sync.counties has '{c}', which is not in city {city}; list the city's own counties ({}xx)",
+                    &city[..4]
+                ));
+            }
+        }
         let scope_county = match &scope {
             Some(Scope::County(c)) => Some(c.as_str()),
             _ => None,

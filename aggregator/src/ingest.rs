@@ -56,6 +56,9 @@ pub struct IngestMetrics {
     /// Events not taken because their checkpoint is not registered (held at their node),
     /// per checkpoint.
     held_unregistered: Mutex<BTreeMap<String, u64>>,
+    /// The store time of the batch the writer is committing (0 when idle): a county offers
+    /// the city only rows stored before it (see [`crate::sync`]).
+    pub writing_since_ms: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -474,6 +477,10 @@ fn store_batch(
     todo.push(0..batch.len());
     let mut attempt = 0u32;
     let mut stopping_since: Option<std::time::Instant> = None;
+    metrics
+        .writing_since_ms
+        .store(protocol::time::now_ms(), Ordering::SeqCst);
+    let _idle = Idle(&metrics.writing_since_ms);
     while let Some(r) = todo.pop() {
         match store.insert_new(&batch[r.clone()], protocol::time::now_ms()) {
             Ok(flags) => {
@@ -518,6 +525,15 @@ fn store_batch(
         }
     }
     (stored, fresh)
+}
+
+/// Clears the writer's in-flight time when a batch is done, however it ends.
+struct Idle<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
 }
 
 /// The writer loop; returns when every sender is gone and the queue is drained.

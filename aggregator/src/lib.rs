@@ -17,7 +17,9 @@ pub mod metrics;
 pub mod pg;
 pub mod query;
 pub mod retention;
+pub mod router;
 pub mod store;
+pub mod sync;
 pub mod viid;
 pub mod watchlist;
 
@@ -64,6 +66,8 @@ pub struct Running {
     token: Option<zenoh::liveliness::LivelinessToken>,
     watchlist_queryable: Option<zenoh::query::Queryable<()>>,
     query_queryable: Option<zenoh::query::Queryable<()>>,
+    sync_queryable: Option<zenoh::query::Queryable<()>>,
+    pullers: Vec<tokio::task::JoinHandle<()>>,
     watchlist_follower: Option<zenoh::pubsub::Subscriber<()>>,
     exporter: Option<std::thread::JoinHandle<()>>,
     export_stop: Arc<std::sync::atomic::AtomicBool>,
@@ -146,6 +150,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         .await
         .map_err(zenoh_err)?;
     let selector = keys::events_in(&cfg.scope);
+    let pull_tx = tx.clone();
     let subscriber = subscribe(selector.clone(), tx).await.map_err(zenoh_err)?;
     // Declared after the subscriber: a node that sees this token can already reach it.
     let token = session
@@ -299,6 +304,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         .spawn(move || retention::run(purge_store, retention, stop, m))
         .expect("spawning a thread");
     let reader_store = Arc::new(Mutex::new(reader_store));
+    let sync_metrics = Arc::new(sync::SyncMetrics::default());
     let state = api::ApiState {
         store: reader_store.clone(),
         metrics: metrics.clone(),
@@ -313,6 +319,8 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         live,
         http_limits: http_server::Limits::of(&cfg.raw.http),
         connections: Default::default(),
+        sync: sync_metrics.clone(),
+        sync_interval_secs: cfg.raw.sync.interval_secs,
     };
     if cfg.raw.zenoh.tls.is_none() && cfg.raw.zenoh.insecure {
         tracing::warn!(listen = ?cfg.raw.zenoh.listen, connect = ?cfg.raw.zenoh.connect, "zenoh.insecure = true: plain zenoh without access control on a network address; anyone reaching it can read plates and publish or acknowledge events (set [zenoh] tls)");
@@ -323,6 +331,50 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     let query_queryable = query::serve(&session, state.clone(), &cfg.scope_label, &cfg.id)
         .await
         .map_err(zenoh_err)?;
+    // Completeness across levels: a county serves what it stored; a city pulls what it lacks.
+    let sync_queryable = match &cfg.scope {
+        protocol::keys::Scope::County(c) => Some(
+            sync::serve(
+                &session,
+                reader_store.clone(),
+                c,
+                &cfg.id,
+                cfg.raw.sync.settle_ms,
+                metrics.clone(),
+            )
+            .await
+            .map_err(zenoh_err)?,
+        ),
+        _ => None,
+    };
+    let pullers = match &cfg.scope {
+        protocol::keys::Scope::City(_) if cfg.raw.sync.enabled => {
+            let mut counties = cfg.raw.sync.counties.clone();
+            if counties.is_empty() {
+                counties = cfg
+                    .checkpoints
+                    .all()
+                    .iter()
+                    .map(|c| c.county.clone())
+                    .collect();
+            }
+            counties.sort();
+            counties.dedup();
+            sync::Puller {
+                session: session.clone(),
+                store: reader_store.clone(),
+                cfg: cfg.raw.sync.clone(),
+                ingest: pull_tx,
+                ingest_metrics: metrics.clone(),
+                metrics: sync_metrics.clone(),
+            }
+            .spawn(counties)
+        }
+        _ => {
+            drop(pull_tx);
+            Vec::new()
+        }
+    };
     let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (limits, connections) = (state.http_limits, state.connections.clone());
     let app = api::router(state);
@@ -346,6 +398,8 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         token: Some(token),
         watchlist_queryable: Some(watchlist_queryable),
         query_queryable: Some(query_queryable),
+        sync_queryable,
+        pullers,
         watchlist_follower,
         exporter,
         export_stop,
@@ -371,6 +425,14 @@ impl Running {
         }
         if let Some(q) = self.query_queryable.take() {
             let _ = q.undeclare().await;
+        }
+        if let Some(q) = self.sync_queryable.take() {
+            let _ = q.undeclare().await;
+        }
+        // The pullers hold a sender of the ingest queue: the writer ends once they are gone.
+        for p in self.pullers.drain(..) {
+            p.abort();
+            let _ = p.await;
         }
         if let Some(s) = self.watchlist_follower.take() {
             let _ = s.undeclare().await;

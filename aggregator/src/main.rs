@@ -26,6 +26,31 @@ enum Cmd {
         #[arg(long)]
         addr_file: Option<PathBuf>,
     },
+    /// Print the zenoh config (JSON, for `zenohd -c`) of a router between the levels: mutual
+    /// TLS and the access-control policy made from this aggregator's config (its checkpoints'
+    /// nodes may publish only under their own checkpoint; the names given with --trust, and
+    /// the config's zenoh.trusted_common_names, may do anything).
+    Router {
+        /// The config of the aggregator this router serves (county or city).
+        #[arg(long)]
+        config: PathBuf,
+        /// Endpoints to listen on, e.g. tls/0.0.0.0:7447 (repeat for more).
+        #[arg(long)]
+        listen: Vec<String>,
+        /// Routers to link to, e.g. the city's: tls/city-router.example:7447.
+        #[arg(long)]
+        connect: Vec<String>,
+        /// Folder of the certificates from scripts/certs.sh.
+        #[arg(long)]
+        tls_dir: PathBuf,
+        /// This router's certificate common name (its files are <name>.pem and <name>.key).
+        #[arg(long)]
+        name: String,
+        /// A certificate common name trusted with everything: the aggregators of this level
+        /// and the level above, the routers linked to (repeat for more).
+        #[arg(long)]
+        trust: Vec<String>,
+    },
     /// Validate a config and exit.
     Check {
         #[arg(long)]
@@ -95,6 +120,25 @@ fn run() -> anyhow::Result<()> {
             let password = line.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!password.is_empty(), "no password on standard input");
             println!("{}", aggregator::auth::hash_password(password));
+        }
+        Cmd::Router {
+            config,
+            listen,
+            connect,
+            tls_dir,
+            name,
+            trust,
+        } => {
+            let c = AggregatorConfig::load(&config)?;
+            let spec = aggregator::router::RouterSpec {
+                listen,
+                connect,
+                tls: protocol::security::TlsFiles::in_folder(&tls_dir, &name),
+                trusted: trust,
+            };
+            let text = aggregator::router::config(&c, &spec)
+                .map_err(|e| anyhow::anyhow!("router '{name}': {e}"))?;
+            println!("{text}");
         }
         Cmd::Check { config } => {
             let c = AggregatorConfig::load(&config)?;

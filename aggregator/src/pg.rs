@@ -15,6 +15,9 @@ use crate::store::{
     FlowGroup, FlowQuery, FlowRow, KindCount, Page, PlateLookup, SqlArg, StoreError, StoreStats,
     EXPORT_DONE, EXPORT_DUE, EXPORT_FORGET, EXPORT_REFUSED, EXPORT_STATS,
 };
+use crate::store::{
+    present_sql, sync_ref, SyncCursor, SyncRef, SET_SYNC_MARK, SYNC_MARK, SYNC_REFS,
+};
 
 pub struct PgStore {
     client: Client,
@@ -416,6 +419,78 @@ impl EventStore for PgStore {
         Ok(export_stats_from(
             rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(),
         ))
+    }
+
+    fn sync_refs(
+        &mut self,
+        after: &SyncCursor,
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SyncRef>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                &placeholders(SYNC_REFS, |n| format!("${n}")),
+                &[
+                    &after.received_ms,
+                    &after.event_id,
+                    &until_ms,
+                    &(limit as i64),
+                ],
+            )
+            .map_err(pg)?;
+        rows.into_iter()
+            .map(|r| sync_ref(r.get(0), r.get(1), &r.get::<_, String>(2)))
+            .collect()
+    }
+
+    fn present(
+        &mut self,
+        ids: &[String],
+        evidence: bool,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let (table, col) = if evidence {
+            ("evidence", "image_id")
+        } else {
+            ("events", "event_id")
+        };
+        let mut found = std::collections::HashSet::new();
+        for chunk in ids.chunks(500) {
+            let args = chunk.iter().cloned().map(SqlArg::Text).collect();
+            for r in self.query(
+                &present_sql(table, col, chunk.len(), |n| format!("${n}")),
+                args,
+            )? {
+                found.insert(r.get::<_, String>(0));
+            }
+        }
+        Ok(found)
+    }
+
+    fn sync_mark(&mut self, county: &str) -> Result<Option<SyncCursor>, StoreError> {
+        let row = self
+            .client
+            .query_opt(&placeholders(SYNC_MARK, |n| format!("${n}")), &[&county])
+            .map_err(pg)?;
+        Ok(row.map(|r| SyncCursor {
+            received_ms: r.get(0),
+            event_id: r.get(1),
+        }))
+    }
+
+    fn set_sync_mark(
+        &mut self,
+        county: &str,
+        mark: &SyncCursor,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                &placeholders(SET_SYNC_MARK, |n| format!("${n}")),
+                &[&county, &mark.received_ms, &mark.event_id, &at_ms],
+            )
+            .map_err(pg)?;
+        Ok(())
     }
 }
 

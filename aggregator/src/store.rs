@@ -129,6 +129,18 @@ DROP INDEX events_review_time;
 CREATE INDEX events_review_time ON events (review, frame_time_ms, event_id)
     WHERE review <> 'not_required';
 "#,
+    // Completeness across levels (issue 19): a county serves its events to the city in the
+    // order it stored them (an append at the end of this index), and the city keeps, per
+    // county, how far it has pulled.
+    r#"
+CREATE INDEX events_received ON events (received_ms, event_id);
+CREATE TABLE sync_marks (
+    county      TEXT PRIMARY KEY,
+    received_ms BIGINT NOT NULL,
+    event_id    TEXT NOT NULL,
+    updated_ms  BIGINT NOT NULL
+);
+"#,
 ];
 
 /// SQLite's plate index, in generations. One B-tree keyed by plate takes each new pass at a
@@ -349,6 +361,77 @@ pub struct EvidenceBlob {
     pub sha256: String,
     pub content_type: String,
     pub bytes: Vec<u8>,
+}
+
+/// How far a city has pulled a county's events: the county's store time and id of the last
+/// one taken (events are offered in that order).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SyncCursor {
+    pub received_ms: i64,
+    pub event_id: String,
+}
+
+/// One event a county offers to the city: its id, when the county stored it, whether it is
+/// a violation (it awaits review) and the ids of its evidence images.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SyncRef {
+    pub event_id: String,
+    pub received_ms: i64,
+    pub violation: bool,
+    pub images: Vec<String>,
+}
+
+impl SyncRef {
+    pub fn cursor(&self) -> SyncCursor {
+        SyncCursor {
+            received_ms: self.received_ms,
+            event_id: self.event_id.clone(),
+        }
+    }
+}
+
+/// The sync statements both backends run, placeholders `{n}`. Only the nodes' events are
+/// offered (node ids have type code 505): what aggregators derive (cloned-plate alerts)
+/// each level derives itself.
+pub(crate) const SYNC_REFS: &str = "SELECT event_id, received_ms, json FROM events
+     WHERE (received_ms, event_id) > ({1}, {2}) AND received_ms <= {3}
+       AND substr(node_id, 11, 3) <> '503'
+     ORDER BY received_ms, event_id LIMIT {4}";
+pub(crate) const SYNC_MARK: &str =
+    "SELECT received_ms, event_id FROM sync_marks WHERE county = {1}";
+pub(crate) const SET_SYNC_MARK: &str =
+    "INSERT INTO sync_marks (county, received_ms, event_id, updated_ms)
+     VALUES ({1}, {2}, {3}, {4})
+     ON CONFLICT (county) DO UPDATE SET received_ms = excluded.received_ms,
+       event_id = excluded.event_id, updated_ms = excluded.updated_ms";
+
+/// `SELECT <col> FROM <table> WHERE <col> IN (<n placeholders>)`.
+pub(crate) fn present_sql(
+    table: &str,
+    col: &str,
+    n: usize,
+    ph: impl Fn(usize) -> String,
+) -> String {
+    let list: Vec<String> = (1..=n).map(ph).collect();
+    format!(
+        "SELECT {col} FROM {table} WHERE {col} IN ({})",
+        list.join(", ")
+    )
+}
+
+/// A row of [`SYNC_REFS`] as offered.
+pub(crate) fn sync_ref(
+    event_id: String,
+    received_ms: i64,
+    json: &str,
+) -> Result<SyncRef, StoreError> {
+    let ev = decode_row(&event_id, json)?;
+    Ok(SyncRef {
+        violation: ev.kind().initial_review() != protocol::ReviewState::NotRequired,
+        images: ev.evidence.into_iter().map(|e| e.image_id).collect(),
+        event_id,
+        received_ms,
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -856,6 +939,28 @@ pub trait EventStore: Send {
         next_try_ms: i64,
     ) -> Result<(), StoreError>;
     fn export_stats(&mut self) -> Result<ExportStats, StoreError>;
+    /// The nodes' events stored after `after` and no later than `until_ms` (store time), in
+    /// store order, at most `limit`: what a county offers the city.
+    fn sync_refs(
+        &mut self,
+        after: &SyncCursor,
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SyncRef>, StoreError>;
+    /// Which of `ids` are stored as events (`evidence` false) or evidence images (true).
+    fn present(
+        &mut self,
+        ids: &[String],
+        evidence: bool,
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
+    /// How far this (city) store has pulled `county`'s events.
+    fn sync_mark(&mut self, county: &str) -> Result<Option<SyncCursor>, StoreError>;
+    fn set_sync_mark(
+        &mut self,
+        county: &str,
+        mark: &SyncCursor,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
 }
 
 /// The export queue's SQL, placeholders `?n` (SQLite) or `$n` (PostgreSQL).
@@ -1010,6 +1115,84 @@ impl EventStore for SqliteStore {
         let mut stmt = self.conn.prepare_cached(EXPORT_STATS)?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         Ok(export_stats_from(rows.collect::<Result<_, _>>()?))
+    }
+
+    fn sync_refs(
+        &mut self,
+        after: &SyncCursor,
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SyncRef>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&placeholders(SYNC_REFS, |n| format!("?{n}")))?;
+        let rows = stmt.query_map(
+            params![after.received_ms, after.event_id, until_ms, limit as i64],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )?;
+        rows.map(|r| {
+            let (id, at, json) = r?;
+            sync_ref(id, at, &json)
+        })
+        .collect()
+    }
+
+    fn present(
+        &mut self,
+        ids: &[String],
+        evidence: bool,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut found = std::collections::HashSet::new();
+        let (table, col) = if evidence {
+            ("evidence", "image_id")
+        } else {
+            ("events", "event_id")
+        };
+        for chunk in ids.chunks(500) {
+            let mut stmt =
+                self.conn
+                    .prepare_cached(&present_sql(table, col, chunk.len(), |n| format!("?{n}")))?;
+            let rows = stmt.query_map(params_from_iter(chunk), |r| r.get::<_, String>(0))?;
+            for r in rows {
+                found.insert(r?);
+            }
+        }
+        Ok(found)
+    }
+
+    fn sync_mark(&mut self, county: &str) -> Result<Option<SyncCursor>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &placeholders(SYNC_MARK, |n| format!("?{n}")),
+                [county],
+                |r| {
+                    Ok(SyncCursor {
+                        received_ms: r.get(0)?,
+                        event_id: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn set_sync_mark(
+        &mut self,
+        county: &str,
+        mark: &SyncCursor,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            &placeholders(SET_SYNC_MARK, |n| format!("?{n}")),
+            params![county, mark.received_ms, mark.event_id, at_ms],
+        )?;
+        Ok(())
     }
 
     fn purge(&mut self, kind: EventKind, before_ms: i64) -> Result<(u64, u64), StoreError> {

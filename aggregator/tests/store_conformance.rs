@@ -604,6 +604,85 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
     // Purged passes leave the queue with them.
     assert_eq!(q.purge(EventKind::VehiclePass, i64::MAX).unwrap().0, 4);
     assert_eq!(q.export_stats().unwrap(), ExportStats::default());
+    drop(q);
+
+    sync_conformance(reopen().as_mut());
+}
+
+/// What a county offers the city (issue 19): the nodes' events in store order after a
+/// cursor and up to a settled time, paged; never what an aggregator derived. Which ids are
+/// present; the city's marks per county.
+fn sync_conformance(s: &mut dyn EventStore) {
+    use aggregator::store::SyncCursor;
+    let base = 9_000_000_000_000i64;
+    let mut evs: Vec<Event> = (0..6)
+        .map(|i| event(T0 + 900_000 + i, CAM2, "person"))
+        .collect();
+    // One derived by an aggregator (type code 503): not offered.
+    evs[5].node_id = DeviceId::parse("32050500055030000001").unwrap();
+    evs[2].evidence = vec![EvidenceRef {
+        image_id: format!("{}-scene", evs[2].event_id),
+        sha256: "x".into(),
+        role: "scene".into(),
+    }];
+    // Stored at three times: 0 and 1 first, then 2..=3, then 4 and 5.
+    s.insert_batch(&evs[..2], base).unwrap();
+    s.insert_batch(&evs[2..4], base + 10).unwrap();
+    s.insert_batch(&evs[4..], base + 20).unwrap();
+    let ids = |r: &[aggregator::store::SyncRef]| -> Vec<String> {
+        r.iter().map(|x| x.event_id.clone()).collect()
+    };
+    let start = SyncCursor {
+        received_ms: base - 1,
+        event_id: String::new(),
+    };
+    let all = s.sync_refs(&start, i64::MAX, 100).unwrap();
+    let want: Vec<String> = evs[..5].iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(
+        ids(&all),
+        want,
+        "store order, the aggregator's own left out"
+    );
+    assert_eq!(all[2].images, vec![format!("{}-scene", evs[2].event_id)]);
+    assert!(!all[0].violation);
+    // Paged: after the second, two at a time.
+    let page = s.sync_refs(&all[1].cursor(), i64::MAX, 2).unwrap();
+    assert_eq!(ids(&page), want[2..4].to_vec());
+    // Only what is settled: nothing stored after `until`.
+    let settled = s.sync_refs(&start, base + 10, 100).unwrap();
+    assert_eq!(ids(&settled), want[..4].to_vec());
+    // Same store time, later id: the cursor's tie-break.
+    let tie = s.sync_refs(&all[2].cursor(), base + 10, 100).unwrap();
+    assert_eq!(ids(&tie), want[3..4].to_vec());
+
+    let asked = vec![want[0].clone(), "nope".to_string(), want[4].clone()];
+    let present = s.present(&asked, false).unwrap();
+    assert_eq!(present.len(), 2);
+    assert!(present.contains(&want[0]) && present.contains(&want[4]));
+    let image = EvidenceBlob {
+        image_id: format!("{}-scene", evs[2].event_id),
+        checkpoint_id: evs[2].checkpoint_id.to_string(),
+        camera_id: evs[2].camera_id.to_string(),
+        sha256: "x".into(),
+        content_type: "image/jpeg".into(),
+        bytes: vec![1, 2, 3],
+    };
+    s.insert_evidence(&image, base).unwrap();
+    let present = s
+        .present(&[image.image_id.clone(), want[0].clone()], true)
+        .unwrap();
+    assert_eq!(
+        present.into_iter().collect::<Vec<_>>(),
+        vec![image.image_id.clone()]
+    );
+    assert!(s.present(&[], true).unwrap().is_empty());
+
+    assert_eq!(s.sync_mark("320505").unwrap(), None);
+    s.set_sync_mark("320505", &all[1].cursor(), 1).unwrap();
+    s.set_sync_mark("320506", &all[0].cursor(), 1).unwrap();
+    s.set_sync_mark("320505", &all[3].cursor(), 2).unwrap();
+    assert_eq!(s.sync_mark("320505").unwrap(), Some(all[3].cursor()));
+    assert_eq!(s.sync_mark("320506").unwrap(), Some(all[0].cursor()));
 }
 
 #[test]

@@ -160,6 +160,12 @@ pub fn aggregator_query(scope_label: &str, aggregator_id: &DeviceId, name: &str)
     format!("{ROOT}/agg/{scope_label}/{aggregator_id}/query/{name}")
 }
 
+/// Where a county aggregator answers the city's pull (`refs`, `events`, `evidence`); `*` in
+/// place of the id asks every aggregator of the county.
+pub fn aggregator_sync(scope_label: &str, aggregator_id: &str, name: &str) -> String {
+    format!("{ROOT}/agg/{scope_label}/{aggregator_id}/sync/{name}")
+}
+
 /// Matches every aggregator's liveliness token.
 pub const ANY_AGGREGATOR_ALIVE: &str = "ckpt/agg/**";
 
