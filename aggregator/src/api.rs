@@ -57,6 +57,8 @@ pub struct ApiState {
     pub sync: Arc<crate::sync::SyncMetrics>,
     /// Seconds between a city's pulls (a county silent for three is reported).
     pub sync_interval_secs: u64,
+    /// The once-only jobs this aggregator holds.
+    pub leases: Arc<crate::lease::Leases>,
 }
 
 /// Who made a request and from where; set by [`authenticate`] on every request it lets in.
@@ -695,6 +697,7 @@ async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
     if sync.as_object().is_some_and(|o| !o.is_empty()) {
         h["sync"] = sync;
     }
+    h["jobs"] = json!({ "holder": s.leases.holder, "held": s.leases.held() });
     if !problems.is_empty() {
         h["problems"] = json!(problems);
     }

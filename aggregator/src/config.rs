@@ -53,6 +53,31 @@ pub struct AggregatorConfig {
     /// The city's pull of every county's events (completeness after an outage).
     #[serde(default)]
     pub sync: crate::sync::SyncConfig,
+    /// Aggregators side by side on one database.
+    #[serde(default)]
+    pub ha: HaConfig,
+}
+
+/// `[ha]`: the once-only jobs' leases (see `crate::lease`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaConfig {
+    /// How long a job's lease lasts unrenewed: the longest a job stays without a holder
+    /// after its holder dies (plus one renewal, every third of it).
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+fn default_lease_secs() -> u64 {
+    10
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            lease_secs: default_lease_secs(),
+        }
+    }
 }
 
 /// `[ingest]`: checks on each event beyond its shape.
@@ -443,6 +468,12 @@ impl AggregatorConfig {
         }
         self.export.check(&mut errors);
         self.sync.check(&mut errors);
+        if !(1..=3600).contains(&self.ha.lease_secs) {
+            errors.push(format!(
+                "ha.lease_secs = {} must be between 1 and 3600",
+                self.ha.lease_secs
+            ));
+        }
         if let Some(Scope::City(city)) = &scope {
             for c in self
                 .sync

@@ -12,6 +12,7 @@ pub mod correlate;
 pub mod dashboard;
 pub mod http_server;
 pub mod ingest;
+pub mod lease;
 pub mod live;
 pub mod metrics;
 pub mod pg;
@@ -77,6 +78,8 @@ pub struct Running {
     reader_store: Arc<Mutex<Box<dyn store::EventStore>>>,
     purge_stop: Arc<std::sync::atomic::AtomicBool>,
     purger: std::thread::JoinHandle<()>,
+    lease_stop: Arc<std::sync::atomic::AtomicBool>,
+    lease_keeper: std::thread::JoinHandle<()>,
 }
 
 pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
@@ -171,9 +174,10 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     // dropped) off the async runtime.
     let storage = cfg.raw.storage.clone();
     let exporting = cfg.raw.export.enabled;
-    let (mut writer_store, reader_store, purge_store, export_store) =
+    let (mut writer_store, reader_store, purge_store, lease_store, export_store) =
         tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             Ok((
+                store::open(&storage)?,
                 store::open(&storage)?,
                 store::open(&storage)?,
                 store::open(&storage)?,
@@ -188,6 +192,28 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         .expect("opening the store does not panic")?;
     // Passes stored from now on are queued for export in the same transaction.
     writer_store.set_export_queue(exporting);
+    // The once-only jobs, held by one aggregator of the scope at a time.
+    let mut jobs = vec![lease::RETENTION];
+    if exporting {
+        jobs.push(lease::EXPORT);
+    }
+    if matches!(cfg.scope, protocol::keys::Scope::City(_)) && cfg.raw.sync.enabled {
+        jobs.push(lease::SYNC);
+    }
+    let leases = Arc::new(lease::Leases::new(
+        &cfg.scope_label,
+        cfg.id.as_str(),
+        std::time::Duration::from_secs(cfg.raw.ha.lease_secs),
+        jobs,
+    ));
+    let lease_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lease_keeper = {
+        let (l, stop) = (leases.clone(), lease_stop.clone());
+        std::thread::Builder::new()
+            .name("leases".into())
+            .spawn(move || l.run(lease_store, stop))
+            .expect("spawning a thread")
+    };
     let export_metrics = Arc::new(viid::ExportMetrics::default());
     let export_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let exporter = export_store.map(|st| {
@@ -202,6 +228,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
                 .unwrap_or_else(|| format!("http://{http_addr}/api/v1/evidence/")),
             checkpoints: cfg.checkpoints.all().into_iter().cloned().collect(),
             metrics: export_metrics.clone(),
+            leases: Some(leases.clone()),
         };
         let stop = export_stop.clone();
         std::thread::Builder::new()
@@ -301,7 +328,10 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     );
     let purger = std::thread::Builder::new()
         .name("retention-purge".into())
-        .spawn(move || retention::run(purge_store, retention, stop, m))
+        .spawn({
+            let leases = leases.clone();
+            move || retention::run(purge_store, retention, stop, m, leases)
+        })
         .expect("spawning a thread");
     let reader_store = Arc::new(Mutex::new(reader_store));
     let sync_metrics = Arc::new(sync::SyncMetrics::default());
@@ -321,6 +351,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         connections: Default::default(),
         sync: sync_metrics.clone(),
         sync_interval_secs: cfg.raw.sync.interval_secs,
+        leases: leases.clone(),
     };
     if cfg.raw.zenoh.tls.is_none() && cfg.raw.zenoh.insecure {
         tracing::warn!(listen = ?cfg.raw.zenoh.listen, connect = ?cfg.raw.zenoh.connect, "zenoh.insecure = true: plain zenoh without access control on a network address; anyone reaching it can read plates and publish or acknowledge events (set [zenoh] tls)");
@@ -367,6 +398,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
                 ingest: pull_tx,
                 ingest_metrics: metrics.clone(),
                 metrics: sync_metrics.clone(),
+                leases: leases.clone(),
             }
             .spawn(counties)
         }
@@ -409,6 +441,8 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         reader_store,
         purge_stop,
         purger,
+        lease_stop,
+        lease_keeper,
     })
 }
 
@@ -463,5 +497,10 @@ impl Running {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let purger = self.purger;
         let _ = tokio::task::spawn_blocking(move || purger.join()).await;
+        // Last: the jobs are stopped, their leases go to another aggregator at once.
+        self.lease_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let keeper = self.lease_keeper;
+        let _ = tokio::task::spawn_blocking(move || keeper.join()).await;
     }
 }

@@ -16,7 +16,8 @@ use crate::store::{
     EXPORT_DONE, EXPORT_DUE, EXPORT_FORGET, EXPORT_REFUSED, EXPORT_STATS,
 };
 use crate::store::{
-    present_sql, sync_ref, SyncCursor, SyncRef, SET_SYNC_MARK, SYNC_MARK, SYNC_REFS,
+    present_sql, sync_ref, LeaseRow, SyncCursor, SyncRef, LEASE, LEASES, RELEASE, SET_SYNC_MARK,
+    SYNC_MARK, SYNC_REFS,
 };
 
 pub struct PgStore {
@@ -476,6 +477,40 @@ impl EventStore for PgStore {
             received_ms: r.get(0),
             event_id: r.get(1),
         }))
+    }
+
+    fn lease(&mut self, job: &str, holder: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        let sql = placeholders(&dialect(LEASE, &POSTGRES), |n| format!("${n}"));
+        let rows = self
+            .client
+            .query(&sql, &[&job, &holder, &ttl_ms])
+            .map_err(pg)?;
+        Ok(!rows.is_empty())
+    }
+
+    fn release(&mut self, job: &str, holder: &str) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                &placeholders(RELEASE, |n| format!("${n}")),
+                &[&job, &holder],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn leases(&mut self) -> Result<Vec<LeaseRow>, StoreError> {
+        let rows = self
+            .client
+            .query(&dialect(LEASES, &POSTGRES), &[])
+            .map_err(pg)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| LeaseRow {
+                job: r.get(0),
+                holder: r.get(1),
+                left_ms: r.get(2),
+            })
+            .collect())
     }
 
     fn set_sync_mark(

@@ -43,11 +43,12 @@ pub fn run(
     cfg: RetentionConfig,
     stop: Arc<AtomicBool>,
     purged: Arc<crate::ingest::IngestMetrics>,
+    leases: Arc<crate::lease::Leases>,
 ) {
     let every = Duration::from_secs(cfg.purge_interval_secs);
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if Instant::now() >= next {
+        if Instant::now() >= next && leases.holds(crate::lease::RETENTION) {
             match purge_once(store.as_mut(), &cfg, protocol::time::now_ms()) {
                 Ok((e, i)) => {
                     purged.purged_events.fetch_add(e, Ordering::Relaxed);

@@ -141,6 +141,15 @@ CREATE TABLE sync_marks (
     updated_ms  BIGINT NOT NULL
 );
 "#,
+    // Aggregators side by side on one database: the once-only jobs (export, retention, the
+    // city's pull) are held by one of them at a time (see `crate::lease`).
+    r#"
+CREATE TABLE leases (
+    job        TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
+"#,
 ];
 
 /// SQLite's plate index, in generations. One B-tree keyed by plate takes each new pass at a
@@ -195,6 +204,9 @@ pub(crate) struct Dialect {
     pub lane_of_json: &'static str,
     /// Migration 7: SQLite's plate index in generations; nothing in PostgreSQL.
     pub plate_generations: &'static str,
+    /// The database's clock, milliseconds since the epoch (leases are timed by it, so that
+    /// the aggregators' own clocks need not agree).
+    pub now_ms: &'static str,
 }
 
 pub(crate) const SQLITE: Dialect = Dialect {
@@ -202,6 +214,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
     serial: "INTEGER PRIMARY KEY AUTOINCREMENT",
     lane_of_json: "json_extract(json, '$.lane')",
     plate_generations: SQLITE_PLATE_GENERATIONS,
+    now_ms: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
 };
 
 pub(crate) const POSTGRES: Dialect = Dialect {
@@ -209,6 +222,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     serial: "BIGSERIAL PRIMARY KEY",
     lane_of_json: "(json::jsonb ->> 'lane')::bigint",
     plate_generations: "SELECT 1;",
+    now_ms: "(extract(epoch from clock_timestamp()) * 1000)::bigint",
 };
 
 pub(crate) fn dialect(m: &str, d: &Dialect) -> String {
@@ -216,6 +230,7 @@ pub(crate) fn dialect(m: &str, d: &Dialect) -> String {
         .replace("{serial}", d.serial)
         .replace("{lane_of_json}", d.lane_of_json)
         .replace("{plate_generations}", d.plate_generations)
+        .replace("{now_ms}", d.now_ms)
 }
 
 /// A reviewer's decision on an event awaiting review.
@@ -404,6 +419,25 @@ pub(crate) const SET_SYNC_MARK: &str =
      VALUES ({1}, {2}, {3}, {4})
      ON CONFLICT (county) DO UPDATE SET received_ms = excluded.received_ms,
        event_id = excluded.event_id, updated_ms = excluded.updated_ms";
+
+/// Takes job {1} for holder {2} for {3} ms, or renews it: only when free, expired or held by
+/// the same holder. A row back: held.
+pub(crate) const LEASE: &str =
+    "INSERT INTO leases (job, holder, expires_ms) VALUES ({1}, {2}, {now_ms} + {3})
+     ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms
+     WHERE leases.holder = excluded.holder OR leases.expires_ms < {now_ms}
+     RETURNING holder";
+pub(crate) const RELEASE: &str = "DELETE FROM leases WHERE job = {1} AND holder = {2}";
+pub(crate) const LEASES: &str =
+    "SELECT job, holder, expires_ms - {now_ms} FROM leases WHERE expires_ms >= {now_ms} ORDER BY job";
+
+/// Who holds a once-only job, and for how much longer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseRow {
+    pub job: String,
+    pub holder: String,
+    pub left_ms: i64,
+}
 
 /// `SELECT <col> FROM <table> WHERE <col> IN (<n placeholders>)`.
 pub(crate) fn present_sql(
@@ -961,6 +995,13 @@ pub trait EventStore: Send {
         mark: &SyncCursor,
         at_ms: i64,
     ) -> Result<(), StoreError>;
+    /// Takes or renews the lease on once-only `job` for `holder` for `ttl_ms` by the
+    /// database's clock; true while `holder` has it.
+    fn lease(&mut self, job: &str, holder: &str, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Gives a lease up (a clean stop: another aggregator takes over at once).
+    fn release(&mut self, job: &str, holder: &str) -> Result<(), StoreError>;
+    /// The leases held now.
+    fn leases(&mut self) -> Result<Vec<LeaseRow>, StoreError>;
 }
 
 /// The export queue's SQL, placeholders `?n` (SQLite) or `$n` (PostgreSQL).
@@ -1193,6 +1234,33 @@ impl EventStore for SqliteStore {
             params![county, mark.received_ms, mark.event_id, at_ms],
         )?;
         Ok(())
+    }
+
+    fn lease(&mut self, job: &str, holder: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        let sql = placeholders(&dialect(LEASE, &SQLITE), |n| format!("?{n}"));
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![job, holder, ttl_ms])?;
+        Ok(rows.next()?.is_some())
+    }
+
+    fn release(&mut self, job: &str, holder: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            &placeholders(RELEASE, |n| format!("?{n}")),
+            params![job, holder],
+        )?;
+        Ok(())
+    }
+
+    fn leases(&mut self) -> Result<Vec<LeaseRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&dialect(LEASES, &SQLITE))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(LeaseRow {
+                job: r.get(0)?,
+                holder: r.get(1)?,
+                left_ms: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn purge(&mut self, kind: EventKind, before_ms: i64) -> Result<(u64, u64), StoreError> {

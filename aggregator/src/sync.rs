@@ -383,6 +383,8 @@ pub struct Puller {
     pub ingest: std::sync::mpsc::SyncSender<(String, Vec<u8>)>,
     pub ingest_metrics: Arc<crate::ingest::IngestMetrics>,
     pub metrics: Arc<SyncMetrics>,
+    /// One city aggregator pulls at a time (the `sync` lease).
+    pub leases: Arc<crate::lease::Leases>,
 }
 
 impl Puller {
@@ -401,6 +403,10 @@ impl Puller {
     async fn follow(&self, county: String) {
         info!(county = %county, "Following the county's events (pull after any outage)");
         loop {
+            if !self.leases.holds(crate::lease::SYNC) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
             match self.round(&county).await {
                 Ok(true) => continue,
                 Ok(false) => {}

@@ -557,6 +557,9 @@ pub struct Exporter {
     pub image_base_url: String,
     pub checkpoints: Vec<crate::checkpoints::Checkpoint>,
     pub metrics: Arc<ExportMetrics>,
+    /// The export runs only while this aggregator holds its lease (one exporter per scope
+    /// among aggregators side by side); None: always.
+    pub leases: Option<Arc<crate::lease::Leases>>,
 }
 
 impl Exporter {
@@ -583,6 +586,17 @@ impl Exporter {
             }
         };
         while !stop.load(Ordering::Relaxed) {
+            if let Some(l) = &self.leases {
+                if !l.holds(crate::lease::EXPORT) {
+                    // Another aggregator exports; this one waits to take over.
+                    if registered {
+                        registered = false;
+                        self.metrics.registered.store(false, Ordering::Relaxed);
+                    }
+                    sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
             if !registered {
                 match session.register().and_then(|_| {
                     let gates: Vec<Value> = self.checkpoints.iter().map(tollgate).collect();

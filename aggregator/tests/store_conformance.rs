@@ -683,6 +683,27 @@ fn sync_conformance(s: &mut dyn EventStore) {
     s.set_sync_mark("320505", &all[3].cursor(), 2).unwrap();
     assert_eq!(s.sync_mark("320505").unwrap(), Some(all[3].cursor()));
     assert_eq!(s.sync_mark("320506").unwrap(), Some(all[0].cursor()));
+
+    // Leases of once-only jobs, timed by the database's clock.
+    assert!(s.lease("320505/export", "a", 5_000).unwrap());
+    assert!(!s.lease("320505/export", "b", 5_000).unwrap(), "held by a");
+    assert!(s.lease("320505/export", "a", 5_000).unwrap(), "a renews");
+    assert!(s.lease("320505/retention", "b", 5_000).unwrap());
+    let rows = s.leases().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter().all(|r| r.left_ms > 0 && r.left_ms <= 5_000),
+        "{rows:?}"
+    );
+    // a's lease runs out (renewed to end at once): b takes it.
+    assert!(s.lease("320505/export", "a", -1).unwrap());
+    assert!(s.lease("320505/export", "b", 5_000).unwrap());
+    assert!(!s.lease("320505/export", "a", 5_000).unwrap());
+    s.release("320505/export", "a").unwrap();
+    assert_eq!(s.leases().unwrap().len(), 2, "a cannot give up b's lease");
+    s.release("320505/export", "b").unwrap();
+    s.release("320505/retention", "b").unwrap();
+    assert!(s.leases().unwrap().is_empty());
 }
 
 #[test]
