@@ -16,8 +16,8 @@ use crate::store::{
     EXPORT_DONE, EXPORT_DUE, EXPORT_FORGET, EXPORT_REFUSED, EXPORT_STATS,
 };
 use crate::store::{
-    present_sql, sync_ref, LeaseRow, SyncCursor, SyncRef, LEASE, LEASES, RELEASE, SET_SYNC_MARK,
-    SYNC_MARK, SYNC_REFS,
+    deletion_keys, near_for, present_sql, sync_ref, LeaseRow, SyncCursor, SyncRef, LEASE, LEASES,
+    RELEASE, SET_SYNC_MARK, SYNC_MARK, SYNC_REFS,
 };
 
 pub struct PgStore {
@@ -26,6 +26,8 @@ pub struct PgStore {
     /// Rows stored since the planner's statistics were refreshed, and the table's size then.
     since_analyze: u64,
     analyzed_rows: u64,
+    /// Plates known to be in `plate_keys`.
+    known_plates: crate::store::KnownPlates,
 }
 
 /// Statistics are refreshed (ANALYZE) once the rows stored since reach this or a fifth of
@@ -108,6 +110,7 @@ impl PgStore {
             export: false,
             since_analyze: 0,
             analyzed_rows,
+            known_plates: Default::default(),
         })
     }
 }
@@ -167,7 +170,7 @@ impl EventStore for PgStore {
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[])
                    AS u(event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, review, class, phase, json, plate, lane)
                  ON CONFLICT (event_id) DO NOTHING
-                 RETURNING event_id, kind",
+                 RETURNING event_id, kind, plate",
                 &[
                     &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &received_ms,
                     &cols.7, &cols.8, &cols.9, &cols.10, &cols.11, &cols.12,
@@ -190,7 +193,38 @@ impl EventStore for PgStore {
                 .map_err(pg)?;
             }
         }
+        // The new plates of the batch under their keys (see `plate_keys`).
+        let returned: Vec<Option<String>> = rows.iter().map(|r| r.get(2)).collect();
+        let plates: Vec<&str> = self
+            .known_plates
+            .unknown(returned.iter().filter_map(|p| p.as_deref()));
+        if !plates.is_empty() {
+            let fresh = tx
+                .query(
+                    "INSERT INTO plate_keys (key, plate) SELECT p, p FROM UNNEST($1::text[]) AS u(p)
+                     ON CONFLICT DO NOTHING RETURNING plate",
+                    &[&plates],
+                )
+                .map_err(pg)?;
+            let (mut keys, mut of) = (Vec::new(), Vec::new());
+            for r in fresh {
+                let p: String = r.get(0);
+                for k in deletion_keys(&p) {
+                    keys.push(k);
+                    of.push(p.clone());
+                }
+            }
+            if !keys.is_empty() {
+                tx.execute(
+                    "INSERT INTO plate_keys (key, plate) SELECT * FROM UNNEST($1::text[], $2::text[])
+                     ON CONFLICT DO NOTHING",
+                    &[&keys, &of],
+                )
+                .map_err(pg)?;
+            }
+        }
         tx.commit().map_err(pg)?;
+        self.known_plates.learn(plates.into_iter());
         self.since_analyze += rows.len() as u64;
         if self.since_analyze >= ANALYZE_EVERY.max(self.analyzed_rows / 5) {
             self.client.batch_execute("ANALYZE events").map_err(pg)?;
@@ -216,7 +250,26 @@ impl EventStore for PgStore {
     }
 
     fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError> {
-        let (sql, args, limit) = list_sql(f, PlateLookup::Column, |n| format!("${n}"))?;
+        let near = near_for(
+            f,
+            |n| format!("${n}"),
+            |sql, keys| {
+                let args = keys.iter().cloned().map(SqlArg::Text).collect();
+                Ok(self
+                    .query(sql, args)?
+                    .into_iter()
+                    .map(|r| r.get(0))
+                    .collect())
+            },
+        )?;
+        if near.as_ref().is_some_and(|n| n.is_empty()) {
+            return Ok(Page {
+                events: vec![],
+                next_cursor: None,
+            });
+        }
+        let near = near.unwrap_or_default();
+        let (sql, args, limit) = list_sql(f, &near, PlateLookup::Column, |n| format!("${n}"))?;
         let rows = self.query(&sql, args)?;
         page_from_rows(
             rows.into_iter()
@@ -536,5 +589,86 @@ fn audit_row(r: postgres::Row) -> AuditEntry {
         actor: r.get(2),
         detail: r.get(3),
         at_ms: r.get(4),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EventFilter;
+
+    /// A database made by the release before migrations 9-11 (sync marks, leases, plate keys,
+    /// the plate column's collation) is upgraded in place on connect: its passes are kept,
+    /// found by plate, by prefix, and within one edit (the plate keys filled from them).
+    #[test]
+    fn a_database_of_the_previous_release_is_upgraded() {
+        let url = std::env::var("TRAFFIC_PG_URL")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+        let schema = format!("upg_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let before = 8;
+        let old = crate::store::tests::pass(1, "苏E12345");
+        {
+            let mut c = Client::connect(&url, NoTls).unwrap();
+            c.batch_execute(&format!(
+                "CREATE SCHEMA {schema}; SET search_path TO {schema};
+                 CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY);"
+            ))
+            .unwrap();
+            for (i, m) in MIGRATIONS[..before].iter().enumerate() {
+                c.batch_execute(&dialect(m, &POSTGRES)).unwrap();
+                c.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)",
+                    &[&(i as i32 + 1)],
+                )
+                .unwrap();
+            }
+            c.execute(
+                "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json, plate, lane)
+                 VALUES ($1, 'vehicle_pass', 'info', $2, $3, $4, $5, 0, 'not_required', 'car', NULL, $6, '苏E12345', 1)",
+                &[
+                    &old.event_id,
+                    &old.node_id.as_str(),
+                    &old.checkpoint_id.as_str(),
+                    &old.camera_id.as_str(),
+                    &old.frame_time_ms,
+                    &String::from_utf8(old.encode()).unwrap(),
+                ],
+            )
+            .unwrap();
+        }
+        let mut s = PgStore::connect(&url, &schema).unwrap();
+        let ids = |s: &mut PgStore, plate: &str, near: bool| -> Vec<String> {
+            s.list(&EventFilter {
+                plate: Some(plate.into()),
+                plate_near: near,
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect()
+        };
+        assert_eq!(ids(&mut s, "苏E12345", false), vec![old.event_id.clone()]);
+        assert_eq!(ids(&mut s, "苏E1*", false), vec![old.event_id.clone()]);
+        assert_eq!(ids(&mut s, "苏E12346", true), vec![old.event_id.clone()]);
+        let later = crate::store::tests::pass(2, "苏E12346");
+        s.insert_batch(std::slice::from_ref(&later), 0).unwrap();
+        assert_eq!(
+            ids(&mut s, "苏E12345", true),
+            vec![old.event_id.clone(), later.event_id.clone()]
+        );
+        let version: i32 = s
+            .client
+            .query_one("SELECT MAX(version) FROM schema_migrations", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(version as usize, MIGRATIONS.len());
+        drop(s);
+        let mut admin = Client::connect(&url, NoTls).unwrap();
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .unwrap();
     }
 }

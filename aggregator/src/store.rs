@@ -150,6 +150,26 @@ CREATE TABLE leases (
     expires_ms BIGINT NOT NULL
 );
 "#,
+    // Plates within one edit, found by key (a deletion neighbourhood): each distinct plate
+    // is stored under itself and under each string it makes with one character dropped; two
+    // plates within one edit share a key. A search looks up the 8-9 keys of the plate asked
+    // for (instead of ~1,300-2,700 spellings of it) and checks the few plates found.
+    r#"
+CREATE TABLE plate_keys (
+    key   TEXT NOT NULL,
+    plate TEXT NOT NULL,
+    PRIMARY KEY (key, plate)
+);
+INSERT INTO plate_keys (key, plate)
+    SELECT DISTINCT plate, plate FROM events WHERE plate IS NOT NULL;
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 32)
+INSERT INTO plate_keys (key, plate)
+    SELECT DISTINCT substr(k.plate, 1, n.i - 1) || substr(k.plate, n.i + 1), k.plate
+    FROM plate_keys AS k JOIN n ON n.i <= length(k.plate)
+    WHERE k.key = k.plate AND length(k.plate) > 1
+    ON CONFLICT DO NOTHING;
+{plate_bytewise}
+"#,
 ];
 
 /// SQLite's plate index, in generations. One B-tree keyed by plate takes each new pass at a
@@ -204,6 +224,9 @@ pub(crate) struct Dialect {
     pub lane_of_json: &'static str,
     /// Migration 7: SQLite's plate index in generations; nothing in PostgreSQL.
     pub plate_generations: &'static str,
+    /// Migration 11: plates compared byte by byte (PostgreSQL: collation "C"), so that a
+    /// plate prefix is a range of the plate index whatever the database's collation.
+    pub plate_bytewise: &'static str,
     /// The database's clock, milliseconds since the epoch (leases are timed by it, so that
     /// the aggregators' own clocks need not agree).
     pub now_ms: &'static str,
@@ -215,6 +238,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
     lane_of_json: "json_extract(json, '$.lane')",
     plate_generations: SQLITE_PLATE_GENERATIONS,
     now_ms: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    plate_bytewise: "",
 };
 
 pub(crate) const POSTGRES: Dialect = Dialect {
@@ -223,6 +247,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     lane_of_json: "(json::jsonb ->> 'lane')::bigint",
     plate_generations: "SELECT 1;",
     now_ms: "(extract(epoch from clock_timestamp()) * 1000)::bigint",
+    plate_bytewise: "ALTER TABLE events ALTER COLUMN plate TYPE text COLLATE \"C\";",
 };
 
 pub(crate) fn dialect(m: &str, d: &Dialect) -> String {
@@ -231,6 +256,7 @@ pub(crate) fn dialect(m: &str, d: &Dialect) -> String {
         .replace("{lane_of_json}", d.lane_of_json)
         .replace("{plate_generations}", d.plate_generations)
         .replace("{now_ms}", d.now_ms)
+        .replace("{plate_bytewise}", d.plate_bytewise)
 }
 
 /// A reviewer's decision on an event awaiting review.
@@ -289,6 +315,8 @@ pub struct SqliteStore {
     /// Size of a generation and how many full ones are merged (tests make them small).
     plate_gen_entries: i64,
     plate_gens_per_merge: usize,
+    /// Plates known to be in `plate_keys` (a plate seen again costs no lookup).
+    known_plates: KnownPlates,
 }
 
 /// The open plate-index generation (SQLite), as in its `plate_gens` row.
@@ -439,6 +467,106 @@ pub struct LeaseRow {
     pub left_ms: i64,
 }
 
+/// A plate's keys in `plate_keys` other than itself: the plate with each one character
+/// dropped (none for a one-character plate).
+pub(crate) fn deletion_keys(plate: &str) -> Vec<String> {
+    let c: Vec<char> = plate.chars().collect();
+    if c.len() < 2 {
+        return vec![];
+    }
+    let mut out: Vec<String> = (0..c.len())
+        .map(|i| c[..i].iter().chain(&c[i + 1..]).collect())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The plates this connection knows are in `plate_keys`, at most [`KnownPlates::MAX`] (then
+/// it starts again): most passes are of plates seen before, and skip the lookup. Rows of
+/// `plate_keys` are never deleted, so a plate once known stays there.
+#[derive(Debug, Default)]
+pub(crate) struct KnownPlates(std::collections::HashSet<String>);
+
+impl KnownPlates {
+    const MAX: usize = 1_000_000;
+
+    /// The plates of `plates` not known yet (sorted, once each).
+    pub(crate) fn unknown<'a>(&self, plates: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+        let set: std::collections::BTreeSet<&str> =
+            plates.filter(|p| !self.0.contains(*p)).collect();
+        set.into_iter().collect()
+    }
+
+    /// Remembers plates now in `plate_keys` (after the transaction that put them there).
+    pub(crate) fn learn<'a>(&mut self, plates: impl Iterator<Item = &'a str>) {
+        for p in plates {
+            if self.0.len() >= Self::MAX {
+                self.0.clear();
+            }
+            self.0.insert(p.to_string());
+        }
+    }
+}
+
+/// Registers a plate under its own key; a row back (SQLite: one change) means it is new.
+pub(crate) const PLATE_KEY_SELF: &str =
+    "INSERT INTO plate_keys (key, plate) VALUES ({1}, {1}) ON CONFLICT DO NOTHING";
+pub(crate) const PLATE_KEY: &str =
+    "INSERT INTO plate_keys (key, plate) VALUES ({1}, {2}) ON CONFLICT DO NOTHING";
+
+/// The stored plates sharing a key with `plate`, SQL and arguments: candidates for
+/// [`near_plates`].
+pub(crate) fn near_candidates_sql(
+    plate: &str,
+    ph: impl Fn(usize) -> String,
+) -> (String, Vec<String>) {
+    let p = protocol::plate::normalise(plate);
+    let mut keys = deletion_keys(&p);
+    keys.push(p);
+    let list: Vec<String> = (1..=keys.len()).map(ph).collect();
+    (
+        format!(
+            "SELECT DISTINCT plate FROM plate_keys WHERE key IN ({})",
+            list.join(", ")
+        ),
+        keys,
+    )
+}
+
+/// For a search within one edit: the stored plates it covers, found with `query` (SQL with
+/// `ph` placeholders and its text arguments -> the first column). None when the filter is
+/// no such search; an empty list when no stored plate is that near.
+pub(crate) fn near_for(
+    f: &EventFilter,
+    ph: impl Fn(usize) -> String,
+    query: impl FnOnce(&str, &[String]) -> Result<Vec<String>, StoreError>,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let (Some(p), true) = (&f.plate, f.plate_near) else {
+        return Ok(None);
+    };
+    check_filter_size(f)?;
+    if p.contains(['*', '?']) {
+        return Err(StoreError::Query(format!(
+            "plate '{p}': a search within one edit takes a whole plate, not wildcards"
+        )));
+    }
+    let (sql, keys) = near_candidates_sql(p, ph);
+    Ok(Some(near_plates(p, query(&sql, &keys)?)))
+}
+
+/// Of the candidates, the plates within one edit of `plate` (sorted).
+pub(crate) fn near_plates(plate: &str, candidates: Vec<String>) -> Vec<String> {
+    let p = protocol::plate::normalise(plate);
+    let mut out: Vec<String> = candidates
+        .into_iter()
+        .filter(|c| protocol::plate::edit_distance(&p, c) <= 1)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// `SELECT <col> FROM <table> WHERE <col> IN (<n placeholders>)`.
 pub(crate) fn present_sql(
     table: &str,
@@ -524,6 +652,7 @@ impl SqliteStore {
             plate_gen,
             plate_gen_entries: PLATE_GEN_ENTRIES,
             plate_gens_per_merge: PLATE_GENS_PER_MERGE,
+            known_plates: KnownPlates::default(),
         })
     }
 
@@ -615,6 +744,7 @@ impl SqliteStore {
         let mut new = 0;
         let mut flags = Vec::with_capacity(events.len());
         let mut filled = false;
+        let plates;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json, plate, lane)
@@ -669,8 +799,27 @@ impl SqliteStore {
             if let Some(g) = &self.plate_gen {
                 save_plate_gen(&tx, g)?;
             }
+            // The new plates of the batch under their keys (a plate seen before costs one
+            // lookup).
+            let mut own = tx.prepare_cached(&placeholders(PLATE_KEY_SELF, |n| format!("?{n}")))?;
+            let mut key = tx.prepare_cached(&placeholders(PLATE_KEY, |n| format!("?{n}")))?;
+            plates = self.known_plates.unknown(
+                events
+                    .iter()
+                    .zip(&flags)
+                    .filter(|(_, new)| **new)
+                    .filter_map(|(ev, _)| columns(ev).plate),
+            );
+            for &p in &plates {
+                if own.execute([p])? == 1 {
+                    for k in deletion_keys(p) {
+                        key.execute(params![k, p])?;
+                    }
+                }
+            }
         }
         tx.commit()?;
+        self.known_plates.learn(plates.into_iter());
         if filled {
             // The batch is stored whatever happens here; a merge that fails is tried again
             // when the next generation fills.
@@ -731,7 +880,23 @@ impl SqliteStore {
     }
 
     pub fn list(&self, f: &EventFilter) -> Result<Page, StoreError> {
-        let (sql, args, limit) = list_sql(f, PlateLookup::Generations, |n| format!("?{n}"))?;
+        let near = near_for(
+            f,
+            |n| format!("?{n}"),
+            |sql, keys| {
+                let mut stmt = self.conn.prepare_cached(sql)?;
+                let rows = stmt.query_map(params_from_iter(keys), |r| r.get::<_, String>(0))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            },
+        )?;
+        if near.as_ref().is_some_and(|n| n.is_empty()) {
+            return Ok(Page {
+                events: vec![],
+                next_cursor: None,
+            });
+        }
+        let near = near.unwrap_or_default();
+        let (sql, args, limit) = list_sql(f, &near, PlateLookup::Generations, |n| format!("?{n}"))?;
         let args: Vec<rusqlite::types::Value> = args.into_iter().map(SqlArg::into_sqlite).collect();
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params_from_iter(args), |r| {
@@ -1461,8 +1626,11 @@ fn check_filter_size(f: &EventFilter) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// `near`: the stored plates within one edit of `f.plate` (from `plate_keys`), when
+/// `f.plate_near`; never empty (an empty set has no page to ask for).
 pub(crate) fn list_sql(
     f: &EventFilter,
+    near: &[String],
     plates_by: PlateLookup,
     ph: impl Fn(usize) -> String,
 ) -> Result<(String, Vec<SqlArg>, usize), StoreError> {
@@ -1500,7 +1668,7 @@ pub(crate) fn list_sql(
                 "plate '{p}': a search within one edit takes a whole plate, not wildcards"
             )));
         }
-        plate_conds.push(push_in("plate", protocol::plate::within_one_edit(p)));
+        plate_conds.push(push_in("plate", near.to_vec()));
     }
     if let Some(v) = f.plate.as_ref().filter(|_| !f.plate_near) {
         let p = protocol::plate::normalise(v);
@@ -1520,11 +1688,11 @@ pub(crate) fn list_sql(
             }
             args.push(SqlArg::Text(like));
             let mut cond = format!("plate LIKE {} ESCAPE '\\'", ph(args.len()));
-            // The literal start as a range of the index: SQLite compares text bytewise, so
-            // the plates beginning with it lie between it and it with its last character
-            // advanced (PostgreSQL's collation may not order so).
+            // The literal start as a range of the index: plates compare byte by byte (SQLite's
+            // default; PostgreSQL's plate column has collation "C", migration 11), so the
+            // plates beginning with it lie between it and it with its last character advanced.
             let prefix: String = p.chars().take_while(|c| !matches!(c, '*' | '?')).collect();
-            if let (PlateLookup::Generations, Some(last)) = (plates_by, prefix.chars().last()) {
+            if let Some(last) = prefix.chars().last() {
                 let head = &prefix[..prefix.len() - last.len_utf8()];
                 if let Some(next) = char::from_u32(last as u32 + 1) {
                     args.push(SqlArg::Text(prefix.clone()));
@@ -1848,7 +2016,7 @@ pub(crate) mod tests {
         })
     }
 
-    fn pass(i: i64, plate: &str) -> Event {
+    pub(crate) fn pass(i: i64, plate: &str) -> Event {
         let mut e = event(1_790_000_000_000 + i * 1000, CAM1, "car", TrackPhase::End);
         e.body = pass_body(i as u64, plate);
         e
@@ -2049,8 +2217,60 @@ pub(crate) mod tests {
         assert_eq!(by_plate(&s), vec![e.event_id.clone()]);
         let later = pass(2, "苏E12345");
         s.insert_batch(std::slice::from_ref(&later), 0).unwrap();
-        assert_eq!(by_plate(&s), vec![e.event_id.clone(), later.event_id]);
+        assert_eq!(
+            by_plate(&s),
+            vec![e.event_id.clone(), later.event_id.clone()]
+        );
+        // Migration 11 put the plates stored before it under their keys: a search within
+        // one edit finds them (a character replaced, dropped, added).
+        for near in ["苏E12346", "苏E1234", "苏E123456", "苏E12345"] {
+            let found = ids(
+                &s,
+                EventFilter {
+                    plate: Some(near.into()),
+                    plate_near: true,
+                    ..Default::default()
+                },
+            );
+            assert_eq!(
+                found,
+                vec![e.event_id.clone(), later.event_id.clone()],
+                "{near}"
+            );
+        }
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn deletion_keys_meet_for_plates_within_one_edit() {
+        let keys = |p: &str| {
+            let mut k = deletion_keys(p);
+            k.push(p.to_string());
+            k
+        };
+        let share = |a: &str, b: &str| keys(a).iter().any(|k| keys(b).contains(k));
+        for (a, b) in [
+            ("苏E12345", "苏E12345"),
+            ("苏E12345", "苏E12845"),
+            ("苏E12345", "皖E12345"),
+            ("苏E12345", "苏E1234"),
+            ("苏E12345", "苏E123455"),
+            ("苏E12345", "苏EX12345"),
+        ] {
+            assert!(share(a, b) && share(b, a), "{a} {b}");
+            assert!(protocol::plate::edit_distance(a, b) <= 1);
+        }
+        assert_eq!(
+            deletion_keys("AAB"),
+            vec!["AA".to_string(), "AB".to_string()]
+        );
+        assert!(deletion_keys("A").is_empty());
+        // A candidate two edits away is found by key but dropped by the check.
+        assert!(share("苏E12345", "苏E21345"));
+        assert!(
+            near_plates("苏E12345", vec!["苏E21345".into(), "苏E12345".into()])
+                == vec!["苏E12345".to_string()]
+        );
     }
 
     #[test]

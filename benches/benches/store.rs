@@ -98,6 +98,7 @@ fn run(name: &str, store: &mut dyn EventStore, n: u64) {
     let mut near_ms = Vec::new();
     let mut time_ms = Vec::new();
     let mut flow_ms = Vec::new();
+    let mut prefix_ms = Vec::new();
     for q in 0..200u64 {
         let p = pass(q * 7919 % n, n);
         let EventBody::VehiclePass(v) = &p.body else {
@@ -145,7 +146,7 @@ fn run(name: &str, store: &mut dyn EventStore, n: u64) {
             }
         }
         traj_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        // Within one edit of the plate: ~1,300 neighbours through the plate index.
+        // Within one edit of the plate: its keys in `plate_keys`, then the plates found.
         let t = Instant::now();
         store
             .list(&EventFilter {
@@ -156,6 +157,19 @@ fn run(name: &str, store: &mut dyn EventStore, n: u64) {
             })
             .unwrap();
         near_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        // A prefix wildcard: the plate's first six characters and `*` (a hundred plates of
+        // the pool), first page.
+        let prefix: String = v.plate.as_deref().unwrap().chars().take(6).collect();
+        let t = Instant::now();
+        let r = store
+            .list(&EventFilter {
+                plate: Some(format!("{prefix}*")),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        prefix_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(!r.events.is_empty());
         // Every event in a one-minute window, first page.
         let t = Instant::now();
         store
@@ -185,10 +199,11 @@ fn run(name: &str, store: &mut dyn EventStore, n: u64) {
     eprintln!();
     let q = |v: Vec<f64>| format!("{:.2} / {:.2}", pct(v.clone(), 0.5), pct(v, 0.99));
     println!(
-        "{name:<10} {n:>9} rows  ingest {ingest:>8.0} passes/s  idempotent re-ingest {dup:>8.0}/s\n  p50 / p99 ms: plate {}  trajectory {}  within-one-edit {}  checkpoint-hour {}  minute of all events {}  flow (day, all checkpoints) {}",
+        "{name:<10} {n:>9} rows  ingest {ingest:>8.0} passes/s  idempotent re-ingest {dup:>8.0}/s\n  p50 / p99 ms: plate {}  trajectory {}  within-one-edit {}  prefix wildcard {}  checkpoint-hour {}  minute of all events {}  flow (day, all checkpoints) {}",
         q(plate_ms),
         q(traj_ms),
         q(near_ms),
+        q(prefix_ms),
         q(range_ms),
         q(time_ms),
         q(flow_ms)
