@@ -919,7 +919,7 @@ mod tests {
         let url = std::env::var("TRAFFIC_PG_URL")
             .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
         let schema = format!("split_{}", ulid::Ulid::new().to_string().to_lowercase());
-        let mut store = crate::pg::PgStore::connect(&url, &schema).unwrap_or_else(|e| {
+        let mut store = crate::store::pg::PgStore::connect(&url, &schema).unwrap_or_else(|e| {
             panic!(
                 "PostgreSQL is part of the test environment (127.0.0.1:5432, database test): {e}"
             )

@@ -15,11 +15,12 @@ pub mod ingest;
 pub mod lease;
 pub mod live;
 pub mod metrics;
-pub mod pg;
 pub mod query;
 pub mod retention;
 pub mod router;
 pub mod store;
+/// The PostgreSQL backend, also at its old path.
+pub use store::pg;
 pub mod sync;
 pub mod viid;
 pub mod watchlist;

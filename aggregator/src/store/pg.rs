@@ -117,7 +117,7 @@ impl PgStore {
 
 impl PgStore {
     fn query(&mut self, sql: &str, args: Vec<SqlArg>) -> Result<Vec<postgres::Row>, StoreError> {
-        let params: Vec<_> = args.into_iter().map(SqlArg::into_pg).collect();
+        let params: Vec<_> = args.into_iter().map(pg_value).collect();
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             params.iter().map(|b| b.as_ref()).collect();
         self.client.query(sql, &refs).map_err(pg)
@@ -589,6 +589,14 @@ fn audit_row(r: postgres::Row) -> AuditEntry {
         actor: r.get(2),
         detail: r.get(3),
         at_ms: r.get(4),
+    }
+}
+
+/// A bind value as PostgreSQL takes it.
+fn pg_value(a: SqlArg) -> Box<dyn postgres::types::ToSql + Sync> {
+    match a {
+        SqlArg::Int(v) => Box::new(v),
+        SqlArg::Text(v) => Box::new(v),
     }
 }
 
