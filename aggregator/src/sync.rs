@@ -514,6 +514,9 @@ impl Puller {
             .flat_map(|r| r.images.iter().cloned())
             .collect();
         let (missing, missing_images) = self.missing(&ids, &images).await?;
+        // What the county actually sent: an image it never had (dropped at a full outbox)
+        // or an event it purged meanwhile is not waited for.
+        let (mut fed, mut fed_images) = (Vec::new(), Vec::new());
         for chunk in missing_images.chunks(IMAGES_PER_FETCH) {
             let body = serde_json::to_vec(chunk).expect("JSON");
             for sample in self
@@ -526,6 +529,9 @@ impl Puller {
                 else {
                     continue;
                 };
+                if let Some((_, _, id)) = keys::parse_evidence_key(&key) {
+                    fed_images.push(id.to_string());
+                }
                 self.ingest_metrics.enqueue(
                     &self.ingest,
                     (key, sample.payload().to_bytes().into_owned()),
@@ -545,6 +551,7 @@ impl Puller {
                 .ok_or_else(|| format!("county {county} sent events that do not decode"))?;
             for ev in evs {
                 let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
+                fed.push(ev.event_id.clone());
                 self.ingest_metrics
                     .enqueue(&self.ingest, (key, ev.encode()));
                 self.metrics.events_pulled.fetch_add(1, Relaxed);
@@ -552,7 +559,16 @@ impl Puller {
             }
         }
         // The mark moves over what is stored here: wait for ingest to store what was fed.
-        let mut still = (missing.clone(), missing_images.clone());
+        let (n_fed, n_fed_images) = (fed.len(), fed_images.len());
+        if n_fed < missing.len() || n_fed_images < missing_images.len() {
+            warn!(
+                county,
+                events = missing.len() - n_fed,
+                images = missing_images.len() - n_fed_images,
+                "The county does not have everything it listed (purged since, or images its nodes never sent); not waited for"
+            );
+        }
+        let mut still = (fed, fed_images);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.timeout_secs * 3);
         while !(still.0.is_empty() && still.1.is_empty()) && tokio::time::Instant::now() < deadline
         {
@@ -584,11 +600,11 @@ impl Puller {
         .map_err(|e| e.to_string())?;
         self.metrics
             .update(county, |c| c.mark_ms = next.received_ms);
-        if !missing.is_empty() || !missing_images.is_empty() {
+        if n_fed + n_fed_images > 0 {
             info!(
                 county,
-                events = missing.len() - still.0.len(),
-                images = missing_images.len() - still.1.len(),
+                events = n_fed - still.0.len(),
+                images = n_fed_images - still.1.len(),
                 "Pulled what the city lacked from the county"
             );
         }

@@ -191,10 +191,14 @@ struct Produced {
     events: Vec<String>,
     violation_images: Vec<String>,
     pass_images: Vec<String>,
+    /// Pictures the node never sent (as when its full outbox dropped them): the pull must not
+    /// wait for them.
+    unsent_images: Vec<String>,
 }
 
 /// Publishes `n` events at `ck`, one every `gap`: every fifth a red-light violation with
-/// its picture, every third pass with a plate picture; pictures go first, as a node sends.
+/// its picture (but the 40th's picture is never sent), every third pass with a plate
+/// picture; pictures go first, as a node sends.
 #[allow(clippy::too_many_arguments)]
 fn produce(
     rt: &tokio::runtime::Runtime,
@@ -214,8 +218,13 @@ fn produce(
                 ulid::Ulid::from_parts(t as u64, rand_part(ck, &i.to_string())).to_string();
             let id = format!("{}-scene", ev.event_id);
             ev.evidence[0].image_id = id.clone();
-            out.violation_images.push(id.clone());
-            (ev, Some(id))
+            if i == 40 {
+                out.unsent_images.push(id);
+                (ev, None)
+            } else {
+                out.violation_images.push(id.clone());
+                (ev, Some(id))
+            }
         } else {
             let plate = format!("苏E{}{:04}", &ck[5..6], i);
             let mut ev = pass(ck, cam, node, t, &plate, 1);
@@ -540,6 +549,10 @@ fn wan_cut() {
                     .chain(&prod_b.violation_images)
                     .all(|i| has_image(&late, i))
         },
+    );
+    assert!(
+        prod_a.unsent_images.iter().all(|i| !has_image(&late, i)),
+        "a picture nobody sent is at the city"
     );
     eprintln!(
         "wan_cut: a city started late with an empty database held all {} events and {} violation pictures {:.1} s after it started",
