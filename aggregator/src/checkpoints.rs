@@ -157,6 +157,14 @@ impl Registry {
         self.order.iter().map(|id| &self.by_id[id]).collect()
     }
 
+    /// The checkpoints' device ids, in configured order (for access-control policies).
+    pub fn device_ids(&self) -> Vec<protocol::DeviceId> {
+        self.all()
+            .iter()
+            .filter_map(|c| protocol::DeviceId::parse(&c.id).ok())
+            .collect()
+    }
+
     /// Road distance between two checkpoints, km: configured, else great-circle distance
     /// times the road factor; None when either is unknown.
     pub fn distance_km(&self, a: &str, b: &str) -> Option<f64> {

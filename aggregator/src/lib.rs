@@ -104,13 +104,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
 
     let z = &cfg.raw.zenoh;
     let acl = z.tls.as_ref().filter(|_| z.acl).map(|_| {
-        let ids: Vec<protocol::DeviceId> = cfg
-            .checkpoints
-            .all()
-            .iter()
-            .filter_map(|c| protocol::DeviceId::parse(&c.id).ok())
-            .collect();
-        protocol::security::checkpoint_acl(&ids, &z.trusted_common_names)
+        protocol::security::checkpoint_acl(&cfg.checkpoints.device_ids(), &z.trusted_common_names)
     });
     let text = protocol::security::zenoh_json5(
         &z.mode,

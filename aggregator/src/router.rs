@@ -49,12 +49,7 @@ pub fn config(cfg: &ValidConfig, spec: &RouterSpec) -> Result<String, String> {
                 .into(),
         );
     }
-    let ids: Vec<protocol::DeviceId> = cfg
-        .checkpoints
-        .all()
-        .iter()
-        .filter_map(|c| protocol::DeviceId::parse(&c.id).ok())
-        .collect();
+    let ids = cfg.checkpoints.device_ids();
     Ok(zenoh_json5(
         "router",
         &spec.connect,

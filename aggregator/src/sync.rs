@@ -19,7 +19,7 @@
 //! the city has already passed.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -300,8 +300,6 @@ async fn evidence(store: &SharedStore, body: &[u8]) -> Answer {
 #[derive(Debug, Default)]
 pub struct SyncMetrics {
     pub per_county: Mutex<std::collections::BTreeMap<String, CountySync>>,
-    pub events_pulled: AtomicU64,
-    pub images_pulled: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -536,7 +534,6 @@ impl Puller {
                     &self.ingest,
                     (key, sample.payload().to_bytes().into_owned()),
                 );
-                self.metrics.images_pulled.fetch_add(1, Relaxed);
                 self.metrics.update(county, |c| c.images_pulled += 1);
             }
         }
@@ -554,7 +551,6 @@ impl Puller {
                 fed.push(ev.event_id.clone());
                 self.ingest_metrics
                     .enqueue(&self.ingest, (key, ev.encode()));
-                self.metrics.events_pulled.fetch_add(1, Relaxed);
                 self.metrics.update(county, |c| c.events_pulled += 1);
             }
         }

@@ -135,24 +135,9 @@ fn holds_export(a: &Agg) -> bool {
     })
 }
 
-/// Event ids of `query` at aggregator `a`, all pages.
+/// How many events `query` lists at aggregator `a`.
 fn count(a: &Agg, query: &str) -> usize {
-    let mut n = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/events?{query}&limit=1000&cursor={c}"),
-            None => format!("/api/v1/events?{query}&limit=1000"),
-        };
-        let (status, body) = aggregator::client::get(a.addr, &path).unwrap();
-        assert_eq!(status, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        n += v["events"].as_array().unwrap().len();
-        match v["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return n,
-        }
-    }
+    event_ids(a.addr, query).len()
 }
 
 #[test]
@@ -211,22 +196,7 @@ fn aggregator_failover() {
                 role: role.to_string(),
             })
             .collect();
-        rt.block_on(async {
-            for r in &ev.evidence {
-                node.put(
-                    keys::evidence(&ev.checkpoint_id, &ev.camera_id, &r.image_id),
-                    image.clone(),
-                )
-                .await
-                .unwrap();
-            }
-            node.put(
-                keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id),
-                ev.encode(),
-            )
-            .await
-            .unwrap()
-        })
+        rt.block_on(put_with_evidence(&node, &ev, &image))
     };
     let mut passes = 0usize;
     let mut clones = 0usize;

@@ -143,21 +143,9 @@ fn publish(rt: &tokio::runtime::Runtime, port: u16, events: &[Event]) {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let image = jpeg();
         for ev in events {
-            for r in &ev.evidence {
-                s.put(
-                    keys::evidence(&ev.checkpoint_id, &ev.camera_id, &r.image_id),
-                    jpeg(),
-                )
-                .await
-                .unwrap();
-            }
-            s.put(
-                keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id),
-                ev.encode(),
-            )
-            .await
-            .unwrap();
+            common::put_with_evidence(&s, ev, &image).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         s.close().await.unwrap();

@@ -13,7 +13,6 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,16 +93,6 @@ impl Link {
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
-}
-
-fn certs(dir: &Path, names: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/certs.sh");
-    let out = Command::new(script).arg(dir).args(names).output().unwrap();
-    assert!(
-        out.status.success(),
-        "certs.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn checkpoint(id: &str, lon: f64) -> String {
@@ -263,24 +252,9 @@ fn produce(
 
 /// The event ids an aggregator holds at checkpoint `ck`.
 fn held(a: &aggregator::Running, ck: &str) -> HashSet<String> {
-    let mut ids = HashSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/events?checkpoint={ck}&limit=1000&cursor={c}"),
-            None => format!("/api/v1/events?checkpoint={ck}&limit=1000"),
-        };
-        let (status, body) = aggregator::client::get(a.http_addr, &path).unwrap();
-        assert_eq!(status, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        for e in v["events"].as_array().unwrap() {
-            ids.insert(e["event_id"].as_str().unwrap().to_string());
-        }
-        match v["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return ids,
-        }
-    }
+    event_ids(a.http_addr, &format!("checkpoint={ck}"))
+        .into_iter()
+        .collect()
 }
 
 fn has_image(a: &aggregator::Running, id: &str) -> bool {

@@ -5,7 +5,6 @@
 //! connect at all; plain TCP finds no listener.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use protocol::security::TlsFiles;
@@ -19,16 +18,6 @@ const CK_B: &str = "32050500051210000002";
 const CAM_A: &str = "32050500051320000002";
 const CAM_B: &str = "32050500051320000012";
 const NODE: &str = "32050500055050000001";
-
-fn certs(dir: &Path, names: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/certs.sh");
-    let out = Command::new(script).arg(dir).args(names).output().unwrap();
-    assert!(
-        out.status.success(),
-        "certs.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn files(dir: &Path, cn: &str) -> TlsFiles {
     TlsFiles::in_folder(dir, cn)

@@ -262,12 +262,6 @@ impl EventStore for PgStore {
                     .collect())
             },
         )?;
-        if near.as_ref().is_some_and(|n| n.is_empty()) {
-            return Ok(Page {
-                events: vec![],
-                next_cursor: None,
-            });
-        }
         let near = near.unwrap_or_default();
         let (sql, args, limit) = list_sql(f, &near, PlateLookup::Column, |n| format!("${n}"))?;
         let rows = self.query(&sql, args)?;

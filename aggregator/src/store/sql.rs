@@ -579,8 +579,8 @@ fn check_filter_size(f: &EventFilter) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `near`: the stored plates within one edit of `f.plate` (from `plate_keys`), when
-/// `f.plate_near`; never empty (an empty set has no page to ask for).
+/// `near`: the stored plates within one edit of `f.plate` (from `plate_keys`, see
+/// [`near_for`]), when `f.plate_near`.
 pub(crate) fn list_sql(
     f: &EventFilter,
     near: &[String],
@@ -621,7 +621,12 @@ pub(crate) fn list_sql(
                 "plate '{p}': a search within one edit takes a whole plate, not wildcards"
             )));
         }
-        plate_conds.push(push_in("plate", near.to_vec()));
+        // No stored plate that near: no event matches.
+        plate_conds.push(if near.is_empty() {
+            "1 = 0".to_string()
+        } else {
+            push_in("plate", near.to_vec())
+        });
     }
     if let Some(v) = f.plate.as_ref().filter(|_| !f.plate_near) {
         let p = protocol::plate::normalise(v);

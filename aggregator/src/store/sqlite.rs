@@ -333,12 +333,6 @@ impl SqliteStore {
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             },
         )?;
-        if near.as_ref().is_some_and(|n| n.is_empty()) {
-            return Ok(Page {
-                events: vec![],
-                next_cursor: None,
-            });
-        }
         let near = near.unwrap_or_default();
         let (sql, args, limit) = list_sql(f, &near, PlateLookup::Generations, |n| format!("?{n}"))?;
         let args: Vec<rusqlite::types::Value> = args.into_iter().map(sqlite_value).collect();

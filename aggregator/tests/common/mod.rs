@@ -176,3 +176,58 @@ pub fn drop_pg_schema(schema: &str) {
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .unwrap();
 }
+
+/// Issues certificates with `scripts/certs.sh` into `dir` for `names`.
+pub fn certs(dir: &std::path::Path, names: &[&str]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/certs.sh");
+    let out = std::process::Command::new(script)
+        .arg(dir)
+        .args(names)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "certs.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The ids of every event an aggregator's `/api/v1/events?<query>` lists, all pages.
+pub fn event_ids(addr: std::net::SocketAddr, query: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/events?{query}&limit=1000&cursor={c}"),
+            None => format!("/api/v1/events?{query}&limit=1000"),
+        };
+        let (status, body) = aggregator::client::get(addr, &path).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for e in v["events"].as_array().unwrap() {
+            ids.push(e["event_id"].as_str().unwrap().to_string());
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return ids,
+        }
+    }
+}
+
+/// Publishes an event as a node does: its evidence pictures (`image` each) first.
+pub async fn put_with_evidence(s: &zenoh::Session, ev: &Event, image: &[u8]) {
+    for r in &ev.evidence {
+        s.put(
+            keys::evidence(&ev.checkpoint_id, &ev.camera_id, &r.image_id),
+            image.to_vec(),
+        )
+        .await
+        .unwrap();
+    }
+    s.put(
+        keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id),
+        ev.encode(),
+    )
+    .await
+    .unwrap();
+}
