@@ -236,7 +236,7 @@ fn main() {
             drop(sqlite);
         }
     }
-    // `STORE_KEEP=1` keeps the SQLite database for a look afterwards.
+    // `STORE_KEEP=1` keeps the SQLite database (and the PostgreSQL schema) for a look afterwards.
     if std::env::var("STORE_KEEP").is_ok() {
         eprintln!("kept {}", dir.display());
     } else {
@@ -252,6 +252,11 @@ fn main() {
     let mut pg = PgStore::connect(&url, &schema).expect("PostgreSQL on 127.0.0.1:5432");
     run("postgres", &mut pg, n);
     drop(pg);
+    // `STORE_KEEP=1` keeps the PostgreSQL schema too.
+    if std::env::var("STORE_KEEP").is_ok() {
+        eprintln!("kept schema {schema}");
+        return;
+    }
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     admin
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
