@@ -24,14 +24,6 @@ const CAM1: &str = "32050500051320000001";
 const CAM2: &str = "32050500051320000002";
 const NODE: &str = "32050500055050000001";
 
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Agg {
     child: Child,
     addr: std::net::SocketAddr,

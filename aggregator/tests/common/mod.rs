@@ -231,3 +231,12 @@ pub async fn put_with_evidence(s: &zenoh::Session, ev: &Event, image: &[u8]) {
     .await
     .unwrap();
 }
+
+/// A child process (an aggregator run as its binary), killed and reaped when dropped.
+pub struct Child(pub std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
