@@ -560,11 +560,15 @@ async fn put_watchlist(
         )
             .into_response();
     }
-    let wl = s.watchlist.clone();
-    let result =
-        tokio::task::spawn_blocking(move || wl.replace_bytes(&body, "PUT /api/v1/watchlist"))
-            .await
-            .expect("replacing does not panic");
+    let (wl, store, scope) = (s.watchlist.clone(), s.store.clone(), s.scope.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let f = wl.replace_bytes(&body, "PUT /api/v1/watchlist")?;
+        // Into the database at once, for aggregators of this scope side by side.
+        crate::watchlist::share(&wl, &scope, store.lock().expect("not poisoned").as_mut());
+        Ok(f)
+    })
+    .await
+    .expect("replacing does not panic");
     match result {
         Ok(f) => {
             if let Err(e) = audit_line(

@@ -104,12 +104,20 @@ impl Leases {
         }
     }
 
-    /// Renews every third of the lease until `stop`, then gives the leases up.
-    pub fn run(&self, mut store: Box<dyn EventStore>, stop: Arc<AtomicBool>) {
+    /// Renews every third of the lease until `stop`, then gives the leases up. `each_round`
+    /// runs after each renewal with the same connection (what aggregators side by side keep
+    /// in step, such as the watch list).
+    pub fn run(
+        &self,
+        mut store: Box<dyn EventStore>,
+        stop: Arc<AtomicBool>,
+        mut each_round: impl FnMut(&mut dyn EventStore),
+    ) {
         let every = self.ttl / 3;
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
             self.renew(store.as_mut());
+            each_round(store.as_mut());
             while t.elapsed() < every && !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -173,7 +181,7 @@ mod tests {
         assert!(rows.iter().all(|r| r.holder == b.holder && r.left_ms > 0));
         // A clean stop gives them up at once.
         let stop = Arc::new(AtomicBool::new(true));
-        b.run(Box::new(s2), stop);
+        b.run(Box::new(s2), stop, |_| {});
         a.renew(&mut s1);
         assert_eq!(a.held(), vec![EXPORT, RETENTION]);
         std::fs::remove_dir_all(dir).ok();

@@ -201,14 +201,6 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         std::time::Duration::from_secs(cfg.raw.ha.lease_secs),
         jobs,
     ));
-    let lease_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let lease_keeper = {
-        let (l, stop) = (leases.clone(), lease_stop.clone());
-        std::thread::Builder::new()
-            .name("leases".into())
-            .spawn(move || l.run(lease_store, stop))
-            .expect("spawning a thread")
-    };
     let export_metrics = Arc::new(viid::ExportMetrics::default());
     let export_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let exporter = export_store.map(|st| {
@@ -266,6 +258,16 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         None
     };
     watchlist::publish(&session, &watchlist).await;
+    // The leases, and the watch list kept in step with aggregators side by side.
+    let lease_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lease_keeper = {
+        let (l, stop) = (leases.clone(), lease_stop.clone());
+        let (wl, scope) = (watchlist.clone(), cfg.scope_label.clone());
+        std::thread::Builder::new()
+            .name("leases".into())
+            .spawn(move || l.run(lease_store, stop, |st| watchlist::share(&wl, &scope, st)))
+            .expect("spawning a thread")
+    };
 
     // Node health reports, for the dashboard: the latest per checkpoint, if its key and body
     // agree.

@@ -11,13 +11,21 @@ use tracing::{error, info};
 use crate::config::RetentionConfig;
 use crate::store::{EventStore, StoreError};
 
-/// One purge pass at `now_ms`; returns (events, images) deleted.
+/// One purge pass at `now_ms`, after the store's upkeep; returns (events, images) deleted.
 pub fn purge_once(
     store: &mut dyn EventStore,
     cfg: &RetentionConfig,
     now_ms: i64,
 ) -> Result<(u64, u64), StoreError> {
     let mut total = (0, 0);
+    let t = Instant::now();
+    match store.maintain() {
+        Ok(()) => info!(
+            seconds = t.elapsed().as_secs_f64(),
+            "Store upkeep done (vacuum)"
+        ),
+        Err(e) => error!(error = %e, "Store upkeep failed; purging all the same"),
+    }
     for kind in EventKind::ALL {
         if let Some(days) = cfg.days_for(kind) {
             let (e, i) = store.purge(kind, now_ms - days as i64 * 86_400_000)?;

@@ -180,6 +180,34 @@ fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Aggregators side by side on one database keep one watch list: the version in force is
+/// kept in the database too (`watchlists`, per scope), put there when this aggregator has a
+/// newer one (an edit here, its file, its city) and taken from there when another has put a
+/// newer one. Run every lease round (a third of `ha.lease_secs`) and after an edit. A version
+/// taken from the database is not published again: the aggregator that put it in force
+/// published it, and nodes that start later ask any of them.
+pub fn share(wl: &Watchlist, scope: &str, store: &mut dyn crate::store::EventStore) {
+    let current = wl.current();
+    let mine = current.as_ref().map(|f| f.version).unwrap_or(0);
+    match store.watchlist_get(scope) {
+        Ok(Some((kept, body))) if kept > mine => {
+            match wl.replace_bytes(&body, "the database (another aggregator of this scope)") {
+                Ok(_) | Err(WatchlistError::NotNewer { .. }) => {}
+                Err(e) => warn!(error = %e, "Watch list in the database not taken"),
+            }
+        }
+        Ok(kept) if mine > kept.as_ref().map(|k| k.0).unwrap_or(0) => {
+            let f = current.expect("a version above 0 is in force");
+            if let Err(e) = store.watchlist_put(scope, mine, &f.encode(), protocol::time::now_ms())
+            {
+                warn!(error = %e, "Watch list not kept in the database; tried again next round");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "Watch list in the database not read; tried again next round"),
+    }
+}
+
 /// Publishes the version in force on every county key of the scope.
 pub async fn publish(session: &zenoh::Session, wl: &Watchlist) {
     let Some(f) = wl.current() else {

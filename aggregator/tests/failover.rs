@@ -160,6 +160,35 @@ fn aggregator_failover() {
         !(holds_export(&a1) && holds_export(&a2)),
         "both aggregators hold the export"
     );
+    // A watch list put in force at one aggregator is in force at the other within a lease
+    // round (a third of the lease): they keep it in the database they share.
+    let watch = |version: u64| {
+        protocol::registry::RegistryFile {
+            version,
+            issued_by: "county traffic police".into(),
+            vehicles: vec![],
+        }
+        .encode()
+    };
+    let version_at = |a: &Agg| {
+        aggregator::client::get(a.addr, "/api/v1/watchlist")
+            .ok()
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["version"].as_u64())
+    };
+    let (status, body) =
+        aggregator::client::put_json(a1.addr, "/api/v1/watchlist", &watch(7)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let t = Instant::now();
+    wait_until(
+        "the other aggregator takes watch-list version 7",
+        Duration::from_secs(10),
+        || version_at(&a2) == Some(7),
+    );
+    eprintln!(
+        "watch list version 7 put in force at aggregator 1, in force at aggregator 2 {:.1} s later",
+        t.elapsed().as_secs_f64()
+    );
     let node = rt.block_on(async {
         let text = keys::zenoh_json5("client", &[format!("tcp/127.0.0.1:{zport}")], &[], false);
         zenoh::open(zenoh::Config::from_json5(&text).unwrap())
@@ -307,6 +336,19 @@ fn aggregator_failover() {
         takeover < Duration::from_secs(3 + 1 + 2),
         "takeover took {takeover:?} with a 3 s lease"
     );
+    // The survivor edits the watch list; the killed one, started again, takes that version
+    // from the database although its own state folder keeps the older one.
+    let (status, body) =
+        aggregator::client::put_json(survivor.addr, "/api/v1/watchlist", &watch(8)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    std::fs::remove_file(dir.0.join(format!("addr{victim}"))).unwrap();
+    let restarted = start(&dir.0, victim, &schema, zport, pport);
+    wait_until(
+        "the restarted aggregator takes watch-list version 8",
+        Duration::from_secs(15),
+        || version_at(&restarted) == Some(8),
+    );
+    drop(restarted);
 
     drop(a1);
     drop(a2);

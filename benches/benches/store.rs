@@ -5,7 +5,9 @@
 //! PostgreSQL is the server on 127.0.0.1:5432 (`TRAFFIC_PG_URL`), in a schema of its own
 //! that is dropped afterwards. `STORE_BACKENDS` picks one (`sqlite` or `postgres`).
 //! `STORE_SYNC_COMPARE=1` runs SQLite a second time with commits not synced (`NORMAL`).
-//! `STORE_KEEP=1` keeps the SQLite database.
+//! `STORE_KEEP=1` keeps the SQLite database. `STORE_DAYS` (default 30) spreads the passes
+//! from 2026-07-01 UTC; last, July's passes are purged by retention (on PostgreSQL a month is
+//! a partition: dropped whole when the passes span more than 31 days).
 
 use std::time::Instant;
 
@@ -13,10 +15,25 @@ use aggregator::pg::PgStore;
 use aggregator::store::{EventFilter, EventStore, SqliteStore};
 use protocol::*;
 
+/// 2026-07-01T00:00:00Z: the passes start at a month's start.
+const T0: i64 = 1_782_864_000_000;
+/// 2026-08-01T00:00:00Z: retention drops July.
+const AUGUST: i64 = 1_785_542_400_000;
+
+/// `STORE_DAYS` (default 30) the passes spread over.
+fn days() -> i64 {
+    static DAYS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *DAYS.get_or_init(|| {
+        std::env::var("STORE_DAYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30)
+    })
+}
+
 fn pass(i: u64, n: u64) -> Event {
-    let t0 = 1_790_000_000_000i64;
-    // Spread over 30 days; 20 checkpoints; plates drawn from a pool of n/20.
-    let t = t0 + (i as i64 * 2_592_000_000 / n as i64);
+    // Spread over `days()` from T0; 20 checkpoints; plates drawn from a pool of n/20.
+    let t = T0 + (i as i128 * days() as i128 * 86_400_000 / n as i128) as i64;
     let ck = format!("320505000512100000{:02}", i % 20);
     let plate = format!(
         "苏E{:05}",
@@ -92,6 +109,11 @@ fn run(name: &str, store: &mut dyn EventStore, n: u64) {
         i += batch;
     }
     let dup = again as f64 / t.elapsed().as_secs_f64();
+    // The retention job's upkeep (PostgreSQL: a vacuum, so that the plate searches are
+    // answered from their indexes alone), as it runs every purge interval.
+    let t = Instant::now();
+    store.maintain().unwrap();
+    let upkeep_ms = t.elapsed().as_secs_f64() * 1e3;
     let mut plate_ms = Vec::new();
     let mut range_ms = Vec::new();
     let mut traj_ms = Vec::new();
@@ -197,9 +219,13 @@ fn run(name: &str, store: &mut dyn EventStore, n: u64) {
         }
     }
     eprintln!();
+    // Retention of July's passes (a whole month when the passes span more than 31 days).
+    let t = Instant::now();
+    let (purged, _) = store.purge(EventKind::VehiclePass, AUGUST).unwrap();
+    let retention_ms = t.elapsed().as_secs_f64() * 1e3;
     let q = |v: Vec<f64>| format!("{:.2} / {:.2}", pct(v.clone(), 0.5), pct(v, 0.99));
     println!(
-        "{name:<10} {n:>9} rows  ingest {ingest:>8.0} passes/s  idempotent re-ingest {dup:>8.0}/s\n  p50 / p99 ms: plate {}  trajectory {}  within-one-edit {}  prefix wildcard {}  checkpoint-hour {}  minute of all events {}  flow (day, all checkpoints) {}",
+        "{name:<10} {n:>9} rows  ingest {ingest:>8.0} passes/s  idempotent re-ingest {dup:>8.0}/s\n  p50 / p99 ms: plate {}  trajectory {}  within-one-edit {}  prefix wildcard {}  checkpoint-hour {}  minute of all events {}  flow (day, all checkpoints) {}\n  upkeep (vacuum) after ingest {upkeep_ms:.0} ms; retention of July: {purged} passes in {retention_ms:.0} ms",
         q(plate_ms),
         q(traj_ms),
         q(near_ms),

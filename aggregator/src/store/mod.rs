@@ -270,6 +270,14 @@ pub trait EventStore: Send {
     /// Deletes events of `kind` whose frame time is before `before_ms`, and their evidence
     /// images; returns (events, images) deleted.
     fn purge(&mut self, kind: EventKind, before_ms: i64) -> Result<(u64, u64), StoreError>;
+    /// Upkeep off the ingest path, run by the retention job before each purge: PostgreSQL
+    /// vacuums the events' partitions (only the pages changed since are read), so that a
+    /// plate search is answered from its index alone, without visiting each row for its
+    /// visibility (autovacuum does it too where it runs; this does not count on it). SQLite:
+    /// nothing.
+    fn maintain(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Records a reviewer's decision on an event awaiting review, and the audit line for it;
     /// returns the event as now stored.
     fn review(&mut self, event_id: &str, r: &Review, at_ms: i64) -> Result<Event, StoreError>;
@@ -322,6 +330,17 @@ pub trait EventStore: Send {
     fn release(&mut self, job: &str, holder: &str) -> Result<(), StoreError>;
     /// The leases held now.
     fn leases(&mut self) -> Result<Vec<LeaseRow>, StoreError>;
+    /// Keeps `body`, version `version`, as `scope`'s watch list when newer than the one
+    /// kept; true when kept.
+    fn watchlist_put(
+        &mut self,
+        scope: &str,
+        version: u64,
+        body: &[u8],
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// The watch list kept for `scope`: version and body.
+    fn watchlist_get(&mut self, scope: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 }
 
 /// Opens the backend the config names.

@@ -13,11 +13,11 @@ use crate::store::{
     columns, decode_row, export_stats_from, flow_sql, json_str, list_sql, page_from_rows,
     placeholders, EventFilter, EventStore, EvidenceBlob, ExportItem, ExportOutcome, ExportStats,
     FlowGroup, FlowQuery, FlowRow, KindCount, Page, PlateLookup, SqlArg, StoreError, StoreStats,
-    EXPORT_DONE, EXPORT_DUE, EXPORT_FORGET, EXPORT_REFUSED, EXPORT_STATS,
+    EXPORT_DONE, EXPORT_DUE, EXPORT_REFUSED, EXPORT_STATS,
 };
 use crate::store::{
     deletion_keys, near_for, present_sql, sync_ref, LeaseRow, SyncCursor, SyncRef, LEASE, LEASES,
-    RELEASE, SET_SYNC_MARK, SYNC_MARK, SYNC_REFS,
+    RELEASE, SET_SYNC_MARK, SYNC_MARK, SYNC_REFS, WATCHLIST_GET, WATCHLIST_PUT,
 };
 
 pub struct PgStore {
@@ -28,6 +28,51 @@ pub struct PgStore {
     analyzed_rows: u64,
     /// Plates known to be in `plate_keys`.
     known_plates: crate::store::KnownPlates,
+    /// The partitions known to exist: kind, first and last (excluded) frame time, name.
+    partitions: Vec<(String, i64, i64, String)>,
+    /// The partitions written to since the statistics were refreshed.
+    touched: std::collections::BTreeSet<String>,
+}
+
+/// An event body read from the `json` column (its binary form is the text), from `jsonb`
+/// (a version byte, 1, and the text) or from text.
+struct JsonText(String);
+
+impl<'a> postgres::types::FromSql<'a> for JsonText {
+    fn from_sql(
+        ty: &postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == postgres::types::Type::JSON {
+            Ok(JsonText(std::str::from_utf8(raw)?.to_string()))
+        } else if *ty == postgres::types::Type::JSONB {
+            match raw.split_first() {
+                Some((1, text)) => Ok(JsonText(std::str::from_utf8(text)?.to_string())),
+                _ => Err("jsonb of an unknown binary version".into()),
+            }
+        } else {
+            String::from_sql(ty, raw).map(JsonText)
+        }
+    }
+
+    fn accepts(ty: &postgres::types::Type) -> bool {
+        *ty == postgres::types::Type::JSON
+            || *ty == postgres::types::Type::JSONB
+            || <String as postgres::types::FromSql>::accepts(ty)
+    }
+}
+
+/// The event body in column `i` of a row.
+fn body(r: &postgres::Row, i: usize) -> String {
+    r.get::<_, JsonText>(i).0
+}
+
+/// SQLSTATE 23514 with no partition for the row: a partition this store knew of was
+/// dropped meanwhile (by retention, maybe in another aggregator).
+fn no_partition(e: &postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| {
+        d.code() == &postgres::error::SqlState::CHECK_VIOLATION && d.message().contains("partition")
+    })
 }
 
 /// Statistics are refreshed (ANALYZE) once the rows stored since reach this or a fifth of
@@ -111,21 +156,50 @@ impl PgStore {
             since_analyze: 0,
             analyzed_rows,
             known_plates: Default::default(),
+            partitions: Vec::new(),
+            touched: Default::default(),
         })
     }
 }
 
 impl PgStore {
-    fn query(&mut self, sql: &str, args: Vec<SqlArg>) -> Result<Vec<postgres::Row>, StoreError> {
-        let params: Vec<_> = args.into_iter().map(pg_value).collect();
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            params.iter().map(|b| b.as_ref()).collect();
-        self.client.query(sql, &refs).map_err(pg)
+    /// Makes the partitions the events go to, those not known to exist already (one
+    /// statement per kind and month new to this store).
+    fn ensure_partitions(&mut self, events: &[Event]) -> Result<(), StoreError> {
+        for ev in events {
+            let kind = columns(ev).kind;
+            let t = ev.frame_time_ms;
+            let known = self
+                .partitions
+                .iter()
+                .find(|(k, lo, hi, _)| k == kind && (*lo..*hi).contains(&t));
+            let name = match known {
+                Some((.., name)) => name,
+                None => {
+                    let r = self
+                        .client
+                        .query_one("SELECT * FROM events_partition($1, $2)", &[&kind, &t])
+                        .map_err(pg)?;
+                    let name: String = r.get(0);
+                    self.partitions
+                        .push((kind.to_string(), r.get(1), r.get(2), name));
+                    &self.partitions.last().expect("pushed").3
+                }
+            };
+            if !self.touched.contains(name) {
+                self.touched.insert(name.clone());
+            }
+        }
+        Ok(())
     }
-}
 
-impl EventStore for PgStore {
-    fn insert_new(&mut self, events: &[Event], received_ms: i64) -> Result<Vec<bool>, StoreError> {
+    /// One batch in one transaction: the events, their export queue entries and the plate
+    /// keys of new plates. Returns the rows that were new and the plates newly keyed.
+    fn insert_tx(
+        &mut self,
+        events: &[Event],
+        received_ms: i64,
+    ) -> Result<(Vec<postgres::Row>, Vec<String>), postgres::Error> {
         // One statement per batch: the columns travel as arrays and UNNEST turns them back
         // into rows (a round trip per batch, not per event). Duplicates, in the table or
         // within the batch, are skipped; RETURNING names the rows that were new.
@@ -162,21 +236,21 @@ impl EventStore for PgStore {
             cols.11.push(c.plate);
             cols.12.push(ev.lane.map(i64::from));
         }
-        let mut tx = self.client.transaction().map_err(pg)?;
+        let mut tx = self.client.transaction()?;
         let rows = tx
             .query(
                 "INSERT INTO events (event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, received_ms, review, class, phase, json, plate, lane)
-                 SELECT u.event_id, u.kind, u.severity, u.node_id, u.checkpoint_id, u.camera_id, u.frame_time_ms, $8, u.review, u.class, u.phase, u.json, u.plate, u.lane
+                 SELECT u.event_id, u.kind, u.severity, u.node_id, u.checkpoint_id, u.camera_id, u.frame_time_ms, $8, u.review, u.class, u.phase, u.json::json, u.plate, u.lane
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[])
                    AS u(event_id, kind, severity, node_id, checkpoint_id, camera_id, frame_time_ms, review, class, phase, json, plate, lane)
-                 ON CONFLICT (event_id) DO NOTHING
+                 ON CONFLICT (event_id, kind, frame_time_ms) DO NOTHING
                  RETURNING event_id, kind, plate",
                 &[
                     &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &received_ms,
                     &cols.7, &cols.8, &cols.9, &cols.10, &cols.11, &cols.12,
                 ],
             )
-            .map_err(pg)?;
+            ?;
         if self.export {
             let passes: Vec<String> = rows
                 .iter()
@@ -189,23 +263,23 @@ impl EventStore for PgStore {
                      SELECT id, 'queued', 0, $2, $2 FROM UNNEST($1::text[]) AS q(id)
                      ON CONFLICT (event_id) DO NOTHING",
                     &[&passes, &received_ms],
-                )
-                .map_err(pg)?;
+                )?;
             }
         }
         // The new plates of the batch under their keys (see `plate_keys`).
         let returned: Vec<Option<String>> = rows.iter().map(|r| r.get(2)).collect();
-        let plates: Vec<&str> = self
+        let plates: Vec<String> = self
             .known_plates
-            .unknown(returned.iter().filter_map(|p| p.as_deref()));
+            .unknown(returned.iter().filter_map(|p| p.as_deref()))
+            .into_iter()
+            .map(String::from)
+            .collect();
         if !plates.is_empty() {
-            let fresh = tx
-                .query(
-                    "INSERT INTO plate_keys (key, plate) SELECT p, p FROM UNNEST($1::text[]) AS u(p)
+            let fresh = tx.query(
+                "INSERT INTO plate_keys (key, plate) SELECT p, p FROM UNNEST($1::text[]) AS u(p)
                      ON CONFLICT DO NOTHING RETURNING plate",
-                    &[&plates],
-                )
-                .map_err(pg)?;
+                &[&plates],
+            )?;
             let (mut keys, mut of) = (Vec::new(), Vec::new());
             for r in fresh {
                 let p: String = r.get(0);
@@ -220,14 +294,123 @@ impl EventStore for PgStore {
                      ON CONFLICT DO NOTHING",
                     &[&keys, &of],
                 )
-                .map_err(pg)?;
+                ?;
             }
         }
+        tx.commit()?;
+        Ok((rows, plates))
+    }
+
+    /// Takes one partition of events out of the table, with its export queue entries and
+    /// images, in one transaction (a detach: the catalog only, whatever the month's size),
+    /// then drops it (the files go; a crash in between leaves a detached table that the next
+    /// purge drops). Returns (events, images) deleted; the events as the planner's
+    /// statistics count them when it has any (a count would read the whole month). Waits at
+    /// most 10 s for queries using the table (then fails, and the next purge tries again).
+    fn drop_partition(&mut self, parent: &str, name: &str) -> Result<(u64, u64), StoreError> {
+        let t = std::time::Instant::now();
+        let mut tx = self.client.transaction().map_err(pg)?;
+        tx.batch_execute("SET LOCAL lock_timeout = '10s'")
+            .map_err(pg)?;
+        let estimate: f32 = tx
+            .query_one(
+                "SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)",
+                &[&name],
+            )
+            .map_err(pg)?
+            .get(0);
+        let events = if estimate >= 0.0 {
+            estimate as i64
+        } else {
+            tx.query_one(&format!(r#"SELECT count(*) FROM "{name}""#), &[])
+                .map_err(pg)?
+                .get(0)
+        };
+        let r = tx
+            .query_one(
+                &format!(r#"SELECT min(event_id), max(event_id) FROM "{name}""#),
+                &[],
+            )
+            .map_err(pg)?;
+        let (first, last): (Option<String>, Option<String>) = (r.get(0), r.get(1));
+        let mut images = 0;
+        if let (Some(first), Some(last)) = (first, last) {
+            tx.execute(
+                &format!(
+                    r#"DELETE FROM export_queue AS q
+                       WHERE EXISTS (SELECT 1 FROM "{name}" AS p WHERE p.event_id = q.event_id)"#
+                ),
+                &[],
+            )
+            .map_err(pg)?;
+            images = tx
+                .execute(
+                    &format!(
+                        r#"DELETE FROM evidence AS v WHERE v.image_id > $1 AND v.image_id < $2
+                           AND EXISTS (SELECT 1 FROM "{name}" AS p
+                                       WHERE p.event_id = split_part(v.image_id, '-', 1))"#
+                    ),
+                    &[&first, &format!("{last}.")],
+                )
+                .map_err(pg)?;
+        }
+        tx.batch_execute(&format!(
+            r#"ALTER TABLE "{parent}" DETACH PARTITION "{name}""#
+        ))
+        .map_err(pg)?;
         tx.commit().map_err(pg)?;
-        self.known_plates.learn(plates.into_iter());
+        let detached = t.elapsed();
+        self.client
+            .batch_execute(&format!(r#"DROP TABLE "{name}""#))
+            .map_err(pg)?;
+        tracing::info!(
+            partition = name,
+            events,
+            images,
+            detach_ms = detached.as_millis() as u64,
+            drop_ms = (t.elapsed() - detached).as_millis() as u64,
+            "Retention took a month out (detached, then its files dropped)"
+        );
+        Ok((events as u64, images))
+    }
+
+    fn query(&mut self, sql: &str, args: Vec<SqlArg>) -> Result<Vec<postgres::Row>, StoreError> {
+        let params: Vec<_> = args.into_iter().map(pg_value).collect();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|b| b.as_ref()).collect();
+        self.client.query(sql, &refs).map_err(pg)
+    }
+}
+
+impl EventStore for PgStore {
+    fn insert_new(&mut self, events: &[Event], received_ms: i64) -> Result<Vec<bool>, StoreError> {
+        self.ensure_partitions(events)?;
+        let (rows, plates) = match self.insert_tx(events, received_ms) {
+            Err(e) if no_partition(&e) => {
+                // A partition dropped since it was learnt: learn them again, once.
+                self.partitions.clear();
+                self.ensure_partitions(events)?;
+                self.insert_tx(events, received_ms).map_err(pg)?
+            }
+            r => r.map_err(pg)?,
+        };
+        self.known_plates.learn(plates.iter().map(String::as_str));
         self.since_analyze += rows.len() as u64;
         if self.since_analyze >= ANALYZE_EVERY.max(self.analyzed_rows / 5) {
-            self.client.batch_execute("ANALYZE events").map_err(pg)?;
+            // The months written to, not every partition (a query is planned per partition).
+            let names: Vec<String> = std::mem::take(&mut self.touched)
+                .into_iter()
+                .map(|n| format!("\"{n}\""))
+                .collect();
+            if !names.is_empty() {
+                // The rows are stored whatever happens here (a month dropped meanwhile).
+                if let Err(e) = self
+                    .client
+                    .batch_execute(&format!("ANALYZE {}", names.join(", ")))
+                {
+                    tracing::warn!("refreshing the statistics of {names:?}: {}", pg(e));
+                }
+            }
             self.analyzed_rows += self.since_analyze;
             self.since_analyze = 0;
         }
@@ -245,8 +428,7 @@ impl EventStore for PgStore {
             .client
             .query_opt("SELECT json FROM events WHERE event_id = $1", &[&event_id])
             .map_err(pg)?;
-        row.map(|r| decode_row(event_id, &r.get::<_, String>(0)))
-            .transpose()
+        row.map(|r| decode_row(event_id, &body(&r, 0))).transpose()
     }
 
     fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError> {
@@ -267,7 +449,7 @@ impl EventStore for PgStore {
         let rows = self.query(&sql, args)?;
         page_from_rows(
             rows.into_iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .map(|r| (r.get(0), body(&r, 1), r.get(2)))
                 .collect(),
             limit,
         )
@@ -344,6 +526,51 @@ impl EventStore for PgStore {
         kind: protocol::EventKind,
         before_ms: i64,
     ) -> Result<(u64, u64), StoreError> {
+        // Months detached by a purge that stopped before dropping them.
+        let leftovers: Vec<String> = self
+            .client
+            .query(
+                "SELECT c.relname::text FROM pg_class AS c
+                 JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                 WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relispartition
+                   AND c.relname ~ '^events_[a-z][a-z0-9_]*_[0-9]{6}$'",
+                &[],
+            )
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        for name in leftovers {
+            self.client
+                .batch_execute(&format!(r#"DROP TABLE "{name}""#))
+                .map_err(pg)?;
+        }
+        // Whole months older than the cut: taken out, a statement each, whatever their size.
+        let (mut events, mut images) = (0, 0);
+        let parts = self
+            .client
+            .query(
+                "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid)
+                 FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = to_regclass($1)",
+                &[&format!("events_{}", kind.as_str())],
+            )
+            .map_err(pg)?;
+        let parent = format!("events_{}", kind.as_str());
+        for r in parts {
+            let (name, bound): (String, String) = (r.get(0), r.get(1));
+            let Some((_, hi)) = range_bound(&bound) else {
+                continue;
+            };
+            if hi <= before_ms {
+                let (e, i) = self.drop_partition(&parent, &name)?;
+                events += e;
+                images += i;
+                self.partitions.retain(|(.., n)| *n != name);
+                self.touched.remove(&name);
+            }
+        }
+        // The rest of the cut, row by row, in the month it falls in.
         let mut tx = self.client.transaction().map_err(pg)?;
         let ids: Vec<String> = tx
             .query(
@@ -354,20 +581,31 @@ impl EventStore for PgStore {
             .into_iter()
             .map(|r| r.get(0))
             .collect();
-        let mut images = 0;
-        let forget = placeholders(EXPORT_FORGET, |n| format!("${n}"));
-        for id in &ids {
-            tx.execute(forget.as_str(), &[id]).map_err(pg)?;
-            // Image ids are `<event id>-<role>`.
+        if let (Some(first), Some(last)) = (ids.iter().min(), ids.iter().max()) {
+            tx.execute("DELETE FROM export_queue WHERE event_id = ANY($1)", &[&ids])
+                .map_err(pg)?;
+            // Image ids are `<event id>-<role>`: the range of the ids, then the ids.
             images += tx
                 .execute(
-                    "DELETE FROM evidence WHERE image_id >= $1 AND image_id < $2",
-                    &[&format!("{id}-"), &format!("{id}.")],
+                    "DELETE FROM evidence WHERE image_id > $1 AND image_id < $2
+                       AND split_part(image_id, '-', 1) = ANY($3)",
+                    &[first, &format!("{last}."), &ids],
                 )
                 .map_err(pg)?;
         }
         tx.commit().map_err(pg)?;
-        Ok((ids.len() as u64, images))
+        Ok((events + ids.len() as u64, images))
+    }
+
+    fn maintain(&mut self) -> Result<(), StoreError> {
+        // Every partition: those not changed since their last vacuum cost a look at their
+        // visibility map. The plate keys too: a search within one edit reads them from
+        // their index alone then (0.3 ms instead of a visit to each row's page).
+        // One statement each: VACUUM runs outside a transaction only.
+        self.client.batch_execute("VACUUM events").map_err(pg)?;
+        self.client
+            .batch_execute("VACUUM (ANALYZE) plate_keys")
+            .map_err(pg)
     }
 
     fn review(&mut self, event_id: &str, r: &Review, at_ms: i64) -> Result<Event, StoreError> {
@@ -379,16 +617,25 @@ impl EventStore for PgStore {
                 &[&event_id],
             )
             .map_err(pg)?;
-        let json: String = row
-            .ok_or_else(|| StoreError::NotFound(event_id.to_string()))?
-            .get(0);
+        let json = body(
+            &row.ok_or_else(|| StoreError::NotFound(event_id.to_string()))?,
+            0,
+        );
         let mut ev = decode_row(event_id, &json)?;
         check_review(&ev, r)?;
         ev.review = r.decision;
         let new_json = String::from_utf8(ev.encode()).expect("JSON is UTF-8");
+        // Kind and frame time name the event's partition.
         tx.execute(
-            "UPDATE events SET review = $2, json = $3 WHERE event_id = $1",
-            &[&event_id, &json_str(&ev.review), &new_json],
+            "UPDATE events SET review = $2, json = $3::text::json
+             WHERE event_id = $1 AND kind = $4 AND frame_time_ms = $5",
+            &[
+                &event_id,
+                &json_str(&ev.review),
+                &new_json,
+                &columns(&ev).kind,
+                &ev.frame_time_ms,
+            ],
         )
         .map_err(pg)?;
         tx.execute(
@@ -431,7 +678,7 @@ impl EventStore for PgStore {
             .map(|r| {
                 let id: String = r.get(0);
                 Ok(ExportItem {
-                    event: decode_row(&id, &r.get::<_, String>(2))?,
+                    event: decode_row(&id, &body(&r, 2))?,
                     attempts: r.get::<_, i64>(1) as u32,
                 })
             })
@@ -488,7 +735,7 @@ impl EventStore for PgStore {
             )
             .map_err(pg)?;
         rows.into_iter()
-            .map(|r| sync_ref(r.get(0), r.get(1), &r.get::<_, String>(2)))
+            .map(|r| sync_ref(r.get(0), r.get(1), &body(&r, 2)))
             .collect()
     }
 
@@ -535,6 +782,31 @@ impl EventStore for PgStore {
         Ok(!rows.is_empty())
     }
 
+    fn watchlist_put(
+        &mut self,
+        scope: &str,
+        version: u64,
+        body: &[u8],
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .client
+            .execute(
+                &placeholders(WATCHLIST_PUT, |n| format!("${n}")),
+                &[&scope, &(version as i64), &body, &at_ms],
+            )
+            .map_err(pg)?;
+        Ok(n == 1)
+    }
+
+    fn watchlist_get(&mut self, scope: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let row = self
+            .client
+            .query_opt(&placeholders(WATCHLIST_GET, |n| format!("${n}")), &[&scope])
+            .map_err(pg)?;
+        Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
+    }
+
     fn release(&mut self, job: &str, holder: &str) -> Result<(), StoreError> {
         self.client
             .execute(
@@ -576,6 +848,21 @@ impl EventStore for PgStore {
     }
 }
 
+/// The range of a partition bound as PostgreSQL prints it,
+/// `FOR VALUES FROM ('1788220800000') TO ('1790899200000')`.
+fn range_bound(bound: &str) -> Option<(i64, i64)> {
+    let num = |s: &str| -> Option<i64> {
+        let digits: String = s
+            .chars()
+            .skip_while(|c| !(c.is_ascii_digit() || *c == '-'))
+            .take_while(|c| c.is_ascii_digit() || *c == '-')
+            .collect();
+        digits.parse().ok()
+    };
+    let (from, to) = bound.split_once(" TO ")?;
+    Some((num(from.split_once("FROM")?.1)?, num(to)?))
+}
+
 fn audit_row(r: postgres::Row) -> AuditEntry {
     AuditEntry {
         event_id: r.get(0),
@@ -598,6 +885,169 @@ fn pg_value(a: SqlArg) -> Box<dyn postgres::types::ToSql + Sync> {
 mod tests {
     use super::*;
     use crate::store::EventFilter;
+
+    fn scratch() -> (String, String) {
+        let url = std::env::var("TRAFFIC_PG_URL")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+        let schema = format!("part_{}", ulid::Ulid::new().to_string().to_lowercase());
+        (url, schema)
+    }
+
+    fn partitions(s: &mut PgStore) -> Vec<String> {
+        let mut v: Vec<String> = s
+            .client
+            .query(
+                "SELECT c.relname::text FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+                 JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                 WHERE n.nspname = current_schema() AND c.relname ~ '_[0-9]{6}$'",
+                &[],
+            )
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Events go to a partition per kind and month, made when the first row arrives;
+    /// retention drops a kind's months wholly past the cut (with their export queue entries
+    /// and images), deletes the rest of the cut row by row, and leaves the other kinds; a
+    /// store that still believes in a dropped month makes it again.
+    #[test]
+    fn events_are_partitioned_by_kind_and_month_and_retention_drops_whole_months() {
+        use protocol::time::parse_rfc3339_ms as t;
+        let (url, schema) = scratch();
+        let mut s = PgStore::connect(&url, &schema).unwrap();
+        let mut other = PgStore::connect(&url, &schema).unwrap();
+        s.set_export_queue(true);
+        let pass_at = |i: i64, at: &str| {
+            let mut e = crate::store::tests::pass(i, &format!("苏E1000{i}"));
+            e.frame_time_ms = t(at).unwrap();
+            e.event_id = ulid::Ulid::from_parts(e.frame_time_ms as u64, i as u128).to_string();
+            e
+        };
+        let sep: Vec<Event> = (1..=3)
+            .map(|i| pass_at(i, "2026-09-10T00:00:00Z"))
+            .collect();
+        let oct: Vec<Event> = (4..=6)
+            .map(|i| pass_at(i, "2026-10-31T23:59:59Z"))
+            .collect();
+        let nov = vec![
+            pass_at(7, "2026-11-01T00:00:00Z"),
+            pass_at(8, "2026-11-04T00:00:00Z"),
+            pass_at(9, "2026-11-20T00:00:00Z"),
+        ];
+        let mut hit = crate::store::tests::watch_list_hit(t("2026-09-12T00:00:00Z").unwrap());
+        hit.review = protocol::ReviewState::Pending;
+        let mut all = [sep.clone(), oct.clone(), nov.clone()].concat();
+        all.push(hit.clone());
+        assert_eq!(s.insert_batch(&all, 0).unwrap(), 10);
+        assert_eq!(
+            s.insert_batch(&all, 0).unwrap(),
+            0,
+            "sent again: duplicates"
+        );
+        let kind = columns(&hit).kind;
+        assert_eq!(
+            partitions(&mut s),
+            vec![
+                format!("events_{kind}_202609"),
+                "events_vehicle_pass_202609".into(),
+                "events_vehicle_pass_202610".into(),
+                "events_vehicle_pass_202611".into(),
+            ]
+        );
+        // The other store learns October's partition.
+        assert_eq!(other.insert_batch(&oct, 0).unwrap(), 0);
+        let image = |ev: &Event| EvidenceBlob {
+            image_id: format!("{}-plate", ev.event_id),
+            checkpoint_id: ev.checkpoint_id.to_string(),
+            camera_id: ev.camera_id.to_string(),
+            sha256: "0".repeat(64),
+            content_type: "image/jpeg".into(),
+            bytes: vec![0xff, 0xd8, 0xff, 0xd9],
+        };
+        for ev in [&sep[0], &oct[2], &nov[0], &nov[2], &hit] {
+            assert!(s.insert_evidence(&image(ev), 0).unwrap());
+        }
+        assert_eq!(s.export_stats().unwrap().queued, 9);
+
+        // The retention job's upkeep first, as it runs.
+        s.maintain().unwrap();
+        let cut = t("2026-11-05T00:00:00Z").unwrap();
+        let (events, images) = s.purge(protocol::EventKind::VehiclePass, cut).unwrap();
+        assert_eq!(
+            (events, images),
+            (8, 3),
+            "September, October and two November passes"
+        );
+        assert_eq!(
+            partitions(&mut s),
+            vec![
+                format!("events_{kind}_202609"),
+                "events_vehicle_pass_202611".into()
+            ]
+        );
+        assert_eq!(s.export_stats().unwrap().queued, 1);
+        for gone in [&sep[0], &oct[2], &nov[0]] {
+            assert!(s.get(&gone.event_id).unwrap().is_none());
+            assert!(s
+                .get_evidence(&format!("{}-plate", gone.event_id))
+                .unwrap()
+                .is_none());
+        }
+        for kept in [&nov[2], &hit] {
+            assert!(s.get(&kept.event_id).unwrap().is_some());
+            assert!(s
+                .get_evidence(&format!("{}-plate", kept.event_id))
+                .unwrap()
+                .is_some());
+        }
+        let found = s
+            .list(&EventFilter {
+                plate: Some("苏E1000*".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(found.events.len(), 1);
+        // A review still finds its row in its partition.
+        let reviewed = s
+            .review(
+                &hit.event_id,
+                &Review {
+                    decision: protocol::ReviewState::Confirmed,
+                    reviewer: "tester".into(),
+                    reason: "seen".into(),
+                },
+                1,
+            )
+            .unwrap();
+        assert_eq!(reviewed.review, protocol::ReviewState::Confirmed);
+        assert_eq!(
+            s.get(&hit.event_id).unwrap().unwrap().review,
+            protocol::ReviewState::Confirmed
+        );
+        // October's partition is gone under the other store: it makes it again.
+        assert_eq!(other.insert_batch(&oct, 0).unwrap(), 3);
+        assert!(partitions(&mut s).contains(&"events_vehicle_pass_202610".to_string()));
+        drop((s, other));
+        let mut admin = Client::connect(&url, NoTls).unwrap();
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .unwrap();
+    }
+
+    #[test]
+    fn partition_bounds_are_read_as_printed() {
+        assert_eq!(
+            range_bound("FOR VALUES FROM ('1788220800000') TO ('1790899200000')"),
+            Some((1_788_220_800_000, 1_790_899_200_000))
+        );
+        assert_eq!(range_bound("FOR VALUES FROM (-5) TO (7)"), Some((-5, 7)));
+        assert_eq!(range_bound("DEFAULT"), None);
+    }
 
     /// A database made by the release before migrations 9-11 (sync marks, leases, plate keys,
     /// the plate column's collation) is upgraded in place on connect: its passes are kept,

@@ -609,6 +609,31 @@ impl EventStore for SqliteStore {
         Ok(rows.next()?.is_some())
     }
 
+    fn watchlist_put(
+        &mut self,
+        scope: &str,
+        version: u64,
+        body: &[u8],
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            &placeholders(WATCHLIST_PUT, |n| format!("?{n}")),
+            params![scope, version as i64, body, at_ms],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn watchlist_get(&mut self, scope: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&placeholders(WATCHLIST_GET, |n| format!("?{n}")))?;
+        let mut rows = stmt.query(params![scope])?;
+        Ok(match rows.next()? {
+            Some(r) => Some((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            None => None,
+        })
+    }
+
     fn release(&mut self, job: &str, holder: &str) -> Result<(), StoreError> {
         self.conn.execute(
             &placeholders(RELEASE, |n| format!("?{n}")),
