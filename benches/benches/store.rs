@@ -7,7 +7,8 @@
 //! `STORE_SYNC_COMPARE=1` runs SQLite a second time with commits not synced (`NORMAL`).
 //! `STORE_KEEP=1` keeps the SQLite database. `STORE_DAYS` (default 30) spreads the passes
 //! from 2026-07-01 UTC; last, July's passes are purged by retention (on PostgreSQL a month is
-//! a partition: dropped whole when the passes span more than 31 days).
+//! a partition: dropped whole when the passes span more than 31 days). `STORE_WRITERS=k`
+//! measures PostgreSQL's ingest alone with k connections writing side by side.
 
 use std::time::Instant;
 
@@ -275,9 +276,43 @@ fn main() {
     let url = std::env::var("TRAFFIC_PG_URL")
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
     let schema = format!("bench_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let mut pg = PgStore::connect(&url, &schema).expect("PostgreSQL on 127.0.0.1:5432");
-    run("postgres", &mut pg, n);
-    drop(pg);
+    // `STORE_WRITERS=k` (k > 1): ingest alone, batches dealt round to k connections, each on
+    // a thread of its own; what more writers would give (the aggregator has one).
+    let writers: u64 = std::env::var("STORE_WRITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    if writers > 1 {
+        let batch: u64 = std::env::var("STORE_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        PgStore::connect(&url, &schema).expect("PostgreSQL on 127.0.0.1:5432");
+        let t = Instant::now();
+        std::thread::scope(|sc| {
+            for w in 0..writers {
+                let (url, schema) = (&url, &schema);
+                sc.spawn(move || {
+                    let mut pg = PgStore::connect(url, schema).unwrap();
+                    let mut start = w * batch;
+                    while start < n {
+                        let evs: Vec<Event> = (start..(start + batch).min(n))
+                            .map(|k| pass(k, n))
+                            .collect();
+                        pg.insert_batch(&evs, 0).unwrap();
+                        start += writers * batch;
+                    }
+                });
+            }
+        });
+        println!(
+            "postgres, {writers} writers: {n} passes stored at {:.0} passes/s",
+            n as f64 / t.elapsed().as_secs_f64()
+        );
+    } else {
+        let mut pg = PgStore::connect(&url, &schema).expect("PostgreSQL on 127.0.0.1:5432");
+        run("postgres", &mut pg, n);
+    }
     // `STORE_KEEP=1` keeps the PostgreSQL schema too.
     if std::env::var("STORE_KEEP").is_ok() {
         eprintln!("kept schema {schema}");
