@@ -491,17 +491,7 @@ fn row11_the_api_is_served_over_tls() {
     use rustls::pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = temp_dir("hostile-tls");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/certs.sh");
-    let out = Command::new(script)
-        .arg(&dir.0)
-        .arg("aggregator-http")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    certs(&dir.0, &["aggregator-http"]);
     let zport = free_port();
     let tls = format!(
         "[http.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
