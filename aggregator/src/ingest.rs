@@ -56,9 +56,48 @@ pub struct IngestMetrics {
     /// Events not taken because their checkpoint is not registered (held at their node),
     /// per checkpoint.
     held_unregistered: Mutex<BTreeMap<String, u64>>,
-    /// The store time of the batch the writer is committing (0 when idle): a county offers
-    /// the city only rows stored before it (see [`crate::sync`]).
-    pub writing_since_ms: std::sync::atomic::AtomicI64,
+    /// Per writer, the store time of the batch it is committing (0 when idle): a county
+    /// offers the city only rows stored before the earliest of them (see [`crate::sync`]).
+    writing_since_ms: [std::sync::atomic::AtomicI64; MAX_WRITERS],
+}
+
+/// Most writers (store connections ingesting side by side) an aggregator runs.
+pub const MAX_WRITERS: usize = 8;
+
+/// The ingest queue: one bounded queue per writer. A sample goes to the writer of its
+/// checkpoint (the key's fourth segment), so one checkpoint's events are stored in the
+/// order they came, by one connection. Cloned plates span checkpoints and so writers: each
+/// writer correlates a batch after committing it, so of two passes of one plate stored by
+/// two writers at once the later commit sees the earlier one (an alert's id is derived from
+/// its passes: found twice, it is stored and pushed once).
+#[derive(Clone)]
+pub struct Queue(Vec<SyncSender<Sample>>);
+
+/// A sample as the subscribers hand it on: key and payload.
+pub type Sample = (String, Vec<u8>);
+
+impl Queue {
+    /// `writers` queues of [`INGEST_QUEUE`] samples each, with their receiving ends.
+    pub fn new(writers: usize) -> (Queue, Vec<Receiver<Sample>>) {
+        let (tx, rx): (Vec<_>, Vec<_>) = (0..writers.clamp(1, MAX_WRITERS))
+            .map(|_| std::sync::mpsc::sync_channel(INGEST_QUEUE))
+            .unzip();
+        (Queue(tx), rx)
+    }
+
+    /// The writer a sample's key goes to: by its checkpoint (FNV-1a, the same in every
+    /// build and process).
+    pub fn writer_of(&self, key: &str) -> usize {
+        let checkpoint = key.split('/').nth(3).unwrap_or(key);
+        let h = checkpoint.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (h % self.0.len() as u64) as usize
+    }
+
+    fn of(&self, key: &str) -> &SyncSender<Sample> {
+        &self.0[self.writer_of(key)]
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,7 +128,8 @@ impl IngestMetrics {
     /// Hands a sample to the writer: at once when the queue has room, else waiting for it
     /// (zenoh's delivery waits with it, and so, through the transport, do the publishers),
     /// counted. Nothing is dropped while the writer runs.
-    pub fn enqueue(&self, tx: &SyncSender<(String, Vec<u8>)>, item: (String, Vec<u8>)) {
+    pub fn enqueue(&self, queue: &Queue, item: (String, Vec<u8>)) {
+        let tx = queue.of(&item.0);
         let bytes = (item.0.len() + item.1.len()) as u64;
         // Over the byte bound, wait for the writer (one sample always passes).
         let mut waited = None;
@@ -124,6 +164,16 @@ impl IngestMetrics {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         }
+    }
+
+    /// The store time of the earliest batch a writer is committing now; 0 when none is.
+    pub fn writing_since_ms(&self) -> i64 {
+        self.writing_since_ms
+            .iter()
+            .map(|w| w.load(Ordering::SeqCst))
+            .filter(|t| *t > 0)
+            .min()
+            .unwrap_or(0)
     }
 
     pub fn snapshot(&self) -> IngestSnapshot {
@@ -468,6 +518,7 @@ fn store_batch(
     store: &mut dyn EventStore,
     batch: &[Event],
     metrics: &IngestMetrics,
+    writer: usize,
     acks: &mut PendingAcks,
 ) -> (Vec<bool>, Vec<bool>) {
     let mut stored = vec![false; batch.len()];
@@ -477,10 +528,9 @@ fn store_batch(
     todo.push(0..batch.len());
     let mut attempt = 0u32;
     let mut stopping_since: Option<std::time::Instant> = None;
-    metrics
-        .writing_since_ms
-        .store(protocol::time::now_ms(), Ordering::SeqCst);
-    let _idle = Idle(&metrics.writing_since_ms);
+    let writing = &metrics.writing_since_ms[writer % MAX_WRITERS];
+    writing.store(protocol::time::now_ms(), Ordering::SeqCst);
+    let _idle = Idle(writing);
     while let Some(r) = todo.pop() {
         match store.insert_new(&batch[r.clone()], protocol::time::now_ms()) {
             Ok(flags) => {
@@ -536,10 +586,11 @@ impl Drop for Idle<'_> {
     }
 }
 
-/// The writer loop; returns when every sender is gone and the queue is drained.
+/// Writer `writer`'s loop; returns when every sender is gone and its queue is drained.
 pub fn run_writer(
     mut store: Box<dyn EventStore>,
     rx: Receiver<(String, Vec<u8>)>,
+    writer: usize,
     metrics: &IngestMetrics,
     correlator: &Correlator,
 ) {
@@ -621,7 +672,7 @@ pub fn run_writer(
             acks.flush(correlator.acks.as_ref());
             continue;
         }
-        let (stored, mut fresh) = store_batch(store.as_mut(), &batch, metrics, &mut acks);
+        let (stored, mut fresh) = store_batch(store.as_mut(), &batch, metrics, writer, &mut acks);
         if stored.iter().any(|s| !s) {
             let mut k = stored.iter();
             fresh.retain(|_| *k.next().expect("one flag an event"));
@@ -685,6 +736,34 @@ mod tests {
     use super::*;
     use crate::store::tests::event;
     use protocol::TrackPhase;
+
+    /// Each checkpoint's samples go to one writer, events and images alike; the two
+    /// checkpoints of the failover test go to different writers of two, so that its cloned
+    /// plates are found across writers.
+    #[test]
+    fn a_checkpoint_has_one_writer() {
+        let (q, _rx) = Queue::new(2);
+        let (ck1, ck2) = (
+            protocol::DeviceId::parse("32050500051210000001").unwrap(),
+            protocol::DeviceId::parse("32050500051210000002").unwrap(),
+        );
+        let cam = protocol::DeviceId::parse("32050500051320000001").unwrap();
+        let ev = |ck: &protocol::DeviceId| {
+            keys::event(
+                ck,
+                &cam,
+                protocol::EventKind::VehiclePass,
+                "01K0000000000000000000000",
+            )
+        };
+        assert_eq!(
+            q.writer_of(&ev(&ck1)),
+            q.writer_of(&keys::evidence(&ck1, &cam, "img-1"))
+        );
+        assert_ne!(q.writer_of(&ev(&ck1)), q.writer_of(&ev(&ck2)));
+        let (one, _rx) = Queue::new(1);
+        assert_eq!(one.writer_of(&ev(&ck2)), 0);
+    }
 
     #[test]
     fn validation_reasons() {
@@ -864,7 +943,7 @@ mod tests {
         let store = Box::new(crate::store::SqliteStore::open_in_memory().unwrap());
         let (tx, rx) = std::sync::mpsc::sync_channel(8);
         std::thread::scope(|s| {
-            s.spawn(|| run_writer(store, rx, &metrics, &correlator));
+            s.spawn(|| run_writer(store, rx, 0, &metrics, &correlator));
             for _ in 0..3 {
                 metrics.queued.fetch_add(1, Ordering::Relaxed);
                 metrics
@@ -937,7 +1016,7 @@ mod tests {
             .collect();
         let metrics = IngestMetrics::default();
         let mut acks = PendingAcks::default();
-        let (stored, fresh) = store_batch(&mut store, &batch, &metrics, &mut acks);
+        let (stored, fresh) = store_batch(&mut store, &batch, &metrics, 0, &mut acks);
         assert_eq!(stored, fresh);
         assert_eq!(
             stored,
@@ -952,9 +1031,6 @@ mod tests {
         let rejected: Vec<String> = acks.0.values().flat_map(|m| m.rejected.clone()).collect();
         assert_eq!(rejected, vec![batch[4].event_id.clone()]);
         drop(store);
-        let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        admin
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .unwrap();
+        crate::store::pg::drop_schema(&url, &schema).unwrap();
     }
 }

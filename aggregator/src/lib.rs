@@ -73,7 +73,7 @@ pub struct Running {
     watchlist_follower: Option<zenoh::pubsub::Subscriber<()>>,
     exporter: Option<std::thread::JoinHandle<()>>,
     export_stop: Arc<std::sync::atomic::AtomicBool>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    writers: Vec<std::thread::JoinHandle<()>>,
     http: tokio::task::JoinHandle<()>,
     http_stop: tokio::sync::oneshot::Sender<()>,
     reader_store: Arc<Mutex<Box<dyn store::EventStore>>>,
@@ -123,10 +123,10 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
             message: e.to_string(),
         })?;
 
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(ingest::INGEST_QUEUE);
+    let (tx, rxs) = ingest::Queue::new(cfg.raw.storage.writers);
     // Both subscribers hand samples to the writer; a full queue blocks zenoh's delivery:
     // back-pressure, not loss.
-    let subscribe = |selector: String, tx: std::sync::mpsc::SyncSender<(String, Vec<u8>)>| {
+    let subscribe = |selector: String, tx: ingest::Queue| {
         let m = metrics.clone();
         session
             .declare_subscriber(selector)
@@ -169,10 +169,12 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     // dropped) off the async runtime.
     let storage = cfg.raw.storage.clone();
     let exporting = cfg.raw.export.enabled;
-    let (mut writer_store, reader_store, purge_store, lease_store, export_store) =
+    let (mut writer_stores, reader_store, purge_store, lease_store, export_store) =
         tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             Ok((
-                store::open(&storage)?,
+                (0..storage.writers)
+                    .map(|_| store::open(&storage))
+                    .collect::<Result<Vec<_>, _>>()?,
                 store::open(&storage)?,
                 store::open(&storage)?,
                 store::open(&storage)?,
@@ -186,7 +188,9 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         .await
         .expect("opening the store does not panic")?;
     // Passes stored from now on are queued for export in the same transaction.
-    writer_store.set_export_queue(exporting);
+    for w in &mut writer_stores {
+        w.set_export_queue(exporting);
+    }
     // The once-only jobs, held by one aggregator of the scope at a time.
     let mut jobs = vec![lease::RETENTION];
     if exporting {
@@ -313,10 +317,19 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         },
     };
     let live_for_stop = live.clone();
-    let writer = std::thread::Builder::new()
-        .name("ingest-writer".into())
-        .spawn(move || ingest::run_writer(writer_store, rx, &m, &correlator))
-        .expect("spawning a thread");
+    let correlator = Arc::new(correlator);
+    let writers: Vec<_> = writer_stores
+        .into_iter()
+        .zip(rxs)
+        .enumerate()
+        .map(|(i, (store, rx))| {
+            let (m, correlator) = (m.clone(), correlator.clone());
+            std::thread::Builder::new()
+                .name(format!("ingest-writer-{i}"))
+                .spawn(move || ingest::run_writer(store, rx, i, &m, &correlator))
+                .expect("spawning a thread")
+        })
+        .collect();
     let purge_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (retention, stop, m) = (
         cfg.raw.retention.clone(),
@@ -432,7 +445,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         watchlist_follower,
         exporter,
         export_stop,
-        writer: Some(writer),
+        writers,
         http,
         http_stop,
         reader_store,
@@ -460,7 +473,7 @@ impl Running {
         if let Some(q) = self.sync_queryable.take() {
             let _ = q.undeclare().await;
         }
-        // The pullers hold a sender of the ingest queue: the writer ends once they are gone.
+        // The pullers hold senders of the ingest queue: the writers end once they are gone.
         for p in self.pullers.drain(..) {
             p.abort();
             let _ = p.await;
@@ -478,7 +491,7 @@ impl Running {
             let _ = s.undeclare().await;
         }
         let _ = self.session.close().await;
-        if let Some(w) = self.writer.take() {
+        for w in self.writers.drain(..) {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
         }
         self.export_stop

@@ -19,7 +19,6 @@
 //! the city has already passed.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -223,7 +222,7 @@ async fn refs(
     let p: P =
         serde_urlencoded::from_str(params).map_err(|e| format!("parameters '{params}': {e}"))?;
     let now = protocol::time::now_ms();
-    let writing = clock.writing_since_ms.load(Relaxed);
+    let writing = clock.writing_since_ms();
     let mut settled = now - settle_ms as i64;
     if writing > 0 {
         settled = settled.min(writing - 1);
@@ -378,7 +377,7 @@ pub struct Puller {
     pub store: SharedStore,
     pub cfg: SyncConfig,
     /// The city's ingest queue: what is pulled is stored like a live sample.
-    pub ingest: std::sync::mpsc::SyncSender<(String, Vec<u8>)>,
+    pub ingest: crate::ingest::Queue,
     pub ingest_metrics: Arc<crate::ingest::IngestMetrics>,
     pub metrics: Arc<SyncMetrics>,
     /// One city aggregator pulls at a time (the `sync` lease).

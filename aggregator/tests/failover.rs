@@ -4,7 +4,9 @@
 //! while passes flow; the other takes the jobs over within the lease. Nothing is lost, every
 //! cloned-plate alert is stored once, every pass reaches the GA/T 1400 test platform (which
 //! counts each post: a pass is sent twice only if it was in flight at the kill), and the
-//! takeover time is reported.
+//! takeover time is reported. Each aggregator stores with two writers, the two checkpoints'
+//! passes by different ones (`ingest::tests::a_checkpoint_has_one_writer`), so each cloned
+//! plate is found across writers.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -45,6 +47,7 @@ required = false
 backend = "postgres"
 postgres_url = "{url}"
 postgres_schema = "{schema}"
+writers = 2
 [http]
 listen = "127.0.0.1:0"
 [zenoh]

@@ -45,11 +45,22 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
     let dir = temp_dir("load");
     let zport = free_port();
     let cfg = dir.0.join("agg.toml");
+    // `LOAD_PG_WRITERS=k` (by hand): the same on PostgreSQL with k writers.
+    let pg_writers: Option<usize> = std::env::var("LOAD_PG_WRITERS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let schema = format!("load_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let storage = match pg_writers {
+        Some(k) => format!(
+            "backend = \"postgres\"\npostgres_url = \"{}\"\npostgres_schema = \"{schema}\"\nwriters = {k}\n",
+            pg_url()
+        ),
+        None => format!("sqlite_path = \"{}\"\n", dir.0.join("agg.db").display()),
+    };
     std::fs::write(
         &cfg,
         format!(
-            "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[auth]\nrequired = false\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zport}\"]\n[retention]\ndefault_days = 0\n",
-            dir.0.join("agg.db").display()
+            "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[auth]\nrequired = false\n[storage]\n{storage}[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zport}\"]\n[retention]\ndefault_days = 0\n"
         ),
     )
     .unwrap();
@@ -60,7 +71,10 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
             .arg(&cfg)
             .arg("--addr-file")
             .arg(&addr_file)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("LOAD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stderr(Stdio::from(
                 std::fs::File::create(dir.0.join("agg.log")).unwrap(),
             ))
@@ -182,9 +196,11 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
         metric(&m, "aggregator_ingest_queue_full_total") > 0.0,
         "no back-pressure: {ledger}"
     );
-    // The queue, plus the one sample each of the two subscribers may be waiting to put in.
+    // The queues, plus the one sample each of the two subscribers may be waiting to put in.
+    let queues = pg_writers.unwrap_or(1) as f64;
     assert!(
-        metric(&m, "aggregator_ingest_queue_peak") <= aggregator::ingest::INGEST_QUEUE as f64 + 2.0,
+        metric(&m, "aggregator_ingest_queue_peak")
+            <= queues * aggregator::ingest::INGEST_QUEUE as f64 + 2.0,
         "{ledger}"
     );
     assert_eq!(metric(&m, "aggregator_ingest_queue_depth"), 0.0, "{ledger}");
@@ -199,4 +215,7 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
     let _ = child.0.wait();
     let err = std::fs::read_to_string(dir.0.join("agg.log")).unwrap_or_default();
     assert!(!err.contains("panicked"), "{err}");
+    if pg_writers.is_some() {
+        drop_pg_schema(&schema);
+    }
 }

@@ -727,10 +727,7 @@ fn postgres_backend_conforms() {
     conformance(&mut store, &|| {
         Box::new(PgStore::connect(&url, &schema).unwrap())
     });
-    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .unwrap();
+    aggregator::store::pg::drop_schema(&url, &schema).unwrap();
 }
 
 #[test]

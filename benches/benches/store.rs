@@ -318,8 +318,5 @@ fn main() {
         eprintln!("kept schema {schema}");
         return;
     }
-    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .unwrap();
+    aggregator::store::pg::drop_schema(&url, &schema).unwrap();
 }

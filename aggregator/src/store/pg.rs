@@ -382,6 +382,30 @@ impl PgStore {
     }
 }
 
+/// Drops `schema` with the large objects of its images (they belong to the database, not
+/// to the schema: `DROP SCHEMA ... CASCADE` alone would leave them behind). For tests,
+/// benches and an operator taking a scope's store away.
+pub fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).map_err(pg)?;
+    let evidence: Option<String> = admin
+        .query_one(
+            "SELECT to_regclass($1)::text",
+            &[&format!("\"{schema}\".evidence")],
+        )
+        .map_err(pg)?
+        .get(0);
+    if evidence.is_some() {
+        admin
+            .batch_execute(&format!(
+                r#"SELECT lo_unlink(lo) FROM "{schema}".evidence WHERE lo IS NOT NULL"#
+            ))
+            .map_err(pg)?;
+    }
+    admin
+        .batch_execute(&format!(r#"DROP SCHEMA "{schema}" CASCADE"#))
+        .map_err(pg)
+}
+
 impl EventStore for PgStore {
     fn insert_new(&mut self, events: &[Event], received_ms: i64) -> Result<Vec<bool>, StoreError> {
         self.ensure_partitions(events)?;
@@ -495,21 +519,31 @@ impl EventStore for PgStore {
     }
 
     fn insert_evidence(&mut self, e: &EvidenceBlob, received_ms: i64) -> Result<bool, StoreError> {
-        let n = self
-            .client
+        // The row first: a second aggregator storing the same image waits on it and finds
+        // it there, so no large object is made twice (nor left behind by a conflict).
+        let mut tx = self.client.transaction().map_err(pg)?;
+        let n = tx
             .execute(
-                "INSERT INTO evidence (image_id, checkpoint_id, camera_id, sha256, content_type, bytes, received_ms)
+                "INSERT INTO evidence (image_id, checkpoint_id, camera_id, sha256, content_type, size, received_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (image_id) DO NOTHING",
-                &[&e.image_id, &e.checkpoint_id, &e.camera_id, &e.sha256, &e.content_type, &e.bytes, &received_ms],
+                &[&e.image_id, &e.checkpoint_id, &e.camera_id, &e.sha256, &e.content_type, &(e.bytes.len() as i64), &received_ms],
             )
             .map_err(pg)?;
+        if n == 1 {
+            tx.execute(
+                "UPDATE evidence SET lo = lo_from_bytea(0, $2) WHERE image_id = $1",
+                &[&e.image_id, &e.bytes],
+            )
+            .map_err(pg)?;
+        }
+        tx.commit().map_err(pg)?;
         Ok(n == 1)
     }
 
     fn get_evidence(&mut self, image_id: &str) -> Result<Option<EvidenceBlob>, StoreError> {
         let row = self
             .client
-            .query_opt("SELECT image_id, checkpoint_id, camera_id, sha256, content_type, bytes FROM evidence WHERE image_id = $1", &[&image_id])
+            .query_opt("SELECT image_id, checkpoint_id, camera_id, sha256, content_type, lo_get(lo) FROM evidence WHERE image_id = $1", &[&image_id])
             .map_err(pg)?;
         Ok(row.map(|r| EvidenceBlob {
             image_id: r.get(0),
@@ -1033,10 +1067,7 @@ mod tests {
         assert_eq!(other.insert_batch(&oct, 0).unwrap(), 3);
         assert!(partitions(&mut s).contains(&"events_vehicle_pass_202610".to_string()));
         drop((s, other));
-        let mut admin = Client::connect(&url, NoTls).unwrap();
-        admin
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .unwrap();
+        drop_schema(&url, &schema).unwrap();
     }
 
     #[test]
@@ -1049,9 +1080,11 @@ mod tests {
         assert_eq!(range_bound("DEFAULT"), None);
     }
 
-    /// A database made by the release before migrations 9-11 (sync marks, leases, plate keys,
-    /// the plate column's collation) is upgraded in place on connect: its passes are kept,
-    /// found by plate, by prefix, and within one edit (the plate keys filled from them).
+    /// A database made by the release before migrations 9-15 (sync marks, leases, plate keys,
+    /// the plate column's collation, partitions, images as large objects) is upgraded in
+    /// place on connect: its passes are kept, found by plate, by prefix, and within one edit
+    /// (the plate keys filled from them); its image is kept, moved out of the table, and
+    /// goes with its pass when retention takes it.
     #[test]
     fn a_database_of_the_previous_release_is_upgraded() {
         let url = std::env::var("TRAFFIC_PG_URL")
@@ -1087,6 +1120,17 @@ mod tests {
                 ],
             )
             .unwrap();
+            c.execute(
+                "INSERT INTO evidence (image_id, checkpoint_id, camera_id, sha256, content_type, bytes, received_ms)
+                 VALUES ($1, $2, $3, 'ab', 'image/jpeg', $4, 0)",
+                &[
+                    &format!("{}-plate", old.event_id),
+                    &old.checkpoint_id.as_str(),
+                    &old.camera_id.as_str(),
+                    &vec![0xffu8, 0xd8, 0xff, 0xd9],
+                ],
+            )
+            .unwrap();
         }
         let mut s = PgStore::connect(&url, &schema).unwrap();
         let ids = |s: &mut PgStore, plate: &str, near: bool| -> Vec<String> {
@@ -1117,10 +1161,33 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(version as usize, MIGRATIONS.len());
+        let image = s
+            .get_evidence(&format!("{}-plate", old.event_id))
+            .unwrap()
+            .expect("the image is kept");
+        assert_eq!(image.bytes, vec![0xff, 0xd8, 0xff, 0xd9]);
+        let lo: u32 = s
+            .client
+            .query_one("SELECT lo FROM evidence", &[])
+            .unwrap()
+            .get(0);
+        let objects = |s: &mut PgStore| -> i64 {
+            s.client
+                .query_one(
+                    "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = $1",
+                    &[&lo],
+                )
+                .unwrap()
+                .get(0)
+        };
+        assert_eq!(objects(&mut s), 1);
+        assert_eq!(
+            s.purge(protocol::EventKind::VehiclePass, old.frame_time_ms + 1)
+                .unwrap(),
+            (1, 1)
+        );
+        assert_eq!(objects(&mut s), 0, "retention unlinks the image's object");
         drop(s);
-        let mut admin = Client::connect(&url, NoTls).unwrap();
-        admin
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .unwrap();
+        drop_schema(&url, &schema).unwrap();
     }
 }

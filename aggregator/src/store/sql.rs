@@ -145,7 +145,34 @@ CREATE TABLE watchlists (
     at_ms   BIGINT NOT NULL
 );
 "#,
+    // Evidence images out of the row store on PostgreSQL (large objects; see
+    // `POSTGRES_EVIDENCE_OUTSIDE`); SQLite keeps them in its one file.
+    "{evidence_outside}",
 ];
+
+/// Migration 15 on PostgreSQL: an image's bytes leave the `evidence` table for a large
+/// object (`lo`, its size in `size`); the table keeps what a query reads (ids, sha256, type).
+/// Large objects rather than a folder of files named by sha256: every aggregator of a scope
+/// shares one database (issue 19's failover) and none needs a shared file system for it; an
+/// image is written in the same transaction as its row (no row without its picture, no
+/// picture without a row, whatever crashes); `pg_dump` and a restore carry the images with
+/// their events, as evidence must be kept. The table's rows stay a few hundred bytes, so its
+/// scans, vacuum and index stay small; the bytes are read only when a picture is asked for.
+/// A trigger unlinks an image's object when its row is deleted (retention, by any path).
+const POSTGRES_EVIDENCE_OUTSIDE: &str = r#"
+ALTER TABLE evidence ADD COLUMN lo OID, ADD COLUMN size BIGINT;
+UPDATE evidence SET lo = lo_from_bytea(0, bytes), size = length(bytes);
+ALTER TABLE evidence DROP COLUMN bytes;
+ALTER TABLE evidence ALTER COLUMN size SET NOT NULL;
+CREATE FUNCTION evidence_unlink() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    PERFORM lo_unlink(OLD.lo);
+    RETURN OLD;
+END
+$f$;
+CREATE TRIGGER evidence_unlink AFTER DELETE ON evidence
+    FOR EACH ROW WHEN (OLD.lo IS NOT NULL) EXECUTE FUNCTION evidence_unlink();
+"#;
 
 /// Migration 13 on PostgreSQL: `events` becomes a table partitioned by kind (LIST), each
 /// kind by month of frame time (RANGE, UTC months), the rows of the old table moved into it.
@@ -274,6 +301,8 @@ pub(crate) struct Dialect {
     pub plate_index_covering: &'static str,
     /// Migration 13: PostgreSQL's events partitioned by kind and month (SQLite: nothing).
     pub partitioned: &'static str,
+    /// Migration 15: PostgreSQL's images as large objects (SQLite: nothing).
+    pub evidence_outside: &'static str,
     /// The database's clock, milliseconds since the epoch (leases are timed by it, so that
     /// the aggregators' own clocks need not agree).
     pub now_ms: &'static str,
@@ -288,6 +317,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
     plate_bytewise: "",
     plate_index_covering: "SELECT 1;",
     partitioned: "SELECT 1;",
+    evidence_outside: "SELECT 1;",
 };
 
 pub(crate) const POSTGRES: Dialect = Dialect {
@@ -300,6 +330,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     plate_index_covering: "DROP INDEX events_plate_time;
 CREATE INDEX events_plate_time ON events (plate, frame_time_ms, event_id);",
     partitioned: POSTGRES_PARTITIONED,
+    evidence_outside: POSTGRES_EVIDENCE_OUTSIDE,
 };
 
 pub(crate) fn dialect(m: &str, d: &Dialect) -> String {
@@ -311,6 +342,7 @@ pub(crate) fn dialect(m: &str, d: &Dialect) -> String {
         .replace("{plate_bytewise}", d.plate_bytewise)
         .replace("{plate_index_covering}", d.plate_index_covering)
         .replace("{partitioned}", d.partitioned)
+        .replace("{evidence_outside}", d.evidence_outside)
 }
 
 /// Checks a review before it is applied; the event's current review state decides.

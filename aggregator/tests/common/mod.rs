@@ -171,10 +171,7 @@ pub fn pg_url() -> String {
 
 /// Drops a test's PostgreSQL schema and everything in it.
 pub fn drop_pg_schema(schema: &str) {
-    let mut admin = postgres::Client::connect(&pg_url(), postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .unwrap();
+    aggregator::store::pg::drop_schema(&pg_url(), schema).unwrap();
 }
 
 /// Issues certificates with `scripts/certs.sh` into `dir` for `names`.
