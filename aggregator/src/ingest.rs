@@ -46,6 +46,9 @@ pub struct IngestMetrics {
     /// how long in all, microseconds.
     pub queue_full: AtomicU64,
     pub blocked_us: AtomicU64,
+    /// Samples whose payload did not match the digest attached to it
+    /// ([`protocol::integrity`]): dropped unacknowledged, so that their node sends them again.
+    pub damaged: AtomicU64,
     rejected_by_reason: Mutex<BTreeMap<String, u64>>,
     /// The store's error while the writer cannot store (cleared by the next success):
     /// `/health` says degraded.
@@ -116,6 +119,7 @@ pub struct IngestSnapshot {
     pub queue_peak: u64,
     pub queue_full: u64,
     pub blocked_seconds: f64,
+    pub damaged: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
     /// The store's error while the writer cannot store.
     pub store_failing: Option<String>,
@@ -125,6 +129,19 @@ pub struct IngestSnapshot {
 }
 
 impl IngestMetrics {
+    /// Takes a sample as zenoh delivered it: checked against the digest its publisher
+    /// attached, then queued ([`Self::enqueue`]). A damaged one is dropped without an
+    /// acknowledgement (its node sends it again), counted and logged; it is never refused,
+    /// which would tell the node to drop it.
+    pub fn receive(&self, queue: &Queue, key: &str, payload: Vec<u8>, attachment: Option<&[u8]>) {
+        if let Err(why) = protocol::integrity::check(&payload, attachment) {
+            let n = self.damaged.fetch_add(1, Ordering::Relaxed) + 1;
+            warn!(key, damaged_total = n, "Sample damaged on the way ({why}); dropped unacknowledged, its node sends it again");
+            return;
+        }
+        self.enqueue(queue, (key.to_string(), payload));
+    }
+
     /// Hands a sample to the writer: at once when the queue has room, else waiting for it
     /// (zenoh's delivery waits with it, and so, through the transport, do the publishers),
     /// counted. Nothing is dropped while the writer runs.
@@ -192,6 +209,7 @@ impl IngestMetrics {
             queue_peak: self.queue_peak.load(Ordering::Relaxed),
             queue_full: self.queue_full.load(Ordering::Relaxed),
             blocked_seconds: self.blocked_us.load(Ordering::Relaxed) as f64 / 1e6,
+            damaged: self.damaged.load(Ordering::Relaxed),
             rejected_by_reason: self
                 .rejected_by_reason
                 .lock()
@@ -763,6 +781,25 @@ mod tests {
         assert_ne!(q.writer_of(&ev(&ck1)), q.writer_of(&ev(&ck2)));
         let (one, _rx) = Queue::new(1);
         assert_eq!(one.writer_of(&ev(&ck2)), 0);
+    }
+
+    /// A payload that does not match the digest its publisher attached is dropped without a
+    /// refusal (its node sends it again); a whole one, or one with no digest, is queued.
+    #[test]
+    fn a_damaged_sample_is_dropped_unacknowledged() {
+        let metrics = IngestMetrics::default();
+        let (q, rx) = Queue::new(1);
+        let body = b"{}".to_vec();
+        let digest = protocol::integrity::attachment(&body);
+        metrics.receive(&q, "k", b"{ }".to_vec(), Some(digest.as_bytes()));
+        assert!(rx[0].try_recv().is_err());
+        let snap = metrics.snapshot();
+        assert_eq!((snap.damaged, snap.rejected, snap.queued), (1, 0, 0));
+        metrics.receive(&q, "k", body.clone(), Some(digest.as_bytes()));
+        metrics.receive(&q, "k", body.clone(), None);
+        assert_eq!(rx[0].try_recv().unwrap().1, body);
+        assert_eq!(rx[0].try_recv().unwrap().1, body);
+        assert_eq!(metrics.snapshot().damaged, 1);
     }
 
     #[test]

@@ -131,12 +131,12 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         session
             .declare_subscriber(selector)
             .callback(move |sample| {
-                m.enqueue(
+                let attachment = sample.attachment().map(|a| a.to_bytes());
+                m.receive(
                     &tx,
-                    (
-                        sample.key_expr().as_str().to_string(),
-                        sample.payload().to_bytes().into_owned(),
-                    ),
+                    sample.key_expr().as_str(),
+                    sample.payload().to_bytes().into_owned(),
+                    attachment.as_deref(),
                 );
             })
     };

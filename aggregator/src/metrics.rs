@@ -105,6 +105,12 @@ pub fn render(
         "Samples that found the ingest queue full: zenoh's delivery, and the publishers, waited (back-pressure).",
         ingest.queue_full,
     );
+    counter(
+        &mut out,
+        "aggregator_ingest_damaged_total",
+        "Samples whose payload did not match the digest its publisher attached (damaged on the way): dropped unacknowledged, the node sends them again.",
+        ingest.damaged,
+    );
     family(
         &mut out,
         "aggregator_ingest_blocked_seconds_total",

@@ -138,13 +138,16 @@ fn ten_times_the_normal_rate_bounded_memory_backpressure_nothing_lost() {
                     if i % IMAGE_EVERY == 0 {
                         let key = keys::evidence(&ckid, &camid, &format!("img-{i}"));
                         s.put(key, image.clone())
+                            .attachment(integrity::attachment(&image))
                             .congestion_control(CongestionControl::Block)
                             .await
                             .unwrap();
                     }
                     let key =
                         keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
-                    s.put(key, ev.encode())
+                    let body = ev.encode();
+                    s.put(key, body.clone())
+                        .attachment(integrity::attachment(&body))
                         .congestion_control(CongestionControl::Block)
                         .await
                         .unwrap();

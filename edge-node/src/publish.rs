@@ -242,8 +242,12 @@ async fn put_item(
     kind: crate::outbox::ItemKind,
     payload: Vec<u8>,
 ) -> zenoh::Result<()> {
+    // The payload's digest beside it: a copy damaged on the way is dropped by the
+    // aggregator unacknowledged, and sent again from the outbox (`protocol::integrity`).
+    let digest = protocol::integrity::attachment(&payload);
     let put = session
         .put(key, payload)
+        .attachment(digest)
         .congestion_control(CongestionControl::Block);
     if kind == crate::outbox::ItemKind::Evidence {
         put.priority(Priority::DataLow)

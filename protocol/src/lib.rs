@@ -8,6 +8,7 @@
 pub mod event;
 pub mod health;
 pub mod ids;
+pub mod integrity;
 pub mod keys;
 pub mod metrics;
 pub mod plate;
