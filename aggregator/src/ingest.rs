@@ -145,7 +145,7 @@ impl IngestMetrics {
     /// Hands a sample to the writer: at once when the queue has room, else waiting for it
     /// (zenoh's delivery waits with it, and so, through the transport, do the publishers),
     /// counted. Nothing is dropped while the writer runs.
-    pub fn enqueue(&self, queue: &Queue, item: (String, Vec<u8>)) {
+    pub fn enqueue(&self, queue: &Queue, item: Sample) {
         let tx = queue.of(&item.0);
         let bytes = (item.0.len() + item.1.len()) as u64;
         // Over the byte bound, wait for the writer (one sample always passes).
@@ -607,7 +607,7 @@ impl Drop for Idle<'_> {
 /// Writer `writer`'s loop; returns when every sender is gone and its queue is drained.
 pub fn run_writer(
     mut store: Box<dyn EventStore>,
-    rx: Receiver<(String, Vec<u8>)>,
+    rx: Receiver<Sample>,
     writer: usize,
     metrics: &IngestMetrics,
     correlator: &Correlator,
