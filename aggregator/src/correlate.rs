@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::checkpoints::Registry;
-use crate::store::{EventFilter, EventStore, StoreError};
+use crate::store::{EventStore, StoreError};
 
 pub const CLONED_PLATE_RULE: &str = "cloned_plate";
 
@@ -60,6 +60,25 @@ fn derived_id(t_ms: i64, key: &str) -> String {
     ulid::Ulid::from_parts(t_ms.max(0) as u64, u128::from_be_bytes(r)).to_string()
 }
 
+/// Two passes (checkpoint, frame time) too far apart for the time between: the road
+/// distance, the interval and the implied speed. None for a checkpoint outside the registry
+/// (no distance, no verdict) or a speed within `max_speed_kmh`.
+fn too_fast(
+    reg: &Registry,
+    cfg: &CorrelationConfig,
+    a: (&str, i64),
+    b: (&str, i64),
+) -> Option<(f64, i64, f64)> {
+    let km = reg.distance_km(a.0, b.0)?;
+    let dt_ms = (a.1 - b.1).abs();
+    let speed = if dt_ms == 0 {
+        f64::INFINITY
+    } else {
+        km / (dt_ms as f64 / 3_600_000.0)
+    };
+    (speed > cfg.max_speed_kmh).then_some((km, dt_ms, speed))
+}
+
 /// Cloned-plate anomalies between `pass` and `others` (passes of the same plate).
 pub fn cloned_plate(
     reg: &Registry,
@@ -79,19 +98,14 @@ pub fn cloned_plate(
         {
             continue;
         }
-        let Some(km) = reg.distance_km(pass.checkpoint_id.as_str(), other.checkpoint_id.as_str())
-        else {
-            continue; // a checkpoint outside the registry: no distance, no verdict
-        };
-        let dt_ms = (pass.frame_time_ms - other.frame_time_ms).abs();
-        let speed = if dt_ms == 0 {
-            f64::INFINITY
-        } else {
-            km / (dt_ms as f64 / 3_600_000.0)
-        };
-        if speed <= cfg.max_speed_kmh {
+        let Some((km, dt_ms, speed)) = too_fast(
+            reg,
+            cfg,
+            (pass.checkpoint_id.as_str(), pass.frame_time_ms),
+            (other.checkpoint_id.as_str(), other.frame_time_ms),
+        ) else {
             continue;
-        }
+        };
         let (first, later) =
             if (other.frame_time_ms, &other.event_id) < (pass.frame_time_ms, &pass.event_id) {
                 (other, pass)
@@ -222,24 +236,50 @@ pub fn correlate_batch(
 ) -> Result<usize, StoreError> {
     let window_ms = (cfg.window_hours * 3_600_000.0) as i64;
     let mut anomalies = Vec::new();
+    let mut plated = Vec::new();
     for pass in batch.iter().filter(|e| e.kind() == EventKind::VehiclePass) {
         if let Some(hit) = watch.and_then(|w| watch_list_hits(w, aggregator, pass)) {
             anomalies.push(hit);
         }
-        let Some(plate) = plate_of(pass) else {
-            continue;
-        };
-        let others = store
-            .list(&EventFilter {
-                kind: Some(EventKind::VehiclePass),
-                plate: Some(plate.to_string()),
-                from_ms: Some(pass.frame_time_ms - window_ms),
-                to_ms: Some(pass.frame_time_ms + window_ms + 1),
-                limit: 1000,
-                ..Default::default()
-            })?
-            .events;
-        anomalies.extend(cloned_plate(reg, cfg, aggregator, pass, &others));
+        if let Some(plate) = plate_of(pass) {
+            plated.push((pass, plate));
+        }
+    }
+    // The batch's plates' passes within the window of any of its passes, in one look-up
+    // (ids, checkpoints and times); a whole event is read only for a pair too fast.
+    if let (Some(first), Some(last)) = (
+        plated.iter().map(|(p, _)| p.frame_time_ms).min(),
+        plated.iter().map(|(p, _)| p.frame_time_ms).max(),
+    ) {
+        let mut plates: Vec<String> = plated.iter().map(|(_, p)| p.to_string()).collect();
+        plates.sort();
+        plates.dedup();
+        let sightings = store.plate_sightings(&plates, first - window_ms, last + window_ms + 1)?;
+        let mut by_plate: std::collections::HashMap<&str, Vec<&crate::store::Sighting>> =
+            std::collections::HashMap::new();
+        for s in &sightings {
+            by_plate.entry(s.plate.as_str()).or_default().push(s);
+        }
+        for (pass, plate) in plated {
+            for s in by_plate.get(plate).into_iter().flatten() {
+                if s.event_id == pass.event_id
+                    || s.checkpoint_id == pass.checkpoint_id.as_str()
+                    || (s.frame_time_ms - pass.frame_time_ms).abs() > window_ms
+                    || too_fast(
+                        reg,
+                        cfg,
+                        (pass.checkpoint_id.as_str(), pass.frame_time_ms),
+                        (&s.checkpoint_id, s.frame_time_ms),
+                    )
+                    .is_none()
+                {
+                    continue;
+                }
+                if let Some(other) = store.get(&s.event_id)? {
+                    anomalies.extend(cloned_plate(reg, cfg, aggregator, pass, &[other]));
+                }
+            }
+        }
     }
     if anomalies.is_empty() {
         return Ok(0);
@@ -255,7 +295,7 @@ pub fn correlate_batch(
 mod tests {
     use super::*;
     use crate::checkpoints::{CheckpointConfig, RoadDistanceConfig};
-    use crate::store::SqliteStore;
+    use crate::store::{EventFilter, SqliteStore};
     use protocol::BBox;
 
     const A: &str = "32050500051210000001";

@@ -11,6 +11,8 @@ use aggregator::store::{
 };
 use protocol::*;
 
+mod common;
+
 const CAM1: &str = "32050500051320000001";
 const CAM2: &str = "32050500051320000002";
 const T0: i64 = 1_790_000_000_000;
@@ -607,6 +609,63 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
     drop(q);
 
     sync_conformance(reopen().as_mut());
+    sightings_conformance(reopen().as_mut());
+}
+
+/// Correlation's look-up: the passes of the plates asked for within the time range (the
+/// end excluded), whatever their checkpoint; other plates and kinds are not among them.
+fn sightings_conformance(s: &mut dyn EventStore) {
+    let t = T0 + 50_000_000;
+    let ck = |n: u32| format!("3205050005121000{n:04}");
+    let passes = vec![
+        common::pass(&ck(1), CAM1, "32050500055050000001", t, "苏E5S001", 1),
+        common::pass(
+            &ck(2),
+            CAM2,
+            "32050500055050000001",
+            t + 60_000,
+            "苏E5S001",
+            1,
+        ),
+        common::pass(
+            &ck(1),
+            CAM1,
+            "32050500055050000001",
+            t + 120_000,
+            "苏E5S002",
+            1,
+        ),
+        common::pass(
+            &ck(1),
+            CAM1,
+            "32050500055050000001",
+            t + 180_000,
+            "苏E5S003",
+            1,
+        ),
+    ];
+    s.insert_batch(&passes, 0).unwrap();
+    let mut got = s
+        .plate_sightings(&["苏E5S001".into(), "苏E5S002".into()], t, t + 120_000)
+        .unwrap();
+    got.sort_by_key(|g| g.frame_time_ms);
+    let want: Vec<(String, String, String, i64)> = passes[..2]
+        .iter()
+        .map(|p| {
+            (
+                "苏E5S001".to_string(),
+                p.event_id.clone(),
+                p.checkpoint_id.to_string(),
+                p.frame_time_ms,
+            )
+        })
+        .collect();
+    let got: Vec<(String, String, String, i64)> = got
+        .into_iter()
+        .map(|g| (g.plate, g.event_id, g.checkpoint_id, g.frame_time_ms))
+        .collect();
+    assert_eq!(got, want);
+    assert!(s.plate_sightings(&[], t, t + 1).unwrap().is_empty());
 }
 
 /// What a county offers the city (issue 19): the nodes' events in store order after a

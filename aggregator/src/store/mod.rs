@@ -138,6 +138,15 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// A stored pass of a plate, as correlation compares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sighting {
+    pub plate: String,
+    pub event_id: String,
+    pub checkpoint_id: String,
+    pub frame_time_ms: i64,
+}
+
 /// An evidence image as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvidenceBlob {
@@ -257,6 +266,36 @@ pub trait EventStore: Send {
     }
     fn get(&mut self, event_id: &str) -> Result<Option<Event>, StoreError>;
     fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError>;
+    /// The passes of any of `plates` with frame time in `[from_ms, to_ms)`: id, checkpoint,
+    /// time and plate only (what correlation compares; it reads a whole event only for a
+    /// pair it flags). By default a plate search each (SQLite's plate index answers one plate
+    /// at a time); PostgreSQL answers the batch's plates in one statement from its plate
+    /// index. A pass whose plate was read unsure may be among them.
+    fn plate_sightings(
+        &mut self,
+        plates: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Sighting>, StoreError> {
+        let mut out = Vec::new();
+        for plate in plates {
+            let page = self.list(&EventFilter {
+                kind: Some(protocol::EventKind::VehiclePass),
+                plate: Some(plate.clone()),
+                from_ms: Some(from_ms),
+                to_ms: Some(to_ms),
+                limit: MAX_PAGE,
+                ..Default::default()
+            })?;
+            out.extend(page.events.into_iter().map(|e| Sighting {
+                plate: plate.clone(),
+                event_id: e.event_id,
+                checkpoint_id: e.checkpoint_id.to_string(),
+                frame_time_ms: e.frame_time_ms,
+            }));
+        }
+        Ok(out)
+    }
     /// Vehicle passes counted per time bucket, checkpoint and lane (traffic flow).
     fn flow(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError>;
     /// Events per bucket and kind (the checkpoints and county of `q` apply).

@@ -455,6 +455,36 @@ impl EventStore for PgStore {
         row.map(|r| decode_row(event_id, &body(&r, 0))).transpose()
     }
 
+    fn plate_sightings(
+        &mut self,
+        plates: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<crate::store::Sighting>, StoreError> {
+        if plates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The plate index covers (plate, time, id): the checkpoint is the only column read
+        // from the rows, never the bodies.
+        Ok(self
+            .client
+            .query(
+                "SELECT plate, event_id, checkpoint_id, frame_time_ms FROM events
+                 WHERE kind = 'vehicle_pass' AND plate = ANY($1)
+                   AND frame_time_ms >= $2 AND frame_time_ms < $3",
+                &[&plates, &from_ms, &to_ms],
+            )
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| crate::store::Sighting {
+                plate: r.get(0),
+                event_id: r.get(1),
+                checkpoint_id: r.get(2),
+                frame_time_ms: r.get(3),
+            })
+            .collect())
+    }
+
     fn list(&mut self, f: &EventFilter) -> Result<Page, StoreError> {
         let near = near_for(
             f,
