@@ -107,7 +107,7 @@ fn main() {
     );
     // PLATE_NO_DEBLUR=1: the crops read as they are only, for comparing.
     if std::env::var_os("PLATE_NO_DEBLUR").is_some() {
-        plates.insert("deblur_px".into(), toml::Value::Array(vec![]));
+        plates.insert("deblur".into(), false.into());
     }
     let cfg = NodeConfig::from_toml(&toml::to_string(&demo).unwrap(), Path::new("plates"))
         .unwrap()

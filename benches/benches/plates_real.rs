@@ -191,7 +191,7 @@ fn run_photos(p: &mut PlatePipeline, photos: &[LabelledPhoto], cfg: &PlatesConfi
             let t1 = Instant::now();
             let runs = t.reader_runs;
             let r = p
-                .read_found(&frame, f, &cfg.deblur_px, &mut t)
+                .read_found(&frame, f, cfg.deblur, &mut t)
                 .expect("reading");
             s.notes.push(format!(
                 "{}: {} reader passes, {:.1} ms, least sure character {:.2}",
@@ -380,7 +380,7 @@ fn main() {
         .collect(),
     };
     println!(
-        "real plates ({}): {} crops, {} CCPD scenes{}; ONNX Runtime on {threads} thread(s); deblurring {:?}; unsure below {:.2} per character",
+        "real plates ({}): {} crops, {} CCPD scenes{}; ONNX Runtime on {threads} thread(s); deblurring of smeared crops {}; unsure below {:.2} per character",
         dir.display(),
         crops.len(),
         scenes.len(),
@@ -388,7 +388,7 @@ fn main() {
             .iter()
             .map(|(d, p)| format!(", {} photos in {}", p.len(), d.display()))
             .collect::<String>(),
-        cfg.deblur_px,
+        if cfg.deblur { "on" } else { "off" },
         cfg.min_char_confidence,
     );
     let python_before = python_side(&dir, threads);

@@ -55,7 +55,7 @@ fn real_scenes_are_found_read_in_one_row_and_blue() {
             hit.corners
         );
         let read = p
-            .read_found(&frame, hit, &[3, 5, 7], &mut t)
+            .read_found(&frame, hit, true, &mut t)
             .unwrap()
             .unwrap_or_else(|| panic!("{}: nothing read", label.text));
         assert!(!read.two_row, "{} read as two rows", label.text);

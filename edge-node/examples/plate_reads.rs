@@ -15,12 +15,8 @@ fn main() {
     // Optional frame range: `plate_reads CLIP EVERY FROM TO`.
     let from: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
     let to: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
-    // Deblurred reads too: DEBLUR_PX=3,5,7.
-    let deblur: Vec<u32> = std::env::var("DEBLUR_PX")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|s| s.parse().ok())
-        .collect();
+    // Smeared crops read deblurred too: DEBLUR=1.
+    let deblur = std::env::var_os("DEBLUR").is_some();
     let cache = PathBuf::from(std::env::var("TRAFFIC_CACHE").unwrap_or(".cache".into()));
     let ort = PathBuf::from(std::env::var("ORT_DYLIB_PATH").expect("source .cache/env.sh"));
     let models = cache.join("models");
@@ -68,7 +64,7 @@ fn main() {
             found
                 .into_iter()
                 .map(|p| {
-                    let r = plates.read_found(&f, &p, &deblur, &mut t).unwrap();
+                    let r = plates.read_found(&f, &p, deblur, &mut t).unwrap();
                     ("plate".to_string(), p.score, p.bbox(), r)
                 })
                 .collect()
@@ -80,7 +76,7 @@ fn main() {
                     ["car", "bus", "truck", "motorcycle"].contains(&labels[d.class_id].as_str())
                 })
                 .map(|d| {
-                    let r = plates.read_vehicle(&f, &d.bbox, &deblur, &mut t).unwrap();
+                    let r = plates.read_vehicle(&f, &d.bbox, deblur, &mut t).unwrap();
                     (labels[d.class_id].clone(), d.score, d.bbox, r)
                 })
                 .collect()
@@ -95,7 +91,7 @@ fn main() {
             match r {
                 Some(r) if std::env::var_os("DUMP_CROPS").is_some() => {
                     let dir = std::path::PathBuf::from(std::env::var_os("DUMP_CROPS").unwrap());
-                    let name = dir.join(format!("{}_{}_{}.jpg", f.seq, d.bbox.x1 as u32, r.text()));
+                    let name = dir.join(format!("{}_{}_{}_{}.jpg", f.seq, d.bbox.x1 as u32, d.bbox.y2 as u32, r.text()));
                     jpeg_encoder::Encoder::new_file(name, 95)
                         .unwrap()
                         .encode(&r.crop.data, r.crop.width as u16, r.crop.height as u16, jpeg_encoder::ColorType::Rgb)
@@ -105,7 +101,7 @@ fn main() {
                     "frame {:3} {l:6} {:.2} x {:4.0}-{:4.0}  {} ({:.2}) {:?} two_row={} det={:.2} conf={:?}{}",
                     f.seq, d.score, d.bbox.x1, d.bbox.x2, r.text(), r.mean_conf(), r.colour, r.two_row, r.det_score,
                     r.conf.iter().map(|c| (c * 100.0) as u32).collect::<Vec<_>>(),
-                    r.deblurred.iter().map(|d| format!(" | {} px: {} {:.2}", d.length, d.chars.iter().collect::<String>(), d.conf.first().copied().unwrap_or(0.0))).collect::<String>()
+                    r.deblurred.iter().map(|d| format!(" | smear {} px: {} {:.2}", d.length, d.chars.iter().collect::<String>(), d.conf.first().copied().unwrap_or(0.0))).collect::<String>()
                 ),
                 None => println!("frame {:3} {l:6} {:.2} x {:4.0}-{:4.0}  no plate", f.seq, d.score, d.bbox.x1, d.bbox.x2),
             }

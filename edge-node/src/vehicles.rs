@@ -44,11 +44,13 @@ pub struct PlatesConfig {
     /// Replaced by `readers`; kept only to say so.
     #[serde(default)]
     pub reader: Option<PathBuf>,
-    /// Lengths of horizontal motion blur (pixels of the plate crop) an unsure single-row
-    /// read is also made deblurred for; over a track, the surest length whose fused plate
-    /// fits a grammar is kept (the crop as it is among them). Empty: no deblurring.
-    #[serde(default = "d_deblur")]
-    pub deblur_px: Vec<u32>,
+    /// Measure the horizontal motion smear on each single-row plate crop, and read a crop
+    /// smeared past its characters' strokes again deblurred for it (`plate::deblur`).
+    #[serde(default = "yes")]
+    pub deblur: bool,
+    /// Replaced by `deblur`; kept only to say so.
+    #[serde(default)]
+    pub deblur_px: Option<toml::Value>,
     /// Detector classes that are vehicles with plates.
     #[serde(default = "d_vehicle_classes")]
     pub vehicle_classes: Vec<String>,
@@ -190,9 +192,6 @@ fn d_min_plate_width() -> f32 {
 fn d_min_char_conf() -> f32 {
     MIN_CHAR_CONFIDENCE
 }
-fn d_deblur() -> Vec<u32> {
-    vec![3, 5, 7]
-}
 fn d_vehicle_classes() -> Vec<String> {
     ["car", "bus", "truck", "motorcycle"]
         .map(String::from)
@@ -244,9 +243,6 @@ fn yes() -> bool {
     true
 }
 
-/// Longest motion deblurred for: a fifth of a 168 px plate crop.
-const MAX_DEBLUR_PX: u32 = 32;
-
 /// `HH:MM` into minutes after midnight.
 pub fn parse_hhmm(s: &str) -> Option<u32> {
     let (h, m) = s.split_once(':')?;
@@ -290,13 +286,10 @@ impl PlatesConfig {
                 self.read_interval_ms
             ));
         }
-        if let Some(l) = self
-            .deblur_px
-            .iter()
-            .find(|l| !(2..=MAX_DEBLUR_PX).contains(*l))
-        {
+        if let Some(old) = &self.deblur_px {
+            let on = old.as_array().is_none_or(|l| !l.is_empty());
             errors.push(format!(
-                "{at}.deblur_px has {l}: each length must be 2..={MAX_DEBLUR_PX} pixels of motion"
+                "{at}.deblur_px is replaced by {at}.deblur: the smear is now measured on each plate crop and deblurred for that length; write deblur = {on} in place of deblur_px = {old}"
             ));
         }
         if self.min_plate_width_px.is_nan() || self.min_plate_width_px < 8.0 {
@@ -666,7 +659,7 @@ impl VehicleWatch {
                 .pipeline
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .read_vehicle(frame, &t.bbox, &self.cfg.deblur_px, &mut self.timings)?;
+                .read_vehicle(frame, &t.bbox, self.cfg.deblur, &mut self.timings)?;
             self.read_times.push(t0.elapsed());
             if let Some(r) = read {
                 self.summary.reads += 1;
@@ -788,7 +781,7 @@ impl VehicleWatch {
                 .pipeline
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .read_found(frame, &plate, &self.cfg.deblur_px, &mut self.timings)?;
+                .read_found(frame, &plate, self.cfg.deblur, &mut self.timings)?;
             self.read_times.push(t0.elapsed() + scan_share);
             if let Some(r) = read {
                 self.summary.reads += 1;
@@ -844,6 +837,25 @@ impl VehicleWatch {
         }
         let registry = self.registry.current();
         let fused = fuse(&v.reads);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let texts: Vec<String> = v
+                .reads
+                .iter()
+                .map(|r| {
+                    let mut t = format!("{} {:.2}", r.text(), r.conf.first().unwrap_or(&0.0));
+                    if let Some(d) = &r.deblurred {
+                        let first = d.conf.first().unwrap_or(&0.0);
+                        t += &format!(
+                            " / smear {} px: {} {first:.2}",
+                            d.length,
+                            d.chars.iter().collect::<String>()
+                        );
+                    }
+                    t
+                })
+                .collect();
+            tracing::debug!(fused = ?fused.as_ref().map(|f| f.text()), reads = ?texts, "Plate reads of a pass fused");
+        }
         let pass = judge(fused.as_ref(), &v.reads, &self.cfg);
         let direction = if dx.abs() >= dy.abs() {
             if dx >= 0.0 {
@@ -1350,7 +1362,7 @@ mod tests {
             corners: [(0.0, 0.0); 4],
             crop: Rgb::new(1, 1),
             frame_seq: 0,
-            deblurred: Vec::new(),
+            deblurred: None,
         }
     }
 
@@ -1606,11 +1618,15 @@ mod tests {
             vehicle_classes: vec![],
         }];
         c.night_coach.from = "xx".into();
-        c.deblur_px = vec![3, 1];
+        c.deblur_px = Some(toml::Value::Array(vec![3.into(), 5.into()]));
         let mut e = Vec::new();
         c.validate(&[], "cameras[0].plates", &mut e);
         let all = e.join("\n");
-        assert!(all.contains("cameras[0].plates.deblur_px has 1"), "{all}");
+        assert!(
+            all.contains("cameras[0].plates.deblur_px is replaced by cameras[0].plates.deblur")
+                && all.contains("write deblur = true in place of deblur_px = [3, 5]"),
+            "{all}"
+        );
         assert!(
             all.contains("unknown zone 'nowhere' in cameras[0].plates.restricted[0]"),
             "{all}"
