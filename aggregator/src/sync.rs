@@ -179,10 +179,18 @@ pub async fn serve(
                         "no sync answer '{name}'; answers: refs, events, evidence"
                     )),
                 };
+                // A city of this release asks for each reply's digest (see `Pulled`); one
+                // of an earlier release gets the replies as it knows them.
+                let digest = params.split('&').any(|kv| kv == DIGEST_PARAM);
                 let sent = match result {
                     Ok(replies) => {
                         let mut r = Ok(());
                         for (payload, attachment) in replies {
+                            let attachment = if digest {
+                                Some(with_digest(attachment, &payload))
+                            } else {
+                                attachment
+                            };
                             let mut reply = query.reply(key.clone(), payload);
                             if let Some(a) = attachment {
                                 reply = reply.attachment(a.into_bytes());
@@ -202,6 +210,49 @@ pub async fn serve(
             });
         })
         .await
+}
+
+/// The query parameter by which a city asks for each reply's digest.
+const DIGEST_PARAM: &str = "digest=sha256";
+
+/// A reply's attachment with the payload's digest ([`protocol::integrity`]) on its last
+/// line: `sha256:...` alone, or an image's evidence key, a newline, `sha256:...`.
+fn with_digest(attachment: Option<String>, payload: &[u8]) -> String {
+    let digest = protocol::integrity::attachment(payload);
+    match attachment {
+        Some(a) => format!("{a}\n{digest}"),
+        None => digest,
+    }
+}
+
+/// One reply a county sent, checked against the digest it came with.
+#[derive(Debug, PartialEq)]
+struct Pulled {
+    payload: Vec<u8>,
+    /// The evidence key an image reply carries.
+    key: Option<String>,
+}
+
+impl Pulled {
+    /// Checks a reply's payload against its attachment's digest. A county of an earlier
+    /// release sends none (the attachment is then the evidence key alone, or nothing): taken
+    /// as it is. A payload that does not match is damaged on the way: refused, so the round
+    /// fails, the county's mark stays where it is and the next round asks again (a damaged
+    /// image that still decodes as a JPEG would otherwise be stored as evidence, and one
+    /// that does not would be passed over for good).
+    fn check(payload: Vec<u8>, attachment: Option<&[u8]>) -> Result<Pulled, String> {
+        let text = attachment.map(|a| String::from_utf8_lossy(a).into_owned());
+        let (key, digest) = match text.as_deref() {
+            None => (None, None),
+            Some(t) => match t.rsplit_once('\n') {
+                Some((k, d)) if d.starts_with("sha256:") => (Some(k.to_string()), Some(d)),
+                None if t.starts_with("sha256:") => (None, Some(t)),
+                _ => (Some(t.to_string()), None),
+            },
+        };
+        protocol::integrity::check(&payload, digest.map(str::as_bytes))?;
+        Ok(Pulled { payload, key })
+    }
 }
 
 async fn refs(
@@ -313,6 +364,8 @@ pub struct CountySync {
     pub error: Option<String>,
     /// Events the city fetched but could not store (yet); the mark waits before the first.
     pub stuck: u64,
+    /// Replies that did not match the digest the county sent with them (asked again).
+    pub damaged: u64,
 }
 
 impl SyncMetrics {
@@ -347,11 +400,12 @@ impl SyncMetrics {
             return;
         }
         type Get = fn(&CountySync, i64) -> f64;
-        let series: [(&str, &str, &str, Get); 4] = [
+        let series: [(&str, &str, &str, Get); 5] = [
             ("aggregator_sync_events_pulled_total", "counter", "Events the city lacked and pulled from the county.", |c, _| c.events_pulled as f64),
             ("aggregator_sync_images_pulled_total", "counter", "Evidence images the city lacked and pulled from the county.", |c, _| c.images_pulled as f64),
             ("aggregator_sync_answer_age_seconds", "gauge", "Seconds since the county last answered the city's pull (-1: never).", |c, now| if c.last_answer_ms == 0 { -1.0 } else { (now - c.last_answer_ms) as f64 / 1000.0 }),
             ("aggregator_sync_stuck", "gauge", "Items pulled from the county that the city could not store; its mark waits before them.", |c, _| c.stuck as f64),
+            ("aggregator_sync_damaged_total", "counter", "Replies from the county that did not match the digest sent with them (asked again).", |c, _| c.damaged as f64),
         ];
         for (name, kind, help, get) in series {
             protocol::metrics::family(out, name, kind, help);
@@ -422,12 +476,12 @@ impl Puller {
         name: &str,
         params: String,
         body: Option<Vec<u8>>,
-    ) -> Result<Vec<zenoh::sample::Sample>, String> {
+    ) -> Result<Vec<Pulled>, String> {
         let key = keys::aggregator_sync(county, "*", name);
         let selector = if params.is_empty() {
-            key
+            format!("{key}?{DIGEST_PARAM}")
         } else {
-            format!("{key}?{params}")
+            format!("{key}?{params}&{DIGEST_PARAM}")
         };
         // Every reply counts: zenoh's default keeps only the latest per key, and the images
         // of one request share one.
@@ -442,6 +496,7 @@ impl Puller {
         let replies = get.await.map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let mut error = None;
+        let mut damaged = None;
         // Every aggregator of the county may answer; the first one's replies are taken.
         let mut from = None;
         while let Ok(reply) = replies.recv_async().await {
@@ -452,7 +507,12 @@ impl Puller {
                         from = Some(replier.clone());
                     }
                     if from == Some(replier) {
-                        out.push(sample);
+                        let payload = sample.payload().to_bytes().into_owned();
+                        let attachment = sample.attachment().map(|a| a.to_bytes().into_owned());
+                        match Pulled::check(payload, attachment.as_deref()) {
+                            Ok(p) => out.push(p),
+                            Err(why) => damaged = Some(why),
+                        }
                     }
                 }
                 Err(e) => {
@@ -464,6 +524,12 @@ impl Puller {
             return Err(error.unwrap_or_else(|| {
                 format!("no aggregator of county {county} answered {name} (link down?)")
             }));
+        }
+        if let Some(why) = damaged {
+            self.metrics.update(county, |c| c.damaged += 1);
+            return Err(format!(
+                "county {county} answered {name} with a reply damaged on the way ({why}); asked again next round"
+            ));
         }
         Ok(out)
     }
@@ -485,9 +551,8 @@ impl Puller {
         let page: RefsPage = answer
             .first()
             .ok_or("an empty answer")
-            .and_then(|s| {
-                serde_json::from_slice(&s.payload().to_bytes())
-                    .map_err(|_| "an answer that is not a page")
+            .and_then(|p| {
+                serde_json::from_slice(&p.payload).map_err(|_| "an answer that is not a page")
             })
             .map_err(|e| format!("county {county} sent {e}"))?;
         self.metrics.update(county, |c| {
@@ -516,23 +581,18 @@ impl Puller {
         let (mut fed, mut fed_images) = (Vec::new(), Vec::new());
         for chunk in missing_images.chunks(IMAGES_PER_FETCH) {
             let body = serde_json::to_vec(chunk).expect("JSON");
-            for sample in self
+            for pulled in self
                 .ask(county, "evidence", String::new(), Some(body))
                 .await?
             {
-                let Some(key) = sample
-                    .attachment()
-                    .map(|a| String::from_utf8_lossy(&a.to_bytes()).into_owned())
-                else {
+                let Some(key) = pulled.key else {
                     continue;
                 };
                 if let Some((_, _, id)) = keys::parse_evidence_key(&key) {
                     fed_images.push(id.to_string());
                 }
-                self.ingest_metrics.enqueue(
-                    &self.ingest,
-                    (key, sample.payload().to_bytes().into_owned()),
-                );
+                self.ingest_metrics
+                    .enqueue(&self.ingest, (key, pulled.payload));
                 self.metrics.update(county, |c| c.images_pulled += 1);
             }
         }
@@ -543,7 +603,7 @@ impl Puller {
                 .await?;
             let evs: Vec<protocol::Event> = answer
                 .first()
-                .and_then(|s| serde_json::from_slice(&s.payload().to_bytes()).ok())
+                .and_then(|p| serde_json::from_slice(&p.payload).ok())
                 .ok_or_else(|| format!("county {county} sent events that do not decode"))?;
             for ev in evs {
                 let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
@@ -625,5 +685,49 @@ impl Puller {
         })
         .await
         .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+
+    /// What a county of this release sends, a city checks; a payload changed on the way is
+    /// refused; a county of an earlier release (no digest) is taken as it is.
+    #[test]
+    fn a_pulled_reply_is_checked_against_its_digest() {
+        let image = b"\xFF\xD8\xFF image bytes".to_vec();
+        let key = "ckpt/320500/x/evidence/img1".to_string();
+        let a = with_digest(Some(key.clone()), &image);
+        assert_eq!(
+            Pulled::check(image.clone(), Some(a.as_bytes())),
+            Ok(Pulled {
+                payload: image.clone(),
+                key: Some(key.clone())
+            })
+        );
+        let mut damaged = image.clone();
+        damaged[5] ^= 0x01;
+        assert!(Pulled::check(damaged, Some(a.as_bytes()))
+            .unwrap_err()
+            .contains("does not match"));
+        // An events list: the digest alone.
+        let events = b"[]".to_vec();
+        let d = with_digest(None, &events);
+        assert_eq!(
+            Pulled::check(events.clone(), Some(d.as_bytes()))
+                .unwrap()
+                .key,
+            None
+        );
+        assert!(Pulled::check(b"[ ]".to_vec(), Some(d.as_bytes())).is_err());
+        // An earlier county: the key alone, or nothing.
+        assert_eq!(
+            Pulled::check(image.clone(), Some(key.as_bytes()))
+                .unwrap()
+                .key,
+            Some(key)
+        );
+        assert_eq!(Pulled::check(events.clone(), None).unwrap().key, None);
     }
 }
