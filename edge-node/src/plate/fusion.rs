@@ -114,8 +114,8 @@ fn text_of(r: &PlateRead, take: Take) -> Text<'_> {
 /// 186 as they were, in 170 deblurred for the measured smear). So a track with at least
 /// [`MIN_SMEARED_READS`] smeared reads is fused from the deblurred reads (the crop where a
 /// read has none), and that plate stands when it fits a grammar; when it fits none, it
-/// stands only where the crops' plate fits only because a few reads saw a character that
-/// makes it fit (a fake stays as painted). A deblurred misreading in a few frames is
+/// stands only where the crops' plate owes a character to the grammar and its own does not
+/// (a fake stays as painted). A deblurred misreading in a few frames is
 /// outvoted like any other. With fewer smeared reads (a still photo, a track seen twice)
 /// the deblurred read only fills in: a character with no place where it stands (not a
 /// province first, not a letter second, not a plate character after) takes the deblurred
@@ -175,7 +175,7 @@ fn with_deblurred(reads: &[PlateRead], base: &Fused) -> Option<Fused> {
     Some(out)
 }
 
-/// Smeared reads a track needs before the surer of each read's two texts is fused.
+/// Smeared reads a track needs before it is fused from its deblurred reads.
 const MIN_SMEARED_READS: usize = 3;
 
 /// Whether a character can stand at position `i` of a plate: a province (or 使, or the W of
@@ -193,6 +193,16 @@ fn has_place(i: usize, c: char) -> bool {
 pub fn fuse(reads: &[PlateRead]) -> Option<Fused> {
     let base = fuse_at(reads, Take::Crop)?;
     Some(with_deblurred(reads, &base).unwrap_or(base))
+}
+
+/// One character's votes at one position of a track's reads.
+struct Vote {
+    c: char,
+    /// Confidence of the reads that saw it, those that fit a grammar counted double.
+    weight: f32,
+    /// Confidence of the reads that saw it.
+    plain: f32,
+    reads: usize,
 }
 
 /// Fuses the reads' texts `take` picks.
@@ -232,8 +242,8 @@ fn fuse_at(reads: &[PlateRead], take: Take) -> Option<Fused> {
     let total_weight: f32 = same.iter().map(|(_, w)| w).sum();
     let mut chars = Vec::with_capacity(len);
     let mut conf = Vec::with_capacity(len);
-    // Per position: each character read there, its weighted vote and how many reads.
-    let mut ballots: Vec<(Vec<(char, f32, usize)>, f32)> = Vec::with_capacity(len);
+    // Per position: each character read there, and the vote's total weight.
+    let mut ballots: Vec<(Vec<Vote>, f32)> = Vec::with_capacity(len);
     // Share of the vote times the winners' confidence spread over all reads.
     let score = |w: f32, total: f32| {
         if total > 0.0 {
@@ -242,26 +252,40 @@ fn fuse_at(reads: &[PlateRead], take: Take) -> Option<Fused> {
             0.0
         }
     };
+    // The reads' plain vote (each read's confidence alone, no grammar): a fused text that
+    // differs from it owes a character to the grammar.
+    let mut plain = Vec::with_capacity(len);
+    let winner = |votes: &[Vote], by: fn(&Vote) -> f32| {
+        votes
+            .iter()
+            .max_by(|a, b| by(a).total_cmp(&by(b)))
+            .map(|v| (v.c, v.weight))
+            .expect("at least one read")
+    };
     for i in 0..len {
-        let mut votes: Vec<(char, f32, usize)> = Vec::new();
+        let mut votes: Vec<Vote> = Vec::new();
         let mut total = 0f32;
         for (r, wt) in &same {
             let (c, p) = (r.chars[i], r.conf[i] * wt);
             total += p;
-            match votes.iter_mut().find(|(vc, _, _)| *vc == c) {
+            match votes.iter_mut().find(|v| v.c == c) {
                 Some(v) => {
-                    v.1 += p;
-                    v.2 += 1;
+                    v.weight += p;
+                    v.plain += r.conf[i];
+                    v.reads += 1;
                 }
-                None => votes.push((c, p, 1)),
+                None => votes.push(Vote {
+                    c,
+                    weight: p,
+                    plain: r.conf[i],
+                    reads: 1,
+                }),
             }
         }
-        let &(c, w, _) = votes
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .expect("at least one read");
+        let (c, w) = winner(&votes, |v| v.weight);
         chars.push(c);
         conf.push(score(w, total));
+        plain.push(winner(&votes, |v| v.plain).0);
         ballots.push((votes, total));
     }
     let colour = fused_colour(reads);
@@ -277,30 +301,18 @@ fn fuse_at(reads: &[PlateRead], take: Take) -> Option<Fused> {
         )
         .is_ok()
     };
-    // The reads' plain vote (each read's confidence alone, no grammar): a fused text that
-    // differs from it owes a character to the grammar.
-    let plain: Vec<char> = (0..len)
-        .map(|i| {
-            let mut votes: Vec<(char, f32)> = Vec::new();
-            for (r, _) in &same {
-                match votes.iter_mut().find(|(vc, _)| *vc == r.chars[i]) {
-                    Some(v) => v.1 += r.conf[i],
-                    None => votes.push((r.chars[i], r.conf[i])),
-                }
-            }
-            votes
-                .into_iter()
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(c, _)| c)
-                .expect("at least one read")
-        })
-        .collect();
     let mut constrained = plain != chars;
     if !fits(&chars) {
         let min_reads = (same.len() as f32 * MIN_CONSTRAINED_SHARE).ceil().max(2.0) as usize;
         let mut best: Option<(usize, char, f32, usize)> = None;
         for (i, (votes, _)) in ballots.iter().enumerate() {
-            for &(c, w, n) in votes {
+            for &Vote {
+                c,
+                weight: w,
+                reads: n,
+                ..
+            } in votes
+            {
                 if c == chars[i] || n < min_reads {
                     continue;
                 }
