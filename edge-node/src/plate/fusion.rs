@@ -131,8 +131,8 @@ fn with_deblurred(reads: &[PlateRead], base: &Fused) -> Option<Fused> {
     if smeared == 0 {
         return None;
     }
+    let deblurred = fuse_at(reads, Take::Deblurred)?;
     if smeared >= MIN_SMEARED_READS {
-        let deblurred = fuse_at(reads, Take::Deblurred)?;
         if deblurred.chars == base.chars {
             // The same plate, and the deblurred reads' agreement is what counts (a camera
             // stops reading a track once enough reads agree: not on crops that agree on a
@@ -149,7 +149,6 @@ fn with_deblurred(reads: &[PlateRead], base: &Fused) -> Option<Fused> {
         };
         return keep.then_some(deblurred);
     }
-    let deblurred = fuse_at(reads, Take::Deblurred)?;
     if base.chars.len() != deblurred.chars.len() {
         return (!fits(base) && fits(&deblurred)).then_some(deblurred);
     }
