@@ -1,6 +1,7 @@
 // The operators' dashboard. Plain JavaScript, no libraries: every byte is served by the
 // aggregator. Data comes from the HTTP API with the session cookie set at login; text from
-// events is always inserted as text, never as markup.
+// events is always inserted as text, never as markup. Every word shown comes from the
+// catalogue in i18n.js (t, name); every time is shown in the configured time zone.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,6 +11,10 @@ let alertSource = null;
 let healthTimer = null;
 let searchCursor = null;
 let searchQuery = "";
+// The aggregator's display settings (/dashboard/settings.json): language and time zone.
+const settings = { language: "zh-CN", time_zone: "Asia/Shanghai" };
+// The live alerts shown, newest first, to draw again in another language.
+let alertEvents = [];
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -33,27 +38,123 @@ async function api(path, options) {
   const res = await fetch(path, Object.assign({ credentials: "same-origin", headers: { "Content-Type": "application/json" } }, options || {}));
   if (res.status === 401 && path !== "/api/v1/login") {
     showLogin();
-    throw new Error("not logged in");
+    throw new Error(t("error.login_first"));
   }
   const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body.error || res.statusText);
+  if (!res.ok) throw apiError(res.status, body.error || res.statusText);
   return body;
 }
 
-const fmtTime = (ms) => (ms == null ? "" : new Date(ms).toISOString().replace("T", " ").replace("Z", " UTC"));
+// An error to show: the API's own words in English; in Chinese the catalogue's, with the
+// API's words kept in `detail` (shown as the element's title).
+function apiError(status, text) {
+  let key = null;
+  if (status === 403) key = "error.forbidden";
+  else if (status === 404) key = "error.not_found";
+  else if (status >= 500) key = "error.server";
+  else if (status >= 400) key = "error.bad_request";
+  const e = new Error(lang === "en" || !key ? text : t(key));
+  e.detail = text;
+  return e;
+}
+
+function showError(target, err) {
+  target.textContent = err.message;
+  target.title = err.detail || "";
+}
+
+// --- one clock: every time in the configured zone -------------------------------------
+
+let zoneFormat = null;
+function zoneParts(ms) {
+  if (!zoneFormat || zoneFormat.resolvedOptions().timeZone !== zoneFormat.zone) {
+    zoneFormat = new Intl.DateTimeFormat("en-US", { timeZone: settings.time_zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    zoneFormat.zone = zoneFormat.resolvedOptions().timeZone;
+  }
+  const p = {};
+  for (const { type, value } of zoneFormat.formatToParts(new Date(ms))) p[type] = value;
+  return p;
+}
+
+// Minutes the zone is ahead of UTC at `ms`.
+function zoneOffsetMin(ms) {
+  const p = zoneParts(ms);
+  const local = Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute, +p.second);
+  return Math.round((local - Math.floor(ms / 1000) * 1000) / 60000);
+}
+
+function offsetLabel(min) {
+  const sign = min < 0 ? "-" : "+", a = Math.abs(min);
+  return `UTC${sign}${Math.floor(a / 60)}${a % 60 ? ":" + String(a % 60).padStart(2, "0") : ""}`;
+}
+
+// `2026-11-29 16:00:00` in the configured zone.
+function fmtTime(ms) {
+  if (ms == null) return "";
+  const p = zoneParts(ms);
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`;
+}
+
+// A time typed by the operator: `2026-11-29 08:00[:00]` in the configured zone, or RFC 3339
+// with its own offset. UTC ms, or NaN.
+function parseTime(text) {
+  const s = text.trim();
+  if (/[zZ]$|[+-]\d{2}:\d{2}$/.test(s)) return Date.parse(s);
+  const m = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?$/.exec(s);
+  if (!m) return NaN;
+  const guess = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +(m[6] || 0));
+  // The offset at the guess, then at the time it gives (right across a change of offset).
+  const first = guess - zoneOffsetMin(guess) * 60000;
+  return guess - zoneOffsetMin(first) * 60000;
+}
+
+// The operator's time as the API takes it (RFC 3339, UTC).
+function apiTime(text) {
+  const ms = parseTime(text);
+  if (Number.isNaN(ms)) { const e = new Error(t("error.time", { value: text })); throw e; }
+  return new Date(ms).toISOString();
+}
+
 const checkpointName = (id) => (checkpoints.find((c) => c.id === id) || {}).name || id;
 
 function plateOf(ev) {
   return (ev.body && ev.body.plate) || "";
 }
 
+// t(key, params) as nodes, the `data` params (user names, zone names: not words of ours)
+// each in a span marked translate="no".
+function tNodes(key, params, data) {
+  const marked = {};
+  for (const [k, v] of Object.entries(params)) marked[k] = data.includes(k) ? `\u0000${k}\u0000` : v;
+  return t(key, marked).split("\u0000").map((part, i) => (i % 2 ? el("span", { translate: "no" }, params[part]) : part));
+}
+
+const listSep = () => (lang === "en" ? ", " : "，");
+
+// Watch-list states named in an anomaly's detail (`watch list: wanted, scrapped (...)`).
+function statusesIn(detail) {
+  const m = /watch list: ([a-z_, ]+)/.exec(detail || "");
+  return m ? m[1].split(",").map((x) => x.trim()).filter(Boolean) : [];
+}
+
 function detailOf(ev) {
   const b = ev.body || {};
   switch (ev.kind) {
-    case "plate_anomaly": return `${b.anomaly}: ${b.detail || ""}`;
-    case "pedestrian_red_light": return `crossed on red (${(ev.rule && ev.rule.id) || "rule"})`;
-    case "vehicle_pass": return [b.vehicle_class, b.plate_colour, b.direction, ev.lane != null ? `lane ${ev.lane}` : null].filter(Boolean).join(", ");
-    case "object_track": return `${b.class || ""} track ${b.track_id || ""}`;
+    case "plate_anomaly": {
+      // The node's free-text detail is English: shown as it is in English, in Chinese made
+      // from the anomaly's fields.
+      if (lang === "en") return `${name("anomaly", b.anomaly)}${b.detail ? ": " + b.detail : ""}`;
+      const parts = [name("anomaly", b.anomaly)];
+      const st = statusesIn(b.detail).map((x) => name("status", x));
+      if (st.length) parts.push(st.join("、"));
+      if (b.distance_km != null && b.interval_secs != null && b.implied_speed_kmh != null) {
+        parts.push(t("detail.cloned", { km: b.distance_km.toFixed(1), min: (b.interval_secs / 60).toFixed(0), kmh: b.implied_speed_kmh.toFixed(0) }));
+      }
+      return parts.join(listSep());
+    }
+    case "pedestrian_red_light": return t("detail.red_light", { secs: ((b.red_for_ms || 0) / 1000).toFixed(1) });
+    case "vehicle_pass": return [name("class", b.vehicle_class), name("colour", b.plate_colour), name("direction", b.direction), ev.lane != null ? t("detail.lane", { lane: ev.lane }) : null, b.plate_unsure ? t("detail.unsure") : null].filter(Boolean).join(listSep());
+    case "object_track": return t("detail.track", { class: name("class", b.class), track: b.track_id || "" });
     default: return "";
   }
 }
@@ -65,6 +166,7 @@ function showLogin() {
   $("nav").hidden = true;
   $("who").textContent = "";
   $("login").hidden = false;
+  me.user = null;
   if (alertSource) { alertSource.close(); alertSource = null; }
 }
 
@@ -76,7 +178,8 @@ $("login-form").addEventListener("submit", async (e) => {
     $("login-password").value = "";
     await start();
   } catch (err) {
-    $("login-error").textContent = err.message;
+    if (err.detail === "wrong user or password") err.message = t("login.wrong");
+    showError($("login-error"), err);
   }
 });
 
@@ -90,16 +193,42 @@ async function start() {
   Object.assign(me, who);
   $("login").hidden = true;
   $("nav").hidden = false;
-  $("who").replaceChildren(
-    el("span", {}, `${who.user} (${who.role.replace("_", " ")}${who.county ? ", county " + who.county : ""}) `),
-    el("button", { id: "logout", onclick: logout }, "Log out"),
-  );
+  drawWho();
   checkpoints = (await api("/api/v1/checkpoints")).checkpoints;
   const sel = $("search-checkpoint");
-  sel.replaceChildren(el("option", { value: "" }, "any"), ...checkpoints.map((c) => el("option", { value: c.id }, `${c.name} (${c.id})`)));
+  sel.replaceChildren(el("option", { value: "", "data-i18n": "any" }, t("any")), ...checkpoints.map((c) => el("option", { value: c.id }, `${c.name} (${c.id})`)));
   connectAlerts();
   route();
 }
+
+function drawWho() {
+  if (!me.user) return;
+  $("who").replaceChildren(
+    el("span", {}, ...tNodes("who.line", { user: me.user, role: name("role", me.role), county: me.county ? t("who.county", { county: me.county }) : "" }, ["user"]), " "),
+    el("button", { id: "logout", onclick: logout }, t("logout")),
+  );
+}
+
+function drawClock() {
+  const zone = name("zone", settings.time_zone);
+  const now = Date.now();
+  $("clock").replaceChildren(...tNodes("clock.zone", { zone, now: fmtTime(now).slice(0, 16), offset: offsetLabel(zoneOffsetMin(now)) }, zone === settings.time_zone ? ["zone", "offset"] : ["offset"]));
+}
+
+// --- language -----------------------------------------------------------------------------
+
+// Draws the page again in `l`: static text, then what the scripts drew.
+function switchLang(l) {
+  setLang(l);
+  try { localStorage.setItem("lang", lang); } catch (e) { /* private mode: this page only */ }
+  applyI18n(document);
+  drawClock();
+  drawWho();
+  drawLiveState();
+  $("alerts").replaceChildren(...alertEvents.map((ev) => eventRow(ev, false)));
+  if (me.user) route();
+}
+$("lang-switch").addEventListener("click", () => switchLang(lang === "en" ? "zh-CN" : "en"));
 
 // --- views ------------------------------------------------------------------------------
 
@@ -129,29 +258,43 @@ window.addEventListener("hashchange", route);
 function connectAlerts() {
   if (alertSource) alertSource.close();
   alertSource = new EventSource("/api/v1/alerts/stream");
-  alertSource.onopen = () => { $("live-state").textContent = "live"; $("live-state").className = "pill ok"; };
-  alertSource.onerror = () => { $("live-state").textContent = "reconnecting"; $("live-state").className = "pill warn"; };
+  setLiveState("connecting");
+  alertSource.onopen = () => setLiveState("live");
+  alertSource.onerror = () => setLiveState("reconnecting");
   alertSource.addEventListener("alert", (m) => {
     const ev = JSON.parse(m.data);
-    if (document.querySelector(`#alerts tr[data-id="${ev.event_id}"]`)) return;
+    if (alertEvents.some((a) => a.event_id === ev.event_id)) return;
+    alertEvents.unshift(ev);
+    if (alertEvents.length > 200) alertEvents.length = 200;
     const row = eventRow(ev, false);
     row.classList.add("new");
     $("alerts").prepend(row);
     while ($("alerts").children.length > 200) $("alerts").lastChild.remove();
   });
   alertSource.addEventListener("lagged", (m) => {
-    $("alerts").prepend(el("tr", {}, el("td", { colspan: 6, class: "warn" }, `${m.data} alerts missed while this page lagged behind; search to see them`)));
+    $("alerts").prepend(el("tr", {}, el("td", { colspan: 6, class: "warn" }, t("live.lagged", { n: m.data }))));
   });
+}
+
+function setLiveState(state) {
+  $("live-state").dataset.state = state;
+  drawLiveState();
+}
+
+function drawLiveState() {
+  const state = $("live-state").dataset.state;
+  $("live-state").textContent = t(`live.${state}`);
+  $("live-state").className = `pill ${state === "live" ? "ok" : state === "reconnecting" ? "warn" : ""}`;
 }
 
 function eventRow(ev, withCamera) {
   const cells = [
     el("td", {}, fmtTime(ev.frame_time_ms)),
-    el("td", {}, ev.kind.replaceAll("_", " ")),
+    el("td", {}, name("kind", ev.kind)),
     el("td", {}, checkpointName(ev.checkpoint_id)),
   ];
-  if (withCamera) cells.push(el("td", {}, ev.camera_id));
-  cells.push(el("td", { class: "plate" }, plateOf(ev)), el("td", {}, detailOf(ev)), el("td", { class: `review ${ev.review}` }, ev.review.replace("_", " ")));
+  if (withCamera) cells.push(el("td", { translate: "no" }, ev.camera_id));
+  cells.push(el("td", { class: "plate", translate: "no" }, plateOf(ev)), el("td", {}, detailOf(ev)), el("td", { class: `review ${ev.review}`, "data-state": ev.review }, name("review", ev.review)));
   const tr = el("tr", { "data-id": ev.event_id, class: "link", tabindex: "0" }, ...cells);
   tr.addEventListener("click", () => { location.hash = `#/event/${ev.event_id}`; });
   return tr;
@@ -162,7 +305,12 @@ function eventRow(ev, withCamera) {
 $("search-form").addEventListener("submit", (e) => {
   e.preventDefault();
   const p = new URLSearchParams();
-  for (const [k, v] of new FormData(e.target)) if (v) p.set(k, v);
+  try {
+    for (const [k, v] of new FormData(e.target)) if (v) p.set(k, k === "from" || k === "to" ? apiTime(v) : v);
+  } catch (err) {
+    showError($("search-count"), err);
+    return;
+  }
   p.set("limit", "50");
   searchQuery = p.toString();
   searchCursor = null;
@@ -178,9 +326,10 @@ async function runSearch() {
     for (const ev of page.events) $("results").append(eventRow(ev, true));
     searchCursor = page.next_cursor || null;
     $("search-more").hidden = !searchCursor;
-    $("search-count").textContent = `${$("results").children.length} event(s)${searchCursor ? ", more available" : ""}`;
+    $("search-count").textContent = t(searchCursor ? "search.count_more" : "search.count", { n: $("results").children.length });
+    $("search-count").title = "";
   } catch (err) {
-    $("search-count").textContent = err.message;
+    showError($("search-count"), err);
   }
 }
 
@@ -192,27 +341,34 @@ async function loadEvent(id) {
   $("event-evidence").replaceChildren();
   $("event-audit").replaceChildren();
   $("review-result").textContent = "";
+  $("review-reason").value = "";
   $("event-review").hidden = true;
   let ev;
   try {
     ev = await api(`/api/v1/events/${encodeURIComponent(id)}`);
   } catch (err) {
-    $("event-facts").append(el("dd", { class: "error" }, err.message));
+    const dd = el("dd", { class: "error" });
+    showError(dd, err);
+    $("event-facts").append(dd);
     return;
   }
   const facts = [
-    ["Kind", ev.kind.replaceAll("_", " ")],
-    ["Frame time", fmtTime(ev.frame_time_ms)],
-    ["Checkpoint", `${checkpointName(ev.checkpoint_id)} (${ev.checkpoint_id})`],
-    ["Camera", ev.camera_id],
-    ["Plate", plateOf(ev)],
-    ["Detail", detailOf(ev)],
-    ["Review", ev.review.replace("_", " ")],
+    ["kind", name("kind", ev.kind)],
+    ["frame_time", fmtTime(ev.frame_time_ms)],
+    ["checkpoint", `${checkpointName(ev.checkpoint_id)} (${ev.checkpoint_id})`],
+    ["camera", ev.camera_id],
+    ["plate", plateOf(ev)],
+    ["detail", detailOf(ev)],
+    ["review", name("review", ev.review)],
   ];
-  for (const [k, v] of facts) if (v) $("event-facts").append(el("dt", {}, k), el("dd", { "data-fact": k.toLowerCase().replace(" ", "_") }, v));
+  // Codes and plates are data: marked so that neither a translator nor the test of the
+  // catalogue takes them for words.
+  const data = new Set(["camera", "plate"]);
+  for (const [k, v] of facts) if (v) $("event-facts").append(el("dt", {}, t(`event.${k}`)), el("dd", Object.assign({ "data-fact": k }, data.has(k) ? { translate: "no" } : {}), v));
   for (const r of ev.evidence || []) {
-    const img = el("img", { src: `/api/v1/evidence/${encodeURIComponent(r.image_id)}`, alt: r.role || r.image_id, title: `${r.role || ""} sha256 ${r.sha256}` });
-    $("event-evidence").append(el("figure", {}, img, el("figcaption", {}, r.role || r.image_id)));
+    const role = name("picture", r.role) || r.image_id;
+    const img = el("img", { src: `/api/v1/evidence/${encodeURIComponent(r.image_id)}`, alt: role, title: `${role} ${t("event.sha256", { sha: r.sha256 })}` });
+    $("event-evidence").append(el("figure", {}, img, el("figcaption", {}, role)));
   }
   const mayReview = me.role === "reviewer" || me.role === "admin";
   $("event-review").hidden = !(mayReview && ev.review === "pending");
@@ -224,23 +380,37 @@ async function loadEvent(id) {
 
 async function loadAudit(id) {
   const trail = await api(`/api/v1/events/${encodeURIComponent(id)}/audit`).catch(() => ({ audit: [] }));
-  $("event-audit").replaceChildren(...trail.audit.map((a) => el("li", {}, `${fmtTime(a.at_ms)}: ${a.actor} ${a.action} (${a.detail})`)));
-  if (!trail.audit.length) $("event-audit").append(el("li", {}, "none"));
+  $("event-audit").replaceChildren(...trail.audit.map((a) => el("li", { "data-action": a.action }, ...tNodes("event.audit_line", { at: fmtTime(a.at_ms), actor: a.actor, action: name("action", a.action), detail: auditDetail(a.detail) }, ["actor"]))));
+  if (!trail.audit.length) $("event-audit").append(el("li", {}, t("event.audit_none")));
+}
+
+// `confirmed: reason` with the decision named in the current language.
+function auditDetail(d) {
+  const m = /^(confirmed|rejected): ([\s\S]*)$/.exec(d || "");
+  return m ? `${name("review", m[1])}${lang === "en" ? ": " : "："}${m[2]}` : d;
 }
 
 async function review(decision) {
   const id = $("event-id").textContent;
+  if (!$("review-reason").value.trim()) {
+    $("review-result").textContent = t("event.reason_needed");
+    $("review-reason").focus();
+    return;
+  }
   try {
     const ev = await api(`/api/v1/events/${encodeURIComponent(id)}/review`, { method: "POST", body: JSON.stringify({ decision, reason: $("review-reason").value }) });
-    $("review-result").textContent = `Recorded: ${ev.review}`;
+    $("review-result").textContent = t("event.recorded", { state: name("review", ev.review) });
+    $("review-result").dataset.state = ev.review;
     $("event-review").hidden = true;
     const dd = document.querySelector('#event-facts dd[data-fact="review"]');
-    if (dd) dd.textContent = ev.review;
+    if (dd) dd.textContent = name("review", ev.review);
+    const shown = alertEvents.find((a) => a.event_id === id);
+    if (shown) shown.review = ev.review;
     const row = document.querySelector(`#alerts tr[data-id="${id}"] td.review`);
-    if (row) { row.textContent = ev.review; row.className = `review ${ev.review}`; }
+    if (row) { row.textContent = name("review", ev.review); row.className = `review ${ev.review}`; row.dataset.state = ev.review; }
     loadAudit(id);
   } catch (err) {
-    $("review-result").textContent = err.message;
+    showError($("review-result"), err);
   }
 }
 $("review-confirm").addEventListener("click", () => review("confirmed"));
@@ -272,7 +442,7 @@ function drawMap(passes) {
   marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrowhead" }));
   defs.append(marker);
   map.append(defs);
-  if (!checkpoints.length) { map.append(svg("text", { x: 20, y: 40 }, "no checkpoints with coordinates")); return; }
+  if (!checkpoints.length) { map.append(svg("text", { x: 20, y: 40 }, t("map.no_checkpoints"))); return; }
   const at = projector(checkpoints);
   const pos = new Map(checkpoints.map((c) => [c.id, at(c.lon, c.lat)]));
   const visited = new Set(passes.map((p) => p.checkpoint_id));
@@ -292,17 +462,19 @@ function drawMap(passes) {
 async function loadTrajectory(plate) {
   $("trajectory-rows").replaceChildren();
   try {
-    const t = await api(`/api/v1/trajectory?plate=${encodeURIComponent(plate)}`);
-    drawMap(t.passes);
-    t.passes.forEach((p, i) => {
-      const leg = i > 0 ? t.legs[i - 1] : null;
+    const tr = await api(`/api/v1/trajectory?plate=${encodeURIComponent(plate)}`);
+    drawMap(tr.passes);
+    tr.passes.forEach((p, i) => {
+      const leg = i > 0 ? tr.legs[i - 1] : null;
       $("trajectory-rows").append(el("tr", {}, el("td", {}, i + 1), el("td", {}, fmtTime(p.time_ms)), el("td", {}, p.checkpoint_name || p.checkpoint_id),
-        el("td", {}, p.lane ?? ""), el("td", {}, p.direction || ""), el("td", {}, leg && leg.km != null ? leg.km.toFixed(1) : ""),
+        el("td", {}, p.lane ?? ""), el("td", {}, name("direction", p.direction)), el("td", {}, leg && leg.km != null ? leg.km.toFixed(1) : ""),
         el("td", { class: leg && leg.kmh > 150 ? "warn" : "" }, leg && leg.kmh != null ? leg.kmh.toFixed(0) : "")));
     });
-    if (!t.passes.length) $("trajectory-rows").append(el("tr", {}, el("td", { colspan: 7 }, `no passes of ${plate}`)));
+    if (!tr.passes.length) $("trajectory-rows").append(el("tr", {}, el("td", { colspan: 7 }, t("trajectory.none", { plate }))));
   } catch (err) {
-    $("trajectory-rows").append(el("tr", {}, el("td", { colspan: 7, class: "error" }, err.message)));
+    const td = el("td", { colspan: 7, class: "error" });
+    showError(td, err);
+    $("trajectory-rows").append(el("tr", {}, td));
   }
 }
 
@@ -311,7 +483,7 @@ async function loadTrajectory(plate) {
 // Why frames were not processed: behind (a newer frame replaced it), budget (max_fps), ...
 function dropReasons(c) {
   const r = Object.entries(c.frames_dropped_by_reason || {});
-  return r.length ? ` (${r.map(([k, v]) => `${k} ${v}`).join(", ")})` : "";
+  return r.length ? (lang === "en" ? " (" : "（") + r.map(([k, v]) => `${name("drop", k)} ${v}`).join(listSep()) + (lang === "en" ? ")" : "）") : "";
 }
 
 // The execution provider each model of the node loaded on (cpu, cuda, tensorrt).
@@ -328,13 +500,13 @@ async function loadHealth() {
       const first = i === 0;
       rows.push(el("tr", { "data-checkpoint": n.checkpoint_id },
         el("td", {}, first ? (n.checkpoint_name || n.checkpoint_id) : ""),
-        el("td", { class: first ? (n.alive ? "ok" : "bad") : "" }, first ? (n.alive ? "alive" : "silent") : ""),
-        el("td", {}, first ? (n.last_report_ms ? fmtTime(n.last_report_ms) : "never") : ""),
-        el("td", {}, c ? `${c.label} (${c.id})` : ""),
+        el("td", { class: first ? (n.alive ? "ok" : "bad") : "" }, first ? t(n.alive ? "health.alive" : "health.silent") : ""),
+        el("td", {}, first ? (n.last_report_ms ? fmtTime(n.last_report_ms) : t("health.never")) : ""),
+        el("td", {}, c ? t("health.camera", { label: c.label, id: c.id }) : ""),
         el("td", {}, c ? c.fps.toFixed(1) : ""),
         el("td", { class: "dropped" }, c ? `${c.frames_decoded} / ${c.frames_dropped}${dropReasons(c)}` : ""),
-        el("td", { class: "providers" }, first && n.report ? providers(n.report) : ""),
-        el("td", {}, first && n.report ? `${n.report.outbox_backlog_items} (oldest ${n.report.outbox_oldest_age_secs.toFixed(0)} s)` : "")));
+        el("td", { class: "providers", translate: "no" }, first && n.report ? providers(n.report) : ""),
+        el("td", {}, first && n.report ? t("health.outbox", { items: n.report.outbox_backlog_items, secs: n.report.outbox_oldest_age_secs.toFixed(0) }) : "")));
     });
   }
   $("health-rows").replaceChildren(...rows);
@@ -368,11 +540,11 @@ function barChart(target, legend, buckets, series) {
       chart.append(r);
     });
     if (buckets.length <= 48 && i % Math.ceil(buckets.length / 12) === 0) {
-      chart.append(svg("text", { x: left + i * bw, y: bottom + 16, class: "tick" }, new Date(b).toISOString().slice(11, 16)));
+      chart.append(svg("text", { x: left + i * bw, y: bottom + 16, class: "tick" }, fmtTime(b).slice(11, 16)));
     }
   });
   $(legend).replaceChildren(...names.map((n, j) => el("span", {}, el("i", { class: `swatch c${j % PALETTE.length}` }), ` ${n}`)));
-  if (!buckets.length) chart.append(svg("text", { x: 300, y: 120 }, "no events in this window"));
+  if (!buckets.length) chart.append(svg("text", { x: 300, y: 120 }, t("charts.empty")));
 }
 
 function hours(from, to) {
@@ -383,19 +555,20 @@ function hours(from, to) {
 
 async function loadCharts() {
   if (!$("charts-from").value) {
-    const now = Date.now();
-    $("charts-from").value = new Date(now - 24 * 3600000).toISOString().slice(0, 13) + ":00:00Z";
-    $("charts-to").value = new Date(now + 3600000).toISOString().slice(0, 13) + ":00:00Z";
+    const hour = Math.floor(Date.now() / 3600000) * 3600000;
+    $("charts-from").value = fmtTime(hour - 23 * 3600000).slice(0, 16);
+    $("charts-to").value = fmtTime(hour + 3600000).slice(0, 16);
   }
-  const from = Date.parse($("charts-from").value), to = Date.parse($("charts-to").value);
-  const q = `from=${encodeURIComponent($("charts-from").value)}&to=${encodeURIComponent($("charts-to").value)}`;
-  const buckets = hours(from, to);
   try {
+    const fromIso = apiTime($("charts-from").value), toIso = apiTime($("charts-to").value);
+    const q = `from=${encodeURIComponent(fromIso)}&to=${encodeURIComponent(toIso)}`;
+    const buckets = hours(Date.parse(fromIso), Date.parse(toIso));
     const counts = await api(`/api/v1/counts?${q}`);
     const kinds = new Map();
     for (const r of counts.rows) {
-      if (!kinds.has(r.kind)) kinds.set(r.kind, new Map());
-      kinds.get(r.kind).set(r.bucket_start_ms, r.events);
+      const k = name("kind", r.kind);
+      if (!kinds.has(k)) kinds.set(k, new Map());
+      kinds.get(k).set(r.bucket_start_ms, r.events);
     }
     barChart("chart-kinds", "legend-kinds", buckets, kinds);
     const flow = await api(`/api/v1/flow?${q}`);
@@ -413,4 +586,17 @@ async function loadCharts() {
 }
 $("charts-form").addEventListener("submit", (e) => { e.preventDefault(); loadCharts(); });
 
-start().catch(() => showLogin());
+// Settings first (language, time zone), then the session if there is one.
+async function boot() {
+  try {
+    Object.assign(settings, await (await fetch("/dashboard/settings.json")).json());
+  } catch (e) { /* the defaults */ }
+  let saved = null;
+  try { saved = localStorage.getItem("lang"); } catch (e) { /* none */ }
+  setLang(saved || settings.language);
+  applyI18n(document);
+  drawClock();
+  setInterval(drawClock, 15000);
+  start().catch(() => showLogin());
+}
+boot();

@@ -59,6 +59,8 @@ pub struct ApiState {
     pub sync_interval_secs: u64,
     /// The once-only jobs this aggregator holds.
     pub leases: Arc<crate::lease::Leases>,
+    /// The dashboard's language and time zone (`[display]`).
+    pub display: Arc<crate::config::DisplayConfig>,
 }
 
 /// Who made a request and from where; set by [`authenticate`] on every request it lets in.

@@ -56,6 +56,59 @@ pub struct AggregatorConfig {
     /// Aggregators side by side on one database.
     #[serde(default)]
     pub ha: HaConfig,
+    /// What operators read: the dashboard's language and the time zone of every time shown.
+    #[serde(default)]
+    pub display: DisplayConfig,
+}
+
+/// `[display]`: the dashboard's default language (each user may switch) and the one time
+/// zone every time is shown in (dashboard, CLI summaries). The API answers in UTC and takes
+/// RFC 3339 with any offset.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayConfig {
+    /// `zh-CN` (Simplified Chinese) or `en`.
+    #[serde(default = "default_language")]
+    pub language: String,
+    /// An IANA time zone name.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+}
+
+pub const LANGUAGES: [&str; 2] = ["zh-CN", "en"];
+
+fn default_language() -> String {
+    "zh-CN".into()
+}
+fn default_time_zone() -> String {
+    "Asia/Shanghai".into()
+}
+
+impl Default for DisplayConfig {
+    fn default() -> Self {
+        DisplayConfig {
+            language: default_language(),
+            time_zone: default_time_zone(),
+        }
+    }
+}
+
+impl DisplayConfig {
+    /// The configured zone (checked by `validate`; UTC if it were not).
+    pub fn zone(&self) -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get(&self.time_zone).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+}
+
+/// `2026-11-29 16:00:00.300 +08:00`: a UTC time in `zone`, with the offset stated.
+pub fn local_time(ms: i64, zone: &jiff::tz::TimeZone) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t
+            .to_zoned(zone.clone())
+            .strftime("%Y-%m-%d %H:%M:%S%.3f %:z")
+            .to_string(),
+        Err(_) => protocol::time::format_rfc3339_ms(ms),
+    }
 }
 
 /// `[ha]`: the once-only jobs' leases (see `crate::lease`).
@@ -447,6 +500,19 @@ impl AggregatorConfig {
                 errors.push(e);
             }
         }
+        if !LANGUAGES.contains(&self.display.language.as_str()) {
+            errors.push(format!(
+                "display.language '{}' must be one of {}",
+                self.display.language,
+                LANGUAGES.join(", ")
+            ));
+        }
+        if let Err(e) = jiff::tz::TimeZone::get(&self.display.time_zone) {
+            errors.push(format!(
+                "display.time_zone '{}' is not a time zone name ({e}); use an IANA name such as Asia/Shanghai",
+                self.display.time_zone
+            ));
+        }
         if self.zenoh.mode != "peer" && self.zenoh.mode != "client" && self.zenoh.mode != "router" {
             errors.push(format!(
                 "zenoh.mode '{}' must be peer, client or router",
@@ -577,6 +643,44 @@ impl AggregatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_defaults_to_chinese_and_beijing_time() {
+        let raw: AggregatorConfig = toml::from_str("id = \"32050500055030000001\"\n").unwrap();
+        assert_eq!(raw.display, DisplayConfig::default());
+        assert_eq!(raw.display.language, "zh-CN");
+        let zone = raw.display.zone();
+        // 2026-11-29T00:00:00.300Z is 08:00 in Beijing.
+        assert_eq!(
+            local_time(1_795_939_200_300 - 8 * 3_600_000, &zone),
+            "2026-11-29 08:00:00.300 +08:00"
+        );
+        let ny = DisplayConfig {
+            language: "en".into(),
+            time_zone: "America/New_York".into(),
+        }
+        .zone();
+        // Summer and winter time: the offset follows the zone's rules.
+        assert!(local_time(1_783_000_000_000, &ny).ends_with("-04:00"));
+        assert!(local_time(1_795_939_200_000, &ny).ends_with("-05:00"));
+    }
+
+    #[test]
+    fn a_wrong_language_or_zone_is_refused() {
+        let raw: AggregatorConfig = toml::from_str(
+            "id = \"32050500055030000001\"\n[display]\nlanguage = \"fr\"\ntime_zone = \"Beijing\"\n",
+        )
+        .unwrap();
+        let e = raw.validate(Path::new("a.toml")).unwrap_err().to_string();
+        assert!(
+            e.contains("display.language 'fr' must be one of zh-CN, en"),
+            "{e}"
+        );
+        assert!(
+            e.contains("display.time_zone 'Beijing'") && e.contains("Asia/Shanghai"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn scopes() {

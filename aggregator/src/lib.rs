@@ -362,6 +362,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         sync: sync_metrics.clone(),
         sync_interval_secs: cfg.raw.sync.interval_secs,
         leases: leases.clone(),
+        display: Arc::new(cfg.raw.display.clone()),
     };
     if cfg.raw.zenoh.tls.is_none() && cfg.raw.zenoh.insecure {
         tracing::warn!(listen = ?cfg.raw.zenoh.listen, connect = ?cfg.raw.zenoh.connect, "zenoh.insecure = true: plain zenoh without access control on a network address; anyone reaching it can read plates and publish or acknowledge events (set [zenoh] tls)");

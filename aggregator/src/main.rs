@@ -224,6 +224,13 @@ fn violations(addr: &str, save: Option<&std::path::Path>) -> anyhow::Result<()> 
     if let Some(d) = save {
         std::fs::create_dir_all(d)?;
     }
+    // Times in the zone the aggregator shows them in (`[display] time_zone`).
+    let zone = match aggregator::client::get(addr, "/dashboard/settings.json") {
+        Ok((200, body)) => serde_json::from_str::<aggregator::config::DisplayConfig>(&body)
+            .map(|d| d.zone())
+            .unwrap_or(jiff::tz::TimeZone::UTC),
+        _ => jiff::tz::TimeZone::UTC,
+    };
     loop {
         let path = match &cursor {
             Some(c) => format!("/api/v1/events?kind=pedestrian_red_light&limit=200&cursor={c}"),
@@ -241,7 +248,7 @@ fn violations(addr: &str, save: Option<&std::path::Path>) -> anyhow::Result<()> 
             println!(
                 "violation {n}: event {} at {} camera {} track {} crossed '{}' from '{}' on red (red for {:.1} s, signal from {}, age {} ms), review {}",
                 ev["event_id"].as_str().unwrap_or("?"),
-                protocol::time::format_rfc3339_ms(t),
+                aggregator::config::local_time(t, &zone),
                 ev["camera_id"].as_str().unwrap_or("?"),
                 b["track_id"],
                 b["crosswalk"].as_str().unwrap_or("?"),

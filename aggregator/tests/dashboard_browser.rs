@@ -1,9 +1,10 @@
 //! The dashboard in a real browser: Debian's headless Chromium driven by chromedriver over
 //! the W3C WebDriver protocol, against a running aggregator with logins on. A reviewer logs
 //! in, sees a live alert arrive over server-sent events, searches a plate, opens the
-//! violation with its evidence pictures and confirms it; the trajectory map, node health and
-//! charts are drawn. Screenshots are saved under `target/dashboard-screenshots/` (the README
-//! shows them).
+//! violation with its evidence pictures and confirms it with a reason; the trajectory map,
+//! node health and charts are drawn. All of it in Chinese (the default), with no visible
+//! English word and every time in Beijing time; then switched to English. Screenshots are
+//! saved under `target/dashboard-screenshots/` (the README shows them).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -66,7 +67,7 @@ impl Driver {
             "goog:chromeOptions": {
                 "binary": chromium.display().to_string(),
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1400,1000", "--lang=en-US"]
+                         "--window-size=1400,1000", "--lang=zh-CN"]
             }
         }}});
         let v = d.call("POST", "/session", Some(caps));
@@ -190,6 +191,32 @@ impl Drop for Driver {
     }
 }
 
+/// `2026-11-29 16:00:00`: a UTC time in Beijing time (UTC+8 all year).
+fn beijing_time(ms: i64) -> String {
+    protocol::time::format_rfc3339_ms(ms + 8 * 3_600_000)[..19].replace('T', " ")
+}
+
+/// Fails when the page shows an English word (two or more Latin letters) outside what is
+/// marked as data (`translate="no"`: plates, ids, user and model names): every word of ours
+/// comes from the Chinese catalogue.
+fn no_english(d: &Driver, what: &str) {
+    let found = d.js(
+        "const out = []; \
+         const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT); \
+         for (let n = walk.nextNode(); n; n = walk.nextNode()) { \
+           const e = n.parentElement; \
+           if (!e || e.closest('[translate=no]') || e.closest('script,style')) continue; \
+           if (!e.getClientRects().length || getComputedStyle(e).visibility === 'hidden') continue; \
+           const w = n.textContent.match(/[A-Za-z]{2,}/g); if (w) out.push(...w.map((x) => `${x} in \"${n.textContent.trim()}\"`)); \
+         } \
+         for (const i of document.querySelectorAll('input[placeholder]')) { \
+           if (i.getClientRects().length && /[A-Za-z]{2,}/.test(i.placeholder)) out.push(`placeholder ${i.placeholder}`); \
+         } \
+         return out;",
+    );
+    assert_eq!(found, json!([]), "English on {what}");
+}
+
 fn violation(t: i64, image: &str, sha: &str) -> Event {
     red_light(CK_A, CAM_A, NODE, t, image, sha)
 }
@@ -208,7 +235,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     let rt = runtime();
     let zport = free_port();
     let text = format!(
-        "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zport}\"]\n[[auth.users]]\nname = \"zhao\"\nrole = \"reviewer\"\ncounty = \"320505\"\npassword_hash = '{}'\n[[checkpoints]]\nid = \"{CK_A}\"\nname = \"Campus crossing\"\nlon = 120.630\nlat = 31.260\n[[checkpoints]]\nid = \"{CK_B}\"\nname = \"Wuzhong Ave gate\"\nlon = 120.700\nlat = 31.300\n",
+        "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zport}\"]\n[[auth.users]]\nname = \"zhao\"\nrole = \"reviewer\"\ncounty = \"320505\"\npassword_hash = '{}'\n[[checkpoints]]\nid = \"{CK_A}\"\nname = \"校园路口\"\nlon = 120.630\nlat = 31.260\n[[checkpoints]]\nid = \"{CK_B}\"\nname = \"吴中大道卡口\"\nlon = 120.700\nlat = 31.300\n",
         dir.0.join("agg.db").display(),
         aggregator::auth::hash_password("zhao-pw"),
     );
@@ -261,7 +288,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         interval_ms: 60_000,
         cameras: vec![protocol::health::CameraHealth {
             id: CAM_A.into(),
-            label: "crossing".into(),
+            label: "人行横道".into(),
             frames_decoded: 7950,
             frames_processed: 7941,
             frames_dropped: 9,
@@ -290,11 +317,11 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     d.click("#login-submit");
     d.wait(
         "the refusal",
-        "document.getElementById('login-error').textContent.includes('wrong user or password')",
+        "document.getElementById('login-error').textContent === '用户名或密码错误'",
     );
     d.type_into("#login-password", "zhao-pw");
     d.click("#login-submit");
-    d.wait("the live view", "!document.getElementById('view-live').hidden && document.getElementById('live-state').textContent === 'live'");
+    d.wait("the live view in Chinese", "document.documentElement.lang === 'zh-CN' && !document.getElementById('view-live').hidden && document.getElementById('live-state').textContent === '已连接'");
 
     // A violation arrives while the page is open: evidence first, then the event.
     let jpeg = std::fs::read(
@@ -324,6 +351,16 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
             v.event_id
         ),
     );
+    // Its time in Beijing time, the kind in Chinese.
+    let beijing = beijing_time(v.frame_time_ms);
+    d.wait(
+        "the alert's time in Beijing time and its kind in Chinese",
+        &format!(
+            "(() => {{ const c = document.querySelector('#alerts tr[data-id=\"{}\"]').cells; return c[0].textContent === '{beijing}' && c[1].textContent === '行人闯红灯' && c[5].textContent === '待审核'; }})()",
+            v.event_id
+        ),
+    );
+    no_english(&d, "the live alerts");
     d.screenshot(&shots, "1-live-alert.png");
 
     // Search a plate.
@@ -338,7 +375,22 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         "two passes found",
         "document.querySelectorAll('#results tr').length === 2",
     );
+    no_english(&d, "the search");
     d.screenshot(&shots, "2-search.png");
+    // A window typed in Beijing time finds the plate's first pass and not the second.
+    d.type_into(
+        "#search-form input[name=from]",
+        &beijing_time(t0 - 60_000)[..16],
+    );
+    d.type_into(
+        "#search-form input[name=to]",
+        &beijing_time(t0 + 60_000)[..16],
+    );
+    d.click("#search-submit");
+    d.wait(
+        "one pass in the Beijing-time window",
+        &format!("document.querySelectorAll('#results tr').length === 1 && document.querySelector('#results tr').cells[0].textContent === '{}'", beijing_time(t0)),
+    );
 
     // Open the violation: its picture loads; confirm it.
     d.go(&format!("{base}/dashboard/#/event/{}", v.event_id));
@@ -347,16 +399,25 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         "the review buttons",
         "!document.getElementById('event-review').hidden",
     );
+    no_english(&d, "the violation");
     d.screenshot(&shots, "3-evidence.png");
+    // No reason, no decision.
+    d.click("#review-confirm");
+    d.wait(
+        "a reason asked for",
+        "document.getElementById('review-result').textContent === '请先填写审核理由' && !document.getElementById('event-review').hidden",
+    );
+    d.type_into("#review-reason", "信号灯、行人和人行横道清晰可见");
     d.click("#review-confirm");
     d.wait(
         "the decision recorded",
-        "document.getElementById('review-result').textContent.includes('confirmed')",
+        "document.getElementById('review-result').dataset.state === 'confirmed' && document.getElementById('review-result').textContent === '已记录：已确认'",
     );
     d.wait(
         "the audit line",
-        "document.getElementById('event-audit').textContent.includes('zhao review')",
+        "document.getElementById('event-audit').textContent.includes('zhao 审核（已确认：信号灯、行人和人行横道清晰可见）')",
     );
+    no_english(&d, "the review");
     d.screenshot(&shots, "4-confirmed.png");
 
     // The trajectory of the plate on the map.
@@ -365,6 +426,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         "%E8%8B%8FE7C001"
     ));
     d.wait("a leg drawn", "document.querySelectorAll('#map line.leg').length === 1 && document.querySelectorAll('#trajectory-rows tr').length === 2");
+    no_english(&d, "the trajectory");
     d.screenshot(&shots, "5-trajectory.png");
     d.go(&format!("{base}/dashboard/#/health"));
     d.wait(
@@ -373,12 +435,36 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     );
     d.wait(
         "drop reasons and the models' execution provider shown",
-        &format!("(() => {{ const r = document.querySelector('#health-rows tr[data-checkpoint=\"{CK_A}\"]'); return r && r.querySelector('td.dropped').textContent === '7950 / 9 (behind 9)' && r.querySelector('td.providers').textContent === 'yolov8n.onnx: cpu'; }})()"),
+        &format!("(() => {{ const r = document.querySelector('#health-rows tr[data-checkpoint=\"{CK_A}\"]'); return r && r.querySelector('td.dropped').textContent === '7950 / 9（处理不及 9）' && r.querySelector('td.providers').textContent === 'yolov8n.onnx: cpu'; }})()"),
     );
+    no_english(&d, "the health view");
     d.screenshot(&shots, "6-health.png");
     d.go(&format!("{base}/dashboard/#/charts"));
     d.wait("bars drawn", "document.querySelectorAll('#chart-kinds rect').length > 0 && document.querySelectorAll('#chart-flow rect').length > 0");
+    no_english(&d, "the charts");
     d.screenshot(&shots, "7-charts.png");
+
+    // The same page in English, at the click of one button; times stay in Beijing time.
+    d.go(&format!("{base}/dashboard/#/live"));
+    d.wait(
+        "the live view",
+        "!document.getElementById('view-live').hidden",
+    );
+    d.click("#lang-switch");
+    d.wait(
+        "the page in English",
+        &format!(
+            "(() => {{ const c = document.querySelector('#alerts tr[data-id=\"{}\"]').cells; return document.documentElement.lang === 'en' && document.querySelector('#nav a').textContent === 'Live' && c[0].textContent === '{beijing}' && c[1].textContent === 'pedestrian red light' && c[5].textContent === 'confirmed'; }})()",
+            v.event_id
+        ),
+    );
+    d.screenshot(&shots, "8-english.png");
+    // The choice stays with the browser.
+    d.go(&format!("{base}/dashboard/#/event/{}", v.event_id));
+    d.wait(
+        "the violation in English",
+        "document.querySelector('#event-facts dd[data-fact=\"review\"]') && document.querySelector('#event-facts dd[data-fact=\"review\"]').textContent === 'confirmed' && document.getElementById('event-audit').textContent.includes('zhao review (confirmed: ')",
+    );
 
     // What the browser did, as the API records it.
     let token = {
@@ -425,6 +511,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         "5-trajectory",
         "6-health",
         "7-charts",
+        "8-english",
     ] {
         let len = std::fs::metadata(shots.join(format!("{n}.png")))
             .unwrap()

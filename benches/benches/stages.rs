@@ -173,14 +173,19 @@ fn bench(c: &mut Criterion) {
         .iter()
         .map(|(_, p)| (p.to_pixels(768, 576), [255, 220, 0]))
         .collect();
+    let font = edge_node::evidence::EvidenceConfig::default()
+        .load_font()
+        .expect("the CJK font scripts/setup.sh installs");
     let ov = Overlay {
         lines: vec![
-            "2026-11-29 08:00:36.300 (UTC+8)  PICTURE 1/3".into(),
-            "CHECKPOINT 32050500051210000001  CAMERA 32050500051320000001".into(),
-            "PED SIGNAL RED SINCE 08:00:24.000 (PLAN, AGE 0 MS)  TRACK 9".into(),
+            "2026-11-29 08:00:36.300 (UTC+8)  第 1/3 张".into(),
+            "违法行为 行人不按交通信号灯指示通行（代码 3001）".into(),
+            "卡口 32050500051210000001  设备 32050500051320000001".into(),
+            "行人信号 红灯 自 08:00:24.000 起（配时方案，时延 0 毫秒）  轨迹 9".into(),
         ],
         zones: &shapes,
         person: BBox::new(528.0, 258.0, 568.0, 352.0),
+        font: &font,
     };
     c.bench_function(
         "evidence/one violation: 3 scenes + close-up, JPEG q85 + sha256",
@@ -197,5 +202,39 @@ fn bench(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench);
+/// Why evidence JPEGs are written by `jpeg-encoder` and not by the `image` crate's encoder
+/// (everything else about the pictures is `image` and `imageproc`): the same frame with its
+/// banner, encoded by each, side by side.
+fn bench_jpeg(c: &mut Criterion) {
+    let mut src = edge_node::source::open(
+        &SourceConfig::File {
+            path: benches::vtest(),
+            start_time: None,
+            realtime: false,
+        },
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let mut frame = src.next_frame().unwrap().unwrap();
+    for _ in 0..100 {
+        frame = src.next_frame().unwrap().unwrap();
+    }
+    let img = image::RgbImage::from_raw(frame.width, frame.height, frame.rgb.to_vec()).unwrap();
+    let mut g = c.benchmark_group("evidence/JPEG q85 of a 768x576 frame");
+    g.bench_function("jpeg-encoder", |b| {
+        b.iter(|| black_box(edge_node::evidence::jpeg(&img, 85)))
+    });
+    g.bench_function("image JpegEncoder", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+                .encode_image(&img)
+                .unwrap();
+            black_box(out)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_jpeg);
 criterion_main!(benches);

@@ -215,6 +215,8 @@ enum CameraError {
     Inference(u32, String),
     #[error("{0}")]
     Sink(String),
+    #[error("{0}")]
+    Evidence(String),
 }
 
 struct Decoded {
@@ -543,6 +545,12 @@ fn run_once(
     timers: &mut Timers,
 ) -> Result<(), CameraError> {
     let m = ctx.metrics.camera(cam.id.as_str());
+    // The banners' font (loaded once per process; checked when the configuration loaded).
+    let font = cam
+        .raw
+        .evidence
+        .load_font()
+        .map_err(CameraError::Evidence)?;
     if detector_slot.as_ref().is_none_or(|d| !d.alive()) {
         *detector_slot = Some(ctx.engines.detector(
             &cam.raw.detector,
@@ -633,7 +641,7 @@ fn run_once(
         })
         .collect();
     let mut tracker = Tracker::new(cam.tracker.clone()).with_class_groups(groups);
-    let mut crossing = CrossingWatch::new(&cam.raw, ctx.feed.clone(), &labels);
+    let mut crossing = CrossingWatch::new(&cam.raw, ctx.feed.clone(), &labels, font.clone());
     let mut vehicles = match (&cam.raw.plates, plates_slot.take()) {
         (Some(pc), Some(models)) => Some(crate::vehicles::VehicleWatch::new(
             pc.clone(),
@@ -642,6 +650,7 @@ fn run_once(
             &cam.raw.zones,
             ctx.registry.clone(),
             &cam.raw.evidence,
+            font,
         )),
         _ => None,
     };

@@ -658,6 +658,22 @@ impl NodeConfig {
             if cam.evidence.ring_buffer_mb < 8 {
                 errors.push(format!("{at}.evidence.ring_buffer_mb = {} is too small to hold a second of video; use at least 8", cam.evidence.ring_buffer_mb));
             }
+            if cam.red_light.is_some() || cam.plates.is_some() {
+                if let Err(e) = cam.evidence.load_font() {
+                    errors.push(format!("{at}.evidence: {e}"));
+                }
+            }
+            for (kind, o) in &cam.evidence.offences {
+                if protocol::EventKind::parse(kind).is_none() {
+                    errors.push(format!("{at}.evidence.offences names unknown event kind '{kind}'; violations are pedestrian_red_light"));
+                }
+                if o.code.trim().is_empty()
+                    || !o.code.chars().all(|c| c.is_ascii_alphanumeric())
+                    || o.name.trim().is_empty()
+                {
+                    errors.push(format!("{at}.evidence.offences.{kind} needs the table's code (digits) and name, e.g. code = \"3001\", name = \"行人不按交通信号灯指示通行\""));
+                }
+            }
             let tracker = cam.tracker.clone().unwrap_or_else(|| self.tracker.clone());
             tracker.validate(&format!("{at}.tracker"), &mut errors);
             let mut retry = cam.retry.clone();
@@ -927,6 +943,56 @@ waiting_areas = ["wait_n"]
             "unknown zone 'crossing_n' in cameras[0].red_light.crosswalks; crosswalks defined: crossing_s",
             "cameras[0].zones[1] 'wait_n': corner [0.1, 1.4] is outside the frame",
             "red_light needs a signal",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in\n{err}");
+        }
+    }
+
+    /// A camera that draws evidence needs a CJK font; a missing one and a malformed offence
+    /// are named with the fix before any camera starts.
+    #[test]
+    fn the_evidence_font_and_offences_are_checked() {
+        let text = r#"
+node_id = "32050500055050000001"
+checkpoint_id = "32050500051210000001"
+[[cameras]]
+id = "32050500051320000001"
+source = { type = "file", path = "a.avi" }
+[[cameras.zones]]
+name = "xw"
+kind = "crosswalk"
+polygon = [[0.1, 0.4], [0.9, 0.4], [0.9, 0.6], [0.1, 0.6]]
+[[cameras.zones]]
+name = "wait"
+kind = "waiting_area"
+polygon = [[0.1, 0.2], [0.9, 0.2], [0.9, 0.4], [0.1, 0.4]]
+[cameras.red_light]
+crosswalks = ["xw"]
+waiting_areas = ["wait"]
+[cameras.signal]
+phase = "p1"
+[cameras.signal.plan]
+cycle_secs = 60
+intervals = [{ state = "red", from_secs = 0, to_secs = 60 }]
+[cameras.evidence]
+font = "/nonexistent/cjk.ttc"
+[cameras.evidence.offences.pedestrian_red_light]
+code = ""
+name = "行人不按交通信号灯指示通行"
+[cameras.evidence.offences.jaywalk]
+code = "3001"
+name = "x"
+"#;
+        let err = NodeConfig::from_toml(text, Path::new("x.toml"))
+            .unwrap()
+            .validate(Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "cameras[0].evidence: evidence font /nonexistent/cjk.ttc",
+            "apt install fonts-wqy-microhei",
+            "cameras[0].evidence.offences.pedestrian_red_light needs the table's code",
+            "unknown event kind 'jaywalk'",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in\n{err}");
         }

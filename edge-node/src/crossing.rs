@@ -8,13 +8,14 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use protocol::{BBox, DeviceId, Event, LightState};
+use protocol::{BBox, DeviceId, Event, EventKind, LightState, SignalSource};
 use serde::Serialize;
 
 use crate::config::CameraConfig;
 use crate::events::EventFactory;
 use crate::evidence::{
-    local_time_label, picture, render_closeup, render_scene, FrameRing, Overlay, Picture, Shape,
+    local_time_label, picture, render_closeup, render_scene, BannerFont, FrameRing, Overlay,
+    Picture, Shape,
 };
 use crate::frame::Frame;
 use crate::red_light::{mark_riders, Finding, Person, RedLightRule, RuleCounters};
@@ -81,6 +82,9 @@ pub struct CrossingWatch {
     zone_size: (u32, u32),
     quality: u8,
     utc_offset_min: i32,
+    font: BannerFont,
+    /// The offence named on the pictures (`[cameras.evidence.offences]`), if configured.
+    offence: Option<crate::evidence::Offence>,
     person_class: usize,
     two_wheeler_classes: Vec<usize>,
     prev_time_ms: Option<i64>,
@@ -91,7 +95,12 @@ pub struct CrossingWatch {
 
 impl CrossingWatch {
     /// None when the camera has no red-light rule.
-    pub fn new(cam: &CameraConfig, feed: FeedState, labels: &[String]) -> Option<CrossingWatch> {
+    pub fn new(
+        cam: &CameraConfig,
+        feed: FeedState,
+        labels: &[String],
+        font: BannerFont,
+    ) -> Option<CrossingWatch> {
         let rl = cam.red_light.clone()?;
         let sig = cam.signal.clone()?;
         let id = |n: &str| labels.iter().position(|l| l == n);
@@ -104,6 +113,12 @@ impl CrossingWatch {
             zone_size: (0, 0),
             quality: cam.evidence.jpeg_quality,
             utc_offset_min: cam.evidence.utc_offset_minutes,
+            font,
+            offence: cam
+                .evidence
+                .offences
+                .get(EventKind::PedestrianRedLight.as_str())
+                .cloned(),
             person_class: id("person")?,
             two_wheeler_classes: ["bicycle", "motorcycle"]
                 .iter()
@@ -234,15 +249,19 @@ impl CrossingWatch {
         let event_id = factory.next_id(f.confirmed.1);
         let sig = &f.signal;
         let signal_line = format!(
-            "PED SIGNAL {} SINCE {} ({}, AGE {} MS)",
-            sig.state.as_str(),
+            "行人信号 {} 自 {} 起（{}，时延 {} 毫秒）",
+            light_zh(sig.state),
             local_time_label(sig.since_ms, self.utc_offset_min)
                 .split(' ')
                 .nth(1)
                 .unwrap_or(""),
-            sig.source.as_str(),
+            source_zh(sig.source),
             f.signal_age_ms
         );
+        let offence_line = self
+            .offence
+            .as_ref()
+            .map(|o| format!("违法行为 {}（代码 {}）", o.name, o.code));
         let stages = [
             ("stage1", f.left),
             ("stage2", f.confirmed),
@@ -260,22 +279,22 @@ impl CrossingWatch {
                 continue;
             };
             self.shapes_for(frame.width, frame.height);
-            let lines = vec![
-                format!(
-                    "{}  PICTURE {}/3",
-                    local_time_label(frame.time_ms, self.utc_offset_min),
-                    n + 1
-                ),
-                format!(
-                    "CHECKPOINT {}  CAMERA {}",
-                    factory.checkpoint_id, factory.camera_id
-                ),
-                format!("{signal_line}  TRACK {}", f.track_id),
-            ];
+            let mut lines = vec![format!(
+                "{}  第 {}/3 张",
+                local_time_label(frame.time_ms, self.utc_offset_min),
+                n + 1
+            )];
+            lines.extend(offence_line.clone());
+            lines.push(format!(
+                "卡口 {}  设备 {}",
+                factory.checkpoint_id, factory.camera_id
+            ));
+            lines.push(format!("{signal_line}  轨迹 {}", f.track_id));
             let ov = Overlay {
                 lines,
                 zones: &self.zone_shapes,
                 person: *bbox,
+                font: &self.font,
             };
             pictures.push(picture(role, render_scene(&frame, &ov, self.quality)));
             boxes.push(*bbox);
@@ -302,5 +321,24 @@ impl CrossingWatch {
         self.evidence_time.push(t0.elapsed());
         debug_assert!(f.signal.state == LightState::Red);
         out
+    }
+}
+
+/// The signal state as the banner says it.
+fn light_zh(s: LightState) -> &'static str {
+    match s {
+        LightState::Red => "红灯",
+        LightState::Green => "绿灯",
+        LightState::Flashing => "闪烁",
+        LightState::Unknown => "未知",
+    }
+}
+
+/// Where the signal state came from, as the banner says it.
+fn source_zh(s: SignalSource) -> &'static str {
+    match s {
+        SignalSource::Feed => "信号机",
+        SignalSource::Plan => "配时方案",
+        SignalSource::Vision => "视觉识别",
     }
 }

