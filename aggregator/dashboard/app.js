@@ -245,6 +245,7 @@ function route() {
   switch (view) {
     case "search": show("search"); break;
     case "event": show("event"); loadEvent(a); break;
+    case "notice": show("notice"); loadNotice(a); break;
     case "trajectory": show("trajectory"); if (a) { $("trajectory-plate").value = a; loadTrajectory(a); } else drawMap([]); break;
     case "health": show("health"); loadHealth(); if (!healthTimer) healthTimer = setInterval(loadHealth, 5000); break;
     case "charts": show("charts"); loadCharts(); break;
@@ -342,7 +343,10 @@ async function loadEvent(id) {
   $("event-audit").replaceChildren();
   $("review-result").textContent = "";
   $("review-reason").value = "";
+  $("reopen-reason").value = "";
   $("event-review").hidden = true;
+  $("event-reopen").hidden = true;
+  $("event-notice").hidden = true;
   let ev;
   try {
     ev = await api(`/api/v1/events/${encodeURIComponent(id)}`);
@@ -365,18 +369,44 @@ async function loadEvent(id) {
   // catalogue takes them for words.
   const data = new Set(["camera", "plate"]);
   for (const [k, v] of facts) if (v) $("event-facts").append(el("dt", {}, t(`event.${k}`)), el("dd", Object.assign({ "data-fact": k }, data.has(k) ? { translate: "no" } : {}), v));
-  for (const r of ev.evidence || []) {
+  for (const r of inOrder(ev.evidence)) {
     const role = name("picture", r.role) || r.image_id;
-    const img = el("img", { src: `/api/v1/evidence/${encodeURIComponent(r.image_id)}`, alt: role, title: `${role} ${t("event.sha256", { sha: r.sha256 })}` });
-    $("event-evidence").append(el("figure", {}, img, el("figcaption", {}, role)));
+    const img = el("img", { src: evidenceUrl(r), alt: role, title: `${role} ${t("event.sha256", { sha: r.sha256 })}`, tabindex: "0", class: "zoomable" });
+    img.addEventListener("click", () => zoom(img.src, role));
+    img.addEventListener("keydown", (e) => { if (e.key === "Enter") zoom(img.src, role); });
+    $("event-evidence").append(el("figure", { "data-role": r.role }, img, el("figcaption", {}, role)));
   }
   const mayReview = me.role === "reviewer" || me.role === "admin";
   $("event-review").hidden = !(mayReview && ev.review === "pending");
+  // A decision is final; an administrator may reopen it.
+  $("event-reopen").hidden = !(me.role === "admin" && (ev.review === "confirmed" || ev.review === "rejected"));
+  $("event-notice").hidden = ev.review === "not_required";
+  $("event-notice").setAttribute("href", `#/notice/${encodeURIComponent(id)}`);
   const link = $("event-trajectory");
   link.hidden = !plateOf(ev);
   if (plateOf(ev)) link.setAttribute("href", `#/trajectory/${encodeURIComponent(plateOf(ev))}`);
   loadAudit(id);
 }
+
+// The pictures of an event in the order they were taken: the three stages, then the
+// close-up; a vehicle, then its plate.
+const PICTURE_ORDER = ["stage1", "stage2", "stage3", "closeup", "scene", "vehicle", "plate"];
+function inOrder(evidence) {
+  const rank = (r) => { const i = PICTURE_ORDER.indexOf(r.role); return i < 0 ? PICTURE_ORDER.length : i; };
+  return [...(evidence || [])].sort((a, b) => rank(a) - rank(b));
+}
+
+const evidenceUrl = (r) => `/api/v1/evidence/${encodeURIComponent(r.image_id)}`;
+
+// A picture at full size over the page.
+function zoom(src, caption) {
+  $("zoom-img").src = src;
+  $("zoom-img").alt = caption;
+  $("zoom-caption").textContent = caption;
+  if (!$("zoom").open) $("zoom").showModal();
+}
+$("zoom-close").addEventListener("click", () => $("zoom").close());
+$("zoom").addEventListener("click", (e) => { if (e.target === $("zoom") || e.target === $("zoom-img")) $("zoom").close(); });
 
 async function loadAudit(id) {
   const trail = await api(`/api/v1/events/${encodeURIComponent(id)}/audit`).catch(() => ({ audit: [] }));
@@ -413,8 +443,62 @@ async function review(decision) {
     showError($("review-result"), err);
   }
 }
+async function reopen() {
+  const id = $("event-id").textContent;
+  if (!$("reopen-reason").value.trim()) {
+    $("review-result").textContent = t("event.reason_needed");
+    $("reopen-reason").focus();
+    return;
+  }
+  try {
+    const ev = await api(`/api/v1/events/${encodeURIComponent(id)}/reopen`, { method: "POST", body: JSON.stringify({ reason: $("reopen-reason").value }) });
+    $("review-result").textContent = t("event.recorded", { state: name("review", ev.review) });
+    $("review-result").dataset.state = ev.review;
+    loadEvent(id);
+  } catch (err) {
+    showError($("review-result"), err);
+  }
+}
+$("review-reopen").addEventListener("click", reopen);
 $("review-confirm").addEventListener("click", () => review("confirmed"));
 $("review-reject").addEventListener("click", () => review("rejected"));
+
+// --- printable notice -------------------------------------------------------------------
+
+async function loadNotice(id) {
+  $("notice-facts").replaceChildren();
+  $("notice-pictures").replaceChildren();
+  $("notice-footer").textContent = "";
+  $("notice-back").setAttribute("href", `#/event/${encodeURIComponent(id)}`);
+  let ev, trail;
+  try {
+    ev = await api(`/api/v1/events/${encodeURIComponent(id)}`);
+    trail = (await api(`/api/v1/events/${encodeURIComponent(id)}/audit`)).audit;
+  } catch (err) {
+    const dd = el("dd", { class: "error" });
+    showError(dd, err);
+    $("notice-facts").append(dd);
+    return;
+  }
+  const b = ev.body || {};
+  const decided = [...trail].reverse().find((a) => a.action === "review");
+  const facts = [
+    ["number", ev.event_id, true],
+    ["time", tNodes("notice.time_value", { time: fmtTime(ev.frame_time_ms), offset: offsetLabel(zoneOffsetMin(ev.frame_time_ms)) }, ["offset"]), false],
+    ["place", `${checkpointName(ev.checkpoint_id)} (${ev.checkpoint_id})`, false],
+    ["device", ev.camera_id, true],
+    ["offence", b.offence ? t("notice.offence_code", { name: b.offence.name, code: b.offence.code }) : name("kind", ev.kind), false],
+    ["plate", plateOf(ev), true],
+    ["review", decided ? tNodes("notice.review_by", { state: name("review", ev.review), reviewer: decided.actor, at: fmtTime(decided.at_ms) }, ["reviewer"]) : name("review", ev.review), false],
+  ];
+  for (const [k, v, data] of facts) if (v) $("notice-facts").append(el("dt", {}, t(`notice.${k}`)), el("dd", Object.assign({ "data-fact": k }, data ? { translate: "no" } : {}), ...[v].flat()));
+  for (const r of inOrder(ev.evidence)) {
+    const role = name("picture", r.role) || r.image_id;
+    $("notice-pictures").append(el("figure", {}, el("img", { src: evidenceUrl(r), alt: role }), el("figcaption", {}, ...tNodes("notice.picture", { role, sha: r.sha256 }, ["sha"]))));
+  }
+  $("notice-footer").textContent = t("notice.footer", { at: fmtTime(Date.now()) });
+}
+$("notice-print").addEventListener("click", () => window.print());
 
 // --- trajectory on the schematic map ----------------------------------------------------
 
@@ -428,9 +512,9 @@ function projector(points) {
   const [x0, x1, y0, y1] = [Math.min(...lons), Math.max(...lons), Math.min(...lats), Math.max(...lats)];
   const k = Math.cos(((y0 + y1) / 2) * Math.PI / 180);
   const w = Math.max((x1 - x0) * k, 1e-4), h = Math.max(y1 - y0, 1e-4);
-  // Room on the right for the names.
-  const s = Math.min(560 / w, 380 / h);
-  const ox = 360 - ((x0 + x1) / 2 - x0) * k * s, oy = 250 + ((y0 + y1) / 2 - y0) * s;
+  // Names go left or right of their dots (placeLabels): a margin on both sides.
+  const s = Math.min(600 / w, 400 / h);
+  const ox = 400 - ((x0 + x1) / 2 - x0) * k * s, oy = 250 + ((y0 + y1) / 2 - y0) * s;
   return (lon, lat) => [ox + (lon - x0) * k * s, oy - (lat - y0) * s];
 }
 
@@ -438,7 +522,7 @@ function drawMap(passes) {
   const map = $("map");
   map.replaceChildren();
   const defs = svg("defs");
-  const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "8", markerHeight: "8", orient: "auto-start-reverse" });
+  const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "4", markerHeight: "4", orient: "auto-start-reverse" });
   marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrowhead" }));
   defs.append(marker);
   map.append(defs);
@@ -446,16 +530,65 @@ function drawMap(passes) {
   const at = projector(checkpoints);
   const pos = new Map(checkpoints.map((c) => [c.id, at(c.lon, c.lat)]));
   const visited = new Set(passes.map((p) => p.checkpoint_id));
+  // Legs between the same two checkpoints (either way) are bowed apart, each its own curve,
+  // so that back-and-forth trips do not draw over each other.
+  const pairKey = (x, y) => (x < y ? `${x}|${y}` : `${y}|${x}`);
+  const onPair = new Map();
+  const legs = [];
   for (let i = 1; i < passes.length; i++) {
-    const a = pos.get(passes[i - 1].checkpoint_id), b = pos.get(passes[i].checkpoint_id);
+    const from = passes[i - 1].checkpoint_id, to = passes[i].checkpoint_id;
+    const a = pos.get(from), b = pos.get(to);
     if (!a || !b || (a[0] === b[0] && a[1] === b[1])) continue;
-    map.append(svg("line", { x1: a[0], y1: a[1], x2: b[0], y2: b[1], class: "leg", "marker-end": "url(#arrow)" }));
-    map.append(svg("text", { x: (a[0] + b[0]) / 2 + 6, y: (a[1] + b[1]) / 2 - 6, class: "leg-label" }, i));
+    const key = pairKey(from, to);
+    const n = onPair.get(key) || 0;
+    onPair.set(key, n + 1);
+    legs.push({ i, from, to, a, b, key, n });
+  }
+  const labels = [];
+  for (const leg of legs) {
+    const total = onPair.get(leg.key);
+    // The normal of the pair's line in one fixed direction, whichever way the leg goes.
+    const [p, q] = leg.from < leg.to ? [leg.a, leg.b] : [leg.b, leg.a];
+    const len = Math.hypot(q[0] - p[0], q[1] - p[1]);
+    const nrm = [-(q[1] - p[1]) / len, (q[0] - p[0]) / len];
+    const bow = total === 1 ? 0 : (leg.n - (total - 1) / 2) * 44;
+    const mid = [(leg.a[0] + leg.b[0]) / 2 + nrm[0] * bow, (leg.a[1] + leg.b[1]) / 2 + nrm[1] * bow];
+    const ctrl = [2 * mid[0] - (leg.a[0] + leg.b[0]) / 2, 2 * mid[1] - (leg.a[1] + leg.b[1]) / 2];
+    // Start and end at the dots' rims, along the curve, so the arrowheads stay visible.
+    const toward = (from, to, d) => { const l = Math.hypot(to[0] - from[0], to[1] - from[1]) || 1; return [from[0] + (to[0] - from[0]) * d / l, from[1] + (to[1] - from[1]) * d / l]; };
+    const a = toward(leg.a, ctrl, 11), b = toward(leg.b, ctrl, 11);
+    map.append(svg("path", { d: `M ${a[0]} ${a[1]} Q ${ctrl[0]} ${ctrl[1]} ${b[0]} ${b[1]}`, class: "leg", fill: "none", "marker-end": "url(#arrow)" }));
+    labels.push({ x: mid[0] + nrm[0] * 10, y: mid[1] + nrm[1] * 10 + 4, text: String(leg.i), cls: "leg-label", anchor: "middle" });
   }
   for (const c of checkpoints) {
     const [x, y] = pos.get(c.id);
     map.append(svg("circle", { cx: x, cy: y, r: visited.has(c.id) ? 9 : 6, class: visited.has(c.id) ? "ckpt visited" : "ckpt" }));
-    map.append(svg("text", { x: x + 12, y: y + 4, class: "ckpt-label" }, c.name));
+    labels.push({ x: x + 12, y: y + 4, text: c.name, cls: "ckpt-label", anchor: "start", right: true, cx: x });
+  }
+  placeLabels(map, labels);
+}
+
+// Places text labels inside the map without overlapping: a checkpoint's name goes to the
+// left of its dot when it would leave the map on the right, and any label moves down (then
+// up) until it clears the ones placed before it.
+function placeLabels(map, labels) {
+  const [W, H] = [800, 500];
+  const placed = [];
+  const hits = (r) => placed.some((o) => r.x < o.x + o.w && o.x < r.x + r.w && r.y < o.y + o.h && o.y < r.y + r.h);
+  for (const l of labels) {
+    const e = svg("text", { x: l.x, y: l.y, class: l.cls, "text-anchor": l.anchor }, l.text);
+    map.append(e);
+    const w = e.getComputedTextLength() || l.text.length * 8, h = 16;
+    let x = l.anchor === "middle" ? l.x - w / 2 : l.x;
+    if (l.right && x + w > W - 4) { x = l.cx - 12 - w; }
+    x = Math.max(2, Math.min(x, W - w - 2));
+    let y = l.y - 12;
+    for (let k = 1; hits({ x, y, w, h }) && k < 12; k++) y = l.y - 12 + (k % 2 ? 1 : -1) * Math.ceil(k / 2) * h;
+    y = Math.max(2, Math.min(y, H - h - 2));
+    e.setAttribute("text-anchor", "start");
+    e.setAttribute("x", x);
+    e.setAttribute("y", y + 12);
+    placed.push({ x, y, w, h });
   }
 }
 

@@ -86,6 +86,10 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/events/{event_id}/review",
             axum::routing::post(review),
         )
+        .route(
+            "/api/v1/events/{event_id}/reopen",
+            axum::routing::post(reopen),
+        )
         .route("/api/v1/events/{event_id}/audit", get(audit))
         .route("/metrics", get(prometheus))
         .route("/api/v1/evidence/{image_id}", get(get_evidence))
@@ -819,13 +823,61 @@ async fn review(
             format!("{e}; send {{\"decision\": \"confirmed\" or \"rejected\", \"reason\": ...}}"),
         )
     })?;
+    if !matches!(
+        r.decision,
+        protocol::ReviewState::Confirmed | protocol::ReviewState::Rejected
+    ) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "decision must be confirmed or rejected (an administrator reopens a decided event with POST /api/v1/events/{id}/reopen)".into(),
+        ));
+    }
     // Without logins (auth.required = false) the reviewer is whoever the body names.
     if s.auth.required || r.reviewer.trim().is_empty() {
         r.reviewer = c.principal.user.clone();
     }
+    decide(&s, &c, id, r).await
+}
+
+/// Reopens a decided event for review: `{"reason": "..."}`, administrators only; the event
+/// awaits review again and the audit trail says who reopened it and why.
+async fn reopen(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<protocol::Event>, ApiError> {
+    if !c.principal.is_admin() {
+        return Err(forbidden("reopen a decided event (administrators do)"));
+    }
+    let reason = body
+        .ok()
+        .and_then(|Json(v)| v["reason"].as_str().map(str::to_string))
+        .filter(|r| !r.trim().is_empty())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "send {\"reason\": \"...\"}: why the decision is reopened".into(),
+            )
+        })?;
+    let r = crate::store::Review {
+        decision: protocol::ReviewState::Pending,
+        reviewer: c.principal.user.clone(),
+        reason,
+    };
+    decide(&s, &c, id, r).await
+}
+
+/// Records a decision or a reopening on an event the caller sees.
+async fn decide(
+    s: &ApiState,
+    c: &Caller,
+    id: String,
+    r: crate::store::Review,
+) -> Result<Json<protocol::Event>, ApiError> {
     let who = c.principal.clone();
     Ok(Json(
-        with_store(&s, move |st| {
+        with_store(s, move |st| {
             match st.get(&id)? {
                 Some(ev) if who.sees(ev.checkpoint_id.as_str()) => {}
                 _ => return Err(StoreError::NotFound(id)),

@@ -255,6 +255,45 @@ fn roles_scopes_audit_and_login_limits() {
         404
     );
 
+    // A decision is final: a second one is refused; only an administrator reopens it,
+    // with a reason; then it can be decided again.
+    let review_va = |who: &str, decision: &str| {
+        call(
+            addr,
+            "POST",
+            &format!("/api/v1/events/{}/review", va.event_id),
+            Some(who),
+            Some(json!({"decision": decision, "reason": "bicycle pushed"})),
+        )
+    };
+    let (s, _, v) = review_va(&zhao, "rejected");
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("reopen"), "{v}");
+    assert_eq!(
+        review_va(&zhao, "pending").0,
+        400,
+        "pending is not a decision"
+    );
+    let reopen = |who: &str, body: Value| {
+        call(
+            addr,
+            "POST",
+            &format!("/api/v1/events/{}/reopen", va.event_id),
+            Some(who),
+            Some(body),
+        )
+    };
+    assert_eq!(
+        reopen(&zhao, json!({"reason": "x"})).0,
+        403,
+        "a reviewer reopened"
+    );
+    assert_eq!(reopen(&root, json!({})).0, 400, "reopened without a reason");
+    let (s, _, v) = reopen(&root, json!({"reason": "the reviewer missed the bicycle"}));
+    assert_eq!((s, v["review"].as_str()), (200, Some("pending")), "{v}");
+    let (s, _, v) = review_va(&zhao, "rejected");
+    assert_eq!((s, v["review"].as_str()), (200, Some("rejected")), "{v}");
+
     // Watch lists: administrators only.
     let wl = json!({"version": 1, "issued_by": "test", "vehicles": []});
     assert_eq!(
@@ -296,6 +335,10 @@ fn roles_scopes_audit_and_login_limits() {
     assert!(has("plate_query", "li", "trajectory?plate="), "{log}");
     assert!(has("plate_query", "wang", "trajectory?plate="), "{log}");
     assert!(has("review", "zhao", ""), "{log}");
+    assert!(
+        has("reopen", "root", "pending: the reviewer missed the bicycle"),
+        "{log}"
+    );
     assert!(has("login", "root", "127.0.0.1"), "{log}");
     assert!(has("watchlist_put", "root", "version 1"), "{log}");
     assert!(

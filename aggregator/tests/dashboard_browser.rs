@@ -196,9 +196,9 @@ fn beijing_time(ms: i64) -> String {
     protocol::time::format_rfc3339_ms(ms + 8 * 3_600_000)[..19].replace('T', " ")
 }
 
-/// Fails when the page shows an English word (two or more Latin letters) outside what is
-/// marked as data (`translate="no"`: plates, ids, user and model names): every word of ours
-/// comes from the Chinese catalogue.
+/// Fails when the page shows an English word (two or more Latin letters; SHA-256 the name of
+/// a standard) outside what is marked as data (`translate="no"`: plates, ids, user and model
+/// names): every word of ours comes from the Chinese catalogue.
 fn no_english(d: &Driver, what: &str) {
     let found = d.js(
         "const out = []; \
@@ -207,7 +207,7 @@ fn no_english(d: &Driver, what: &str) {
            const e = n.parentElement; \
            if (!e || e.closest('[translate=no]') || e.closest('script,style')) continue; \
            if (!e.getClientRects().length || getComputedStyle(e).visibility === 'hidden') continue; \
-           const w = n.textContent.match(/[A-Za-z]{2,}/g); if (w) out.push(...w.map((x) => `${x} in \"${n.textContent.trim()}\"`)); \
+           const w = (n.textContent.match(/[A-Za-z]{2,}/g) || []).filter((x) => x !== 'SHA'); if (w.length) out.push(...w.map((x) => `${x} in \"${n.textContent.trim()}\"`)); \
          } \
          for (const i of document.querySelectorAll('input[placeholder]')) { \
            if (i.getClientRects().length && /[A-Za-z]{2,}/.test(i.placeholder)) out.push(`placeholder ${i.placeholder}`); \
@@ -254,6 +254,11 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     let mut passes = vec![
         pass(CK_A, CAM_A, NODE, t0, "苏E7C001", 1),
         pass(CK_B, CAM_B, NODE, t0 + 1_200_000, "苏E7C001", 2),
+        // A delivery van back and forth: A, B, A, B.
+        pass(CK_A, CAM_A, NODE, t0 - 4_000_000, "苏E7C002", 1),
+        pass(CK_B, CAM_B, NODE, t0 - 2_800_000, "苏E7C002", 2),
+        pass(CK_A, CAM_A, NODE, t0 - 1_600_000, "苏E7C002", 1),
+        pass(CK_B, CAM_B, NODE, t0 - 400_000, "苏E7C002", 2),
     ];
     for h in 0..12i64 {
         for k in 0..(3 + (h * 7) % 9) {
@@ -419,14 +424,78 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     );
     no_english(&d, "the review");
     d.screenshot(&shots, "4-confirmed.png");
+    // A reviewer may not reopen a decision (an administrator may: tests/api_auth.rs).
+    assert_eq!(
+        d.js("return document.getElementById('event-reopen').hidden;"),
+        json!(true)
+    );
+    // A picture enlarges and closes.
+    d.click("#event-evidence img");
+    d.wait(
+        "the picture enlarged",
+        "document.getElementById('zoom').open && document.getElementById('zoom-img').complete && document.getElementById('zoom-img').naturalWidth > 0",
+    );
+    d.click("#zoom-close");
+    d.wait(
+        "the picture closed",
+        "!document.getElementById('zoom').open",
+    );
+
+    // The printable notice: offence with its code, time, place, decision, pictures.
+    d.click("#event-notice");
+    d.wait(
+        "the notice",
+        "(() => { const f = (k) => (document.querySelector(`#notice-facts dd[data-fact=${k}]`) || {}).textContent; \
+          const i = document.querySelector('#notice-pictures img'); \
+          return !document.getElementById('view-notice').hidden && f('offence') === '行人不按交通信号灯指示通行（违法代码 3001）' \
+            && (f('review') || '').startsWith('已确认（zhao，') && i && i.complete && i.naturalWidth > 0; })()",
+    );
+    let notice_time =
+        d.js("return document.querySelector('#notice-facts dd[data-fact=time]').textContent;");
+    assert_eq!(notice_time, json!(format!("{beijing}（UTC+8）")));
+    no_english(&d, "the notice");
+    d.screenshot(&shots, "9-notice.png");
+    let pdf = {
+        use base64::Engine;
+        let v = d.call(
+            "POST",
+            &d.s("/print"),
+            Some(json!({"page": {"width": 21.0, "height": 29.7}, "background": true})),
+        );
+        base64::engine::general_purpose::STANDARD
+            .decode(v["value"].as_str().unwrap())
+            .unwrap()
+    };
+    assert!(pdf.starts_with(b"%PDF"), "a PDF");
+    std::fs::write(shots.join("notice.pdf"), &pdf).unwrap();
 
     // The trajectory of the plate on the map.
     d.go(&format!(
         "{base}/dashboard/#/trajectory/{}",
         "%E8%8B%8FE7C001"
     ));
-    d.wait("a leg drawn", "document.querySelectorAll('#map line.leg').length === 1 && document.querySelectorAll('#trajectory-rows tr').length === 2");
+    d.wait("a leg drawn", "document.querySelectorAll('#map path.leg').length === 1 && document.querySelectorAll('#trajectory-rows tr').length === 2");
     no_english(&d, "the trajectory");
+    // Back and forth: three legs between the same two checkpoints, each its own curve, and
+    // no label over another or outside the map.
+    d.go(&format!(
+        "{base}/dashboard/#/trajectory/{}",
+        "%E8%8B%8FE7C002"
+    ));
+    d.wait("three legs drawn", "document.querySelectorAll('#map path.leg').length === 3 && document.querySelectorAll('#trajectory-rows tr').length === 4");
+    let layout = d.js(
+        "const legs = [...document.querySelectorAll('#map path.leg')].map((p) => p.getAttribute('d')); \
+         const boxes = [...document.querySelectorAll('#map text')].map((t) => t.getBBox()); \
+         let overlaps = 0, outside = 0; \
+         boxes.forEach((a, i) => { if (a.x < 0 || a.y < 0 || a.x + a.width > 800 || a.y + a.height > 500) outside++; \
+           boxes.slice(i + 1).forEach((b) => { if (a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height) overlaps++; }); }); \
+         return { distinct: new Set(legs).size, labels: boxes.length, overlaps, outside };",
+    );
+    assert_eq!(
+        layout,
+        json!({"distinct": 3, "labels": 5, "overlaps": 0, "outside": 0}),
+        "legs and labels of a back-and-forth trajectory"
+    );
     d.screenshot(&shots, "5-trajectory.png");
     d.go(&format!("{base}/dashboard/#/health"));
     d.wait(
@@ -512,6 +581,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         "6-health",
         "7-charts",
         "8-english",
+        "9-notice",
     ] {
         let len = std::fs::metadata(shots.join(format!("{n}.png")))
             .unwrap()

@@ -185,11 +185,35 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
         store.get(&violation.event_id).unwrap().unwrap().review,
         ReviewState::Confirmed
     );
+    // A decision is final: a second one is refused, until the event is reopened.
     let rejected = Review {
         decision: ReviewState::Rejected,
         reviewer: "officer 0007".into(),
         reason: "it is a cyclist".into(),
     };
+    let e = store
+        .review(&violation.event_id, &rejected, T0 + 45_000)
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Review(m) if m.contains("already confirmed") && m.contains("reopen")),
+        "{e}"
+    );
+    let reopening = Review {
+        decision: ReviewState::Pending,
+        reviewer: "admin".into(),
+        reason: "the person pushes a bicycle".into(),
+    };
+    assert_eq!(
+        store
+            .review(&violation.event_id, &reopening, T0 + 48_000)
+            .unwrap()
+            .review,
+        ReviewState::Pending
+    );
+    assert!(matches!(
+        store.review(&violation.event_id, &reopening, T0 + 49_000),
+        Err(StoreError::Review(_))
+    ));
     store
         .review(&violation.event_id, &rejected, T0 + 50_000)
         .unwrap();
@@ -197,12 +221,16 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
     assert_eq!(
         trail
             .iter()
-            .map(|a| (a.actor.as_str(), a.at_ms))
+            .map(|a| (a.action.as_str(), a.actor.as_str(), a.at_ms))
             .collect::<Vec<_>>(),
-        [("officer 0451", T0 + 40_000), ("officer 0007", T0 + 50_000)]
+        [
+            ("review", "officer 0451", T0 + 40_000),
+            ("reopen", "admin", T0 + 48_000),
+            ("review", "officer 0007", T0 + 50_000)
+        ]
     );
     assert!(
-        trail[1].detail.starts_with("rejected: it is a cyclist"),
+        trail[2].detail.starts_with("rejected: it is a cyclist"),
         "{trail:?}"
     );
     assert!(
@@ -217,7 +245,7 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
         Err(StoreError::NotFound(_))
     ));
     let bad = Review {
-        decision: ReviewState::Pending,
+        decision: ReviewState::NotRequired,
         ..r.clone()
     };
     assert!(matches!(

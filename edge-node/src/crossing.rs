@@ -315,9 +315,13 @@ impl CrossingWatch {
                 jpeg: pic.jpeg.clone(),
             })
             .collect();
-        out.push(Outgoing::Event(Box::new(
-            factory.red_light(event_id, f, boxes, &pictures),
-        )));
+        out.push(Outgoing::Event(Box::new(factory.red_light(
+            event_id,
+            f,
+            boxes,
+            &pictures,
+            self.offence.clone(),
+        ))));
         self.evidence_time.push(t0.elapsed());
         debug_assert!(f.signal.state == LightState::Red);
         out

@@ -116,6 +116,7 @@ impl EventFactory {
         f: &Finding,
         boxes: Vec<protocol::BBox>,
         pictures: &[Picture],
+        offence: Option<protocol::Offence>,
     ) -> Event {
         Event {
             schema_version: SCHEMA_VERSION,
@@ -156,6 +157,7 @@ impl EventFactory {
                 signal: f.signal.clone(),
                 signal_age_ms: f.signal_age_ms,
                 boxes,
+                offence,
             }),
         }
     }

@@ -37,15 +37,7 @@ pub struct EvidenceConfig {
     pub offences: BTreeMap<String, Offence>,
 }
 
-/// An offence as the violation-code table names it.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Offence {
-    /// The code, e.g. `3001` (the first digit is the class: 3 pedestrians and passengers).
-    pub code: String,
-    /// The offence in Chinese, as the table words it.
-    pub name: String,
-}
+pub use protocol::Offence;
 
 fn d_ring() -> usize {
     256

@@ -296,6 +296,19 @@ pub struct PedestrianRedLight {
     pub signal_age_ms: i64,
     /// The person's box in each staged picture (leaving, mid-crosswalk, further on).
     pub boxes: Vec<BBox>,
+    /// The offence as the node's pictures name it (absent from nodes of earlier releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offence: Option<Offence>,
+}
+
+/// An offence as the violation-code table in force names it (GA 408.1: four digits, the
+/// first the class, 3 for pedestrians).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offence {
+    /// The table's code, e.g. `3001`.
+    pub code: String,
+    /// The offence in Chinese, as the table words it.
+    pub name: String,
 }
 
 /// One vehicle passing a checkpoint camera, plate read or not.

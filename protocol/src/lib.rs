@@ -18,8 +18,8 @@ pub mod time;
 
 pub use event::{
     AckMsg, AnomalyType, BBox, Detection, Event, EventBody, EventError, EventKind, EvidenceRef,
-    LightState, ObjectTrack, PathPoint, PedestrianRedLight, PlateAnomaly, ReviewState, RuleRef,
-    Severity, SignalPhaseMsg, SignalReading, SignalSource, TrackPhase, VehiclePass,
+    LightState, ObjectTrack, Offence, PathPoint, PedestrianRedLight, PlateAnomaly, ReviewState,
+    RuleRef, Severity, SignalPhaseMsg, SignalReading, SignalSource, TrackPhase, VehiclePass,
     MAX_EVENT_BYTES, SCHEMA_VERSION,
 };
 pub use ids::{DeviceId, DeviceIdError, DeviceType};

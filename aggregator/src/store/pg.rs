@@ -708,8 +708,8 @@ impl EventStore for PgStore {
         )
         .map_err(pg)?;
         tx.execute(
-            "INSERT INTO audit (event_id, action, actor, detail, at_ms) VALUES ($1, 'review', $2, $3, $4)",
-            &[&event_id, &r.reviewer, &format!("{}: {}", json_str(&r.decision), r.reason), &at_ms],
+            "INSERT INTO audit (event_id, action, actor, detail, at_ms) VALUES ($1, $2, $3, $4, $5)",
+            &[&event_id, &super::sql::review_action(r), &r.reviewer, &format!("{}: {}", json_str(&r.decision), r.reason), &at_ms],
         )
         .map_err(pg)?;
         tx.commit().map_err(pg)?;

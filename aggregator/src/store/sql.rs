@@ -346,14 +346,11 @@ pub(crate) fn dialect(m: &str, d: &Dialect) -> String {
 }
 
 /// Checks a review before it is applied; the event's current review state decides.
+/// A decision (confirmed, rejected) is taken once, on an event awaiting review; `pending`
+/// reopens a decided event (the API lets administrators only). Every one needs a reviewer
+/// and a reason.
 pub(crate) fn check_review(ev: &Event, r: &Review) -> Result<(), StoreError> {
     use protocol::ReviewState::*;
-    if !matches!(r.decision, Confirmed | Rejected) {
-        return Err(StoreError::Review(format!(
-            "decision must be confirmed or rejected, not {:?}",
-            r.decision
-        )));
-    }
     if r.reviewer.trim().is_empty() || r.reason.trim().is_empty() {
         return Err(StoreError::Review(
             "a review needs a reviewer and a reason".into(),
@@ -366,7 +363,31 @@ pub(crate) fn check_review(ev: &Event, r: &Review) -> Result<(), StoreError> {
             ev.kind().as_str()
         )));
     }
-    Ok(())
+    match (r.decision, ev.review) {
+        (Confirmed | Rejected, Pending) | (Pending, Confirmed | Rejected) => Ok(()),
+        (Confirmed | Rejected, done) => Err(StoreError::Review(format!(
+            "event {} is already {}: a decision is final unless an administrator reopens it (POST /api/v1/events/{}/reopen)",
+            ev.event_id,
+            json_str(&done),
+            ev.event_id
+        ))),
+        (Pending, _) => Err(StoreError::Review(format!(
+            "event {} awaits review already; there is nothing to reopen",
+            ev.event_id
+        ))),
+        (NotRequired, _) => Err(StoreError::Review(
+            "decision must be confirmed or rejected".into(),
+        )),
+    }
+}
+
+/// The audit action a review writes: `review` for a decision, `reopen` for a reopening.
+pub(crate) fn review_action(r: &Review) -> &'static str {
+    if r.decision == protocol::ReviewState::Pending {
+        "reopen"
+    } else {
+        "review"
+    }
 }
 
 /// The sync statements both backends run, placeholders `{n}`. Only the nodes' events are

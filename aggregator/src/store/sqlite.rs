@@ -423,8 +423,8 @@ impl EventStore for SqliteStore {
             ],
         )?;
         tx.execute(
-            "INSERT INTO audit (event_id, action, actor, detail, at_ms) VALUES (?1, 'review', ?2, ?3, ?4)",
-            params![event_id, r.reviewer, format!("{}: {}", json_str(&r.decision), r.reason), at_ms],
+            "INSERT INTO audit (event_id, action, actor, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![event_id, super::sql::review_action(r), r.reviewer, format!("{}: {}", json_str(&r.decision), r.reason), at_ms],
         )?;
         tx.commit()?;
         Ok(ev)

@@ -159,6 +159,10 @@ pub fn red_light(ck: &str, cam: &str, node: &str, t: i64, image: &str, sha: &str
         red_for_ms: 19_700,
         signal_age_ms: 0,
         boxes: vec![],
+        offence: Some(Offence {
+            code: "3001".into(),
+            name: "行人不按交通信号灯指示通行".into(),
+        }),
     });
     ev
 }
