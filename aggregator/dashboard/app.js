@@ -9,6 +9,8 @@ const me = { user: null, role: null, county: null };
 let checkpoints = [];
 let alertSource = null;
 let healthTimer = null;
+let cameraTimer = null;
+let cameraShown = null;
 let searchCursor = null;
 let searchQuery = "";
 // The aggregator's display settings (/dashboard/settings.json): language and time zone.
@@ -236,6 +238,7 @@ function show(name) {
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== `view-${name}`;
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.getAttribute("href") === `#/${name}`);
   if (healthTimer && name !== "health") { clearInterval(healthTimer); healthTimer = null; }
+  if (cameraTimer && name !== "camera") { clearTimeout(cameraTimer); cameraTimer = null; cameraShown = null; }
 }
 
 function route() {
@@ -246,6 +249,7 @@ function route() {
     case "search": show("search"); break;
     case "event": show("event"); loadEvent(a); break;
     case "notice": show("notice"); loadNotice(a); break;
+    case "camera": show("camera"); watchCamera(a); break;
     case "trajectory": show("trajectory"); if (a) { $("trajectory-plate").value = a; loadTrajectory(a); } else drawMap([]); break;
     case "health": show("health"); loadHealth(); if (!healthTimer) healthTimer = setInterval(loadHealth, 5000); break;
     case "charts": show("charts"); loadCharts(); break;
@@ -635,7 +639,7 @@ async function loadHealth() {
         el("td", {}, first ? (n.checkpoint_name || n.checkpoint_id) : ""),
         el("td", { class: first ? (n.alive ? "ok" : "bad") : "" }, first ? t(n.alive ? "health.alive" : "health.silent") : ""),
         el("td", {}, first ? (n.last_report_ms ? fmtTime(n.last_report_ms) : t("health.never")) : ""),
-        el("td", {}, c ? t("health.camera", { label: c.label, id: c.id }) : ""),
+        el("td", {}, c ? el("a", { href: `#/camera/${encodeURIComponent(c.id)}`, class: "camera-link", "data-camera": c.id }, t("health.camera", { label: c.label, id: c.id })) : ""),
         el("td", {}, c ? c.fps.toFixed(1) : ""),
         el("td", { class: "dropped" }, c ? `${c.frames_decoded} / ${c.frames_dropped}${dropReasons(c)}` : ""),
         el("td", { class: "providers", translate: "no" }, first && n.report ? providers(n.report) : ""),
@@ -644,6 +648,42 @@ async function loadHealth() {
   }
   $("health-rows").replaceChildren(...rows);
 }
+
+// --- live view of a camera ---------------------------------------------------------------
+
+// Shows the camera's latest frame, asked again a second after each one arrives, while this
+// view is open.
+function watchCamera(id) {
+  if (cameraShown === id) return;
+  cameraShown = id;
+  $("camera-id").textContent = id;
+  $("camera-error").textContent = "";
+  $("camera-time").textContent = "";
+  const next = async () => {
+    if (cameraShown !== id) return;
+    const url = `/api/v1/cameras/${encodeURIComponent(id)}/live?width=1280${$("camera-overlay").checked ? "&overlay=1" : ""}`;
+    try {
+      const res = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+      if (res.status === 401) { showLogin(); return; }
+      if (!res.ok) {
+        const body = await res.json().catch(() => ({}));
+        throw apiError(res.status, body.error || res.statusText);
+      }
+      const blob = await res.blob();
+      const old = $("camera-frame").src;
+      $("camera-frame").src = URL.createObjectURL(blob);
+      if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+      const at = Number(res.headers.get("x-frame-time-ms"));
+      $("camera-time").textContent = at ? t("camera.frame_time", { time: fmtTime(at) }) : "";
+      $("camera-error").textContent = "";
+    } catch (err) {
+      showError($("camera-error"), err);
+    }
+    if (cameraShown === id) cameraTimer = setTimeout(next, 1000);
+  };
+  next();
+}
+$("camera-overlay").addEventListener("change", () => { if (cameraShown) { const id = cameraShown; cameraShown = null; clearTimeout(cameraTimer); watchCamera(id); } });
 
 // --- charts -----------------------------------------------------------------------------
 

@@ -126,6 +126,10 @@ const MESSAGES = {
     "health.outbox": "{items}（最早 {secs} 秒）",
     "health.camera": "{label}（{id}）",
 
+    "camera.title": "实时画面",
+    "camera.overlay": "显示检测框和区域",
+    "camera.frame_time": "画面时间 {time}，每秒刷新",
+    "camera.open": "实时画面",
     "charts.title": "统计图表",
     "charts.from": "起",
     "charts.to": "止",
@@ -342,6 +346,10 @@ const MESSAGES = {
     "health.outbox": "{items} (oldest {secs} s)",
     "health.camera": "{label} ({id})",
 
+    "camera.title": "Live view",
+    "camera.overlay": "show boxes and zones",
+    "camera.frame_time": "frame of {time}, refreshed every second",
+    "camera.open": "live view",
     "charts.title": "Charts",
     "charts.from": "From",
     "charts.to": "To",

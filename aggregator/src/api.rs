@@ -21,7 +21,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -93,6 +93,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events/{event_id}/audit", get(audit))
         .route("/metrics", get(prometheus))
         .route("/api/v1/evidence/{image_id}", get(get_evidence))
+        .route("/api/v1/cameras/{camera_id}/live", get(camera_live))
         .route("/api/v1/watchlist", get(get_watchlist).put(put_watchlist))
         .route("/api/v1/login", axum::routing::post(login))
         .route("/api/v1/logout", axum::routing::post(logout))
@@ -800,6 +801,96 @@ async fn get_evidence(
         _ => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no evidence image '{id}' (images arrive shortly before their event)"),
+        )),
+    }
+}
+
+/// How long the live view waits for a camera's node.
+const LIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The latest frame of a camera as its node answers it over zenoh (`?overlay=1`: with zones
+/// and tracked boxes; `?width=N`: scaled down), for a user who sees its checkpoint. The
+/// camera's checkpoint comes from its node's health reports.
+async fn camera_live(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    Path(camera): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let unknown = || {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no camera '{camera}' in the nodes' health reports; the cameras are listed by GET /api/v1/nodes"),
+        )
+    };
+    let checkpoint = s.live.checkpoint_of_camera(&camera).ok_or_else(unknown)?;
+    if !c.principal.sees(&checkpoint) {
+        return Err(unknown());
+    }
+    let (Ok(ck), Ok(cam)) = (
+        protocol::DeviceId::parse(&checkpoint),
+        protocol::DeviceId::parse(&camera),
+    ) else {
+        return Err(unknown());
+    };
+    let mut params = Vec::new();
+    if q.get("overlay").is_some_and(|v| v == "1" || v == "true") {
+        params.push("overlay=1".to_string());
+    }
+    if let Some(w) = q.get("width") {
+        let w: u32 = w
+            .parse()
+            .ok()
+            .filter(|w| (64..=7680).contains(w))
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("width '{w}' must be 64..7680 pixels"),
+                )
+            })?;
+        params.push(format!("width={w}"));
+    }
+    let key = protocol::keys::camera_live(&ck, &cam);
+    let replies = s
+        .session
+        .get(format!("{key}?{}", params.join(";")))
+        .timeout(LIVE_TIMEOUT)
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_GATEWAY,
+                format!("live view of {camera}: {e}"),
+            )
+        })?;
+    let unanswered = || {
+        ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the node of checkpoint {checkpoint} did not answer for camera {camera} within {} s (is it running and connected?)", LIVE_TIMEOUT.as_secs()),
+        )
+    };
+    let reply = replies.recv_async().await.map_err(|_| unanswered())?;
+    match reply.result() {
+        Ok(sample) => {
+            let time = sample
+                .attachment()
+                .map(|a| String::from_utf8_lossy(&a.to_bytes()).to_string())
+                .unwrap_or_default();
+            Ok((
+                [
+                    (axum::http::header::CONTENT_TYPE, "image/jpeg".to_string()),
+                    (axum::http::header::CACHE_CONTROL, "no-store".to_string()),
+                    (axum::http::HeaderName::from_static("x-frame-time-ms"), time),
+                ],
+                sample.payload().to_bytes().to_vec(),
+            )
+                .into_response())
+        }
+        Err(e) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "camera {camera}: {}",
+                String::from_utf8_lossy(&e.payload().to_bytes())
+            ),
         )),
     }
 }

@@ -18,7 +18,7 @@ const I18N_JS: &str = include_str!("../dashboard/i18n.js");
 const APP_CSS: &str = include_str!("../dashboard/app.css");
 
 /// Only this origin's scripts, styles, images and connections.
-const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
 
 /// Whether `path` is one of the dashboard's public files.
 pub fn is_asset(path: &str) -> bool {

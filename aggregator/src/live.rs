@@ -83,6 +83,15 @@ impl Live {
             .insert(h.checkpoint_id.clone(), (h, received_ms));
     }
 
+    /// The checkpoint whose node last reported `camera` among its cameras.
+    pub fn checkpoint_of_camera(&self, camera: &str) -> Option<String> {
+        let nodes = self.nodes.lock().expect("not poisoned");
+        nodes
+            .iter()
+            .find(|(_, (h, _))| h.cameras.iter().any(|c| c.id == camera))
+            .map(|(id, _)| id.clone())
+    }
+
     /// Every checkpoint in `known` and every one that reported, at `now_ms`.
     pub fn nodes(&self, known: &[String], now_ms: i64) -> Vec<NodeState> {
         let nodes = self.nodes.lock().expect("not poisoned");

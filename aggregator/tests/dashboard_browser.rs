@@ -508,6 +508,34 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     );
     no_english(&d, "the health view");
     d.screenshot(&shots, "6-health.png");
+
+    // The live view of camera A, from the health table. The node is stood in for by a zenoh
+    // queryable answering as a node does (the real node's answer, through the aggregator, is
+    // tested by edge-node/tests/live_view.rs).
+    let live_key = keys::camera_live(&ck_a, &DeviceId::parse(CAM_A).unwrap());
+    let queryable =
+        rt.block_on(async { session.declare_queryable(live_key.clone()).await.unwrap() });
+    let frame_time = now - 1_000;
+    let live_jpeg = jpeg.clone();
+    let answering = rt.spawn(async move {
+        while let Ok(q) = queryable.recv_async().await {
+            let _ = q
+                .reply(live_key.as_str(), live_jpeg.as_slice())
+                .attachment(frame_time.to_string())
+                .await;
+        }
+    });
+    d.click(&format!("a.camera-link[data-camera=\"{CAM_A}\"]"));
+    d.wait(
+        "the camera's frame",
+        &format!(
+            "!document.getElementById('view-camera').hidden && document.getElementById('camera-frame').naturalWidth > 0 && document.getElementById('camera-time').textContent.includes('{}')",
+            beijing_time(frame_time)
+        ),
+    );
+    no_english(&d, "the live view");
+    d.screenshot(&shots, "10-live-view.png");
+    answering.abort();
     d.go(&format!("{base}/dashboard/#/charts"));
     d.wait("bars drawn", "document.querySelectorAll('#chart-kinds rect').length > 0 && document.querySelectorAll('#chart-flow rect').length > 0");
     no_english(&d, "the charts");
@@ -582,6 +610,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         "7-charts",
         "8-english",
         "9-notice",
+        "10-live-view",
     ] {
         let len = std::fs::metadata(shots.join(format!("{n}.png")))
             .unwrap()

@@ -236,5 +236,72 @@ fn bench_jpeg(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_jpeg);
+/// The live view's cost at a 1080p camera: the vtest frame scaled to 1920x1080, made into
+/// the JPEG a viewer gets (what the node does per request, at most five a second per camera;
+/// the request's way through zenoh and the aggregator is measured by
+/// edge-node/tests/live_view.rs).
+fn bench_live(c: &mut Criterion) {
+    let mut src = edge_node::source::open(
+        &SourceConfig::File {
+            path: benches::vtest(),
+            start_time: None,
+            realtime: false,
+        },
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let mut frame = src.next_frame().unwrap().unwrap();
+    for _ in 0..100 {
+        frame = src.next_frame().unwrap().unwrap();
+    }
+    let big = edge_node::evidence::scaled(&frame.rgb, frame.width, frame.height, 1920, 1080);
+    let snap = edge_node::live::Snapshot {
+        frame: edge_node::frame::Frame {
+            seq: 0,
+            time_ms: 0,
+            width: 1920,
+            height: 1080,
+            rgb: std::sync::Arc::new(big.into_raw()),
+        },
+        boxes: (0..8)
+            .map(|i| edge_node::live::LiveBox {
+                bbox: BBox::new(
+                    100.0 + 200.0 * i as f32,
+                    300.0,
+                    180.0 + 200.0 * i as f32,
+                    520.0,
+                ),
+                label: "person".into(),
+                track_id: i,
+            })
+            .collect(),
+    };
+    let zones: Vec<edge_node::zones::ZoneConfig> = toml::from_str::<toml::Value>(
+        "[[z]]\nname = \"xw\"\nkind = \"crosswalk\"\npolygon = [[0.1, 0.5], [0.9, 0.5], [0.9, 0.7], [0.1, 0.7]]\n",
+    )
+    .unwrap()["z"]
+        .clone()
+        .try_into()
+        .unwrap();
+    let font = edge_node::evidence::EvidenceConfig::default()
+        .load_font()
+        .ok();
+    let mut g = c.benchmark_group("live/1080p frame to JPEG");
+    g.bench_function("full size", |b| {
+        b.iter(|| black_box(edge_node::live::render(&snap, None, None, 0)))
+    });
+    g.bench_function("1280 wide, boxes and zones", |b| {
+        b.iter(|| {
+            black_box(edge_node::live::render(
+                &snap,
+                Some(&zones),
+                font.as_ref(),
+                1280,
+            ))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_jpeg, bench_live);
 criterion_main!(benches);

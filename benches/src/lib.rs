@@ -117,6 +117,7 @@ pub fn camera_context(
         feed: Default::default(),
         metrics: Default::default(),
         registry: Arc::new(registry),
+        live: Default::default(),
     }
 }
 

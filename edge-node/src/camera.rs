@@ -111,6 +111,8 @@ pub struct CameraContext {
     pub metrics: Arc<NodeMetrics>,
     /// The vehicle registry and watch list in force.
     pub registry: Arc<crate::registry::RegistryStore>,
+    /// Each camera's latest frame, for the live view.
+    pub live: Arc<crate::live::LiveFrames>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -642,6 +644,8 @@ fn run_once(
         .collect();
     let mut tracker = Tracker::new(cam.tracker.clone()).with_class_groups(groups);
     let mut crossing = CrossingWatch::new(&cam.raw, ctx.feed.clone(), &labels, font.clone());
+    let live = ctx.live.slot(cam.id.as_str());
+    live.set_zones(&cam.raw.zones);
     let mut vehicles = match (&cam.raw.plates, plates_slot.take()) {
         (Some(pc), Some(models)) => Some(crate::vehicles::VehicleWatch::new(
             pc.clone(),
@@ -715,6 +719,18 @@ fn run_once(
                 })
                 .collect();
             let visible: Vec<&Track> = tracker.visible().collect();
+            // The live view's latest frame: a pointer swap, nothing encoded.
+            live.offer(crate::live::Snapshot {
+                frame: d.frame.clone(),
+                boxes: visible
+                    .iter()
+                    .map(|t| crate::live::LiveBox {
+                        bbox: t.bbox,
+                        label: labels.get(t.class_id).cloned().unwrap_or_default(),
+                        track_id: t.id,
+                    })
+                    .collect(),
+            });
             if let Some(cw) = &mut crossing {
                 let t_cross = Instant::now();
                 let n_evidence = cw.evidence_time.len();

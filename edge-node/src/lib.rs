@@ -13,6 +13,7 @@ pub mod config;
 pub mod crossing;
 pub mod detect;
 pub mod engine;
+pub mod live;
 pub mod manifest;
 pub mod metrics;
 pub mod node;

@@ -137,6 +137,15 @@ pub async fn run(
         metrics.clone(),
         outbox.clone(),
     ));
+    // The live view: the aggregators ask, the node answers with the latest frame.
+    let live = Arc::new(crate::live::LiveFrames::default());
+    let font = cfg
+        .cameras
+        .iter()
+        .find_map(|c| c.raw.evidence.load_font().ok());
+    let live_queryable = crate::live::serve(&session, &cfg.checkpoint_id, live.clone(), font)
+        .await
+        .map_err(|e| PublishError::Open(e.to_string()))?;
     let ctx = CameraContext {
         node_id: cfg.node_id.clone(),
         checkpoint_id: cfg.checkpoint_id.clone(),
@@ -149,6 +158,7 @@ pub async fn run(
         feed,
         metrics: metrics.clone(),
         registry,
+        live: live.clone(),
     };
     info!(cameras = cfg.cameras.len(), node = %cfg.node_id, checkpoint = %cfg.checkpoint_id, "Node started");
     let watcher = match &config_file {
@@ -168,6 +178,7 @@ pub async fn run(
     .await;
     let stats = publisher.await.expect("publisher task");
     health.abort();
+    live_queryable.abort();
     // Let zenoh hand the last puts to the transport before the session closes.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = session.close().await;

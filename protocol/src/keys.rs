@@ -67,6 +67,17 @@ pub fn evidence(checkpoint: &DeviceId, camera: &DeviceId, image_id: &str) -> Str
     )
 }
 
+/// The live view of one camera: an aggregator's query, answered by the camera's node with a
+/// JPEG of the latest frame.
+pub fn camera_live(checkpoint: &DeviceId, camera: &DeviceId) -> String {
+    format!("{}/{}/live", checkpoint_prefix(checkpoint), camera)
+}
+
+/// Every camera's live view at one checkpoint (the node's queryable).
+pub fn live_of(checkpoint: &DeviceId) -> String {
+    format!("{}/*/live", checkpoint_prefix(checkpoint))
+}
+
 /// The health reports of every node in `scope`.
 pub fn health_in(scope: &Scope) -> String {
     match scope {

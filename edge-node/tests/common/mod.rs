@@ -241,31 +241,7 @@ pub fn run_edge(
     dir: &Path,
     deadline: Duration,
 ) -> (Output, Option<serde_json::Value>) {
-    let cfg = dir.join("edge.toml");
-    // Each test's node keeps its own outbox (tests run side by side).
-    let config_text = if config_text.contains("[outbox]") {
-        config_text.to_string()
-    } else {
-        format!(
-            "{config_text}\n[outbox]\npath = \"{}\"\n",
-            dir.join("outbox.db").display()
-        )
-    };
-    std::fs::write(&cfg, config_text).unwrap();
-    let summary = dir.join("summary.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-node"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--summary-json")
-        .arg(&summary)
-        .current_dir(repo_root())
-        .env_remove("ORT_DYLIB_PATH")
-        .env_remove("TRAFFIC_MODELS_DIR")
-        .env("RUST_LOG", "info,zenoh=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, summary) = spawn_edge(config_text, dir);
     let until = Instant::now() + deadline;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > until {
@@ -283,6 +259,38 @@ pub fn run_edge(
         .ok()
         .map(|b| serde_json::from_slice(&b).unwrap());
     (out, summary)
+}
+
+/// Starts the edge-node binary on `config_text` (its own outbox under `dir`): the child and
+/// where its summary will be written.
+#[allow(dead_code)]
+pub fn spawn_edge(config_text: &str, dir: &Path) -> (std::process::Child, PathBuf) {
+    let cfg = dir.join("edge.toml");
+    // Each test's node keeps its own outbox (tests run side by side).
+    let config_text = if config_text.contains("[outbox]") {
+        config_text.to_string()
+    } else {
+        format!(
+            "{config_text}\n[outbox]\npath = \"{}\"\n",
+            dir.join("outbox.db").display()
+        )
+    };
+    std::fs::write(&cfg, config_text).unwrap();
+    let summary = dir.join("summary.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_edge-node"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--summary-json")
+        .arg(&summary)
+        .current_dir(repo_root())
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("TRAFFIC_MODELS_DIR")
+        .env("RUST_LOG", "info,zenoh=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, summary)
 }
 
 /// A GStreamer RTSP server on loopback serving vtest.avi (H.264, real time) at `/vtest`, on
