@@ -522,6 +522,43 @@ function projector(points) {
   return (lon, lat) => [ox + (lon - x0) * k * s, oy - (lat - y0) * s];
 }
 
+// Web Mercator at zoom z: world pixels of a longitude and latitude (256 px tiles).
+function mercator(lon, lat, z) {
+  const n = 256 * 2 ** z, r = (Math.max(-85, Math.min(85, lat)) * Math.PI) / 180;
+  return [((lon + 180) / 360) * n, ((1 - Math.log(Math.tan(r) + 1 / Math.cos(r)) / Math.PI) / 2) * n];
+}
+
+// The configured map tiles under the map (the deepest zoom that holds every checkpoint with
+// a margin), and the projection onto them.
+function tiles(map, points) {
+  const [W, H] = [800, 500];
+  let z = 17;
+  for (; z > 1; z--) {
+    const xy = points.map((p) => mercator(p.lon, p.lat, z));
+    const xs = xy.map((q) => q[0]), ys = xy.map((q) => q[1]);
+    if (Math.max(...xs) - Math.min(...xs) <= W - 240 && Math.max(...ys) - Math.min(...ys) <= H - 120) break;
+  }
+  const xy = points.map((p) => mercator(p.lon, p.lat, z));
+  const cx = (Math.min(...xy.map((q) => q[0])) + Math.max(...xy.map((q) => q[0]))) / 2;
+  const cy = (Math.min(...xy.map((q) => q[1])) + Math.max(...xy.map((q) => q[1]))) / 2;
+  const [ox, oy] = [cx - W / 2, cy - H / 2];
+  const layer = svg("g", { class: "tiles" });
+  const max = 2 ** z;
+  for (let tx = Math.floor(ox / 256); tx * 256 < ox + W; tx++) {
+    for (let ty = Math.floor(oy / 256); ty * 256 < oy + H; ty++) {
+      if (ty < 0 || ty >= max) continue;
+      const x = ((tx % max) + max) % max;
+      const href = settings.map_tiles.replace("{z}", z).replace("{x}", x).replace("{y}", ty);
+      const img = svg("image", { href, x: tx * 256 - ox, y: ty * 256 - oy, width: 256, height: 256, class: "tile" });
+      img.addEventListener("load", () => img.classList.add("loaded"));
+      layer.append(img);
+    }
+  }
+  map.append(layer);
+  if (settings.map_attribution) map.append(svg("text", { x: W - 6, y: H - 6, class: "attribution", "text-anchor": "end", translate: "no" }, settings.map_attribution));
+  return (lon, lat) => { const [x, y] = mercator(lon, lat, z); return [x - ox, y - oy]; };
+}
+
 function drawMap(passes) {
   const map = $("map");
   map.replaceChildren();
@@ -531,7 +568,7 @@ function drawMap(passes) {
   defs.append(marker);
   map.append(defs);
   if (!checkpoints.length) { map.append(svg("text", { x: 20, y: 40 }, t("map.no_checkpoints"))); return; }
-  const at = projector(checkpoints);
+  const at = settings.map_tiles ? tiles(map, checkpoints) : projector(checkpoints);
   const pos = new Map(checkpoints.map((c) => [c.id, at(c.lon, c.lat)]));
   const visited = new Set(passes.map((p) => p.checkpoint_id));
   // Legs between the same two checkpoints (either way) are bowed apart, each its own curve,

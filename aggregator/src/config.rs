@@ -73,6 +73,14 @@ pub struct DisplayConfig {
     /// An IANA time zone name.
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
+    /// Map tiles under the trajectory map: a URL template with `{z}`, `{x}` and `{y}`
+    /// (Web Mercator, 256 px), e.g. the site's own tile server. None by default: the map is
+    /// drawn from the coordinates alone and the page loads nothing from elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_tiles: Option<String>,
+    /// The tiles' attribution, shown on the map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_attribution: Option<String>,
 }
 
 pub const LANGUAGES: [&str; 2] = ["zh-CN", "en"];
@@ -89,11 +97,23 @@ impl Default for DisplayConfig {
         DisplayConfig {
             language: default_language(),
             time_zone: default_time_zone(),
+            map_tiles: None,
+            map_attribution: None,
         }
     }
 }
 
 impl DisplayConfig {
+    /// The origin (`scheme://host[:port]`) of the map tiles, which the page's content
+    /// security policy lets images come from; None without tiles.
+    pub fn tile_origin(&self) -> Option<String> {
+        let t = self.map_tiles.as_deref()?;
+        let (scheme, rest) = t.split_once("://")?;
+        let host = rest.split('/').next()?;
+        (matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('{'))
+            .then(|| format!("{scheme}://{host}"))
+    }
+
     /// The configured zone (checked by `validate`; UTC if it were not).
     pub fn zone(&self) -> jiff::tz::TimeZone {
         jiff::tz::TimeZone::get(&self.time_zone).unwrap_or(jiff::tz::TimeZone::UTC)
@@ -513,6 +533,15 @@ impl AggregatorConfig {
                 self.display.time_zone
             ));
         }
+        if let Some(t) = &self.display.map_tiles {
+            if self.display.tile_origin().is_none()
+                || !["{z}", "{x}", "{y}"].iter().all(|p| t.contains(p))
+            {
+                errors.push(format!(
+                    "display.map_tiles '{t}' must be an http(s) URL template with {{z}}, {{x}} and {{y}}, e.g. http://tiles.example/{{z}}/{{x}}/{{y}}.png"
+                ));
+            }
+        }
         if self.zenoh.mode != "peer" && self.zenoh.mode != "client" && self.zenoh.mode != "router" {
             errors.push(format!(
                 "zenoh.mode '{}' must be peer, client or router",
@@ -658,6 +687,7 @@ mod tests {
         let ny = DisplayConfig {
             language: "en".into(),
             time_zone: "America/New_York".into(),
+            ..Default::default()
         }
         .zone();
         // Summer and winter time: the offset follows the zone's rules.
@@ -668,7 +698,7 @@ mod tests {
     #[test]
     fn a_wrong_language_or_zone_is_refused() {
         let raw: AggregatorConfig = toml::from_str(
-            "id = \"32050500055030000001\"\n[display]\nlanguage = \"fr\"\ntime_zone = \"Beijing\"\n",
+            "id = \"32050500055030000001\"\n[display]\nlanguage = \"fr\"\ntime_zone = \"Beijing\"\nmap_tiles = \"ftp://tiles/{z}\"\n",
         )
         .unwrap();
         let e = raw.validate(Path::new("a.toml")).unwrap_err().to_string();
@@ -680,6 +710,16 @@ mod tests {
             e.contains("display.time_zone 'Beijing'") && e.contains("Asia/Shanghai"),
             "{e}"
         );
+        assert!(e.contains("display.map_tiles 'ftp://tiles/{z}'"), "{e}");
+        let tiles = DisplayConfig {
+            map_tiles: Some("http://10.20.0.5:8088/tiles/{z}/{x}/{y}.png".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            tiles.tile_origin().as_deref(),
+            Some("http://10.20.0.5:8088")
+        );
+        assert_eq!(DisplayConfig::default().tile_origin(), None);
     }
 
     #[test]

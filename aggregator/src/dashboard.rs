@@ -17,20 +17,27 @@ const APP_JS: &str = include_str!("../dashboard/app.js");
 const I18N_JS: &str = include_str!("../dashboard/i18n.js");
 const APP_CSS: &str = include_str!("../dashboard/app.css");
 
-/// Only this origin's scripts, styles, images and connections.
-const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+/// Only this origin's scripts, styles, images and connections; images also from the map
+/// tiles' origin when `[display] map_tiles` names one.
+fn csp(display: &crate::config::DisplayConfig) -> String {
+    let tiles = display
+        .tile_origin()
+        .map(|o| format!(" {o}"))
+        .unwrap_or_default();
+    format!("default-src 'self'; img-src 'self' data: blob:{tiles}; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+}
 
 /// Whether `path` is one of the dashboard's public files.
 pub fn is_asset(path: &str) -> bool {
     path == "/" || path == "/dashboard" || path.starts_with("/dashboard/")
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+fn asset(s: &ApiState, content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
-            (CONTENT_TYPE, content_type),
-            (CACHE_CONTROL, "no-cache"),
-            (CONTENT_SECURITY_POLICY, CSP),
+            (CONTENT_TYPE, content_type.to_string()),
+            (CACHE_CONTROL, "no-cache".to_string()),
+            (CONTENT_SECURITY_POLICY, csp(&s.display)),
         ],
         body,
     )
@@ -42,15 +49,15 @@ pub fn router() -> Router<ApiState> {
         .route("/dashboard", get(|| async { Redirect::to("/dashboard/") }))
         .route(
             "/dashboard/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+            get(|State(s): State<ApiState>| async move { asset(&s, "text/html; charset=utf-8", INDEX) }),
         )
         .route(
             "/dashboard/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+            get(|State(s): State<ApiState>| async move { asset(&s, "text/javascript; charset=utf-8", APP_JS) }),
         )
         .route(
             "/dashboard/i18n.js",
-            get(|| async { asset("text/javascript; charset=utf-8", I18N_JS) }),
+            get(|State(s): State<ApiState>| async move { asset(&s, "text/javascript; charset=utf-8", I18N_JS) }),
         )
         .route(
             "/dashboard/settings.json",
@@ -66,7 +73,7 @@ pub fn router() -> Router<ApiState> {
         )
         .route(
             "/dashboard/app.css",
-            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+            get(|State(s): State<ApiState>| async move { asset(&s, "text/css; charset=utf-8", APP_CSS) }),
         )
 }
 
@@ -85,6 +92,23 @@ mod tests {
         assert!(super::INDEX.contains("src=\"/dashboard/app.js\""));
         assert!(super::INDEX.contains("src=\"/dashboard/i18n.js\""));
         assert!(super::INDEX.contains("href=\"/dashboard/app.css\""));
+    }
+
+    /// Images from the page's own origin only, unless tiles are configured: then from
+    /// their origin too, and nothing else.
+    #[test]
+    fn the_policy_names_the_tile_server_only_when_configured() {
+        let none = super::csp(&crate::config::DisplayConfig::default());
+        assert!(none.contains("img-src 'self' data: blob:;"), "{none}");
+        let tiles = super::csp(&crate::config::DisplayConfig {
+            map_tiles: Some("https://gis.police.local/t/{z}/{x}/{y}.png".into()),
+            ..Default::default()
+        });
+        assert!(
+            tiles.contains("img-src 'self' data: blob: https://gis.police.local;"),
+            "{tiles}"
+        );
+        assert!(tiles.contains("connect-src 'self';"), "{tiles}");
     }
 
     /// The catalogue's keys of one language: the lines `"key": "text",` of its block.

@@ -234,8 +234,27 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     let dir = temp_dir("dash");
     let rt = runtime();
     let zport = free_port();
+    // The site's tile server: a grey tile for any request, counted.
+    let tile_hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tiles = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = tiles.local_addr().unwrap().port();
+    {
+        let (hits, tile) = (tile_hits.clone(), jpeg(256, 256, 0));
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for s in tiles.incoming() {
+                let Ok(mut s) = s else { break };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", tile.len());
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&tile);
+            }
+        });
+    }
     let text = format!(
-        "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zport}\"]\n[[auth.users]]\nname = \"zhao\"\nrole = \"reviewer\"\ncounty = \"320505\"\npassword_hash = '{}'\n[[checkpoints]]\nid = \"{CK_A}\"\nname = \"校园路口\"\nlon = 120.630\nlat = 31.260\n[[checkpoints]]\nid = \"{CK_B}\"\nname = \"吴中大道卡口\"\nlon = 120.700\nlat = 31.300\n",
+        "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[display]\nmap_tiles = \"http://127.0.0.1:{tport}/{{z}}/{{x}}/{{y}}.jpg\"\nmap_attribution = \"测试底图\"\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zport}\"]\n[[auth.users]]\nname = \"zhao\"\nrole = \"reviewer\"\ncounty = \"320505\"\npassword_hash = '{}'\n[[checkpoints]]\nid = \"{CK_A}\"\nname = \"校园路口\"\nlon = 120.630\nlat = 31.260\n[[checkpoints]]\nid = \"{CK_B}\"\nname = \"吴中大道卡口\"\nlon = 120.700\nlat = 31.300\n",
         dir.0.join("agg.db").display(),
         aggregator::auth::hash_password("zhao-pw"),
     );
@@ -485,7 +504,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     d.wait("three legs drawn", "document.querySelectorAll('#map path.leg').length === 3 && document.querySelectorAll('#trajectory-rows tr').length === 4");
     let layout = d.js(
         "const legs = [...document.querySelectorAll('#map path.leg')].map((p) => p.getAttribute('d')); \
-         const boxes = [...document.querySelectorAll('#map text')].map((t) => t.getBBox()); \
+         const boxes = [...document.querySelectorAll('#map text:not(.attribution)')].map((t) => t.getBBox()); \
          let overlaps = 0, outside = 0; \
          boxes.forEach((a, i) => { if (a.x < 0 || a.y < 0 || a.x + a.width > 800 || a.y + a.height > 500) outside++; \
            boxes.slice(i + 1).forEach((b) => { if (a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height) overlaps++; }); }); \
@@ -496,6 +515,12 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         json!({"distinct": 3, "labels": 5, "overlaps": 0, "outside": 0}),
         "legs and labels of a back-and-forth trajectory"
     );
+    // Under it, the site's tiles (the only other origin the page may load from).
+    d.wait(
+        "the map tiles",
+        "document.querySelectorAll('#map image.tile.loaded').length >= 4 && document.querySelector('#map text.attribution').textContent === '测试底图'",
+    );
+    assert!(tile_hits.load(std::sync::atomic::Ordering::SeqCst) >= 4);
     d.screenshot(&shots, "5-trajectory.png");
     d.go(&format!("{base}/dashboard/#/health"));
     d.wait(

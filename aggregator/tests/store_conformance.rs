@@ -269,7 +269,7 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
             at_ms: T0 + 60_000,
         })
         .unwrap();
-    assert_eq!(store.audit_of(&violation.event_id).unwrap().len(), 3);
+    assert_eq!(store.audit_of(&violation.event_id).unwrap().len(), 4);
     // The whole log, newest first (plate queries and logins have no event).
     store
         .audit(&AuditEntry {
