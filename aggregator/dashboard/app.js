@@ -13,6 +13,8 @@ let cameraTimer = null;
 let cameraShown = null;
 let searchCursor = null;
 let searchQuery = "";
+// The search's results shown, to draw again in another language.
+let searchEvents = [];
 // The aggregator's display settings (/dashboard/settings.json): language and time zone.
 const settings = { language: "zh-CN", time_zone: "Asia/Shanghai" };
 // The live alerts shown, newest first, to draw again in another language.
@@ -228,6 +230,8 @@ function switchLang(l) {
   drawWho();
   drawLiveState();
   $("alerts").replaceChildren(...alertEvents.map((ev) => eventRow(ev, false)));
+  $("results").replaceChildren(...searchEvents.map((ev) => eventRow(ev, true)));
+  if (searchEvents.length) $("search-count").textContent = t(searchCursor ? "search.count_more" : "search.count", { n: searchEvents.length });
   if (me.user) route();
 }
 $("lang-switch").addEventListener("click", () => switchLang(lang === "en" ? "zh-CN" : "en"));
@@ -319,6 +323,7 @@ $("search-form").addEventListener("submit", (e) => {
   p.set("limit", "50");
   searchQuery = p.toString();
   searchCursor = null;
+  searchEvents = [];
   $("results").replaceChildren();
   runSearch();
 });
@@ -328,7 +333,7 @@ async function runSearch() {
   const q = searchQuery + (searchCursor ? `&cursor=${encodeURIComponent(searchCursor)}` : "");
   try {
     const page = await api(`/api/v1/events?${q}`);
-    for (const ev of page.events) $("results").append(eventRow(ev, true));
+    for (const ev of page.events) { searchEvents.push(ev); $("results").append(eventRow(ev, true)); }
     searchCursor = page.next_cursor || null;
     $("search-more").hidden = !searchCursor;
     $("search-count").textContent = t(searchCursor ? "search.count_more" : "search.count", { n: $("results").children.length });

@@ -547,12 +547,18 @@ fn run_once(
     timers: &mut Timers,
 ) -> Result<(), CameraError> {
     let m = ctx.metrics.camera(cam.id.as_str());
-    // The banners' font (loaded once per process; checked when the configuration loaded).
-    let font = cam
-        .raw
-        .evidence
-        .load_font()
-        .map_err(CameraError::Evidence)?;
+    // The banners' font, for a camera that draws evidence (loaded once per process; checked
+    // when the configuration loaded). A camera that only tracks needs none.
+    let font = if cam.raw.red_light.is_some() || cam.raw.plates.is_some() {
+        Some(
+            cam.raw
+                .evidence
+                .load_font()
+                .map_err(CameraError::Evidence)?,
+        )
+    } else {
+        None
+    };
     if detector_slot.as_ref().is_none_or(|d| !d.alive()) {
         *detector_slot = Some(ctx.engines.detector(
             &cam.raw.detector,
@@ -643,11 +649,13 @@ fn run_once(
         })
         .collect();
     let mut tracker = Tracker::new(cam.tracker.clone()).with_class_groups(groups);
-    let mut crossing = CrossingWatch::new(&cam.raw, ctx.feed.clone(), &labels, font.clone());
+    let mut crossing = font
+        .clone()
+        .and_then(|f| CrossingWatch::new(&cam.raw, ctx.feed.clone(), &labels, f));
     let live = ctx.live.slot(cam.id.as_str());
     live.set_zones(&cam.raw.zones);
-    let mut vehicles = match (&cam.raw.plates, plates_slot.take()) {
-        (Some(pc), Some(models)) => Some(crate::vehicles::VehicleWatch::new(
+    let mut vehicles = match (&cam.raw.plates, plates_slot.take(), font) {
+        (Some(pc), Some(models), Some(font)) => Some(crate::vehicles::VehicleWatch::new(
             pc.clone(),
             models,
             &labels,
