@@ -18,8 +18,8 @@ use edge_node::track::Tracker;
 use edge_node::zones::{ZoneConfig, ZoneMap};
 use protocol::{BBox, DeviceId};
 
-fn bench(c: &mut Criterion) {
-    let manifest = ModelManifest::load(&benches::detector_manifest()).unwrap();
+/// Frame 100 of vtest.avi (768x576), the frame every stage here is measured on.
+fn vtest_frame_100() -> edge_node::frame::Frame {
     let mut src = edge_node::source::open(
         &SourceConfig::File {
             path: benches::vtest(),
@@ -33,6 +33,12 @@ fn bench(c: &mut Criterion) {
     for _ in 0..100 {
         frame = src.next_frame().unwrap().unwrap();
     }
+    frame
+}
+
+fn bench(c: &mut Criterion) {
+    let manifest = ModelManifest::load(&benches::detector_manifest()).unwrap();
+    let frame = vtest_frame_100();
     c.bench_function("preprocess/letterbox 768x576 -> 640", |b| {
         b.iter(|| {
             letterbox(
@@ -206,19 +212,7 @@ fn bench(c: &mut Criterion) {
 /// (everything else about the pictures is `image` and `imageproc`): the same frame with its
 /// banner, encoded by each, side by side.
 fn bench_jpeg(c: &mut Criterion) {
-    let mut src = edge_node::source::open(
-        &SourceConfig::File {
-            path: benches::vtest(),
-            start_time: None,
-            realtime: false,
-        },
-        std::time::Duration::from_secs(10),
-    )
-    .unwrap();
-    let mut frame = src.next_frame().unwrap().unwrap();
-    for _ in 0..100 {
-        frame = src.next_frame().unwrap().unwrap();
-    }
+    let frame = vtest_frame_100();
     let img = image::RgbImage::from_raw(frame.width, frame.height, frame.rgb.to_vec()).unwrap();
     let mut g = c.benchmark_group("evidence/JPEG q85 of a 768x576 frame");
     g.bench_function("jpeg-encoder", |b| {
@@ -241,19 +235,7 @@ fn bench_jpeg(c: &mut Criterion) {
 /// the request's way through zenoh and the aggregator is measured by
 /// edge-node/tests/live_view.rs).
 fn bench_live(c: &mut Criterion) {
-    let mut src = edge_node::source::open(
-        &SourceConfig::File {
-            path: benches::vtest(),
-            start_time: None,
-            realtime: false,
-        },
-        std::time::Duration::from_secs(10),
-    )
-    .unwrap();
-    let mut frame = src.next_frame().unwrap().unwrap();
-    for _ in 0..100 {
-        frame = src.next_frame().unwrap().unwrap();
-    }
+    let frame = vtest_frame_100();
     let big = edge_node::evidence::scaled(&frame.rgb, frame.width, frame.height, 1920, 1080);
     let snap = edge_node::live::Snapshot {
         frame: edge_node::frame::Frame {

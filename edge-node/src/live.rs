@@ -162,6 +162,10 @@ pub fn render(
 ) -> Vec<u8> {
     let f = &snap.frame;
     let (w, h) = (f.width, f.height);
+    if zones.is_none() && (width == 0 || width >= w) {
+        // Nothing drawn, nothing scaled: the frame's pixels as they are.
+        return crate::evidence::jpeg_rgb(&f.rgb, w, h, QUALITY);
+    }
     let mut img =
         RgbImage::from_raw(w, h, f.rgb.to_vec()).expect("a frame holds width x height RGB pixels");
     if let Some(zones) = zones {

@@ -321,12 +321,17 @@ fn boxed(img: &mut RgbImage, b: &BBox, dy: f32, c: [u8; 3]) {
 /// Encodes a picture as a baseline JPEG (`jpeg-encoder`: see the README's evidence section
 /// for why it, and not the `image` crate's encoder, writes the bytes).
 pub fn jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
+    jpeg_rgb(img.as_raw(), img.width(), img.height(), quality)
+}
+
+/// Encodes packed RGB pixels, `w` x `h`, as a baseline JPEG.
+pub fn jpeg_rgb(rgb: &[u8], w: u32, h: u32, quality: u8) -> Vec<u8> {
     let mut out = Vec::new();
     let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
     enc.encode(
-        img.as_raw(),
-        img.width().min(65535) as u16,
-        img.height().min(65535) as u16,
+        rgb,
+        w.min(65535) as u16,
+        h.min(65535) as u16,
         jpeg_encoder::ColorType::Rgb,
     )
     .expect("encoding to memory cannot fail for sizes below 65536");
