@@ -425,52 +425,39 @@ async function loadAudit(id) {
 
 // `confirmed: reason` with the decision named in the current language.
 function auditDetail(d) {
-  const m = /^(confirmed|rejected): ([\s\S]*)$/.exec(d || "");
+  const m = /^(confirmed|rejected|pending): ([\s\S]*)$/.exec(d || "");
   return m ? `${name("review", m[1])}${lang === "en" ? ": " : "："}${m[2]}` : d;
 }
 
-async function review(decision) {
+// Sends a decision (`review`) or a reopening (`reopen`), its reason typed into `input`, and
+// shows the event's new state wherever the page draws it.
+async function decide(action, body, input) {
   const id = $("event-id").textContent;
-  if (!$("review-reason").value.trim()) {
+  if (!input.value.trim()) {
     $("review-result").textContent = t("event.reason_needed");
-    $("review-reason").focus();
+    input.focus();
     return;
   }
   try {
-    const ev = await api(`/api/v1/events/${encodeURIComponent(id)}/review`, { method: "POST", body: JSON.stringify({ decision, reason: $("review-reason").value }) });
+    const ev = await api(`/api/v1/events/${encodeURIComponent(id)}/${action}`, { method: "POST", body: JSON.stringify(Object.assign({ reason: input.value }, body)) });
     $("review-result").textContent = t("event.recorded", { state: name("review", ev.review) });
     $("review-result").dataset.state = ev.review;
-    $("event-review").hidden = true;
-    const dd = document.querySelector('#event-facts dd[data-fact="review"]');
-    if (dd) dd.textContent = name("review", ev.review);
     const shown = alertEvents.find((a) => a.event_id === id);
     if (shown) shown.review = ev.review;
     const row = document.querySelector(`#alerts tr[data-id="${id}"] td.review`);
     if (row) { row.textContent = name("review", ev.review); row.className = `review ${ev.review}`; row.dataset.state = ev.review; }
+    if (action === "reopen") { loadEvent(id); return; }
+    $("event-review").hidden = true;
+    const dd = document.querySelector('#event-facts dd[data-fact="review"]');
+    if (dd) dd.textContent = name("review", ev.review);
     loadAudit(id);
   } catch (err) {
     showError($("review-result"), err);
   }
 }
-async function reopen() {
-  const id = $("event-id").textContent;
-  if (!$("reopen-reason").value.trim()) {
-    $("review-result").textContent = t("event.reason_needed");
-    $("reopen-reason").focus();
-    return;
-  }
-  try {
-    const ev = await api(`/api/v1/events/${encodeURIComponent(id)}/reopen`, { method: "POST", body: JSON.stringify({ reason: $("reopen-reason").value }) });
-    $("review-result").textContent = t("event.recorded", { state: name("review", ev.review) });
-    $("review-result").dataset.state = ev.review;
-    loadEvent(id);
-  } catch (err) {
-    showError($("review-result"), err);
-  }
-}
-$("review-reopen").addEventListener("click", reopen);
-$("review-confirm").addEventListener("click", () => review("confirmed"));
-$("review-reject").addEventListener("click", () => review("rejected"));
+$("review-reopen").addEventListener("click", () => decide("reopen", {}, $("reopen-reason")));
+$("review-confirm").addEventListener("click", () => decide("review", { decision: "confirmed" }, $("review-reason")));
+$("review-reject").addEventListener("click", () => decide("review", { decision: "rejected" }, $("review-reason")));
 
 // --- printable notice -------------------------------------------------------------------
 
