@@ -380,7 +380,16 @@ async function loadEvent(id) {
   for (const [k, v] of facts) if (v) $("event-facts").append(el("dt", {}, t(`event.${k}`)), el("dd", Object.assign({ "data-fact": k }, data.has(k) ? { translate: "no" } : {}), v));
   for (const r of inOrder(ev.evidence)) {
     const role = name("picture", r.role) || r.image_id;
-    const img = el("img", { src: evidenceUrl(r), alt: role, title: `${role} ${t("event.sha256", { sha: r.sha256 })}`, tabindex: "0", class: "zoomable" });
+    const title = `${role} ${t("event.sha256", { sha: r.sha256 })}`;
+    if (r.role === "clip") {
+      // The violation's video: played in place, or enlarged (a click on it plays it).
+      const video = el("video", { src: evidenceUrl(r), controls: "", preload: "metadata", muted: "", title });
+      const big = el("button", { type: "button", class: "enlarge" }, t("zoom.enlarge"));
+      big.addEventListener("click", () => zoom(video.src, role, true));
+      $("event-evidence").append(el("figure", { "data-role": r.role }, video, el("figcaption", {}, role, " ", big)));
+      continue;
+    }
+    const img = el("img", { src: evidenceUrl(r), alt: role, title, tabindex: "0", class: "zoomable" });
     img.addEventListener("click", () => zoom(img.src, role));
     img.addEventListener("keydown", (e) => { if (e.key === "Enter") zoom(img.src, role); });
     $("event-evidence").append(el("figure", { "data-role": r.role }, img, el("figcaption", {}, role)));
@@ -399,7 +408,7 @@ async function loadEvent(id) {
 
 // The pictures of an event in the order they were taken: the three stages, then the
 // close-up; a vehicle, then its plate.
-const PICTURE_ORDER = ["stage1", "stage2", "stage3", "closeup", "scene", "vehicle", "plate"];
+const PICTURE_ORDER = ["stage1", "stage2", "stage3", "closeup", "scene", "vehicle", "plate", "clip"];
 function inOrder(evidence) {
   const rank = (r) => { const i = PICTURE_ORDER.indexOf(r.role); return i < 0 ? PICTURE_ORDER.length : i; };
   return [...(evidence || [])].sort((a, b) => rank(a) - rank(b));
@@ -408,13 +417,17 @@ function inOrder(evidence) {
 const evidenceUrl = (r) => `/api/v1/evidence/${encodeURIComponent(r.image_id)}`;
 
 // A picture at full size over the page.
-function zoom(src, caption) {
-  $("zoom-img").src = src;
+function zoom(src, caption, video = false) {
+  $("zoom-img").hidden = video;
+  $("zoom-video").hidden = !video;
+  if (video) $("zoom-video").src = src;
+  else $("zoom-img").src = src;
   $("zoom-img").alt = caption;
   $("zoom-caption").textContent = caption;
   if (!$("zoom").open) $("zoom").showModal();
 }
 $("zoom-close").addEventListener("click", () => $("zoom").close());
+$("zoom").addEventListener("close", () => { $("zoom-video").pause(); $("zoom-video").removeAttribute("src"); });
 $("zoom").addEventListener("click", (e) => { if (e.target === $("zoom") || e.target === $("zoom-img")) $("zoom").close(); });
 
 async function loadAudit(id) {
@@ -490,6 +503,11 @@ async function loadNotice(id) {
   for (const [k, v, data] of facts) if (v) $("notice-facts").append(el("dt", {}, t(`notice.${k}`)), el("dd", Object.assign({ "data-fact": k }, data ? { translate: "no" } : {}), ...[v].flat()));
   for (const r of inOrder(ev.evidence)) {
     const role = name("picture", r.role) || r.image_id;
+    // Paper shows no video: the clip is named with its digest.
+    if (r.role === "clip") {
+      $("notice-pictures").append(el("p", { class: "clip-ref" }, ...tNodes("notice.clip", { id: r.image_id, sha: r.sha256 }, ["id", "sha"])));
+      continue;
+    }
     $("notice-pictures").append(el("figure", {}, el("img", { src: evidenceUrl(r), alt: role }), el("figcaption", {}, ...tNodes("notice.picture", { role, sha: r.sha256 }, ["sha"]))));
   }
   $("notice-footer").textContent = t("notice.footer", { at: fmtTime(Date.now()) });

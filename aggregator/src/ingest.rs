@@ -453,9 +453,46 @@ fn image_type(b: &[u8]) -> Result<&'static str, String> {
             return Err("a PNG cut short (no IEND chunk)".into());
         }
         Ok("image/png")
+    } else if b.get(4..8) == Some(b"ftyp") {
+        mp4_check(b).map(|()| "video/mp4")
     } else {
-        Err("neither JPEG nor PNG".into())
+        Err("neither JPEG, PNG nor MP4".into())
     }
+}
+
+/// A whole MP4 (a violation's clip): its top-level boxes follow each other to the last byte,
+/// and it holds its index (`moov`) and its media (`mdat`). A cut one ends inside a box.
+fn mp4_check(b: &[u8]) -> Result<(), String> {
+    let (mut at, mut moov, mut mdat) = (0usize, false, false);
+    while at < b.len() {
+        let head = b
+            .get(at..at + 8)
+            .ok_or_else(|| format!("an MP4 cut short (a box header at byte {at})"))?;
+        let size32 = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as u64;
+        let size = match size32 {
+            0 => (b.len() - at) as u64,
+            1 => u64::from_be_bytes(
+                b.get(at + 8..at + 16)
+                    .ok_or("an MP4 cut short (a large box header)")?
+                    .try_into()
+                    .expect("8 bytes"),
+            ),
+            n => n,
+        };
+        if size < 8 || at as u64 + size > b.len() as u64 {
+            return Err(format!(
+                "an MP4 cut short (box '{}' of {size} bytes at byte {at} runs past the end)",
+                String::from_utf8_lossy(&head[4..8])
+            ));
+        }
+        moov |= &head[4..8] == b"moov";
+        mdat |= &head[4..8] == b"mdat";
+        at += size as usize;
+    }
+    if !(moov && mdat) {
+        return Err("an MP4 without its index (moov) or media (mdat)".into());
+    }
+    Ok(())
 }
 
 /// What the writer correlates with: the checkpoint registry, the rules' settings, and the id
@@ -920,6 +957,33 @@ mod tests {
                 .0,
             "evidence_format"
         );
+        // A clip: an MP4's boxes must run to its last byte and hold moov and mdat.
+        let bx = |tag: &[u8], body: &[u8]| {
+            let mut v = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+            v.extend_from_slice(tag);
+            v.extend_from_slice(body);
+            v
+        };
+        let mp4 = [
+            bx(b"ftyp", b"isom\0\0\0\0isomavc1"),
+            bx(b"moov", &[0; 40]),
+            bx(b"mdat", &[7; 100]),
+        ]
+        .concat();
+        let b = validate_evidence(key, &mp4).unwrap();
+        assert_eq!(b.content_type, "video/mp4");
+        let cut = validate_evidence(key, &mp4[..mp4.len() - 10]).unwrap_err();
+        assert_eq!(cut.0, "evidence_format");
+        assert!(
+            cut.1.contains("mdat") && cut.1.contains("cut short"),
+            "{}",
+            cut.1
+        );
+        let no_index = [bx(b"ftyp", b"isom"), bx(b"mdat", &[7; 10])].concat();
+        assert!(validate_evidence(key, &no_index)
+            .unwrap_err()
+            .1
+            .contains("moov"));
     }
 
     fn tiny_jpeg() -> Vec<u8> {

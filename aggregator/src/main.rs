@@ -67,7 +67,7 @@ enum Cmd {
     /// List pedestrian red-light violations and save their evidence pictures.
     Violations {
         addr: String,
-        /// Folder to save the evidence JPEGs in.
+        /// Folder to save the evidence pictures (JPEG) and clips (MP4) in.
         #[arg(long)]
         save: Option<PathBuf>,
     },
@@ -266,7 +266,8 @@ fn violations(addr: &str, save: Option<&std::path::Path>) -> anyhow::Result<()> 
                         let (status, _, bytes) =
                             aggregator::client::get_bytes(addr, &format!("/api/v1/evidence/{id}"))?;
                         if status == 200 {
-                            let p = dir.join(format!("{id}.jpg"));
+                            let ext = if e["role"] == "clip" { "mp4" } else { "jpg" };
+                            let p = dir.join(format!("{id}.{ext}"));
                             std::fs::write(&p, &bytes)?;
                             println!(
                                 "  {:<8} {}  ({url})",

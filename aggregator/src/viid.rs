@@ -690,6 +690,8 @@ impl Exporter {
                 .event
                 .evidence
                 .iter()
+                // GA/T 1400's SubImageList carries pictures; a clip stays in the platform.
+                .filter(|r| r.role != "clip")
                 .map(|r| PassImage {
                     image_id: r.image_id.clone(),
                     role: r.role.clone(),

@@ -217,6 +217,37 @@ fn no_english(d: &Driver, what: &str) {
     assert_eq!(found, json!([]), "English on {what}");
 }
 
+/// Four seconds of test pattern as H.264 in MP4 (gst-launch-1.0, installed by setup).
+fn h264_clip(dir: &Path) -> Vec<u8> {
+    let path = dir.join("clip.mp4");
+    let ok = Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "videotestsrc",
+            "num-buffers=40",
+            "!",
+            "video/x-raw,width=320,height=240,framerate=10/1",
+            "!",
+            "videoconvert",
+            "!",
+            "x264enc",
+            "!",
+            "h264parse",
+            "!",
+            "mp4mux",
+            "faststart=true",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", path.display()))
+        .status()
+        .expect("gst-launch-1.0 from scripts/setup.sh");
+    assert!(ok.success());
+    let b = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    b
+}
+
 fn violation(t: i64, image: &str, sha: &str) -> Event {
     red_light(CK_A, CAM_A, NODE, t, image, sha)
 }
@@ -359,11 +390,22 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&jpeg))
     };
-    let v = violation(now - 60_000, "ev-scene-1", &sha);
+    let mut v = violation(now - 60_000, "ev-scene-1", &sha);
     put(
         keys::evidence(&ck_a, &v.camera_id, "ev-scene-1"),
         jpeg.clone(),
     );
+    // And its clip, H.264 in MP4 as the edge makes them.
+    let mp4 = h264_clip(&shots);
+    v.evidence.push(EvidenceRef {
+        image_id: "ev-clip-1".into(),
+        sha256: {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&mp4))
+        },
+        role: "clip".into(),
+    });
+    put(keys::evidence(&ck_a, &v.camera_id, "ev-clip-1"), mp4);
     put(
         keys::event(&v.checkpoint_id, &v.camera_id, v.kind(), &v.event_id),
         v.encode(),
@@ -448,6 +490,15 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         d.js("return document.getElementById('event-reopen').hidden;"),
         json!(true)
     );
+    // The clip plays in the browser (Chromium decodes its H.264), and enlarges.
+    d.wait("the clip decoded", "(() => { const v = document.querySelector('#event-evidence figure[data-role=clip] video'); return v && v.readyState >= 1 && v.videoWidth === 320 && v.duration > 3.5; })()");
+    d.click("#event-evidence figure[data-role=clip] button.enlarge");
+    d.wait(
+        "the clip enlarged and playing",
+        "(() => { const v = document.getElementById('zoom-video'); return document.getElementById('zoom').open && !v.hidden && v.readyState >= 2 && v.currentTime > 0; })()",
+    );
+    d.click("#zoom-close");
+    d.wait("the clip closed", "!document.getElementById('zoom').open");
     // A picture enlarges and closes.
     d.click("#event-evidence img");
     d.wait(

@@ -652,6 +652,17 @@ fn run_once(
     let mut crossing = font
         .clone()
         .and_then(|f| CrossingWatch::new(&cam.raw, ctx.feed.clone(), &labels, f));
+    // The violations' clips are encoded off this thread.
+    let clips = crossing
+        .as_ref()
+        .filter(|_| cam.raw.evidence.clip.enabled)
+        .map(|_| {
+            crate::clip::ClipMaker::spawn(
+                cam.raw.evidence.clip.clone(),
+                ctx.sink.clone(),
+                &cam.label,
+            )
+        });
     let live = ctx.live.slot(cam.id.as_str());
     live.set_zones(&cam.raw.zones);
     let mut vehicles = match (&cam.raw.plates, plates_slot.take(), font) {
@@ -744,6 +755,7 @@ fn run_once(
                 let n_evidence = cw.evidence_time.len();
                 let out = cw.on_frame(&d.frame, &visible, &dets, &ended, &mut factory);
                 send_all(out, ctx, summary)?;
+                send_clip_jobs(cw, clips.as_ref(), ctx, summary)?;
                 for t in cw.evidence_time.drain(n_evidence..) {
                     timers.evidence.record(t);
                 }
@@ -793,6 +805,16 @@ fn run_once(
     if let Some(cw) = &mut crossing {
         let out = cw.finish(&mut factory);
         flushed = flushed.and(send_all(out, ctx, summary));
+        flushed = flushed.and(send_clip_jobs(cw, clips.as_ref(), ctx, summary));
+        if let Some(c) = clips {
+            let counts = c.counts.clone();
+            c.finish();
+            let cs = &mut cw.summary;
+            cs.clips += counts.made.load(Ordering::Relaxed);
+            cs.clips_failed += counts.failed.load(Ordering::Relaxed);
+            cs.clip_bytes += counts.bytes.load(Ordering::Relaxed);
+            cs.clip_encode_ms += counts.encode_ms.load(Ordering::Relaxed);
+        }
         let mut cs = cw.summary.clone();
         cs.rule = cw.counters();
         summary.crossing = Some(cs);
@@ -844,6 +866,38 @@ fn publish(
         ctx.metrics
             .camera(factory.camera_id.as_str())
             .event("object_track");
+    }
+    Ok(())
+}
+
+/// Hands the violations waiting for a clip to the clip worker (which sends each event once
+/// its clip is made); without a worker, or with its queue full, the event goes at once
+/// without a clip.
+fn send_clip_jobs(
+    cw: &mut CrossingWatch,
+    clips: Option<&crate::clip::ClipMaker>,
+    ctx: &CameraContext,
+    summary: &mut CameraSummary,
+) -> Result<(), CameraError> {
+    for job in std::mem::take(&mut cw.clip_jobs) {
+        let kind = job.event.kind();
+        let camera = job.camera.clone();
+        let job = match clips {
+            Some(c) => match c.submit(job) {
+                Ok(()) => {
+                    summary.events_published += 1;
+                    ctx.metrics.camera(camera.as_str()).event(kind.as_str());
+                    continue;
+                }
+                Err(job) => {
+                    warn!(event = %job.event.event_id, "Clip worker behind; the violation goes without its clip");
+                    cw.summary.clips_skipped += 1;
+                    job
+                }
+            },
+            None => job,
+        };
+        send_all(vec![job.without_clip()], ctx, summary)?;
     }
     Ok(())
 }

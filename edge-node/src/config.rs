@@ -658,6 +658,30 @@ impl NodeConfig {
             if cam.evidence.ring_buffer_mb < 8 {
                 errors.push(format!("{at}.evidence.ring_buffer_mb = {} is too small to hold a second of video; use at least 8", cam.evidence.ring_buffer_mb));
             }
+            let clip = &cam.evidence.clip;
+            if clip.enabled && cam.red_light.is_some() {
+                if clip.before_ms < 0
+                    || clip.after_ms < 0
+                    || clip.before_ms + clip.after_ms > 30_000
+                {
+                    errors.push(format!("{at}.evidence.clip: before_ms = {} and after_ms = {} must not be negative and together at most 30000 (a clip is a few seconds around the violation)", clip.before_ms, clip.after_ms));
+                }
+                if !(clip.fps > 0.0 && clip.fps <= 60.0) {
+                    errors.push(format!(
+                        "{at}.evidence.clip.fps = {} must be above 0 and at most 60",
+                        clip.fps
+                    ));
+                }
+                if !(160..=3840).contains(&clip.max_width) {
+                    errors.push(format!(
+                        "{at}.evidence.clip.max_width = {} must be 160..3840",
+                        clip.max_width
+                    ));
+                }
+                if let Err(e) = crate::clip::encoder_for(clip) {
+                    errors.push(format!("{at}.evidence.clip: {e}"));
+                }
+            }
             if cam.red_light.is_some() || cam.plates.is_some() {
                 if let Err(e) = cam.evidence.load_font() {
                     errors.push(format!("{at}.evidence: {e}"));

@@ -43,6 +43,13 @@ pub struct CrossingSummary {
     /// Frames per signal source used.
     pub frames_by_signal_source: std::collections::BTreeMap<String, u64>,
     pub evidence_pictures: u64,
+    /// Violation clips made, failed, and skipped (the clip worker was behind).
+    pub clips: u64,
+    pub clips_failed: u64,
+    pub clips_skipped: u64,
+    /// Their bytes and the time spent encoding them (off the camera's thread).
+    pub clip_bytes: u64,
+    pub clip_encode_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -68,8 +75,11 @@ impl From<&RuleCounters> for RuleCountersOut {
 
 struct Pending {
     finding: Finding,
+    /// When the third picture is due.
     due_ms: i64,
-    /// Latest frame the person was seen in: (seq, time, box).
+    /// When the event goes: the third picture and the clip's end both held.
+    send_ms: i64,
+    /// Latest frame the person was seen in up to the third picture: (seq, time, box).
     last_seen: (u64, i64, BBox),
 }
 
@@ -88,9 +98,13 @@ pub struct CrossingWatch {
     person_class: usize,
     two_wheeler_classes: Vec<usize>,
     prev_time_ms: Option<i64>,
+    /// The clip kept with each violation, if any.
+    clip: Option<crate::evidence::ClipConfig>,
     pub summary: CrossingSummary,
     /// Time spent rendering evidence.
     pub evidence_time: Vec<Duration>,
+    /// Violations whose event waits for its clip; the camera hands them to its clip worker.
+    pub clip_jobs: Vec<crate::clip::ClipJob>,
 }
 
 impl CrossingWatch {
@@ -125,8 +139,10 @@ impl CrossingWatch {
                 .filter_map(|n| id(n))
                 .collect(),
             prev_time_ms: None,
+            clip: Some(cam.evidence.clip.clone()).filter(|c| c.enabled),
             summary: CrossingSummary::default(),
             evidence_time: Vec::new(),
+            clip_jobs: Vec::new(),
         })
     }
 
@@ -186,13 +202,18 @@ impl CrossingWatch {
         for f in findings {
             tracing::info!(track = f.track_id, crosswalk = %f.crosswalk, signal = ?f.signal.source, "Pedestrian entered the crosswalk on red");
             let due_ms = f.confirmed.1 + self.rule.config().third_picture_after_ms;
+            let clip_end = self.clip.as_ref().map_or(0, |c| f.confirmed.1 + c.after_ms);
             self.pending.push(Pending {
                 last_seen: f.confirmed,
                 finding: f,
                 due_ms,
+                send_ms: due_ms.max(clip_end),
             });
         }
         for p in &mut self.pending {
+            if p.last_seen.1 >= p.due_ms {
+                continue; // the third picture is taken
+            }
             if let Some(pp) = people.iter().find(|pp| pp.track_id == p.finding.track_id) {
                 p.last_seen = (frame.seq, frame.time_ms, pp.bbox);
             }
@@ -201,9 +222,9 @@ impl CrossingWatch {
         let mut i = 0;
         while i < self.pending.len() {
             let p = &self.pending[i];
-            if frame.time_ms >= p.due_ms || ended.contains(&p.finding.track_id) {
+            if frame.time_ms >= p.send_ms || ended.contains(&p.finding.track_id) {
                 let p = self.pending.swap_remove(i);
-                out.extend(self.emit(p, factory));
+                out.extend(self.emit(p, frame.time_ms, factory));
             } else {
                 i += 1;
             }
@@ -215,9 +236,10 @@ impl CrossingWatch {
     /// the person was seen in.
     pub fn finish(&mut self, factory: &mut EventFactory) -> Vec<Outgoing> {
         let pending: Vec<Pending> = self.pending.drain(..).collect();
+        let now = self.prev_time_ms.unwrap_or(i64::MAX);
         pending
             .into_iter()
-            .flat_map(|p| self.emit(p, factory))
+            .flat_map(|p| self.emit(p, now, factory))
             .collect()
     }
 
@@ -243,7 +265,9 @@ impl CrossingWatch {
         }
     }
 
-    fn emit(&mut self, p: Pending, factory: &mut EventFactory) -> Vec<Outgoing> {
+    /// The pictures (returned) and the event (returned, or kept in `clip_jobs` to wait for
+    /// its clip of the frames up to `now_ms`).
+    fn emit(&mut self, p: Pending, now_ms: i64, factory: &mut EventFactory) -> Vec<Outgoing> {
         let t0 = Instant::now();
         let f = &p.finding;
         let event_id = factory.next_id(f.confirmed.1);
@@ -315,13 +339,29 @@ impl CrossingWatch {
                 jpeg: pic.jpeg.clone(),
             })
             .collect();
-        out.push(Outgoing::Event(Box::new(factory.red_light(
-            event_id,
+        let event = Box::new(factory.red_light(
+            event_id.clone(),
             f,
             boxes,
             &pictures,
             self.offence.clone(),
-        ))));
+        ));
+        let frames = self
+            .clip
+            .as_ref()
+            .map(|c| self.ring.between(f.left.1 - c.before_ms, now_ms))
+            .unwrap_or_default();
+        if frames.is_empty() {
+            out.push(Outgoing::Event(event));
+        } else {
+            self.clip_jobs.push(crate::clip::ClipJob {
+                frames,
+                event,
+                image_id: format!("{event_id}-clip"),
+                checkpoint: factory.checkpoint_id.clone(),
+                camera: factory.camera_id.clone(),
+            });
+        }
         self.evidence_time.push(t0.elapsed());
         debug_assert!(f.signal.state == LightState::Red);
         out

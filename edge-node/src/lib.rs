@@ -6,6 +6,7 @@
 //! without cameras or zenoh. Threads, channels and shutdown live in [`camera`] and [`node`].
 
 pub mod camera;
+pub mod clip;
 // The stages that need neither GStreamer nor ONNX Runtime nor zenoh live in the `pipeline`
 // crate; their old paths stay.
 pub use pipeline::{events, evidence, frame, red_light, signal, stats, track, zones};

@@ -115,6 +115,7 @@ fn red_light_violations_on_vtest_match_ground_truth() {
     let events = agg.all_events("kind=pedestrian_red_light");
     let t0 = protocol::time::parse_rfc3339_ms("2026-11-29T00:00:00Z").unwrap();
     let mut found: Vec<i64> = Vec::new();
+    let mut clip_seconds: Vec<f64> = Vec::new();
     for ev in &events {
         assert_eq!(ev.kind(), EventKind::PedestrianRedLight);
         assert_eq!(ev.review, protocol::ReviewState::Pending);
@@ -126,10 +127,14 @@ fn red_light_violations_on_vtest_match_ground_truth() {
         assert!(b.red_for_ms >= 2000, "inside the grace period: {b:?}");
         assert!(b.left_waiting_ms < b.entered_ms && b.entered_ms <= b.confirmed_ms);
         found.push((b.entered_ms - t0) / 100);
-        // Three staged pictures and a close-up, each served by the aggregator with the
-        // sha256 the event carries.
+        // Three staged pictures, a close-up and the clip, each served by the aggregator
+        // with the sha256 the event carries.
         let roles: Vec<&str> = ev.evidence.iter().map(|e| e.role.as_str()).collect();
-        assert_eq!(roles, ["stage1", "stage2", "closeup", "stage3"], "{ev:?}");
+        assert_eq!(
+            roles,
+            ["stage1", "stage2", "closeup", "stage3", "clip"],
+            "{ev:?}"
+        );
         for e in &ev.evidence {
             let (status, head, bytes) = aggregator::client::get_bytes(
                 agg.http,
@@ -137,10 +142,27 @@ fn red_light_violations_on_vtest_match_ground_truth() {
             )
             .unwrap();
             assert_eq!(status, 200, "evidence {} missing", e.image_id);
+            let mime = if e.role == "clip" {
+                "video/mp4"
+            } else {
+                "image/jpeg"
+            };
             assert!(head
                 .to_ascii_lowercase()
-                .contains("content-type: image/jpeg"));
+                .contains(&format!("content-type: {mime}")));
             assert_eq!(hex::encode(Sha256::digest(&bytes)), e.sha256);
+            if e.role == "clip" {
+                // From 2 s before the person left the kerb to 2 s after the confirmation
+                // (the demo's clip settings), unless the track ended sooner.
+                let secs = mp4_seconds(&bytes);
+                let from_kerb = (b.confirmed_ms - b.left_waiting_ms + 2000) as f64 / 1e3;
+                let full = from_kerb + 2.0;
+                assert!(
+                    secs >= from_kerb - 0.3 && secs <= full + 0.3,
+                    "clip of {secs:.2} s, expected {from_kerb:.1}..{full:.1} s"
+                );
+                clip_seconds.push(secs);
+            }
         }
     }
     // A reviewer confirms the first violation; the decision is stored and audited. Object
@@ -173,7 +195,8 @@ fn red_light_violations_on_vtest_match_ground_truth() {
     let recall = true_pos as f64 / truth.violations.len() as f64;
     eprintln!("red-light on vtest: found entries at frames {found:?}; truth {:?}; precision {precision:.2}, recall {recall:.2}", truth.violations);
     let crossing = &summary["cameras"][0]["crossing"];
-    eprintln!("crossing summary: {crossing}");
+    eprintln!("crossing summary: {crossing}; clips of {clip_seconds:.1?} s");
+    assert_eq!(crossing["clips"].as_u64(), Some(events.len() as u64));
     assert!(
         precision >= 0.85 && recall >= 0.85,
         "precision {precision:.2} recall {recall:.2}; missed {unmatched_truth:?}"
@@ -486,4 +509,24 @@ fn a_third_of_the_frames_still_finds_every_violation() {
         "missed {unmatched:?}; found {found:?}"
     );
     assert_eq!(found.len(), truth.violations.len(), "{found:?}");
+}
+
+/// An MP4's duration from its movie header (`mvhd`), seconds.
+fn mp4_seconds(b: &[u8]) -> f64 {
+    assert_eq!(&b[4..8], b"ftyp", "not an MP4");
+    let at = b
+        .windows(4)
+        .position(|w| w == b"mvhd")
+        .expect("a movie header")
+        + 4;
+    let be32 = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap()) as u64;
+    let (scale, duration) = if b[at] == 1 {
+        (
+            be32(at + 20),
+            u64::from_be_bytes(b[at + 24..at + 32].try_into().unwrap()),
+        )
+    } else {
+        (be32(at + 12), be32(at + 16))
+    };
+    duration as f64 / scale as f64
 }

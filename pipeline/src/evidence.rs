@@ -35,6 +35,63 @@ pub struct EvidenceConfig {
     /// of the national violation-code table (GA 408.1) in force where the camera stands.
     #[serde(default = "d_offences")]
     pub offences: BTreeMap<String, Offence>,
+    /// The video clip kept with each violation.
+    #[serde(default)]
+    pub clip: ClipConfig,
+}
+
+/// A violation's clip: the frames of the ring buffer from `before_ms` before the person left
+/// the kerb to `after_ms` after the violation was confirmed, as H.264 in MP4.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClipConfig {
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    #[serde(default = "d_clip_before")]
+    pub before_ms: i64,
+    /// The event is sent once this much video after the confirmation is held (or at the
+    /// third picture, whichever is later).
+    #[serde(default = "d_clip_after")]
+    pub after_ms: i64,
+    /// At most this many frames a second are kept in the clip.
+    #[serde(default = "d_clip_fps")]
+    pub fps: f64,
+    /// Wider frames are scaled down to this width.
+    #[serde(default = "d_clip_width")]
+    pub max_width: u32,
+    /// The GStreamer H.264 encoder: by default `x264enc`, else `openh264enc`; `nvh264enc`
+    /// on a box with an NVIDIA encoder.
+    #[serde(default)]
+    pub encoder: Option<String>,
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_clip_before() -> i64 {
+    2000
+}
+fn d_clip_after() -> i64 {
+    2000
+}
+fn d_clip_fps() -> f64 {
+    10.0
+}
+fn d_clip_width() -> u32 {
+    1280
+}
+
+impl Default for ClipConfig {
+    fn default() -> Self {
+        ClipConfig {
+            enabled: true,
+            before_ms: d_clip_before(),
+            after_ms: d_clip_after(),
+            fps: d_clip_fps(),
+            max_width: d_clip_width(),
+            encoder: None,
+        }
+    }
 }
 
 pub use protocol::Offence;
@@ -67,6 +124,7 @@ impl Default for EvidenceConfig {
             utc_offset_minutes: d_offset(),
             font: None,
             offences: d_offences(),
+            clip: ClipConfig::default(),
         }
     }
 }
@@ -108,6 +166,15 @@ impl FrameRing {
             let old = self.frames.pop_front().expect("non-empty");
             self.bytes -= old.rgb.len();
         }
+    }
+
+    /// The frames held from `from_ms` to `to_ms` (frame time, both included), oldest first.
+    pub fn between(&self, from_ms: i64, to_ms: i64) -> Vec<Frame> {
+        self.frames
+            .iter()
+            .filter(|f| f.time_ms >= from_ms && f.time_ms <= to_ms)
+            .cloned()
+            .collect()
     }
 
     /// The frame with `seq`, or the oldest later one still held.
