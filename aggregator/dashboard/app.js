@@ -729,8 +729,222 @@ function watchCamera(id) {
     if (cameraShown === id) cameraTimer = setTimeout(next, 1000);
   };
   next();
+  loadZones(id);
 }
 $("camera-overlay").addEventListener("change", () => { if (cameraShown) { const id = cameraShown; cameraShown = null; clearTimeout(cameraTimer); watchCamera(id); } });
+
+// --- zone editor --------------------------------------------------------------------------
+
+// The camera's zones as the node runs them (`inForce`), the draft being edited, the selected
+// zone, and whether corners are being placed. Corners are relative (0..1), as the node keeps
+// them; the picture's SVG is 1000 x 1000 units over the frame.
+const zed = { camera: null, inForce: [], draft: [], sel: -1, drawing: false, drag: null, poll: null, h: 1000 };
+const Z = 1000;
+const round4 = (v) => Math.round(v * 10000) / 10000;
+const sameZones = (a, b) => JSON.stringify(a.map(zoneKey)) === JSON.stringify(b.map(zoneKey));
+const zoneKey = (z) => [z.name, z.kind, z.lane ?? null, z.polygon.map(([x, y]) => [round4(x), round4(y)])];
+
+async function loadZones(id) {
+  zed.camera = id;
+  clearTimeout(zed.poll);
+  $("zone-errors").replaceChildren();
+  $("zone-state").textContent = "";
+  delete $("zone-state").dataset.state;
+  $("zone-tools").hidden = me.role !== "admin";
+  try {
+    const z = await api(`/api/v1/cameras/${encodeURIComponent(id)}/zones`);
+    if (zed.camera !== id) return;
+    zed.inForce = z.zones || [];
+    zed.draft = structuredClone(zed.inForce);
+    // The SVG keeps the frame's aspect, so that corners and names are not stretched.
+    zed.h = z.width && z.height ? Math.round((Z * z.height) / z.width) : Z;
+    $("zone-svg").setAttribute("viewBox", `0 0 ${Z} ${zed.h}`);
+    zed.sel = -1;
+    zed.drawing = false;
+  } catch (err) {
+    showError($("camera-error"), err);
+  }
+  drawZones();
+  if (me.role === "admin") loadZoneAudit(id);
+}
+
+async function loadZoneAudit(id) {
+  const trail = await api(`/api/v1/cameras/${encodeURIComponent(id)}/zones/audit`).catch(() => ({ audit: [] }));
+  const count = (d, k) => { try { return (JSON.parse(d)[k] || []).length; } catch (e) { return "?"; } };
+  $("zone-audit").replaceChildren(...trail.audit.slice().reverse().map((a) => el("li", { "data-action": a.action, title: a.detail }, ...tNodes("zones.audit_line", { at: fmtTime(a.at_ms), actor: a.actor, before: count(a.detail, "before"), after: count(a.detail, "after") }, ["actor"]))));
+  if (!trail.audit.length) $("zone-audit").append(el("li", {}, t("zones.audit_none")));
+}
+
+// Draws the draft over the picture: each zone in its kind's colour, the selected one with
+// its corners as handles.
+function drawZones() {
+  const g = $("zone-svg");
+  g.replaceChildren();
+  g.classList.toggle("drawing", zed.drawing);
+  const admin = me.role === "admin";
+  zed.draft.forEach((z, i) => {
+    const pts = z.polygon.map(([x, y]) => `${x * Z},${y * zed.h}`).join(" ");
+    const open = zed.drawing && i === zed.sel;
+    const shape = svg(open ? "polyline" : "polygon", { points: pts, class: `zk-${z.kind}${i === zed.sel ? " selected" : ""}`, "data-zone": z.name });
+    if (admin && !open) shape.addEventListener("pointerdown", (e) => startDrag(e, i, -1));
+    g.append(shape);
+    if (z.polygon.length) g.append(svg("text", { x: z.polygon[0][0] * Z + 6, y: z.polygon[0][1] * zed.h + 28 }, z.name));
+    if (admin && i === zed.sel) {
+      z.polygon.forEach(([x, y], k) => {
+        const c = svg("circle", { cx: x * Z, cy: y * zed.h, r: 9, "data-corner": k });
+        c.addEventListener("pointerdown", (e) => startDrag(e, i, k));
+        g.append(c);
+      });
+    }
+  });
+  $("zone-list").replaceChildren(...zed.draft.map((z, i) => {
+    const li = el("li", { class: i === zed.sel ? "selected" : "", "data-zone": z.name }, ...tNodes("zones.item", { kind: name("zonekind", z.kind), name: z.name, corners: z.polygon.length }, ["name"]));
+    li.addEventListener("click", () => { zed.sel = i; zed.drawing = false; drawZones(); });
+    return li;
+  }));
+  if (!zed.draft.length) $("zone-list").append(el("li", {}, t("zones.none")));
+  const z = zed.draft[zed.sel];
+  $("zone-kind").value = z ? z.kind : $("zone-kind").value;
+  $("zone-name").value = z ? z.name : "";
+  $("zone-lane").value = z && z.lane != null ? z.lane : "";
+  $("zone-delete").disabled = !z;
+  $("zone-finish").disabled = !zed.drawing;
+  if (!$("zone-state").dataset.state || $("zone-state").dataset.state === "unsaved") {
+    const dirty = !sameZones(zed.draft, zed.inForce);
+    $("zone-state").textContent = dirty ? t("zones.unsaved") : "";
+    if (dirty) $("zone-state").dataset.state = "unsaved"; else delete $("zone-state").dataset.state;
+  }
+}
+
+// Where a pointer event falls on the frame, relative (0..1), kept inside it.
+function relPoint(e) {
+  const r = $("zone-svg").getBoundingClientRect();
+  const clamp = (v) => Math.min(1, Math.max(0, v));
+  return [clamp((e.clientX - r.left) / r.width), clamp((e.clientY - r.top) / r.height)];
+}
+
+// A corner (k >= 0) or a whole zone (k = -1) follows the pointer until it is let go.
+function startDrag(e, i, k) {
+  if (zed.drawing) return;
+  e.preventDefault();
+  e.stopPropagation();
+  zed.sel = i;
+  zed.drag = { i, k, from: relPoint(e), orig: structuredClone(zed.draft[i].polygon) };
+  $("zone-svg").setPointerCapture(e.pointerId);
+  drawZones();
+}
+$("zone-svg").addEventListener("pointermove", (e) => {
+  const d = zed.drag;
+  if (!d) return;
+  const [x, y] = relPoint(e);
+  const poly = zed.draft[d.i].polygon;
+  if (d.k >= 0) poly[d.k] = [round4(x), round4(y)];
+  else {
+    // The whole zone moves, kept inside the frame.
+    const xs = d.orig.map((p) => p[0]), ys = d.orig.map((p) => p[1]);
+    const dx = Math.min(1 - Math.max(...xs), Math.max(-Math.min(...xs), x - d.from[0]));
+    const dy = Math.min(1 - Math.max(...ys), Math.max(-Math.min(...ys), y - d.from[1]));
+    d.orig.forEach(([ox, oy], n) => { poly[n] = [round4(ox + dx), round4(oy + dy)]; });
+  }
+  drawZones();
+});
+$("zone-svg").addEventListener("pointerup", () => { zed.drag = null; });
+// While drawing, each click on the picture places the next corner.
+$("zone-svg").addEventListener("click", (e) => {
+  if (!zed.drawing || me.role !== "admin") return;
+  const [x, y] = relPoint(e);
+  zed.draft[zed.sel].polygon.push([round4(x), round4(y)]);
+  drawZones();
+});
+$("zone-new").addEventListener("click", () => {
+  const kind = $("zone-kind").value;
+  let n = 1;
+  while (zed.draft.some((z) => z.name === `${kind}_${n}`)) n++;
+  const lanes = zed.draft.filter((z) => z.kind === "lane").map((z) => z.lane || 0);
+  zed.draft.push(Object.assign({ name: `${kind}_${n}`, kind, polygon: [] }, kind === "lane" ? { lane: Math.max(0, ...lanes) + 1 } : {}));
+  zed.sel = zed.draft.length - 1;
+  zed.drawing = true;
+  $("zone-errors").replaceChildren();
+  drawZones();
+});
+$("zone-finish").addEventListener("click", () => {
+  const z = zed.draft[zed.sel];
+  if (z && z.polygon.length < 3) { $("zone-errors").replaceChildren(el("li", {}, t("zones.too_few"))); return; }
+  zed.drawing = false;
+  $("zone-errors").replaceChildren();
+  drawZones();
+});
+$("zone-delete").addEventListener("click", () => {
+  if (zed.sel < 0) return;
+  zed.draft.splice(zed.sel, 1);
+  zed.sel = -1;
+  zed.drawing = false;
+  drawZones();
+});
+$("zone-revert").addEventListener("click", () => {
+  zed.draft = structuredClone(zed.inForce);
+  zed.sel = -1;
+  zed.drawing = false;
+  $("zone-errors").replaceChildren();
+  drawZones();
+});
+$("zone-kind").addEventListener("change", () => {
+  const z = zed.draft[zed.sel];
+  if (!z) return;
+  z.kind = $("zone-kind").value;
+  if (z.kind === "lane" && z.lane == null) z.lane = 1;
+  if (z.kind !== "lane") delete z.lane;
+  drawZones();
+});
+$("zone-name").addEventListener("change", () => { const z = zed.draft[zed.sel]; if (z) { z.name = $("zone-name").value.trim(); drawZones(); } });
+$("zone-lane").addEventListener("change", () => {
+  const z = zed.draft[zed.sel];
+  if (!z) return;
+  const v = $("zone-lane").value.trim();
+  if (v === "") delete z.lane; else z.lane = Number(v);
+  drawZones();
+});
+
+// Sends the draft; the node checks it with its whole config (its problems are listed here,
+// nothing changes), saves it and restarts the camera; the page then asks until the camera
+// runs with the new zones.
+$("zone-save").addEventListener("click", async () => {
+  const id = zed.camera;
+  if (zed.drawing) $("zone-finish").click();
+  if (zed.drawing) return;
+  $("zone-errors").replaceChildren();
+  const state = $("zone-state");
+  state.textContent = t("zones.saving");
+  state.dataset.state = "saving";
+  const sent = structuredClone(zed.draft);
+  const res = await fetch(`/api/v1/cameras/${encodeURIComponent(id)}/zones`, { method: "PUT", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ zones: sent }) });
+  if (res.status === 401) { showLogin(); return; }
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    state.textContent = t("zones.refused");
+    state.dataset.state = "refused";
+    $("zone-errors").replaceChildren(...(body.errors || [body.error || res.statusText]).map((m) => el("li", { translate: "no" }, m)));
+    return;
+  }
+  state.textContent = t("zones.waiting");
+  state.dataset.state = "waiting";
+  loadZoneAudit(id);
+  const until = Date.now() + 30000;
+  const check = async () => {
+    if (zed.camera !== id) return;
+    const z = await api(`/api/v1/cameras/${encodeURIComponent(id)}/zones`).catch(() => null);
+    if (z && sameZones(z.zones || [], sent)) {
+      zed.inForce = z.zones;
+      state.textContent = t("zones.applied");
+      state.dataset.state = "applied";
+      drawZones();
+    } else if (Date.now() > until) {
+      state.textContent = t("zones.not_applied", { secs: 30 });
+      state.dataset.state = "not_applied";
+    } else zed.poll = setTimeout(check, 1000);
+  };
+  check();
+});
 
 // --- charts -----------------------------------------------------------------------------
 

@@ -94,6 +94,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(prometheus))
         .route("/api/v1/evidence/{image_id}", get(get_evidence))
         .route("/api/v1/cameras/{camera_id}/live", get(camera_live))
+        .route(
+            "/api/v1/cameras/{camera_id}/zones",
+            get(get_zones).put(put_zones),
+        )
+        .route("/api/v1/cameras/{camera_id}/zones/audit", get(zones_audit))
         .route("/api/v1/watchlist", get(get_watchlist).put(put_watchlist))
         .route("/api/v1/login", axum::routing::post(login))
         .route("/api/v1/logout", axum::routing::post(logout))
@@ -811,28 +816,178 @@ const LIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// The latest frame of a camera as its node answers it over zenoh (`?overlay=1`: with zones
 /// and tracked boxes; `?width=N`: scaled down), for a user who sees its checkpoint. The
 /// camera's checkpoint comes from its node's health reports.
-async fn camera_live(
-    State(s): State<ApiState>,
-    Extension(c): Extension<Caller>,
-    Path(camera): Path<String>,
-    Query(q): Query<std::collections::HashMap<String, String>>,
-) -> Result<Response, ApiError> {
+/// A camera the caller sees: its checkpoint and its id, from its node's health reports.
+fn camera_of(
+    s: &ApiState,
+    c: &Caller,
+    camera: &str,
+) -> Result<(protocol::DeviceId, protocol::DeviceId), ApiError> {
     let unknown = || {
         ApiError(
             StatusCode::NOT_FOUND,
             format!("no camera '{camera}' in the nodes' health reports; the cameras are listed by GET /api/v1/nodes"),
         )
     };
-    let checkpoint = s.live.checkpoint_of_camera(&camera).ok_or_else(unknown)?;
+    let checkpoint = s.live.checkpoint_of_camera(camera).ok_or_else(unknown)?;
     if !c.principal.sees(&checkpoint) {
         return Err(unknown());
     }
-    let (Ok(ck), Ok(cam)) = (
+    match (
         protocol::DeviceId::parse(&checkpoint),
-        protocol::DeviceId::parse(&camera),
-    ) else {
-        return Err(unknown());
-    };
+        protocol::DeviceId::parse(camera),
+    ) {
+        (Ok(ck), Ok(cam)) => Ok((ck, cam)),
+        _ => Err(unknown()),
+    }
+}
+
+/// Asks the camera's node over zenoh (`key`, with an optional payload): its reply, or its
+/// error reply's text.
+async fn ask_node(
+    s: &ApiState,
+    key: String,
+    payload: Option<Vec<u8>>,
+    camera: &str,
+    checkpoint: &protocol::DeviceId,
+) -> Result<Result<zenoh::sample::Sample, String>, ApiError> {
+    let mut get = s.session.get(key).timeout(LIVE_TIMEOUT);
+    if let Some(p) = payload {
+        get = get.payload(p);
+    }
+    let replies = get
+        .await
+        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("camera {camera}: {e}")))?;
+    let reply = replies.recv_async().await.map_err(|_| {
+        ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the node of checkpoint {checkpoint} did not answer for camera {camera} within {} s (is it running and connected?)", LIVE_TIMEOUT.as_secs()),
+        )
+    })?;
+    Ok(match reply.result() {
+        Ok(sample) => Ok(sample.clone()),
+        Err(e) => Err(String::from_utf8_lossy(&e.payload().to_bytes()).into_owned()),
+    })
+}
+
+/// The zones a camera runs with, as its node answers (`zones`, relative corners), and the
+/// size of its latest frame.
+async fn get_zones(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    Path(camera): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (ck, cam) = camera_of(&s, &c, &camera)?;
+    match ask_node(
+        &s,
+        protocol::keys::camera_zones(&ck, &cam),
+        None,
+        &camera,
+        &ck,
+    )
+    .await?
+    {
+        Ok(sample) => serde_json::from_slice(&sample.payload().to_bytes())
+            .map(Json)
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the node's zones of camera {camera} are not JSON: {e}"),
+                )
+            }),
+        Err(e) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("camera {camera}: {e}"),
+        )),
+    }
+}
+
+/// Saves a camera's zones (administrators): `{"zones": [{"name", "kind", "polygon",
+/// "lane"?}]}`. The node checks them with its whole config, writes them into its config file
+/// and restarts the camera with them; the change is audited with the zones before and after.
+/// Problems the node finds come back as 422 with `errors`, and nothing changes.
+async fn put_zones(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    Path(camera): Path<String>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    if !c.principal.is_admin() {
+        return Err(forbidden("change a camera's zones (administrators do)"));
+    }
+    let (ck, cam) = camera_of(&s, &c, &camera)?;
+    let zones = body
+        .ok()
+        .and_then(|Json(v)| v.get("zones").filter(|z| z.is_array()).cloned())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "send {\"zones\": [{\"name\": \"...\", \"kind\": \"crosswalk|waiting_area|lane|restricted\", \"polygon\": [[x, y], ...], \"lane\": n}]} with corners relative to the frame (0..1)".into(),
+            )
+        })?;
+    let payload = json!({"zones": zones, "actor": c.principal.user}).to_string();
+    let key = protocol::keys::camera_zones(&ck, &cam);
+    match ask_node(&s, key, Some(payload.into_bytes()), &camera, &ck).await? {
+        Ok(sample) => {
+            let v: serde_json::Value =
+                serde_json::from_slice(&sample.payload().to_bytes()).unwrap_or_else(|_| json!({}));
+            let detail = json!({"before": v["before"], "after": v["after"]}).to_string();
+            audit_line(
+                &s,
+                "zones",
+                &c.principal.user,
+                &zones_trail(&camera),
+                detail,
+            )
+            .await?;
+            Ok(Json(v).into_response())
+        }
+        Err(text) => {
+            let errors = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("errors").cloned())
+                .unwrap_or_else(|| json!([text]));
+            let status = if text.starts_with('{') {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            Ok((
+                status,
+                Json(json!({
+                    "error": format!("the node of camera {camera} refused the zones; nothing was changed"),
+                    "errors": errors,
+                })),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// Where a camera's zone changes are audited.
+fn zones_trail(camera: &str) -> String {
+    format!("zones/{camera}")
+}
+
+/// A camera's zone changes, oldest first: who, when, the zones before and after.
+async fn zones_audit(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    Path(camera): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    camera_of(&s, &c, &camera)?;
+    let id = zones_trail(&camera);
+    let trail = with_store(&s, move |st| st.audit_of(&id)).await?;
+    Ok(Json(json!({ "audit": trail })))
+}
+
+async fn camera_live(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    Path(camera): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (ck, cam) = camera_of(&s, &c, &camera)?;
+    let checkpoint = ck.to_string();
     let mut params = Vec::new();
     if q.get("overlay").is_some_and(|v| v == "1" || v == "true") {
         params.push("overlay=1".to_string());

@@ -212,6 +212,9 @@ mod tests {
         ] {
             values.push(("role", as_name(serde_json::to_value(r).unwrap())));
         }
+        for k in ["crosswalk", "waiting_area", "lane", "restricted"] {
+            values.push(("zonekind", k.into()));
+        }
         use protocol::plate::PlateColor as C;
         for c in [
             C::Blue,

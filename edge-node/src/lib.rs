@@ -28,3 +28,4 @@ pub mod plategen;
 pub mod registry;
 pub mod reload;
 pub mod vehicles;
+pub mod zone_edit;

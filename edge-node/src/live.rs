@@ -69,6 +69,20 @@ impl LiveSlot {
         *self.zones.lock().unwrap_or_else(|e| e.into_inner()) = zones.to_vec();
     }
 
+    /// The zones the camera runs with.
+    pub fn zones(&self) -> Vec<ZoneConfig> {
+        self.zones.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Width and height of the latest frame, once there is one.
+    pub fn frame_size(&self) -> Option<(u32, u32)> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|s| (s.frame.width, s.frame.height))
+    }
+
     /// The picture of the latest frame, made again only when the last one is older than
     /// [`MIN_INTERVAL`] or another view was asked. None before the first frame.
     pub fn picture(
@@ -132,7 +146,7 @@ impl LiveFrames {
             .clone()
     }
 
-    fn get(&self, camera: &str) -> Option<Arc<LiveSlot>> {
+    pub(crate) fn get(&self, camera: &str) -> Option<Arc<LiveSlot>> {
         self.slots
             .lock()
             .unwrap_or_else(|e| e.into_inner())

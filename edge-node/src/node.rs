@@ -146,6 +146,15 @@ pub async fn run(
     let live_queryable = crate::live::serve(&session, &cfg.checkpoint_id, live.clone(), font)
         .await
         .map_err(|e| PublishError::Open(e.to_string()))?;
+    // Zones drawn on the dashboard: the node saves them in its config file.
+    let zones_queryable = crate::zone_edit::serve(
+        &session,
+        &cfg.checkpoint_id,
+        live.clone(),
+        config_file.clone(),
+    )
+    .await
+    .map_err(|e| PublishError::Open(e.to_string()))?;
     let ctx = CameraContext {
         node_id: cfg.node_id.clone(),
         checkpoint_id: cfg.checkpoint_id.clone(),
@@ -179,6 +188,7 @@ pub async fn run(
     let stats = publisher.await.expect("publisher task");
     health.abort();
     live_queryable.abort();
+    zones_queryable.abort();
     // Let zenoh hand the last puts to the transport before the session closes.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = session.close().await;

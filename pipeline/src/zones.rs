@@ -4,9 +4,9 @@
 //! Pure geometry: point-in-polygon, simplicity, and which zone a foot point is in.
 
 use protocol::BBox;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ZoneKind {
     Crosswalk,
@@ -17,7 +17,7 @@ pub enum ZoneKind {
     Restricted,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneConfig {
     /// Name rules refer to, e.g. `crosswalk_east`.
@@ -26,7 +26,7 @@ pub struct ZoneConfig {
     /// Corners in order, relative coordinates: [[x, y], ...] with 0..1 across the frame.
     pub polygon: Vec<[f32; 2]>,
     /// Lane number of a zone of kind `lane`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<u32>,
 }
 

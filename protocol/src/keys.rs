@@ -78,6 +78,18 @@ pub fn live_of(checkpoint: &DeviceId) -> String {
     format!("{}/*/live", checkpoint_prefix(checkpoint))
 }
 
+/// The zones of one camera: an aggregator's query without a payload is answered with the
+/// zones the camera runs with; one with a payload (`{"zones": [...]}`) asks the node to save
+/// them in its config file, which it then applies live.
+pub fn camera_zones(checkpoint: &DeviceId, camera: &DeviceId) -> String {
+    format!("{}/{}/zones", checkpoint_prefix(checkpoint), camera)
+}
+
+/// Every camera's zones at one checkpoint (the node's queryable).
+pub fn zones_of(checkpoint: &DeviceId) -> String {
+    format!("{}/*/zones", checkpoint_prefix(checkpoint))
+}
+
 /// The health reports of every node in `scope`.
 pub fn health_in(scope: &Scope) -> String {
     match scope {
