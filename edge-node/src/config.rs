@@ -658,6 +658,9 @@ impl NodeConfig {
             if cam.evidence.ring_buffer_mb < 8 {
                 errors.push(format!("{at}.evidence.ring_buffer_mb = {} is too small to hold a second of video; use at least 8", cam.evidence.ring_buffer_mb));
             }
+            if let Err(e) = cam.evidence.clock() {
+                errors.push(format!("{at}.evidence.{e}"));
+            }
             let clip = &cam.evidence.clip;
             if clip.enabled && cam.red_light.is_some() {
                 if clip.before_ms < 0

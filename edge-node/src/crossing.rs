@@ -14,8 +14,8 @@ use serde::Serialize;
 use crate::config::CameraConfig;
 use crate::events::EventFactory;
 use crate::evidence::{
-    local_time_label, picture, render_closeup, render_scene, BannerFont, FrameRing, Overlay,
-    Picture, Shape,
+    picture, render_closeup, render_scene, BannerClock, BannerFont, FrameRing, Overlay, Picture,
+    Shape,
 };
 use crate::frame::Frame;
 use crate::red_light::{mark_riders, Finding, Person, RedLightRule, RuleCounters};
@@ -91,7 +91,7 @@ pub struct CrossingWatch {
     zone_shapes: Vec<Shape>,
     zone_size: (u32, u32),
     quality: u8,
-    utc_offset_min: i32,
+    clock: BannerClock,
     font: BannerFont,
     /// The offence named on the pictures (`[cameras.evidence.offences]`), if configured.
     offence: Option<crate::evidence::Offence>,
@@ -126,7 +126,8 @@ impl CrossingWatch {
             zone_shapes: Vec::new(),
             zone_size: (0, 0),
             quality: cam.evidence.jpeg_quality,
-            utc_offset_min: cam.evidence.utc_offset_minutes,
+            // Checked when the config was validated.
+            clock: cam.evidence.clock().unwrap_or_default(),
             font,
             offence: cam
                 .evidence
@@ -275,7 +276,8 @@ impl CrossingWatch {
         let signal_line = format!(
             "行人信号 {} 自 {} 起（{}，时延 {} 毫秒）",
             light_zh(sig.state),
-            local_time_label(sig.since_ms, self.utc_offset_min)
+            self.clock
+                .label(sig.since_ms)
                 .split(' ')
                 .nth(1)
                 .unwrap_or(""),
@@ -305,7 +307,7 @@ impl CrossingWatch {
             self.shapes_for(frame.width, frame.height);
             let mut lines = vec![format!(
                 "{}  第 {}/3 张",
-                local_time_label(frame.time_ms, self.utc_offset_min),
+                self.clock.label(frame.time_ms),
                 n + 1
             )];
             lines.extend(offence_line.clone());

@@ -498,7 +498,7 @@ pub struct VehicleWatch {
     restricted: Vec<Restricted>,
     night: (u32, u32),
     quality: u8,
-    utc_offset_min: i32,
+    clock: crate::evidence::BannerClock,
     font: BannerFont,
     /// Vehicle tracks by tracker id, and plates no vehicle track holds (ids from
     /// [`PLATE_TRACK_BASE`]).
@@ -584,7 +584,8 @@ impl VehicleWatch {
             restricted,
             night,
             quality: evidence.jpeg_quality,
-            utc_offset_min: evidence.utc_offset_minutes,
+            // Checked when the config was validated.
+            clock: evidence.clock().unwrap_or_default(),
             font,
             vehicles: HashMap::new(),
             scan_area,
@@ -896,10 +897,7 @@ impl VehicleWatch {
             plate_line.push_str(&format!("  {}", colour_zh(c)));
         }
         let lines = vec![
-            format!(
-                "{}  车辆通行",
-                local_time_label(pass_time, self.utc_offset_min)
-            ),
+            format!("{}  车辆通行", self.clock.label(pass_time)),
             format!("卡口 {}  设备 {}", factory.checkpoint_id, factory.camera_id),
             format!(
                 "{plate_line}  {}  车道 {}  方向 {}",

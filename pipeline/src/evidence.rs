@@ -27,6 +27,11 @@ pub struct EvidenceConfig {
     /// Local time shown on the pictures: UTC plus this many minutes (480 for China).
     #[serde(default = "d_offset")]
     pub utc_offset_minutes: i32,
+    /// Or the time zone the pictures show (an IANA name, e.g. `Asia/Shanghai`, the
+    /// aggregator's `[display] time_zone`): when set it wins over `utc_offset_minutes`, and
+    /// follows the zone's rules (daylight saving where it has any).
+    #[serde(default)]
+    pub time_zone: Option<String>,
     /// The CJK font the banners are drawn in; by default `TRAFFIC_CJK_FONT` or
     /// `/usr/share/fonts/truetype/wqy/wqy-microhei.ttc`.
     #[serde(default)]
@@ -122,6 +127,7 @@ impl Default for EvidenceConfig {
             ring_buffer_mb: d_ring(),
             jpeg_quality: d_quality(),
             utc_offset_minutes: d_offset(),
+            time_zone: None,
             font: None,
             offences: d_offences(),
             clip: ClipConfig::default(),
@@ -130,6 +136,17 @@ impl Default for EvidenceConfig {
 }
 
 impl EvidenceConfig {
+    /// The clock the pictures' banners show: the time zone if one is named (an unknown
+    /// name is an error naming it), else the fixed offset.
+    pub fn clock(&self) -> Result<BannerClock, String> {
+        match &self.time_zone {
+            Some(name) => jiff::tz::TimeZone::get(name)
+                .map(BannerClock::Zone)
+                .map_err(|_| format!("time_zone = '{name}' is not a time zone; name one as the IANA database does, e.g. Asia/Shanghai")),
+            None => Ok(BannerClock::Fixed(self.utc_offset_minutes)),
+        }
+    }
+
     /// The banner font's file: `font`, else `TRAFFIC_CJK_FONT`, else Debian's WenQuanYi.
     pub fn font_path(&self) -> PathBuf {
         self.font
@@ -464,6 +481,36 @@ pub fn picture(role: &str, jpeg: Vec<u8>) -> Picture {
     }
 }
 
+/// The local time on the pictures: a fixed offset from UTC, or a time zone's.
+#[derive(Debug, Clone)]
+pub enum BannerClock {
+    Fixed(i32),
+    Zone(jiff::tz::TimeZone),
+}
+
+impl Default for BannerClock {
+    fn default() -> Self {
+        BannerClock::Fixed(d_offset())
+    }
+}
+
+impl BannerClock {
+    /// Minutes from UTC at `t_ms`.
+    pub fn offset_min(&self, t_ms: i64) -> i32 {
+        match self {
+            BannerClock::Fixed(m) => *m,
+            BannerClock::Zone(tz) => jiff::Timestamp::from_millisecond(t_ms)
+                .map(|ts| tz.to_offset(ts).seconds() / 60)
+                .unwrap_or(0),
+        }
+    }
+
+    /// `YYYY-MM-DD hh:mm:ss.fff (UTC+8)`.
+    pub fn label(&self, t_ms: i64) -> String {
+        local_time_label(t_ms, self.offset_min(t_ms))
+    }
+}
+
 /// `YYYY-MM-DD hh:mm:ss.fff (UTC+8)` for a UTC time shown at `offset_min` from UTC.
 pub fn local_time_label(t_ms: i64, offset_min: i32) -> String {
     let s = protocol::time::format_rfc3339_ms(t_ms + offset_min as i64 * 60_000);
@@ -624,6 +671,28 @@ mod tests {
         assert_eq!(
             local_time_label(1_795_939_200_500, 480),
             "2026-11-29 16:00:00.500 (UTC+8)"
+        );
+        // A named zone: Shanghai is +8 all year; Berlin moves with daylight saving.
+        let cfg = |z: &str| EvidenceConfig {
+            time_zone: Some(z.into()),
+            ..EvidenceConfig::default()
+        };
+        let shanghai = cfg("Asia/Shanghai").clock().unwrap();
+        assert_eq!(
+            shanghai.label(1_795_939_200_500),
+            "2026-11-29 16:00:00.500 (UTC+8)"
+        );
+        let berlin = cfg("Europe/Berlin").clock().unwrap();
+        assert_eq!(berlin.offset_min(1_795_939_200_500), 60, "winter");
+        assert_eq!(berlin.offset_min(1_782_000_000_000), 120, "summer");
+        let e = cfg("Asia/Beijing").clock().unwrap_err();
+        assert!(
+            e.contains("Asia/Beijing") && e.contains("Asia/Shanghai"),
+            "{e}"
+        );
+        assert_eq!(
+            EvidenceConfig::default().clock().unwrap().offset_min(0),
+            480
         );
     }
 }
