@@ -152,7 +152,8 @@ function detailOf(ev) {
       const st = statusesIn(b.detail).map((x) => name("status", x));
       if (st.length) parts.push(st.join("、"));
       if (b.distance_km != null && b.interval_secs != null && b.implied_speed_kmh != null) {
-        parts.push(t("detail.cloned", { km: b.distance_km.toFixed(1), min: (b.interval_secs / 60).toFixed(0), kmh: b.implied_speed_kmh.toFixed(0) }));
+        const key = b.anomaly === "section_speeding" ? "detail.section" : "detail.cloned";
+        parts.push(t(key, { km: b.distance_km.toFixed(1), min: (b.interval_secs / 60).toFixed(1), kmh: b.implied_speed_kmh.toFixed(0) }));
       }
       return parts.join(listSep());
     }

@@ -180,6 +180,7 @@ const MESSAGES = {
     "anomaly.class_mismatch": "号牌与登记不符（疑似套牌）",
     "anomaly.cloned_plate": "疑似套牌（异地同时出现）",
     "anomaly.night_coach": "客车凌晨 2-5 时违规运行",
+    "anomaly.section_speeding": "区间测速超速",
     "anomaly.restricted_zone": "禁行区域或时段",
 
     "status.scrapped": "已报废",
@@ -245,6 +246,7 @@ const MESSAGES = {
     "detail.lane": "{lane} 车道",
     "detail.track": "{class} 轨迹 {track}",
     "detail.cloned": "相距 {km} 公里，间隔 {min} 分钟，推算时速 {kmh} 公里",
+    "detail.section": "区间 {km} 公里，用时 {min} 分钟，平均时速 {kmh} 公里",
     "detail.unsure": "号牌识别不确定",
 
     "error.forbidden": "无权执行此操作",
@@ -429,6 +431,7 @@ const MESSAGES = {
     "anomaly.class_mismatch": "class mismatch (suspected clone)",
     "anomaly.cloned_plate": "cloned plate",
     "anomaly.night_coach": "coach 02:00-05:00",
+    "anomaly.section_speeding": "section speeding",
     "anomaly.restricted_zone": "restricted zone or hour",
 
     "status.scrapped": "scrapped",
@@ -494,6 +497,7 @@ const MESSAGES = {
     "detail.lane": "lane {lane}",
     "detail.track": "{class} track {track}",
     "detail.cloned": "{km} km apart, {min} min between, {kmh} km/h implied",
+    "detail.section": "section of {km} km in {min} min, {kmh} km/h on average",
     "detail.unsure": "plate read unsure",
 
     "error.forbidden": "not allowed for this user",

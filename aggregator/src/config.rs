@@ -566,6 +566,15 @@ impl AggregatorConfig {
                 self.correlation.max_speed_kmh, self.correlation.window_hours
             ));
         }
+        let known: std::collections::HashSet<&str> =
+            self.checkpoints.iter().map(|c| c.id.as_str()).collect();
+        for (i, s) in self.correlation.sections.iter().enumerate() {
+            s.check(
+                &|id: &str| known.contains(id),
+                &format!("correlation.sections[{i}]"),
+                &mut errors,
+            );
+        }
         if self.watchlist.follow_upstream && !matches!(scope, Some(Scope::County(_))) {
             errors.push(format!(
                 "watchlist.follow_upstream: only a county aggregator follows a city's watch list (scope is '{}')",

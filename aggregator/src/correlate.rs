@@ -4,6 +4,12 @@
 //! of type `cloned_plate` that references both passes. Every pass is compared with the passes
 //! of its plate before and after it, so the order passes arrive in does not matter; anomaly
 //! ids derive from the pair of passes, so replays and re-correlation store each anomaly once.
+//!
+//! Section speed (区间测速): for each configured section (an entry checkpoint, an exit
+//! checkpoint, the road length between them and a limit), a plate's pass at the exit and its
+//! latest pass at the entry before it give the average speed over the section; above the
+//! limit by more than the tolerance, a `plate_anomaly` of type `section_speeding` references
+//! both passes. No event when either pass is missing or either plate read is unsure.
 
 use protocol::{
     AnomalyType, DeviceId, Event, EventBody, EventKind, PlateAnomaly, ReviewState, RuleRef,
@@ -16,6 +22,7 @@ use crate::checkpoints::Registry;
 use crate::store::{EventStore, StoreError};
 
 pub const CLONED_PLATE_RULE: &str = "cloned_plate";
+pub const SECTION_SPEED_RULE: &str = "section_speed";
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +33,70 @@ pub struct CorrelationConfig {
     /// How far apart in time two passes of a plate are compared, hours.
     #[serde(default = "d_window")]
     pub window_hours: f64,
+    /// Sections between two checkpoints whose average speed is enforced (区间测速).
+    #[serde(default)]
+    pub sections: Vec<SectionConfig>,
+}
+
+/// One section of road between two checkpoints, in the direction of travel.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SectionConfig {
+    /// The name its events carry, e.g. `吴中大道东行 K3-K5`.
+    pub name: String,
+    /// The checkpoint a vehicle enters the section at.
+    pub from: String,
+    /// The checkpoint it leaves at.
+    pub to: String,
+    /// Road length between the two, metres.
+    pub length_m: f64,
+    /// Speed limit over the section, km/h.
+    pub limit_kmh: f64,
+    /// An average speed above the limit by more than this many percent is an event
+    /// (default 10).
+    #[serde(default = "d_tolerance")]
+    pub tolerance_pct: f64,
+}
+
+fn d_tolerance() -> f64 {
+    10.0
+}
+
+impl SectionConfig {
+    /// What is wrong with it, if anything (checkpoints must be in the registry).
+    pub fn check(&self, known: &dyn Fn(&str) -> bool, at: &str, errors: &mut Vec<String>) {
+        if self.name.trim().is_empty() {
+            errors.push(format!("{at}: name is empty"));
+        }
+        for (k, id) in [("from", &self.from), ("to", &self.to)] {
+            if !known(id) {
+                errors.push(format!("{at}.{k} = '{id}' is not a checkpoint in [[checkpoints]]; add it there or correct the id"));
+            }
+        }
+        if self.from == self.to {
+            errors.push(format!(
+                "{at}: from and to are the same checkpoint; a section runs between two"
+            ));
+        }
+        if !(self.length_m > 0.0 && self.length_m <= 200_000.0) {
+            errors.push(format!(
+                "{at}.length_m = {} must be above 0 and at most 200000",
+                self.length_m
+            ));
+        }
+        if !(self.limit_kmh > 0.0 && self.limit_kmh <= 200.0) {
+            errors.push(format!(
+                "{at}.limit_kmh = {} must be above 0 and at most 200",
+                self.limit_kmh
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.tolerance_pct) {
+            errors.push(format!(
+                "{at}.tolerance_pct = {} must be 0..100",
+                self.tolerance_pct
+            ));
+        }
+    }
 }
 
 fn d_speed() -> f64 {
@@ -40,6 +111,7 @@ impl Default for CorrelationConfig {
         CorrelationConfig {
             max_speed_kmh: d_speed(),
             window_hours: d_window(),
+            sections: Vec::new(),
         }
     }
 }
@@ -148,6 +220,116 @@ pub fn cloned_plate(
         });
     }
     out
+}
+
+/// Section-speed events `pass` completes: as the exit, with the latest entry pass of its
+/// plate before it; as the entry, with each later exit pass it is the latest entry of
+/// (`sightings`: the plate's passes around it, `pass` among them). The other pass is read
+/// whole only when the pair is too fast.
+fn section_speeding(
+    store: &mut dyn EventStore,
+    cfg: &CorrelationConfig,
+    aggregator: &DeviceId,
+    pass: &Event,
+    sightings: &[&crate::store::Sighting],
+) -> Result<Vec<Event>, StoreError> {
+    let Some(plate) = plate_of(pass) else {
+        return Ok(vec![]);
+    };
+    let (ck, t) = (pass.checkpoint_id.as_str(), pass.frame_time_ms);
+    let latest_entry_before = |sec: &SectionConfig, before: i64| {
+        sightings
+            .iter()
+            .filter(|s| s.checkpoint_id == sec.from && s.frame_time_ms < before)
+            .max_by_key(|s| (s.frame_time_ms, s.event_id.as_str()))
+    };
+    let mut out = Vec::new();
+    for sec in &cfg.sections {
+        // (entry id, entry time, exit id, exit time)
+        let mut pairs: Vec<(&str, i64, &str, i64)> = Vec::new();
+        if ck == sec.to {
+            if let Some(e) = latest_entry_before(sec, t) {
+                pairs.push((&e.event_id, e.frame_time_ms, &pass.event_id, t));
+            }
+        }
+        if ck == sec.from {
+            for x in sightings
+                .iter()
+                .filter(|s| s.checkpoint_id == sec.to && s.frame_time_ms > t)
+            {
+                if latest_entry_before(sec, x.frame_time_ms).map(|e| e.event_id.as_str())
+                    == Some(pass.event_id.as_str())
+                {
+                    pairs.push((&pass.event_id, t, &x.event_id, x.frame_time_ms));
+                }
+            }
+        }
+        for (entry_id, entry_t, exit_id, exit_t) in pairs {
+            let secs = (exit_t - entry_t) as f64 / 1000.0;
+            let kmh = sec.length_m / 1000.0 / (secs / 3600.0);
+            if kmh <= sec.limit_kmh * (1.0 + sec.tolerance_pct / 100.0) {
+                continue;
+            }
+            let other_id = if entry_id == pass.event_id {
+                exit_id
+            } else {
+                entry_id
+            };
+            let Some(other) = store.get(other_id)? else {
+                continue;
+            };
+            // Both reads sure and the same plate, or no verdict.
+            if plate_of(&other) != Some(plate) {
+                continue;
+            }
+            let (entry, exit) = if entry_id == pass.event_id {
+                (pass, &other)
+            } else {
+                (&other, pass)
+            };
+            out.push(Event {
+                schema_version: SCHEMA_VERSION,
+                event_id: derived_id(
+                    exit.frame_time_ms,
+                    &format!(
+                        "{SECTION_SPEED_RULE}|{}|{}|{}",
+                        sec.name, entry.event_id, exit.event_id
+                    ),
+                ),
+                severity: Severity::Alert,
+                node_id: aggregator.clone(),
+                checkpoint_id: exit.checkpoint_id.clone(),
+                camera_id: exit.camera_id.clone(),
+                lane: exit.lane,
+                frame_time_ms: exit.frame_time_ms,
+                detections: vec![],
+                rule: Some(RuleRef {
+                    id: SECTION_SPEED_RULE.into(),
+                    version: 1,
+                }),
+                evidence: exit
+                    .evidence
+                    .iter()
+                    .chain(entry.evidence.iter())
+                    .cloned()
+                    .collect(),
+                review: ReviewState::Pending,
+                body: EventBody::PlateAnomaly(PlateAnomaly {
+                    anomaly: AnomalyType::SectionSpeeding,
+                    plate: plate.to_string(),
+                    passes: vec![entry.event_id.clone(), exit.event_id.clone()],
+                    distance_km: Some(sec.length_m / 1000.0),
+                    interval_secs: Some(secs),
+                    implied_speed_kmh: Some(kmh),
+                    detail: Some(format!(
+                        "section '{}': limit {} km/h, tolerance {} %",
+                        sec.name, sec.limit_kmh, sec.tolerance_pct
+                    )),
+                }),
+            });
+        }
+    }
+    Ok(out)
 }
 
 pub const WATCH_LIST_RULE: &str = "aggregator.watch_list";
@@ -261,6 +443,11 @@ pub fn correlate_batch(
             by_plate.entry(s.plate.as_str()).or_default().push(s);
         }
         for (pass, plate) in plated {
+            if !cfg.sections.is_empty() {
+                let mine: &[&crate::store::Sighting] =
+                    by_plate.get(plate).map(Vec::as_slice).unwrap_or(&[]);
+                anomalies.extend(section_speeding(store, cfg, aggregator, pass, mine)?);
+            }
             for s in by_plate.get(plate).into_iter().flatten() {
                 if s.event_id == pass.event_id
                     || s.checkpoint_id == pass.checkpoint_id.as_str()
@@ -281,6 +468,9 @@ pub fn correlate_batch(
             }
         }
     }
+    // A pair whose two passes came in one batch is found from both ends: once is enough.
+    let mut seen = std::collections::HashSet::new();
+    anomalies.retain(|e| seen.insert(e.event_id.clone()));
     if anomalies.is_empty() {
         return Ok(0);
     }
@@ -430,6 +620,108 @@ mod tests {
             4,
             "3 passes and the anomaly under the plate"
         );
+    }
+
+    #[test]
+    fn section_speed_from_the_entry_and_exit_passes() {
+        let reg = registry();
+        let cfg = CorrelationConfig {
+            sections: vec![SectionConfig {
+                name: "A-C".into(),
+                from: A.into(),
+                to: C.into(),
+                length_m: 2500.0,
+                limit_kmh: 80.0,
+                tolerance_pct: 10.0,
+            }],
+            ..CorrelationConfig::default()
+        };
+        let mut errors = vec![];
+        cfg.sections[0].check(
+            &|id: &str| reg.get(id).is_some(),
+            "correlation.sections[0]",
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let t0 = 1_790_000_000_000;
+        let stored = |store: &mut SqliteStore| {
+            store
+                .list(&EventFilter {
+                    kind: Some(EventKind::PlateAnomaly),
+                    limit: 20,
+                    ..Default::default()
+                })
+                .unwrap()
+                .events
+        };
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        // 2.5 km in 100 s: 90 km/h, over 80 + 10 %. The exit arrives before the entry, and
+        // an earlier entry pass (the latest entry counts) and a slow plate are around.
+        let early = pass(A, t0 - 600_000, "苏E12345");
+        let entry = pass(A, t0, "苏E12345");
+        let exit = pass(C, t0 + 100_000, "苏E12345");
+        let slow_in = pass(A, t0, "苏E54321");
+        let slow_out = pass(C, t0 + 120_000, "苏E54321"); // 75 km/h
+        let edge_in = pass(A, t0 + 1, "苏E66666");
+        let edge_out = pass(C, t0 + 1 + 102_273, "苏E66666"); // 88.0 km/h: within tolerance
+        for batch in [
+            vec![exit.clone(), slow_out.clone(), edge_out.clone()],
+            vec![early.clone()],
+            vec![entry.clone(), slow_in.clone(), edge_in.clone()],
+        ] {
+            store.insert_batch(&batch, 0).unwrap();
+            correlate_batch(&mut store, &reg, &cfg, &agg(), None, &batch, None).unwrap();
+        }
+        let found = stored(&mut store);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let EventBody::PlateAnomaly(an) = &found[0].body else {
+            panic!()
+        };
+        assert_eq!(an.anomaly, AnomalyType::SectionSpeeding);
+        assert_eq!(
+            an.passes,
+            vec![entry.event_id.clone(), exit.event_id.clone()]
+        );
+        assert!((an.implied_speed_kmh.unwrap() - 90.0).abs() < 1e-9);
+        assert_eq!(found[0].checkpoint_id, exit.checkpoint_id);
+        assert_eq!(found[0].review, ReviewState::Pending);
+        // Replayed: nothing new. Both ends in one batch: one event.
+        assert_eq!(
+            correlate_batch(&mut store, &reg, &cfg, &agg(), None, &[entry, exit], None).unwrap(),
+            0
+        );
+        let mut other = SqliteStore::open_in_memory().unwrap();
+        let (a, b) = (pass(A, t0, "苏E77777"), pass(C, t0 + 60_000, "苏E77777"));
+        other.insert_batch(&[a.clone(), b.clone()], 0).unwrap();
+        assert_eq!(
+            correlate_batch(&mut other, &reg, &cfg, &agg(), None, &[a, b], None).unwrap(),
+            1
+        );
+        // An unsure read at either end, or no entry pass: no event.
+        let mut third = SqliteStore::open_in_memory().unwrap();
+        let mut unsure = pass(A, t0, "苏E88888");
+        if let EventBody::VehiclePass(v) = &mut unsure.body {
+            v.plate_unsure = true;
+        }
+        let fast_out = pass(C, t0 + 30_000, "苏E88888");
+        let lone = pass(C, t0 + 30_000, "苏E99999");
+        for batch in [vec![unsure], vec![fast_out, lone]] {
+            third.insert_batch(&batch, 0).unwrap();
+            correlate_batch(&mut third, &reg, &cfg, &agg(), None, &batch, None).unwrap();
+        }
+        assert!(stored(&mut third).is_empty());
+        // A section naming an unknown checkpoint or no length is refused at load.
+        let bad = SectionConfig {
+            name: "x".into(),
+            from: A.into(),
+            to: "32050500051210000099".into(),
+            length_m: 0.0,
+            limit_kmh: 80.0,
+            tolerance_pct: 10.0,
+        };
+        let mut errors = vec![];
+        bad.check(&|id: &str| reg.get(id).is_some(), "s", &mut errors);
+        assert_eq!(errors.len(), 2, "{errors:?}");
     }
 
     #[test]

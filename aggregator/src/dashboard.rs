@@ -196,6 +196,7 @@ mod tests {
             A::ClonedPlate,
             A::NightCoach,
             A::RestrictedZone,
+            A::SectionSpeeding,
         ] {
             values.push(("anomaly", a.as_str().into()));
         }

@@ -179,7 +179,7 @@ async fn events(s: &ApiState, q: EventsParams, county: Option<String>) -> Result
         anomaly: enum_param(
             "anomaly",
             &q.anomaly,
-            "format_invalid, not_registered, watch_list, class_mismatch, cloned_plate, night_coach, restricted_zone",
+            "format_invalid, not_registered, watch_list, class_mismatch, cloned_plate, night_coach, restricted_zone, section_speeding",
         )?,
         plate: q.plate,
         plate_near: q.near.unwrap_or(false),

@@ -425,7 +425,6 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     );
     no_english(&d, "the live view");
     d.screenshot(&shots, "10-live-view.png");
-    answering.abort();
     d.go(&format!("{base}/dashboard/#/charts"));
     d.wait("bars drawn", "document.querySelectorAll('#chart-kinds rect').length > 0 && document.querySelectorAll('#chart-flow rect').length > 0");
     no_english(&d, "the charts");
@@ -452,6 +451,62 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         "the violation in English",
         "document.querySelector('#event-facts dd[data-fact=\"review\"]') && document.querySelector('#event-facts dd[data-fact=\"review\"]').textContent === 'confirmed' && document.getElementById('event-audit').textContent.includes('zhao review (confirmed: ')",
     );
+
+    // The flow again in English: a second violation arrives live, is opened, needs a reason,
+    // is rejected with one; its notice prints; the camera's live view shows its frame.
+    d.go(&format!("{base}/dashboard/#/live"));
+    d.wait("the live view", "!document.getElementById('view-live').hidden && document.getElementById('live-state').textContent === 'live'");
+    let v2 = violation(now - 30_000, "ev-scene-2", &sha);
+    put(
+        keys::evidence(&ck_a, &v2.camera_id, "ev-scene-2"),
+        jpeg.clone(),
+    );
+    put(
+        keys::event(&v2.checkpoint_id, &v2.camera_id, v2.kind(), &v2.event_id),
+        v2.encode(),
+    );
+    d.wait(
+        "the second alert, in English",
+        &format!(
+            "(() => {{ const r = document.querySelector('#alerts tr[data-id=\"{}\"]'); return r && r.cells[1].textContent === 'pedestrian red light' && r.cells[5].textContent === 'pending'; }})()",
+            v2.event_id
+        ),
+    );
+    d.go(&format!("{base}/dashboard/#/event/{}", v2.event_id));
+    d.wait("its picture", "(() => { const i = document.querySelector('#event-evidence img'); return i && i.complete && i.naturalWidth > 0 && !document.getElementById('event-review').hidden; })()");
+    d.click("#review-reject");
+    d.wait(
+        "a reason asked for, in English",
+        "document.getElementById('review-result').textContent === 'type a reason first'",
+    );
+    d.type_into("#review-reason", "the person crossed on green");
+    d.click("#review-reject");
+    d.wait(
+        "the rejection recorded",
+        "document.getElementById('review-result').dataset.state === 'rejected' && document.getElementById('review-result').textContent === 'Recorded: rejected'",
+    );
+    d.click("#event-notice");
+    d.wait(
+        "the notice in English",
+        "(() => { const f = (k) => (document.querySelector(`#notice-facts dd[data-fact=${k}]`) || {}).textContent; \
+          return !document.getElementById('view-notice').hidden && document.querySelector('#notice h2').textContent === 'Notice of a traffic violation' \
+            && f('offence') === '行人不按交通信号灯指示通行 (code 3001)' && (f('review') || '').startsWith('rejected (zhao, '); })()",
+    );
+    let pdf = d.call(
+        "POST",
+        &d.s("/print"),
+        Some(json!({"page": {"width": 21.0, "height": 29.7}, "background": true})),
+    );
+    assert!(pdf["value"].as_str().unwrap().starts_with("JVBER"), "a PDF");
+    d.go(&format!("{base}/dashboard/#/camera/{CAM_A}"));
+    d.wait(
+        "the camera's frame, in English",
+        &format!(
+            "!document.getElementById('view-camera').hidden && document.getElementById('camera-frame').naturalWidth > 0 && document.getElementById('camera-time').textContent.includes('{}') && document.querySelector('#view-camera h2 span').textContent === 'Live view'",
+            beijing_time(frame_time)
+        ),
+    );
+    answering.abort();
 
     // What the browser did, as the API records it.
     let token = {

@@ -361,6 +361,8 @@ pub enum AnomalyType {
     NightCoach,
     /// Truck or hazardous goods inside a restricted zone during restricted hours.
     RestrictedZone,
+    /// Average speed over a section between two checkpoints above its limit (区间测速).
+    SectionSpeeding,
 }
 
 impl AnomalyType {
@@ -373,6 +375,7 @@ impl AnomalyType {
             AnomalyType::ClonedPlate => "cloned_plate",
             AnomalyType::NightCoach => "night_coach",
             AnomalyType::RestrictedZone => "restricted_zone",
+            AnomalyType::SectionSpeeding => "section_speeding",
         }
     }
 }
