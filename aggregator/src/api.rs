@@ -61,6 +61,8 @@ pub struct ApiState {
     pub leases: Arc<crate::lease::Leases>,
     /// The dashboard's language and time zone (`[display]`).
     pub display: Arc<crate::config::DisplayConfig>,
+    /// `[[crossings]]`, for the `timing` query.
+    pub crossings: Arc<Vec<crate::timing::CrossingConfig>>,
 }
 
 /// Who made a request and from where; set by [`authenticate`] on every request it lets in.
@@ -78,6 +80,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events", query_get("events"))
         .route("/api/v1/trajectory", query_get("trajectory"))
         .route("/api/v1/flow", query_get("flow"))
+        .route("/api/v1/timing", query_get("timing"))
         .route("/api/v1/key-vehicles", query_get("key_vehicles"))
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/stats", get(stats))

@@ -59,6 +59,9 @@ pub struct AggregatorConfig {
     /// What operators read: the dashboard's language and the time zone of every time shown.
     #[serde(default)]
     pub display: DisplayConfig,
+    /// Signalised crossings whose timing is proposed from measured flows (`timing` query).
+    #[serde(default)]
+    pub crossings: Vec<crate::timing::CrossingConfig>,
 }
 
 /// `[display]`: the dashboard's default language (each user may switch) and the one time
@@ -568,6 +571,13 @@ impl AggregatorConfig {
         }
         let known: std::collections::HashSet<&str> =
             self.checkpoints.iter().map(|c| c.id.as_str()).collect();
+        for (i, c) in self.crossings.iter().enumerate() {
+            c.check(
+                &|id: &str| known.contains(id),
+                &format!("crossings[{i}]"),
+                &mut errors,
+            );
+        }
         for (i, s) in self.correlation.sections.iter().enumerate() {
             s.check(
                 &|id: &str| known.contains(id),

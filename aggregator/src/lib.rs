@@ -22,6 +22,7 @@ pub mod store;
 /// The PostgreSQL backend, also at its old path.
 pub use store::pg;
 pub mod sync;
+pub mod timing;
 pub mod viid;
 pub mod watchlist;
 
@@ -363,6 +364,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         sync_interval_secs: cfg.raw.sync.interval_secs,
         leases: leases.clone(),
         display: Arc::new(cfg.raw.display.clone()),
+        crossings: Arc::new(cfg.raw.crossings.clone()),
     };
     if cfg.raw.zenoh.tls.is_none() && cfg.raw.zenoh.insecure {
         tracing::warn!(listen = ?cfg.raw.zenoh.listen, connect = ?cfg.raw.zenoh.connect, "zenoh.insecure = true: plain zenoh without access control on a network address; anyone reaching it can read plates and publish or acknowledge events (set [zenoh] tls)");

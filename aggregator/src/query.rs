@@ -23,7 +23,14 @@ use crate::auth::Principal;
 use crate::store::{EventFilter, FlowQuery};
 
 /// The queries, by the name they are asked for.
-pub const QUERIES: &[&str] = &["events", "trajectory", "flow", "key_vehicles", "counts"];
+pub const QUERIES: &[&str] = &[
+    "events",
+    "trajectory",
+    "flow",
+    "key_vehicles",
+    "counts",
+    "timing",
+];
 
 /// Whether query `name` with URL-encoded `params` looks up plates (and goes to the audit
 /// log).
@@ -70,6 +77,7 @@ pub async fn answer(
         "flow" => flow(s, parse(params)?, county).await,
         "key_vehicles" => key_vehicles(s, parse(params)?, county).await,
         "counts" => counts(s, parse(params)?, county).await,
+        "timing" => timing(s, parse(params)?, county).await,
         _ => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no query '{name}'; queries: {}", QUERIES.join(", ")),
@@ -338,6 +346,27 @@ async fn flow(s: &ApiState, q: FlowParams, county: Option<String>) -> Result<Val
     let bucket_ms = fq.bucket_ms;
     let rows = with_store(s, move |st| st.flow(&fq)).await?;
     let total: i64 = rows.iter().map(|r| r.vehicles).sum();
+    // Each checkpoint's busiest hour, all lanes together, with its peak-hour factor.
+    let mut per_checkpoint: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+    for r in &rows {
+        per_checkpoint
+            .entry(r.checkpoint_id.as_str())
+            .or_default()
+            .push((r.bucket_start_ms, r.vehicles));
+    }
+    let peaks: Vec<Value> = per_checkpoint
+        .iter()
+        .filter_map(|(ck, bins)| {
+            let p = crate::timing::peak_hour(bins, bucket_ms)?;
+            Some(json!({
+                "checkpoint_id": ck,
+                "start_ms": p.start_ms,
+                "start": protocol::time::format_rfc3339_ms(p.start_ms),
+                "vehicles": p.vehicles,
+                "phf": p.phf,
+            }))
+        })
+        .collect();
     let rows: Vec<Value> = rows
         .into_iter()
         .map(|r| {
@@ -352,7 +381,98 @@ async fn flow(s: &ApiState, q: FlowParams, county: Option<String>) -> Result<Val
             })
         })
         .collect();
-    Ok(json!({ "bucket_ms": bucket_ms, "total": total, "rows": rows }))
+    Ok(json!({ "bucket_ms": bucket_ms, "total": total, "rows": rows, "peak_hours": peaks }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingParams {
+    /// The crossing's name as configured (`[[crossings]] name`).
+    pub crossing: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// A timing proposal per hour of the day (in the display time zone) for a configured
+/// crossing: each phase's critical flow (the busiest of its lanes, vehicles per hour,
+/// averaged over the days measured), its flow ratio, and Webster's cycle and greens, beside
+/// the plan in force.
+async fn timing(s: &ApiState, q: TimingParams, county: Option<String>) -> Result<Value, ApiError> {
+    let Some(c) = s.crossings.iter().find(|c| c.name == q.crossing).cloned() else {
+        let names: Vec<&str> = s.crossings.iter().map(|c| c.name.as_str()).collect();
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no crossing '{}'; configured: [{}] ([[crossings]] in the aggregator's config)",
+                q.crossing,
+                names.join(", ")
+            ),
+        ));
+    };
+    let fq = FlowQuery {
+        checkpoints: checkpoint_list(&Some(c.checkpoint.clone()), &county)?,
+        county,
+        from_ms: parse_time("from", &q.from)?,
+        to_ms: parse_time("to", &q.to)?,
+        bucket_ms: 3_600_000,
+    };
+    let rows = with_store(s, move |st| st.flow(&fq)).await?;
+    let zone = s.display.zone();
+    let local = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms)
+            .map(|t| t.to_zoned(zone.clone()))
+            .ok()
+    };
+    // (hour of day, lane) -> vehicles per day measured; the days each hour was measured on.
+    let mut per_lane: BTreeMap<(i8, i64), i64> = BTreeMap::new();
+    let mut days: BTreeMap<i8, std::collections::BTreeSet<jiff::civil::Date>> = BTreeMap::new();
+    for r in &rows {
+        let (Some(z), Some(lane)) = (local(r.bucket_start_ms), r.lane) else {
+            continue;
+        };
+        *per_lane.entry((z.hour(), lane)).or_default() += r.vehicles;
+        days.entry(z.hour()).or_default().insert(z.date());
+    }
+    let lost = c.lost_time_s * c.phases.len() as f64;
+    let plan = c.phases.iter().all(|p| p.green_s.is_some()).then(|| {
+        let greens: Vec<f64> = c.phases.iter().filter_map(|p| p.green_s).collect();
+        json!({"cycle_s": greens.iter().sum::<f64>() + lost, "greens_s": greens})
+    });
+    let hours: Vec<Value> = days
+        .iter()
+        .map(|(h, d)| {
+            let n = d.len() as f64;
+            let flows: Vec<f64> = c
+                .phases
+                .iter()
+                .map(|p| {
+                    p.lanes
+                        .iter()
+                        .map(|l| *per_lane.get(&(*h, *l)).unwrap_or(&0) as f64 / n)
+                        .fold(0.0, f64::max)
+                })
+                .collect();
+            let y: Vec<f64> = flows.iter().map(|q| q / c.saturation_flow).collect();
+            let t = crate::timing::webster(&y, lost, c.min_cycle_s, c.max_cycle_s);
+            json!({
+                "hour": h,
+                "days": d.len(),
+                "critical_flows_vph": flows,
+                "flow_ratios": y,
+                "proposal": t,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "crossing": c.name,
+        "checkpoint_id": c.checkpoint,
+        "time_zone": s.display.time_zone,
+        "phases": c.phases.iter().map(|p| json!({"name": p.name, "lanes": p.lanes})).collect::<Vec<_>>(),
+        "saturation_flow_vph": c.saturation_flow,
+        "lost_time_s": lost,
+        "plan_in_force": plan,
+        "hours": hours,
+    }))
 }
 
 /// Events per bucket (an hour by default) and kind, for the dashboard's chart.
