@@ -152,9 +152,23 @@ polygon = [[0.05, 0.45], [0.95, 0.45], [0.95, 0.75], [0.05, 0.75]]
     d.screenshot(&shots, "12-zone-refused.png");
     d.click("#zone-revert");
 
-    // The same editor in English.
+    // The same editor in English: a waiting area drawn beside the crosswalk and applied.
     d.click("#lang-switch");
     d.wait("the editor in English", "document.querySelector('#zone-tools h3').textContent === 'Zones' && document.getElementById('zone-new').textContent === 'New zone'");
+    d.js("document.getElementById('zone-kind').value = 'waiting_area'; return true;");
+    d.click("#zone-new");
+    for (x, y) in [(-380, -200), (-310, -200), (-310, -50), (-380, -50)] {
+        d.click_at("#zone-svg", x, y);
+    }
+    d.click("#zone-finish");
+    d.click("#zone-save");
+    d.wait(
+        "the camera running with the waiting area",
+        "document.getElementById('zone-state').dataset.state === 'applied' && document.getElementById('zone-state').textContent === 'The camera runs with the new zones' && document.querySelector('#zone-list li[data-zone=waiting_area_1]').textContent.includes('waiting area')",
+    );
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("kind = \"waiting_area\""));
 
     drop(d);
     let _ = child.kill();
