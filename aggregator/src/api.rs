@@ -63,6 +63,8 @@ pub struct ApiState {
     pub display: Arc<crate::config::DisplayConfig>,
     /// `[[crossings]]`, for the `timing` query.
     pub crossings: Arc<Vec<crate::timing::CrossingConfig>>,
+    /// The JT/T 808 gateway, when one runs.
+    pub jt808: Option<Arc<crate::jt808::Gateway>>,
 }
 
 /// Who made a request and from where; set by [`authenticate`] on every request it lets in.
@@ -81,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/trajectory", query_get("trajectory"))
         .route("/api/v1/flow", query_get("flow"))
         .route("/api/v1/timing", query_get("timing"))
+        .route("/api/v1/vehicles/positions", get(vehicle_positions))
         .route("/api/v1/key-vehicles", query_get("key_vehicles"))
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/stats", get(stats))
@@ -819,6 +822,24 @@ const LIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// The latest frame of a camera as its node answers it over zenoh (`?overlay=1`: with zones
 /// and tracked boxes; `?width=N`: scaled down), for a user who sees its checkpoint. The
 /// camera's checkpoint comes from its node's health reports.
+/// The latest position of each vehicle terminal the JT/T 808 gateway heard from (a county
+/// user: the terminals registered in the county), and the gateway's counters.
+async fn vehicle_positions(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let gw = s.jt808.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no JT/T 808 gateway runs here; set [jt808] listen in the aggregator's config".into(),
+        )
+    })?;
+    Ok(Json(json!({
+        "positions": gw.positions(c.principal.county.as_deref()),
+        "gateway": gw.stats.snapshot(),
+    })))
+}
+
 /// A camera the caller sees: its checkpoint and its id, from its node's health reports.
 fn camera_of(
     s: &ApiState,

@@ -59,6 +59,9 @@ pub struct AggregatorConfig {
     /// What operators read: the dashboard's language and the time zone of every time shown.
     #[serde(default)]
     pub display: DisplayConfig,
+    /// The JT/T 808 gateway for vehicle terminals (`[jt808] listen`; off by default).
+    #[serde(default)]
+    pub jt808: crate::jt808::Jt808Config,
     /// Signalised crossings whose timing is proposed from measured flows (`timing` query).
     #[serde(default)]
     pub crossings: Vec<crate::timing::CrossingConfig>,

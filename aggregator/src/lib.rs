@@ -12,6 +12,7 @@ pub mod correlate;
 pub mod dashboard;
 pub mod http_server;
 pub mod ingest;
+pub mod jt808;
 pub mod lease;
 pub mod live;
 pub mod metrics;
@@ -56,10 +57,15 @@ pub enum AggregatorError {
     },
     #[error("{0}")]
     HttpTls(String),
+    #[error("the JT/T 808 gateway cannot listen on {addr}: {err}; free the port or change [jt808] listen")]
+    Jt808 { addr: String, err: std::io::Error },
 }
 
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// Where the JT/T 808 gateway listens, when `[jt808] listen` starts one.
+    pub jt808_addr: Option<SocketAddr>,
+    jt808: Option<tokio::task::JoinHandle<()>>,
     pub metrics: Arc<IngestMetrics>,
     session: zenoh::Session,
     subscriber: Option<zenoh::pubsub::Subscriber<()>>,
@@ -365,6 +371,25 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         leases: leases.clone(),
         display: Arc::new(cfg.raw.display.clone()),
         crossings: Arc::new(cfg.raw.crossings.clone()),
+        jt808: cfg
+            .raw
+            .jt808
+            .listen
+            .is_some()
+            .then(|| Arc::new(jt808::Gateway::new(cfg.raw.jt808.clone()))),
+    };
+    let (jt808_addr, jt808_task) = match (&state.jt808, &cfg.raw.jt808.listen) {
+        (Some(gw), Some(addr)) => {
+            let (a, t) =
+                jt808::serve(gw.clone(), addr)
+                    .await
+                    .map_err(|err| AggregatorError::Jt808 {
+                        addr: addr.clone(),
+                        err,
+                    })?;
+            (Some(a), Some(t))
+        }
+        _ => (None, None),
     };
     if cfg.raw.zenoh.tls.is_none() && cfg.raw.zenoh.insecure {
         tracing::warn!(listen = ?cfg.raw.zenoh.listen, connect = ?cfg.raw.zenoh.connect, "zenoh.insecure = true: plain zenoh without access control on a network address; anyone reaching it can read plates and publish or acknowledge events (set [zenoh] tls)");
@@ -434,6 +459,8 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
     info!(http = %http_addr, zenoh = ?z.listen, subscribe = %selector, backend = ?cfg.raw.storage.backend, "Aggregator started");
     Ok(Running {
         http_addr,
+        jt808_addr,
+        jt808: jt808_task,
         metrics,
         session,
         subscriber: Some(subscriber),
@@ -466,6 +493,9 @@ impl Running {
             .stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.live.closing.send_replace(true);
+        if let Some(t) = self.jt808.take() {
+            t.abort();
+        }
         drop(self.token.take());
         if let Some(q) = self.watchlist_queryable.take() {
             let _ = q.undeclare().await;

@@ -9,6 +9,7 @@ pub mod event;
 pub mod health;
 pub mod ids;
 pub mod integrity;
+pub mod jt808;
 pub mod keys;
 pub mod metrics;
 pub mod plate;
