@@ -84,6 +84,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/flow", query_get("flow"))
         .route("/api/v1/timing", query_get("timing"))
         .route("/api/v1/vehicles/positions", get(vehicle_positions))
+        .route("/api/v1/vehicles/alerts", get(vehicle_alerts))
         .route("/api/v1/key-vehicles", query_get("key_vehicles"))
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/stats", get(stats))
@@ -838,6 +839,23 @@ async fn vehicle_positions(
         "positions": gw.positions(c.principal.county.as_deref()),
         "gateway": gw.stats.snapshot(),
     })))
+}
+
+/// The alerts the terminals' positions raised (abnormal stop, speeding, fatigue, night
+/// coach, terminal silent), newest first, with the fixes each rests on.
+async fn vehicle_alerts(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let gw = s.jt808.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no JT/T 808 gateway runs here; set [jt808] listen in the aggregator's config".into(),
+        )
+    })?;
+    Ok(Json(
+        json!({ "alerts": gw.alerts(c.principal.county.as_deref()) }),
+    ))
 }
 
 /// A camera the caller sees: its checkpoint and its id, from its node's health reports.

@@ -12,9 +12,12 @@
 //! terminal's phone number signed with the gateway's secret (`auth_secret`), so a code stays
 //! good across restarts and nothing per terminal must be kept to check it.
 //!
-//! What this holds today: each terminal's latest position and how many it reported
-//! (`GET /api/v1/vehicles/positions`), and the counters. Storing the position stream as
-//! events, vehicle states and their alerts are the next steps (issue 21).
+//! What this holds today: each terminal's latest position, its state (driving, stopped,
+//! stopped abnormally) and how many it reported (`GET /api/v1/vehicles/positions`); the
+//! alerts its positions raise (`crate::vehicle_state`: abnormal stop, speeding, fatigue,
+//! night coach, terminal silent; `GET /api/v1/vehicles/alerts`, the latest 10,000), and the
+//! counters. Storing the position stream and the alerts as reviewable events is the next
+//! step (issue 21).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -47,6 +50,9 @@ pub struct Jt808Config {
     /// Frames in a row that do not parse before a connection is closed.
     #[serde(default = "d_bad_in_a_row")]
     pub max_bad_frames_in_a_row: u32,
+    /// Vehicle state and alert settings (`[jt808.state]`).
+    #[serde(default)]
+    pub state: crate::vehicle_state::StateConfig,
 }
 
 fn d_idle() -> u64 {
@@ -67,6 +73,7 @@ impl Default for Jt808Config {
             idle_secs: d_idle(),
             max_connections: d_max_conn(),
             max_bad_frames_in_a_row: d_bad_in_a_row(),
+            state: Default::default(),
         }
     }
 }
@@ -92,7 +99,21 @@ pub struct VehiclePosition {
     pub received_ms: i64,
     /// Positions reported since the gateway started.
     pub reports: u64,
+    /// Driving, stopped, stopped abnormally.
+    pub state: Option<crate::vehicle_state::State>,
 }
+
+/// An alert with the vehicle it concerns.
+#[derive(Debug, Clone, Serialize)]
+pub struct VehicleAlert {
+    pub plate: Option<String>,
+    pub region: Option<String>,
+    #[serde(flatten)]
+    pub alert: crate::vehicle_state::Alert,
+}
+
+/// Alerts kept for the API.
+const MAX_ALERTS: usize = 10_000;
 
 /// What the gateway counted.
 #[derive(Default)]
@@ -136,8 +157,12 @@ pub struct Gateway {
     cfg: Jt808Config,
     secret: Vec<u8>,
     pub stats: Jt808Stats,
-    registered: Mutex<HashMap<String, jt808::Register>>,
+    /// Registered terminals, and whether each is a coach.
+    registered: Mutex<HashMap<String, (jt808::Register, bool)>>,
     positions: Mutex<HashMap<String, VehiclePosition>>,
+    tracker: Mutex<crate::vehicle_state::Tracker>,
+    alerts: Mutex<std::collections::VecDeque<VehicleAlert>>,
+    is_coach: Box<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 impl Gateway {
@@ -152,12 +177,63 @@ impl Gateway {
             }
         };
         Gateway {
+            tracker: Mutex::new(crate::vehicle_state::Tracker::new(cfg.state.clone())),
             cfg,
             secret,
             stats: Jt808Stats::default(),
             registered: Mutex::new(HashMap::new()),
             positions: Mutex::new(HashMap::new()),
+            alerts: Mutex::new(Default::default()),
+            is_coach: Box::new(|_| false),
         }
+    }
+
+    /// How to tell a coach by its plate (the night-coach rule); by default none is.
+    pub fn with_coaches(mut self, f: Box<dyn Fn(&str) -> bool + Send + Sync>) -> Gateway {
+        self.is_coach = f;
+        self
+    }
+
+    /// The latest alerts, newest first (a county user: its county's).
+    pub fn alerts(&self, county: Option<&str>) -> Vec<VehicleAlert> {
+        self.alerts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+            .filter(|a| county.is_none() || a.region.as_deref() == county)
+            .cloned()
+            .collect()
+    }
+
+    fn keep(&self, alerts: Vec<crate::vehicle_state::Alert>) {
+        if alerts.is_empty() {
+            return;
+        }
+        let reg = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        for a in alerts {
+            let r = reg.get(&a.terminal);
+            info!(terminal = a.terminal, kind = ?a.kind, detail = a.detail, "Vehicle alert");
+            kept.push_back(VehicleAlert {
+                plate: r.map(|(r, _)| r.plate.clone()),
+                region: r.map(|(r, _)| format!("{:02}{:04}", r.province, r.city)),
+                alert: a,
+            });
+            if kept.len() > MAX_ALERTS {
+                kept.pop_front();
+            }
+        }
+    }
+
+    /// Terminals gone silent (the gateway asks every 30 s).
+    pub fn check_silence(&self, now_ms: i64) {
+        let alerts = self
+            .tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tick(now_ms);
+        self.keep(alerts);
     }
 
     /// The authentication code of a terminal: its phone number signed with the secret.
@@ -171,13 +247,17 @@ impl Gateway {
 
     /// Latest positions, those of `county` only when given (terminals registered there).
     pub fn positions(&self, county: Option<&str>) -> Vec<VehiclePosition> {
+        let tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<VehiclePosition> = self
             .positions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .filter(|p| county.is_none() || p.region.as_deref() == county)
-            .cloned()
+            .map(|p| VehiclePosition {
+                state: tracker.state(&p.terminal),
+                ..p.clone()
+            })
             .collect();
         v.sort_by(|a, b| a.terminal.cmp(&b.terminal));
         v
@@ -190,7 +270,36 @@ impl Gateway {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(phone)
-            .map(|r| (r.plate.clone(), format!("{:02}{:04}", r.province, r.city)));
+            .map(|(r, coach)| {
+                (
+                    r.plate.clone(),
+                    format!("{:02}{:04}", r.province, r.city),
+                    *coach,
+                )
+            });
+        // State and alerts, in the fixes' time order.
+        let mut in_order: Vec<&Location> = locations.iter().collect();
+        in_order.sort_by_key(|l| l.time_ms);
+        let coach = reg.as_ref().is_some_and(|r| r.2);
+        let alerts: Vec<crate::vehicle_state::Alert> = {
+            let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            in_order
+                .iter()
+                .flat_map(|l| {
+                    t.on_fix(
+                        phone,
+                        crate::vehicle_state::Fix {
+                            time_ms: l.time_ms,
+                            lat: l.lat,
+                            lon: l.lon,
+                            speed_kmh: l.speed_kmh,
+                        },
+                        coach,
+                        now,
+                    )
+                })
+                .collect()
+        };
         let mut all = self.positions.lock().unwrap_or_else(|e| e.into_inner());
         for l in locations {
             let e = all
@@ -209,9 +318,10 @@ impl Gateway {
                     time_ms: l.time_ms,
                     received_ms: now,
                     reports: 0,
+                    state: None,
                 });
             e.reports += 1;
-            if let Some((plate, region)) = &reg {
+            if let Some((plate, region, _)) = &reg {
                 e.plate = Some(plate.clone());
                 e.region = Some(region.clone());
             }
@@ -222,9 +332,11 @@ impl Gateway {
                 (e.alarm, e.status, e.time_ms, e.received_ms) = (l.alarm, l.status, l.time_ms, now);
             }
         }
+        drop(all);
         self.stats
             .locations
             .fetch_add(locations.len() as u64, Relaxed);
+        self.keep(alerts);
     }
 }
 
@@ -236,9 +348,20 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     info!(%local, "JT/T 808 gateway listening");
+    let silence = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                gw.check_silence(protocol::time::now_ms());
+            }
+        })
+    };
     Ok((
         local,
         tokio::spawn(async move {
+            let _silence = AbortOnDrop(silence);
             loop {
                 let Ok((sock, peer)) = listener.accept().await else {
                     continue;
@@ -260,6 +383,15 @@ pub async fn serve(
             }
         }),
     ))
+}
+
+/// Stops a task when dropped (the gateway's silence check ends with the gateway).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One terminal's connection: frames in, replies out, until it closes, idles or floods.
@@ -358,10 +490,11 @@ fn handle(gw: &Gateway, s: &mut Session, f: Frame) -> Vec<u8> {
                     plate = r.plate,
                     "JT/T 808 terminal registered"
                 );
+                let coach = (gw.is_coach)(&r.plate);
                 gw.registered
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(h.phone.clone(), r);
+                    .insert(h.phone.clone(), (r, coach));
                 let body = jt808::register_reply(h.serial, 0, &gw.auth_code(&h.phone));
                 s.reply(h, jt808::REGISTER_REPLY, &body)
             }

@@ -24,6 +24,7 @@ pub mod store;
 pub use store::pg;
 pub mod sync;
 pub mod timing;
+pub mod vehicle_state;
 pub mod viid;
 pub mod watchlist;
 
@@ -359,7 +360,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         scope: cfg.scope_label.clone(),
         checkpoints: Arc::new(cfg.checkpoints.clone()),
         http_metrics: Default::default(),
-        watchlist,
+        watchlist: watchlist.clone(),
         session: session.clone(),
         export: exporting.then(|| export_metrics.clone()),
         auth: Arc::new(auth::Auth::new(&cfg.raw.auth)),
@@ -371,12 +372,23 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         leases: leases.clone(),
         display: Arc::new(cfg.raw.display.clone()),
         crossings: Arc::new(cfg.raw.crossings.clone()),
-        jt808: cfg
-            .raw
-            .jt808
-            .listen
-            .is_some()
-            .then(|| Arc::new(jt808::Gateway::new(cfg.raw.jt808.clone()))),
+        jt808: cfg.raw.jt808.listen.is_some().then(|| {
+            // Coaches (use character B: tourist, E: scheduled) as the registry says.
+            let wl = watchlist.clone();
+            Arc::new(
+                jt808::Gateway::new(cfg.raw.jt808.clone()).with_coaches(Box::new(
+                    move |plate: &str| {
+                        let bare = |p: &str| p.replace('·', "");
+                        wl.current().is_some_and(|r| {
+                            r.vehicles.iter().any(|v| {
+                                bare(&v.plate) == bare(plate)
+                                    && matches!(v.use_character.as_deref(), Some("B" | "E"))
+                            })
+                        })
+                    },
+                )),
+            )
+        }),
     };
     let (jt808_addr, jt808_task) = match (&state.jt808, &cfg.raw.jt808.listen) {
         (Some(gw), Some(addr)) => {

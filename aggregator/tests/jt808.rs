@@ -204,6 +204,12 @@ impl Terminal {
         for k in 0..50i64 {
             let (lat, lon) = pos(k);
             let tk = t0 + k * 30_000;
+            // A tenth of the terminals drive at 120 km/h for two minutes of fixes.
+            let kmh = if i % 10 == 1 && (10..15).contains(&k) {
+                120.0
+            } else {
+                60.0
+            };
             let sn = self.next();
             s.write_all(&frame(
                 0x0200,
@@ -211,7 +217,7 @@ impl Terminal {
                 &self.phone,
                 sn,
                 None,
-                &location_body(lat, lon, 60.0, tk),
+                &location_body(lat, lon, kmh, tk),
             ))
             .unwrap();
             assert_eq!(general(&mut s, sn, 0x0200), 0);
@@ -357,6 +363,31 @@ fn a_hundred_terminals_and_a_hostile_one() {
             "GBK plate: {p}"
         );
     }
+    for p in positions {
+        assert_eq!(p["state"], "driving", "{p}");
+    }
+    // Alerts: one speeding alert for each speeding terminal, nothing for the others.
+    let (status, _, body) =
+        aggregator::client::get_bytes(agg.http_addr, "/api/v1/vehicles/alerts").unwrap();
+    assert_eq!(status, 200);
+    let alerts: Value = serde_json::from_slice(&body).unwrap();
+    let mut got: Vec<(String, String)> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["terminal"].as_str().unwrap().to_string(),
+                a["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(String, String)> = (0..100)
+        .filter(|i| i % 10 == 1)
+        .map(|i| (format!("139{i:08}"), "speeding".to_string()))
+        .collect();
+    assert_eq!(got, want, "{alerts}");
     let g = &v["gateway"];
     assert_eq!(g["locations"], 100 * 60, "{g}");
     assert_eq!(g["unauthenticated"], 1, "{g}");

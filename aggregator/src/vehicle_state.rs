@@ -1,0 +1,493 @@
+//! Key vehicles' state from their terminals' positions: driving, stopped, stopped abnormally,
+//! and the alerts a command centre acts on, each raised once per episode:
+//! - **abnormal stop**: stopped (below `stopped_below_kmh`) for `abnormal_stop_after_s`
+//!   outside every allowed place (depots, service areas, stations);
+//! - **speeding**: above the limit (`speed_limit_kmh`, or that of the speed zone the fix is
+//!   in) for `speeding_for_s` on end;
+//! - **fatigue**: driving `fatigue_drive_s` (4 h) without a rest of `rest_s` (20 min);
+//! - **night coach**: a coach driving between 02:00 and 05:00 local time;
+//! - **terminal silent**: no report for `silent_after_s`.
+//!
+//! Pure: fixes in, states and alerts out; the JT/T 808 gateway feeds it.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default = "d_stopped_below")]
+    pub stopped_below_kmh: f64,
+    /// Below the speed this long is a stop.
+    #[serde(default = "d_stop_after")]
+    pub stop_after_s: i64,
+    #[serde(default = "d_abnormal_after")]
+    pub abnormal_stop_after_s: i64,
+    /// Places a vehicle may stand (depots, service areas, stations).
+    #[serde(default)]
+    pub allowed_places: Vec<Place>,
+    #[serde(default = "d_limit")]
+    pub speed_limit_kmh: f64,
+    /// Places with their own limit (a circle each), the first that holds the fix counts.
+    #[serde(default)]
+    pub speed_zones: Vec<SpeedZone>,
+    #[serde(default = "d_speeding_for")]
+    pub speeding_for_s: i64,
+    #[serde(default = "d_fatigue")]
+    pub fatigue_drive_s: i64,
+    #[serde(default = "d_rest")]
+    pub rest_s: i64,
+    #[serde(default = "d_silent")]
+    pub silent_after_s: i64,
+    /// Local time is UTC plus this (480: China).
+    #[serde(default = "d_offset")]
+    pub utc_offset_minutes: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Place {
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub radius_m: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpeedZone {
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub radius_m: f64,
+    pub limit_kmh: f64,
+}
+
+fn d_stopped_below() -> f64 {
+    5.0
+}
+fn d_stop_after() -> i64 {
+    120
+}
+fn d_abnormal_after() -> i64 {
+    1200
+}
+fn d_limit() -> f64 {
+    100.0
+}
+fn d_speeding_for() -> i64 {
+    30
+}
+fn d_fatigue() -> i64 {
+    4 * 3600
+}
+fn d_rest() -> i64 {
+    20 * 60
+}
+fn d_silent() -> i64 {
+    600
+}
+fn d_offset() -> i64 {
+    480
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// Metres between two points (haversine).
+pub fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (la1, lo1, la2, lo2) = (
+        a.0.to_radians(),
+        a.1.to_radians(),
+        b.0.to_radians(),
+        b.1.to_radians(),
+    );
+    let h = ((la2 - la1) / 2.0).sin().powi(2)
+        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
+    2.0 * 6_371_000.0 * h.sqrt().asin()
+}
+
+/// One position of a vehicle.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Fix {
+    pub time_ms: i64,
+    pub lat: f64,
+    pub lon: f64,
+    pub speed_kmh: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Driving,
+    Stopped,
+    StoppedAbnormally,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    AbnormalStop,
+    Speeding,
+    Fatigue,
+    NightCoach,
+    TerminalSilent,
+}
+
+/// An alert with the fixes it rests on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub terminal: String,
+    pub at_ms: i64,
+    pub detail: String,
+    pub fixes: Vec<Fix>,
+}
+
+#[derive(Debug, Default)]
+struct Track {
+    last: Option<Fix>,
+    /// When the last report arrived (silence is measured on it, not on fix times: a
+    /// terminal may send fixes it kept while out of coverage).
+    seen_ms: i64,
+    /// Since when below the stop speed (None: moving).
+    slow_since: Option<Fix>,
+    abnormal_alerted: bool,
+    /// Since when over the limit, and the fixes over it.
+    over: Vec<Fix>,
+    speeding_alerted: bool,
+    /// Start of the current driving stretch (no rest of `rest_s` since).
+    driving_since: Option<i64>,
+    fatigue_alerted: bool,
+    /// The local date (days since the epoch) a night-coach alert was raised for.
+    night_alerted_on: Option<i64>,
+    silent_alerted: bool,
+}
+
+/// Every terminal's state.
+#[derive(Default)]
+pub struct Tracker {
+    cfg: StateConfig,
+    tracks: HashMap<String, Track>,
+}
+
+impl Tracker {
+    pub fn new(cfg: StateConfig) -> Tracker {
+        Tracker {
+            cfg,
+            tracks: HashMap::new(),
+        }
+    }
+
+    fn limit_at(&self, f: &Fix) -> f64 {
+        self.cfg
+            .speed_zones
+            .iter()
+            .find(|z| distance_m((z.lat, z.lon), (f.lat, f.lon)) <= z.radius_m)
+            .map_or(self.cfg.speed_limit_kmh, |z| z.limit_kmh)
+    }
+
+    fn allowed(&self, f: &Fix) -> Option<&str> {
+        self.cfg
+            .allowed_places
+            .iter()
+            .find(|p| distance_m((p.lat, p.lon), (f.lat, f.lon)) <= p.radius_m)
+            .map(|p| p.name.as_str())
+    }
+
+    /// The state of a terminal now.
+    pub fn state(&self, terminal: &str) -> Option<State> {
+        let t = self.tracks.get(terminal)?;
+        let last = t.last?;
+        Some(match t.slow_since {
+            Some(s) if last.time_ms - s.time_ms >= self.cfg.stop_after_s * 1000 => {
+                if t.abnormal_alerted {
+                    State::StoppedAbnormally
+                } else {
+                    State::Stopped
+                }
+            }
+            _ => State::Driving,
+        })
+    }
+
+    /// A fix of `terminal` received at `now_ms` (in time order; an older one than the last
+    /// is ignored here): the alerts it raises. `coach`: the vehicle is a coach (night rule).
+    pub fn on_fix(&mut self, terminal: &str, f: Fix, coach: bool, now_ms: i64) -> Vec<Alert> {
+        let limit = self.limit_at(&f);
+        let allowed = self.allowed(&f).map(str::to_string);
+        let cfg = self.cfg.clone();
+        let t = self.tracks.entry(terminal.to_string()).or_default();
+        t.seen_ms = t.seen_ms.max(now_ms);
+        t.silent_alerted = false;
+        if t.last.is_some_and(|l| f.time_ms <= l.time_ms) {
+            return vec![];
+        }
+        let mut out = Vec::new();
+        let alert = |kind, detail: String, fixes: Vec<Fix>| Alert {
+            kind,
+            terminal: terminal.to_string(),
+            at_ms: f.time_ms,
+            detail,
+            fixes,
+        };
+        // Stops.
+        if f.speed_kmh < cfg.stopped_below_kmh {
+            let since = *t.slow_since.get_or_insert(f);
+            let stood = (f.time_ms - since.time_ms) / 1000;
+            if !t.abnormal_alerted && stood >= cfg.abnormal_stop_after_s && allowed.is_none() {
+                t.abnormal_alerted = true;
+                out.push(alert(
+                    AlertKind::AbnormalStop,
+                    format!("stopped {} min outside any allowed place", stood / 60),
+                    vec![since, f],
+                ));
+            }
+        } else {
+            t.slow_since = None;
+            t.abnormal_alerted = false;
+        }
+        // Driving stretches: a stop of rest_s ends one.
+        let resting = t
+            .slow_since
+            .is_some_and(|s| f.time_ms - s.time_ms >= cfg.rest_s * 1000);
+        if resting {
+            t.driving_since = None;
+            t.fatigue_alerted = false;
+        } else if f.speed_kmh >= cfg.stopped_below_kmh {
+            let start = *t.driving_since.get_or_insert(f.time_ms);
+            if !t.fatigue_alerted && f.time_ms - start >= cfg.fatigue_drive_s * 1000 {
+                t.fatigue_alerted = true;
+                out.push(alert(
+                    AlertKind::Fatigue,
+                    format!(
+                        "driving {:.1} h without a {} min rest",
+                        (f.time_ms - start) as f64 / 3.6e6,
+                        cfg.rest_s / 60
+                    ),
+                    vec![f],
+                ));
+            }
+        }
+        // Speeding, sustained.
+        if f.speed_kmh > limit {
+            t.over.push(f);
+            let first = t.over[0];
+            if !t.speeding_alerted && f.time_ms - first.time_ms >= cfg.speeding_for_s * 1000 {
+                t.speeding_alerted = true;
+                let top = t.over.iter().map(|x| x.speed_kmh).fold(0.0, f64::max);
+                out.push(alert(
+                    AlertKind::Speeding,
+                    format!(
+                        "above {limit} km/h for {} s, up to {top:.0} km/h",
+                        (f.time_ms - first.time_ms) / 1000
+                    ),
+                    t.over.clone(),
+                ));
+            }
+        } else {
+            t.over.clear();
+            t.speeding_alerted = false;
+        }
+        // A coach on the road at night.
+        let local = f.time_ms + cfg.utc_offset_minutes * 60_000;
+        let (day, hour) = (
+            local.div_euclid(86_400_000),
+            local.rem_euclid(86_400_000) / 3_600_000,
+        );
+        if coach
+            && (2..5).contains(&hour)
+            && f.speed_kmh >= cfg.stopped_below_kmh
+            && t.night_alerted_on != Some(day)
+        {
+            t.night_alerted_on = Some(day);
+            out.push(alert(
+                AlertKind::NightCoach,
+                "coach driving between 02:00 and 05:00".into(),
+                vec![f],
+            ));
+        }
+        t.last = Some(f);
+        out
+    }
+
+    /// Terminals no report came from for `silent_after_s` at `now_ms`, once per silence.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<Alert> {
+        let after = self.cfg.silent_after_s * 1000;
+        let mut out = Vec::new();
+        for (id, t) in &mut self.tracks {
+            if let Some(l) = t.last {
+                if !t.silent_alerted && now_ms - t.seen_ms >= after {
+                    t.silent_alerted = true;
+                    out.push(Alert {
+                        kind: AlertKind::TerminalSilent,
+                        terminal: id.clone(),
+                        at_ms: now_ms,
+                        detail: format!("no report for {} min", (now_ms - t.seen_ms) / 60_000),
+                        fixes: vec![l],
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_795_939_200_000; // 2026-11-29 16:00 Beijing time
+
+    fn fix(min: f64, kmh: f64) -> Fix {
+        Fix {
+            time_ms: T0 + (min * 60_000.0) as i64,
+            lat: 31.3 + min * 1e-4,
+            lon: 120.6,
+            speed_kmh: kmh,
+        }
+    }
+
+    fn kinds(a: &[Alert]) -> Vec<AlertKind> {
+        a.iter().map(|x| x.kind).collect()
+    }
+
+    #[test]
+    fn abnormal_stop_once_and_not_in_an_allowed_place() {
+        let mut t = Tracker::new(StateConfig::default());
+        let mut all = Vec::new();
+        for k in 0..60 {
+            let kmh = if k < 10 { 60.0 } else { 0.0 };
+            all.extend(t.on_fix("a", fix(k as f64, kmh), false, 0));
+        }
+        // Stopped from minute 10: 20 minutes later, one alert.
+        assert_eq!(kinds(&all), [AlertKind::AbnormalStop]);
+        assert_eq!(all[0].at_ms, fix(30.0, 0.0).time_ms);
+        assert_eq!(t.state("a"), Some(State::StoppedAbnormally));
+        // Moving again, then a new long stop: a new alert.
+        all.clear();
+        all.extend(t.on_fix("a", fix(61.0, 50.0), false, 0));
+        assert_eq!(t.state("a"), Some(State::Driving));
+        for k in 62..90 {
+            all.extend(t.on_fix("a", fix(k as f64, 0.0), false, 0));
+        }
+        assert_eq!(kinds(&all), [AlertKind::AbnormalStop]);
+        // The same stop inside a depot: nothing.
+        let mut cfg = StateConfig::default();
+        cfg.allowed_places.push(Place {
+            name: "depot".into(),
+            lat: 31.3,
+            lon: 120.6,
+            radius_m: 1000.0,
+        });
+        let mut t = Tracker::new(cfg);
+        let n: usize = (0..60)
+            .map(|k| t.on_fix("b", fix(k as f64, 0.0), false, 0).len())
+            .sum();
+        assert_eq!(n, 0);
+        assert_eq!(t.state("b"), Some(State::Stopped));
+    }
+
+    #[test]
+    fn speeding_sustained_and_by_zone() {
+        let mut cfg = StateConfig::default();
+        cfg.speed_zones.push(SpeedZone {
+            name: "school".into(),
+            lat: 31.3,
+            lon: 120.6,
+            radius_m: 500.0,
+            limit_kmh: 30.0,
+        });
+        let mut t = Tracker::new(cfg);
+        // 110 km/h outside the zone for 20 s: not yet; for 40 s: once.
+        let far = |s: f64, kmh: f64| Fix {
+            time_ms: T0 + (s * 1000.0) as i64,
+            lat: 31.5,
+            lon: 120.6,
+            speed_kmh: kmh,
+        };
+        assert!(t.on_fix("a", far(0.0, 110.0), false, 0).is_empty());
+        assert!(t.on_fix("a", far(20.0, 112.0), false, 0).is_empty());
+        let a = t.on_fix("a", far(40.0, 115.0), false, 0);
+        assert_eq!(kinds(&a), [AlertKind::Speeding]);
+        assert_eq!(a[0].fixes.len(), 3);
+        assert!(t.on_fix("a", far(60.0, 118.0), false, 0).is_empty(), "once");
+        // 45 km/h in the 30 km/h zone for a minute: an alert.
+        let mut got = Vec::new();
+        for s in 0..7 {
+            got.extend(t.on_fix(
+                "b",
+                Fix {
+                    time_ms: T0 + s * 10_000,
+                    lat: 31.3,
+                    lon: 120.6,
+                    speed_kmh: 45.0,
+                },
+                false,
+                0,
+            ));
+        }
+        assert_eq!(kinds(&got), [AlertKind::Speeding]);
+    }
+
+    #[test]
+    fn fatigue_after_four_hours_unless_rested() {
+        let mut t = Tracker::new(StateConfig::default());
+        let mut got = Vec::new();
+        for k in 0..=250 {
+            got.extend(t.on_fix("a", fix(k as f64, 80.0), false, 0));
+        }
+        assert_eq!(kinds(&got), [AlertKind::Fatigue]);
+        assert_eq!(got[0].at_ms, fix(240.0, 0.0).time_ms);
+        // Two hours, a 25-minute rest, three hours: no alert.
+        let mut t = Tracker::new(StateConfig::default());
+        let mut got = Vec::new();
+        for k in 0..=300 {
+            let kmh = if (120..145).contains(&k) { 0.0 } else { 80.0 };
+            got.extend(t.on_fix("b", fix(k as f64, kmh), false, 0));
+        }
+        assert!(!kinds(&got).contains(&AlertKind::Fatigue), "{got:?}");
+    }
+
+    #[test]
+    fn night_coach_and_silence() {
+        let mut t = Tracker::new(StateConfig::default());
+        // 16:00 + 10.5 h = 02:30 Beijing time.
+        let night = fix(630.0, 70.0);
+        assert_eq!(
+            kinds(&t.on_fix("coach", night, true, night.time_ms)),
+            [AlertKind::NightCoach]
+        );
+        let later = fix(640.0, 70.0);
+        assert!(
+            t.on_fix("coach", later, true, later.time_ms).is_empty(),
+            "once a night"
+        );
+        assert!(t.on_fix("truck", night, false, night.time_ms).is_empty());
+        assert!(
+            t.on_fix("coach2", fix(590.0, 70.0), true, later.time_ms)
+                .is_empty(),
+            "01:50"
+        );
+        // Silent ten minutes after its last fix: once.
+        let last = fix(640.0, 70.0).time_ms;
+        assert!(t
+            .tick(last + 5 * 60_000)
+            .iter()
+            .all(|a| a.terminal != "coach"));
+        let s = t.tick(last + 11 * 60_000);
+        assert!(s
+            .iter()
+            .any(|a| a.terminal == "coach" && a.kind == AlertKind::TerminalSilent));
+        assert!(t
+            .tick(last + 20 * 60_000)
+            .iter()
+            .all(|a| a.terminal != "coach"));
+        // An older fix than the last is no news.
+        assert!(t.on_fix("coach", fix(1.0, 200.0), true, last).is_empty());
+    }
+}
