@@ -27,8 +27,10 @@ use crate::frame::Frame;
 
 /// Encoders tried in order when none is configured.
 const DEFAULT_ENCODERS: [&str; 2] = ["x264enc", "openh264enc"];
-/// Violations waiting for their clip per camera; beyond it the event goes without one.
-const QUEUE: usize = 8;
+/// Violations waiting for their clip per camera; beyond it the event goes without one. A
+/// waiting clip holds its frames (a 6 s clip at 10 FPS of 1080p is 60 frames, 373 MB), so
+/// few may wait; a clip is encoded in well under its own length.
+const QUEUE: usize = 3;
 
 /// The GStreamer element that encodes clips, or what to install.
 pub fn encoder_for(cfg: &ClipConfig) -> Result<String, String> {

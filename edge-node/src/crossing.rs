@@ -348,10 +348,18 @@ impl CrossingWatch {
             &pictures,
             self.offence.clone(),
         ));
-        let frames = self
+        // Only the frames the clip keeps (at most its rate) wait for the encoder: a waiting
+        // clip holds at most fps x its seconds of frames, whatever the camera's rate.
+        let frames: Vec<crate::frame::Frame> = self
             .clip
             .as_ref()
-            .map(|c| self.ring.between(f.left.1 - c.before_ms, now_ms))
+            .map(|c| {
+                let held = self.ring.between(f.left.1 - c.before_ms, now_ms);
+                crate::clip::pick_frames(&held, c.fps)
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         if frames.is_empty() {
             out.push(Outgoing::Event(event));
