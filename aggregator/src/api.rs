@@ -820,21 +820,23 @@ async fn get_evidence(
 /// How long the live view waits for a camera's node.
 const LIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The latest frame of a camera as its node answers it over zenoh (`?overlay=1`: with zones
-/// and tracked boxes; `?width=N`: scaled down), for a user who sees its checkpoint. The
-/// camera's checkpoint comes from its node's health reports.
+/// The JT/T 808 gateway, or why there is none.
+fn gateway(s: &ApiState) -> Result<&Arc<crate::jt808::Gateway>, ApiError> {
+    s.jt808.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no JT/T 808 gateway runs here; set [jt808] listen in the aggregator's config".into(),
+        )
+    })
+}
+
 /// The latest position of each vehicle terminal the JT/T 808 gateway heard from (a county
 /// user: the terminals registered in the county), and the gateway's counters.
 async fn vehicle_positions(
     State(s): State<ApiState>,
     Extension(c): Extension<Caller>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let gw = s.jt808.as_ref().ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "no JT/T 808 gateway runs here; set [jt808] listen in the aggregator's config".into(),
-        )
-    })?;
+    let gw = gateway(&s)?;
     Ok(Json(json!({
         "positions": gw.positions(c.principal.county.as_deref()),
         "gateway": gw.stats.snapshot(),
@@ -847,12 +849,7 @@ async fn vehicle_alerts(
     State(s): State<ApiState>,
     Extension(c): Extension<Caller>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let gw = s.jt808.as_ref().ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "no JT/T 808 gateway runs here; set [jt808] listen in the aggregator's config".into(),
-        )
-    })?;
+    let gw = gateway(&s)?;
     Ok(Json(
         json!({ "alerts": gw.alerts(c.principal.county.as_deref()) }),
     ))
@@ -1022,6 +1019,9 @@ async fn zones_audit(
     Ok(Json(json!({ "audit": trail })))
 }
 
+/// The latest frame of a camera as its node answers it over zenoh (`?overlay=1`: with zones
+/// and tracked boxes; `?width=N`: scaled down), for a user who sees its checkpoint. The
+/// camera's checkpoint comes from its node's health reports.
 async fn camera_live(
     State(s): State<ApiState>,
     Extension(c): Extension<Caller>,

@@ -18,7 +18,7 @@ mod common;
 use common::*;
 #[path = "common/browser.rs"]
 mod browser;
-use browser::{find_binary, no_english, Driver};
+use browser::{no_english, Driver};
 
 const CK_A: &str = "32050500051210000001";
 const CK_B: &str = "32050500051210000002";
@@ -68,14 +68,7 @@ fn violation(t: i64, image: &str, sha: &str) -> Event {
 
 #[test]
 fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
-    let (Some(chromium), Some(chromedriver)) = (
-        find_binary(&["chromium", "chromium-browser"]),
-        find_binary(&["chromedriver"]),
-    ) else {
-        panic!("Chromium and chromedriver are needed (Debian packages chromium, chromium-driver); scripts/setup.sh installs them");
-    };
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = browser::screenshots_dir();
     let dir = temp_dir("dash");
     let rt = runtime();
     let zport = free_port();
@@ -175,7 +168,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         agg.metrics.snapshot().stored == stored
     });
 
-    let d = Driver::start(&chromium, &chromedriver);
+    let d = Driver::launch();
     d.go(&format!("{base}/dashboard/"));
     d.wait(
         "the login form",

@@ -12,10 +12,9 @@ mod browser;
 mod common;
 
 use std::io::Read;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use browser::{find_binary, no_english, Driver};
+use browser::{no_english, Driver};
 use common::*;
 use serde_json::Value;
 
@@ -23,14 +22,7 @@ const CAMERA: &str = "32050500051320000001";
 
 #[test]
 fn an_administrator_draws_a_zone_and_the_edge_applies_it() {
-    let (Some(chromium), Some(chromedriver)) = (
-        find_binary(&["chromium", "chromium-browser"]),
-        find_binary(&["chromedriver"]),
-    ) else {
-        panic!("Chromium and chromedriver are needed (Debian packages chromium, chromium-driver); scripts/setup.sh installs them");
-    };
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = browser::screenshots_dir();
     let agg = TestAggregator::start();
     let dir = common::tempdir::Dir::new("zones");
     let config = node_header(agg.zenoh_port)
@@ -72,7 +64,7 @@ polygon = [[0.05, 0.45], [0.95, 0.45], [0.95, 0.75], [0.05, 0.75]]
         std::thread::sleep(Duration::from_millis(300));
     }
 
-    let d = Driver::start(&chromium, &chromedriver);
+    let d = Driver::launch();
     // Logins are off on this aggregator: the page's user is an administrator.
     d.go(&format!("http://{}/dashboard/#/camera/{CAMERA}", agg.http));
     d.wait("the frame and the zones in force", "document.getElementById('camera-frame').naturalWidth === 768 && document.querySelector('#zone-list li[data-zone=road]') && !document.getElementById('zone-tools').hidden");

@@ -333,16 +333,6 @@ impl Location {
     pub const STATUS_WEST: u32 = 1 << 3;
 }
 
-/// Days from 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// `YYMMDDhhmmss` in BCD, GMT+8, as UTC ms.
 pub fn bcd_time_ms(b: &[u8]) -> Option<i64> {
     let s = from_bcd(b.get(..6)?)?;
@@ -351,32 +341,16 @@ pub fn bcd_time_ms(b: &[u8]) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
-    let days = days_from_civil(y, mo, d);
+    let days = crate::time::days_from_civil(y, mo, d);
     Some(((days * 24 + h) * 3600 + mi * 60 + se - 8 * 3600) * 1000)
 }
 
 /// UTC ms as BCD `YYMMDDhhmmss` in GMT+8.
 pub fn bcd_time(ms: i64) -> [u8; 6] {
-    let t = ms / 1000 + 8 * 3600;
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Civil from days (Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    let text = format!(
-        "{:02}{m:02}{d:02}{:02}{:02}{:02}",
-        y % 100,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    );
-    let v = bcd(&text, 6);
+    // `YYYY-MM-DDThh:mm:ss.fffZ` of the local time, its digits from the year's third.
+    let local = crate::time::format_rfc3339_ms(ms + 8 * 3_600_000);
+    let digits: String = local[2..19].chars().filter(char::is_ascii_digit).collect();
+    let v = bcd(&digits, 6);
     [v[0], v[1], v[2], v[3], v[4], v[5]]
 }
 

@@ -20,6 +20,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Where the dashboard's screenshots go (`target/dashboard-screenshots`; the README shows
+/// copies under docs/dashboard).
+pub fn screenshots_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 pub fn find_binary(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     names.iter().find_map(|n| {
@@ -41,6 +49,17 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// Debian's Chromium and chromedriver, found on the PATH (setup installs both).
+    pub fn launch() -> Driver {
+        let (Some(chromium), Some(chromedriver)) = (
+            find_binary(&["chromium", "chromium-browser"]),
+            find_binary(&["chromedriver"]),
+        ) else {
+            panic!("Chromium and chromedriver are needed (Debian packages chromium, chromium-driver); scripts/setup.sh installs them");
+        };
+        Driver::start(&chromium, &chromedriver)
+    }
+
     pub fn start(chromium: &Path, chromedriver: &Path) -> Driver {
         let port = free_port();
         let child = Command::new(chromedriver)
