@@ -37,6 +37,7 @@ polygon = [[0.05, 0.45], [0.95, 0.45], [0.95, 0.75], [0.05, 0.75]]
             vtest().display(),
         );
     let (mut child, _) = spawn_edge(&config, &dir.0);
+    let _node = KillOnPanic(child.id());
     // Drained, so that a chatty node never blocks on a full pipe.
     let mut stderr = child.stderr.take().unwrap();
     let log = std::thread::spawn(move || {

@@ -118,6 +118,7 @@ fn aggregator_stopped_mid_run_and_restarted_stores_every_event_once() {
     let mut agg = TestAggregator::start();
     let dir = tempdir::Dir::new("outbox-agg-restart");
     let child = spawn_edge(&dir.0, &config(&agg, &dir.0, 300), "summary.json");
+    let _node = KillOnPanic(child.id());
     wait_for("the first events stored", Duration::from_secs(120), || {
         stored(&agg) >= 10
     });
@@ -151,6 +152,7 @@ fn edge_killed_mid_run_loses_nothing_that_reached_its_outbox() {
     let dir = tempdir::Dir::new("outbox-kill");
     let cfg = config(&agg, &dir.0, 300);
     let mut child = spawn_edge(&dir.0, &cfg, "summary1.json");
+    let _node = KillOnPanic(child.id());
     wait_for("the first events stored", Duration::from_secs(120), || {
         stored(&agg) >= 10
     });
@@ -172,6 +174,7 @@ fn edge_killed_mid_run_loses_nothing_that_reached_its_outbox() {
     );
     // Started again: what the outbox held is replayed first, then the video runs again.
     let child = spawn_edge(&dir.0, &cfg, "summary2.json");
+    let _node = KillOnPanic(child.id());
     let (summary, events, stderr) = finish(child, &dir.0, "summary2.json", &agg);
     let mut lost = 0;
     for id in &pending {
@@ -243,6 +246,7 @@ fn link_cut_at_the_router_and_restored_recovers_fully() {
         )
         .replace("[zenoh]\n", "[zenoh]\nmode = \"client\"\n");
     let child = spawn_edge(&dir.0, &cfg, "summary.json");
+    let _node = KillOnPanic(child.id());
     wait_for("the first events stored", Duration::from_secs(120), || {
         stored(&agg) >= 10
     });
@@ -316,6 +320,7 @@ path = "{}"
         dir.0.join("outbox.db").display()
     );
     let child = spawn_edge(&dir.0, &config, "summary.json");
+    let _node = KillOnPanic(child.id());
     wait_for(
         "the live camera's first frames",
         Duration::from_secs(120),

@@ -264,6 +264,22 @@ pub fn run_edge(
 /// Starts the edge-node binary on `config_text` (its own outbox under `dir`): the child and
 /// where its summary will be written.
 #[allow(dead_code)]
+/// Kills an edge node its test left running when the test panics: a node left behind keeps
+/// sending its outbox to its aggregator's port, and a later test's aggregator may listen on
+/// that port number again.
+pub struct KillOnPanic(pub u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 pub fn spawn_edge(config_text: &str, dir: &Path) -> (std::process::Child, PathBuf) {
     let cfg = dir.join("edge.toml");
     // Each test's node keeps its own outbox (tests run side by side).
