@@ -8,7 +8,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use benches::env_usize;
@@ -115,19 +114,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let zport = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = format!(
-        "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[auth]\nrequired = false\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zport}\"]\n[jt808]\nlisten = \"127.0.0.1:0\"\nauth_secret = \"bench\"\nmax_connections = 100000\n",
-        dir.join("agg.db").display()
+    let agg = benches::start_aggregator(
+        &rt,
+        &dir,
+        benches::free_port(),
+        "[jt808]\nlisten = \"127.0.0.1:0\"\nauth_secret = \"bench\"\nmax_connections = 100000\n",
     );
-    let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
-    let agg = rt
-        .block_on(aggregator::start(raw.validate(Path::new("bench")).unwrap()))
-        .unwrap();
     let addr = agg.jt808_addr.unwrap();
     let code_of = {
         let gw = aggregator::jt808::Gateway::new(aggregator::jt808::Jt808Config {

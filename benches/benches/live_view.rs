@@ -66,14 +66,6 @@ fn video_1080p() -> PathBuf {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The camera's counters in the latest health report: (sent_ms, decoded, processed,
 /// dropped by reason).
 fn counters(http: std::net::SocketAddr) -> Option<(i64, u64, u64, Value)> {
@@ -137,15 +129,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let zport = free_port();
-    let agg_text = format!(
-        "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[auth]\nrequired = false\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zport}\"]\n",
-        dir.join("agg.db").display()
-    );
-    let raw: aggregator::config::AggregatorConfig = toml::from_str(&agg_text).unwrap();
-    let agg = rt
-        .block_on(aggregator::start(raw.validate(Path::new("bench")).unwrap()))
-        .expect("aggregator starts");
+    let zport = benches::free_port();
+    let agg = benches::start_aggregator(&rt, &dir, zport, "");
     let http = agg.http_addr;
 
     // Frames for (5 * 2 * LV_SECS + 60) s: both periods and the wait for the first reports.

@@ -147,3 +147,29 @@ pub fn python_peer(script: &str, args: &[&std::ffi::OsStr]) -> Option<serde_json
     }
     serde_json::from_slice(&out.stdout).ok()
 }
+
+/// A TCP port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An aggregator in this process on `rt`: logins off, SQLite in `dir`, HTTP on a free port,
+/// zenoh on `zenoh_port`, `extra` appended to its config.
+pub fn start_aggregator(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    zenoh_port: u16,
+    extra: &str,
+) -> aggregator::Running {
+    let text = format!(
+        "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[auth]\nrequired = false\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zenoh_port}\"]\n{extra}",
+        dir.join("agg.db").display()
+    );
+    let raw: aggregator::config::AggregatorConfig = toml::from_str(&text).unwrap();
+    rt.block_on(aggregator::start(raw.validate(Path::new("bench")).unwrap()))
+        .expect("the aggregator starts")
+}
