@@ -160,6 +160,11 @@ function detailOf(ev) {
     case "pedestrian_red_light": return t("detail.red_light", { secs: ((b.red_for_ms || 0) / 1000).toFixed(1) });
     case "vehicle_pass": return [name("class", b.vehicle_class), name("colour", b.plate_colour), name("direction", b.direction), ev.lane != null ? t("detail.lane", { lane: ev.lane }) : null, b.plate_unsure ? t("detail.unsure") : null].filter(Boolean).join(listSep());
     case "object_track": return t("detail.track", { class: name("class", b.class), track: b.track_id || "" });
+    case "vehicle_position": return t("detail.position", { kmh: (b.speed_kmh || 0).toFixed(0) });
+    case "vehicle_alert":
+      // The gateway's detail is English: as it is in English, in Chinese the alert's name.
+      if (lang === "en") return `${name("valert", b.alert)}: ${b.detail || ""}`;
+      return [name("valert", b.alert), t("detail.valert_fixes", { n: (b.fixes || []).length })].join(listSep());
     default: return "";
   }
 }

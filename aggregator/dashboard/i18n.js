@@ -173,6 +173,16 @@ const MESSAGES = {
     "kind.pedestrian_red_light": "行人闯红灯",
     "kind.object_track": "目标轨迹",
     "kind.node_health": "节点状态",
+    "kind.vehicle_position": "重点车辆定位",
+    "kind.vehicle_alert": "重点车辆告警",
+
+    "valert.abnormal_stop": "异常停车",
+    "valert.speeding": "超速行驶",
+    "valert.fatigue": "疲劳驾驶",
+    "valert.night_coach": "客车凌晨 2-5 时运行",
+    "valert.terminal_silent": "终端离线",
+    "detail.position": "{kmh} 公里/小时",
+    "detail.valert_fixes": "依据 {n} 个定位点",
 
     "anomaly.format_invalid": "号牌格式不符（疑似假牌）",
     "anomaly.not_registered": "未登记号牌",
@@ -424,6 +434,16 @@ const MESSAGES = {
     "kind.pedestrian_red_light": "pedestrian red light",
     "kind.object_track": "object track",
     "kind.node_health": "node health",
+    "kind.vehicle_position": "key vehicle position",
+    "kind.vehicle_alert": "key vehicle alert",
+
+    "valert.abnormal_stop": "abnormal stop",
+    "valert.speeding": "speeding",
+    "valert.fatigue": "fatigue driving",
+    "valert.night_coach": "coach 02:00-05:00",
+    "valert.terminal_silent": "terminal silent",
+    "detail.position": "{kmh} km/h",
+    "detail.valert_fixes": "from {n} positions",
 
     "anomaly.format_invalid": "format invalid (suspected fake)",
     "anomaly.not_registered": "not registered",

@@ -581,6 +581,8 @@ impl AggregatorConfig {
                 &mut errors,
             );
         }
+        self.jt808
+            .check(&self.id, &|id: &str| known.contains(id), &mut errors);
         for (i, s) in self.correlation.sections.iter().enumerate() {
             s.check(
                 &|id: &str| known.contains(id),

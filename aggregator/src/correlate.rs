@@ -125,7 +125,7 @@ fn plate_of(ev: &Event) -> Option<&str> {
 }
 
 /// A ULID whose time is `t_ms` and whose random part is fixed by `key`.
-fn derived_id(t_ms: i64, key: &str) -> String {
+pub(crate) fn derived_id(t_ms: i64, key: &str) -> String {
     let h = Sha256::digest(key.as_bytes());
     let mut r = [0u8; 16];
     r[6..].copy_from_slice(&h[..10]);

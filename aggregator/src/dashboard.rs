@@ -200,6 +200,9 @@ mod tests {
         ] {
             values.push(("anomaly", a.as_str().into()));
         }
+        for a in protocol::VehicleAlertKind::ALL {
+            values.push(("valert", a.as_str().into()));
+        }
         use protocol::ReviewState as R;
         for r in [R::NotRequired, R::Pending, R::Confirmed, R::Rejected] {
             values.push(("review", as_name(serde_json::to_value(r).unwrap())));

@@ -12,12 +12,16 @@
 //! terminal's phone number signed with the gateway's secret (`auth_secret`), so a code stays
 //! good across restarts and nothing per terminal must be kept to check it.
 //!
-//! What this holds today: each terminal's latest position, its state (driving, stopped,
-//! stopped abnormally) and how many it reported (`GET /api/v1/vehicles/positions`); the
-//! alerts its positions raise (`crate::vehicle_state`: abnormal stop, speeding, fatigue,
-//! night coach, terminal silent; `GET /api/v1/vehicles/alerts`, the latest 10,000), and the
-//! counters. Storing the position stream and the alerts as reviewable events is the next
-//! step (issue 21).
+//! Every position becomes a `vehicle_position` event and every alert its positions raise
+//! (`crate::vehicle_state`: abnormal stop, speeding, fatigue, night coach, terminal silent)
+//! a `vehicle_alert` event, pending review like a violation: both go through the
+//! aggregator's own ingest (validated, stored, idempotent: a position's id is made from its
+//! terminal and time, so a batch a terminal sends again is stored once), filed under
+//! `[jt808] checkpoint_id` in the county's key space, and reach the city with the county's
+//! other events (`crate::sync`). A terminal is answered once its positions are queued for
+//! the store; while the aggregator stops it is not answered, and sends them again.
+//! The latest position, state and report count of each terminal are kept in memory for
+//! `GET /api/v1/vehicles/positions`, the latest 10,000 alerts for `.../vehicles/alerts`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -26,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protocol::jt808::{self, Frame, Header, Location};
+use protocol::{DeviceId, Event, EventBody, ReviewState, RuleRef, Severity, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,9 +55,65 @@ pub struct Jt808Config {
     /// Frames in a row that do not parse before a connection is closed.
     #[serde(default = "d_bad_in_a_row")]
     pub max_bad_frames_in_a_row: u32,
+    /// The checkpoint (type 121, in this aggregator's scope and its `[[checkpoints]]`) the
+    /// gateway's events are filed under: the place that stands for it on the map and in the
+    /// key space. Required with `listen`.
+    #[serde(default)]
+    pub checkpoint_id: Option<String>,
+    /// The gateway's own id (type 209, access gateway); by default the aggregator's id with
+    /// its type digits set to 209.
+    #[serde(default)]
+    pub gateway_id: Option<String>,
+    /// Store every position as an event (alerts are stored either way).
+    #[serde(default = "d_true")]
+    pub store_positions: bool,
     /// Vehicle state and alert settings (`[jt808.state]`).
     #[serde(default)]
     pub state: crate::vehicle_state::StateConfig,
+}
+
+fn d_true() -> bool {
+    true
+}
+
+impl Jt808Config {
+    /// Problems with the gateway's settings, for the config check; `aggregator` is the
+    /// aggregator's id, `registered` tells a checkpoint of `[[checkpoints]]`.
+    pub fn check(
+        &self,
+        aggregator: &str,
+        registered: &dyn Fn(&str) -> bool,
+        errors: &mut Vec<String>,
+    ) {
+        if self.listen.is_none() {
+            return;
+        }
+        match self.checkpoint_id.as_deref() {
+            None => errors.push("jt808.checkpoint_id is missing: the gateway files vehicles' positions and alerts under a checkpoint of this aggregator's scope (type 121, listed in [[checkpoints]]), e.g. checkpoint_id = \"32050500051210000099\"".into()),
+            Some(c) => {
+                if let Err(e) = DeviceId::parse_as(c, protocol::DeviceType::Checkpoint) {
+                    errors.push(format!("jt808.checkpoint_id: {e}"));
+                } else if !registered(c) {
+                    errors.push(format!("jt808.checkpoint_id '{c}' is not in [[checkpoints]]; add it there (its name and place stand for the gateway)"));
+                }
+            }
+        }
+        if let Err(e) = self.gateway_id(aggregator) {
+            errors.push(format!("jt808.gateway_id: {e}"));
+        }
+    }
+
+    /// The gateway's id: as configured, or the aggregator's with type 209.
+    pub fn gateway_id(&self, aggregator: &str) -> Result<DeviceId, protocol::DeviceIdError> {
+        let id = match &self.gateway_id {
+            Some(g) => g.clone(),
+            None if aggregator.len() == 20 && aggregator.is_ascii() => {
+                format!("{}209{}", &aggregator[..10], &aggregator[13..])
+            }
+            None => aggregator.to_string(),
+        };
+        DeviceId::parse_as(&id, protocol::DeviceType::AccessGateway)
+    }
 }
 
 fn d_idle() -> u64 {
@@ -73,6 +134,9 @@ impl Default for Jt808Config {
             idle_secs: d_idle(),
             max_connections: d_max_conn(),
             max_bad_frames_in_a_row: d_bad_in_a_row(),
+            checkpoint_id: None,
+            gateway_id: None,
+            store_positions: true,
             state: Default::default(),
         }
     }
@@ -163,7 +227,27 @@ pub struct Gateway {
     tracker: Mutex<crate::vehicle_state::Tracker>,
     alerts: Mutex<std::collections::VecDeque<VehicleAlert>>,
     is_coach: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Where events go: the gateway's ids and the aggregator's ingest (none: kept in memory
+    /// only, as in unit tests); the sender is taken when the aggregator stops.
+    filing: Option<Filing>,
+    sink: Mutex<Option<tokio::sync::mpsc::Sender<Vec<Event>>>>,
 }
+
+/// The ids the gateway's events carry.
+#[derive(Debug, Clone)]
+pub struct Filing {
+    pub gateway: DeviceId,
+    pub checkpoint: DeviceId,
+}
+
+/// A position's event id: its time and a digest of its terminal and time, so the same fix
+/// sent twice is one event.
+pub fn position_id(terminal: &str, time_ms: i64) -> String {
+    crate::correlate::derived_id(time_ms, &format!("jt808|position|{terminal}|{time_ms}"))
+}
+
+/// Fixes an alert carries: all when few, else the first, the last and an even spread.
+const MAX_ALERT_FIXES: usize = 32;
 
 impl Gateway {
     pub fn new(cfg: Jt808Config) -> Gateway {
@@ -185,6 +269,73 @@ impl Gateway {
             positions: Mutex::new(HashMap::new()),
             alerts: Mutex::new(Default::default()),
             is_coach: Box::new(|_| false),
+            filing: None,
+            sink: Mutex::new(None),
+        }
+    }
+
+    /// Files positions and alerts as events through `sink` (the aggregator's ingest).
+    pub fn with_filing(
+        mut self,
+        filing: Filing,
+        sink: tokio::sync::mpsc::Sender<Vec<Event>>,
+    ) -> Gateway {
+        self.filing = Some(filing);
+        self.sink = Mutex::new(Some(sink));
+        self
+    }
+
+    /// Stops filing: terminals are no longer answered (they send again later).
+    pub fn close(&self) {
+        self.sink.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Hands events to the store; false when the aggregator is stopping (nothing taken).
+    pub async fn file(&self, events: Vec<Event>) -> bool {
+        if self.filing.is_none() {
+            return true;
+        }
+        let tx = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match tx {
+            Some(tx) if events.is_empty() => {
+                drop(tx);
+                true
+            }
+            Some(tx) => tx.send(events).await.is_ok(),
+            None => false,
+        }
+    }
+
+    fn event(&self, f: &Filing, id: String, time_ms: i64, body: EventBody) -> Event {
+        let alert = matches!(body, EventBody::VehicleAlert(_));
+        Event {
+            schema_version: SCHEMA_VERSION,
+            event_id: id,
+            severity: if alert {
+                Severity::Alert
+            } else {
+                Severity::Info
+            },
+            node_id: f.gateway.clone(),
+            checkpoint_id: f.checkpoint.clone(),
+            camera_id: f.gateway.clone(),
+            lane: None,
+            frame_time_ms: time_ms,
+            detections: vec![],
+            rule: match &body {
+                EventBody::VehicleAlert(a) => Some(RuleRef {
+                    id: format!("vehicle.{}", a.alert.as_str()),
+                    version: 1,
+                }),
+                _ => None,
+            },
+            evidence: vec![],
+            review: if alert {
+                ReviewState::Pending
+            } else {
+                ReviewState::NotRequired
+            },
+            body,
         }
     }
 
@@ -206,17 +357,48 @@ impl Gateway {
             .collect()
     }
 
-    fn keep(&self, alerts: Vec<crate::vehicle_state::Alert>) {
+    /// Keeps alerts for the API and makes their events.
+    fn keep(&self, alerts: Vec<crate::vehicle_state::Alert>) -> Vec<Event> {
         if alerts.is_empty() {
-            return;
+            return vec![];
         }
         let reg = self.registered.lock().unwrap_or_else(|e| e.into_inner());
         let mut kept = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events = Vec::new();
         for a in alerts {
             let r = reg.get(&a.terminal);
+            let plate = r.map(|(r, _)| r.plate.clone());
             info!(terminal = a.terminal, kind = ?a.kind, detail = a.detail, "Vehicle alert");
+            if let Some(f) = &self.filing {
+                let fixes = thin(&a.fixes, MAX_ALERT_FIXES);
+                let start = a.fixes.first().map_or(a.at_ms, |x| x.time_ms);
+                let id = crate::correlate::derived_id(
+                    a.at_ms,
+                    &format!("jt808|alert|{}|{}|{start}", a.kind.as_str(), a.terminal),
+                );
+                events.push(self.event(
+                    f,
+                    id,
+                    a.at_ms,
+                    EventBody::VehicleAlert(protocol::VehicleAlert {
+                        alert: a.kind,
+                        terminal: a.terminal.clone(),
+                        plate: plate.clone(),
+                        detail: a.detail.clone(),
+                        positions: if self.cfg.store_positions {
+                            fixes
+                                .iter()
+                                .map(|x| position_id(&a.terminal, x.time_ms))
+                                .collect()
+                        } else {
+                            vec![]
+                        },
+                        fixes,
+                    }),
+                ));
+            }
             kept.push_back(VehicleAlert {
-                plate: r.map(|(r, _)| r.plate.clone()),
+                plate,
                 region: r.map(|(r, _)| format!("{:02}{:04}", r.province, r.city)),
                 alert: a,
             });
@@ -224,16 +406,17 @@ impl Gateway {
                 kept.pop_front();
             }
         }
+        events
     }
 
-    /// Terminals gone silent (the gateway asks every 30 s).
-    pub fn check_silence(&self, now_ms: i64) {
+    /// Terminals gone silent (the gateway asks every 30 s): their alerts' events.
+    pub fn check_silence(&self, now_ms: i64) -> Vec<Event> {
         let alerts = self
             .tracker
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .tick(now_ms);
-        self.keep(alerts);
+        self.keep(alerts)
     }
 
     /// The authentication code of a terminal: its phone number signed with the secret.
@@ -263,7 +446,8 @@ impl Gateway {
         v
     }
 
-    fn record(&self, phone: &str, locations: &[Location]) {
+    /// Takes a terminal's locations: the events to store (positions, alerts).
+    fn record(&self, phone: &str, locations: &[Location]) -> Vec<Event> {
         let now = protocol::time::now_ms();
         let reg = self
             .registered
@@ -336,8 +520,41 @@ impl Gateway {
         self.stats
             .locations
             .fetch_add(locations.len() as u64, Relaxed);
-        self.keep(alerts);
+        let mut events = Vec::new();
+        if let (Some(f), true) = (&self.filing, self.cfg.store_positions) {
+            let plate = reg.as_ref().map(|r| r.0.clone());
+            events.extend(locations.iter().map(|l| {
+                self.event(
+                    f,
+                    position_id(phone, l.time_ms),
+                    l.time_ms,
+                    EventBody::VehiclePosition(protocol::VehiclePosition {
+                        terminal: phone.to_string(),
+                        plate: plate.clone(),
+                        lat: l.lat,
+                        lon: l.lon,
+                        speed_kmh: l.speed_kmh,
+                        heading: l.heading,
+                        altitude_m: l.altitude_m,
+                        alarm: l.alarm,
+                        status: l.status,
+                    }),
+                )
+            }));
+        }
+        events.extend(self.keep(alerts));
+        events
     }
+}
+
+/// At most `n` of `fixes`: the first, the last and an even spread between.
+fn thin(fixes: &[protocol::PositionFix], n: usize) -> Vec<protocol::PositionFix> {
+    if fixes.len() <= n {
+        return fixes.to_vec();
+    }
+    (0..n)
+        .map(|i| fixes[i * (fixes.len() - 1) / (n - 1)])
+        .collect()
 }
 
 /// Starts the gateway on `addr`: the address it listens on and its task.
@@ -354,7 +571,8 @@ pub async fn serve(
             let mut every = tokio::time::interval(Duration::from_secs(30));
             loop {
                 every.tick().await;
-                gw.check_silence(protocol::time::now_ms());
+                let events = gw.check_silence(protocol::time::now_ms());
+                gw.file(events).await;
             }
         })
     };
@@ -410,6 +628,7 @@ async fn connection(gw: &Gateway, mut sock: tokio::net::TcpStream) -> &'static s
         let mut frames = Vec::new();
         split.feed(&buf[..n], |r| frames.push(r.map(|f| f.to_vec())));
         let mut out = Vec::new();
+        let mut events = Vec::new();
         for r in frames {
             gw.stats.frames.fetch_add(1, Relaxed);
             let frame = r.and_then(|f| jt808::decode(&f));
@@ -429,10 +648,14 @@ async fn connection(gw: &Gateway, mut sock: tokio::net::TcpStream) -> &'static s
                 Ok(f) => {
                     session.bad_in_a_row = 0;
                     if let Some(whole) = reasm.take(f, protocol::time::now_ms()) {
-                        out.extend(handle(gw, &mut session, whole));
+                        out.extend(handle(gw, &mut session, whole, &mut events));
                     }
                 }
             }
+        }
+        // Answered once what they reported is queued for the store.
+        if !gw.file(events).await {
+            return "stopping";
         }
         if !out.is_empty() && sock.write_all(&out).await.is_err() {
             return "write failed";
@@ -474,8 +697,8 @@ fn gbk(b: &[u8]) -> String {
     encoding_rs::GBK.decode(b).0.into_owned()
 }
 
-/// One whole message: the reply bytes.
-fn handle(gw: &Gateway, s: &mut Session, f: Frame) -> Vec<u8> {
+/// One whole message: the reply bytes; the events it makes are added to `events`.
+fn handle(gw: &Gateway, s: &mut Session, f: Frame, events: &mut Vec<Event>) -> Vec<u8> {
     let h = &f.header;
     if h.encryption != 0 {
         gw.stats.bad("encrypted");
@@ -546,7 +769,7 @@ fn handle(gw: &Gateway, s: &mut Session, f: Frame) -> Vec<u8> {
             };
             match parsed {
                 Ok(ls) => {
-                    gw.record(&h.phone, &ls);
+                    events.extend(gw.record(&h.phone, &ls));
                     s.general(h, jt808::RESULT_OK)
                 }
                 Err(e) => {
@@ -577,5 +800,41 @@ mod tests {
         assert_ne!(a.auth_code("13912345678"), a.auth_code("13912345679"));
         assert_ne!(a.auth_code("13912345678"), b.auth_code("13912345678"));
         assert_eq!(a.auth_code("1").len(), 24);
+    }
+
+    #[test]
+    fn a_listening_gateway_names_its_checkpoint_and_gets_its_own_id() {
+        let known = |id: &str| id == "32050500051210000099";
+        let check = |cfg: &Jt808Config| {
+            let mut e = Vec::new();
+            cfg.check("32050500055030000001", &known, &mut e);
+            e
+        };
+        let mut cfg = Jt808Config {
+            listen: Some("127.0.0.1:0".into()),
+            ..Jt808Config::default()
+        };
+        let e = check(&cfg);
+        assert!(
+            e.len() == 1 && e[0].contains("jt808.checkpoint_id is missing"),
+            "{e:?}"
+        );
+        cfg.checkpoint_id = Some("32050500051210000098".into());
+        let e = check(&cfg);
+        assert!(
+            e.len() == 1 && e[0].contains("not in [[checkpoints]]"),
+            "{e:?}"
+        );
+        cfg.checkpoint_id = Some("32050500051210000099".into());
+        assert!(check(&cfg).is_empty());
+        assert_eq!(
+            cfg.gateway_id("32050500055030000001").unwrap().as_str(),
+            "32050500052090000001"
+        );
+        cfg.gateway_id = Some("32050500051320000001".into());
+        let e = check(&cfg);
+        assert!(e.len() == 1 && e[0].contains("jt808.gateway_id"), "{e:?}");
+        // Off: nothing asked.
+        assert!(check(&Jt808Config::default()).is_empty());
     }
 }

@@ -67,6 +67,8 @@ pub struct Running {
     /// Where the JT/T 808 gateway listens, when `[jt808] listen` starts one.
     pub jt808_addr: Option<SocketAddr>,
     jt808: Option<tokio::task::JoinHandle<()>>,
+    jt808_gateway: Option<Arc<jt808::Gateway>>,
+    jt808_forwarder: Option<std::thread::JoinHandle<()>>,
     pub metrics: Arc<IngestMetrics>,
     session: zenoh::Session,
     subscriber: Option<zenoh::pubsub::Subscriber<()>>,
@@ -157,6 +159,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         .map_err(zenoh_err)?;
     let selector = keys::events_in(&cfg.scope);
     let pull_tx = tx.clone();
+    let jt808_tx = tx.clone();
     let subscriber = subscribe(selector.clone(), tx).await.map_err(zenoh_err)?;
     // Declared after the subscriber: a node that sees this token can already reach it.
     let token = session
@@ -353,6 +356,56 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         .expect("spawning a thread");
     let reader_store = Arc::new(Mutex::new(reader_store));
     let sync_metrics = Arc::new(sync::SyncMetrics::default());
+    // The JT/T 808 gateway files what its terminals report through the same ingest, from
+    // one thread (the queue may make it wait: never a task of the async runtime).
+    let (jt808_gateway, jt808_forwarder) = match &cfg.raw.jt808.listen {
+        None => {
+            drop(jt808_tx);
+            (None, None)
+        }
+        Some(_) => {
+            let g = &cfg.raw.jt808;
+            let filing = jt808::Filing {
+                gateway: g.gateway_id(cfg.id.as_str()).expect("checked at load"),
+                checkpoint: protocol::DeviceId::parse(
+                    g.checkpoint_id.as_deref().expect("checked at load"),
+                )
+                .expect("checked at load"),
+            };
+            let (sink, mut rx) = tokio::sync::mpsc::channel::<Vec<protocol::Event>>(1024);
+            let m = metrics.clone();
+            let forwarder = std::thread::Builder::new()
+                .name("jt808-ingest".into())
+                .spawn(move || {
+                    while let Some(events) = rx.blocking_recv() {
+                        for ev in events {
+                            let key = keys::event(
+                                &ev.checkpoint_id,
+                                &ev.camera_id,
+                                ev.kind(),
+                                &ev.event_id,
+                            );
+                            m.enqueue(&jt808_tx, (key, ev.encode()));
+                        }
+                    }
+                })
+                .expect("a thread starts");
+            // Coaches (use character B: tourist, E: scheduled) as the registry says.
+            let wl = watchlist.clone();
+            let gw = jt808::Gateway::new(g.clone())
+                .with_coaches(Box::new(move |plate: &str| {
+                    let bare = |p: &str| p.replace('·', "");
+                    wl.current().is_some_and(|r| {
+                        r.vehicles.iter().any(|v| {
+                            bare(&v.plate) == bare(plate)
+                                && matches!(v.use_character.as_deref(), Some("B" | "E"))
+                        })
+                    })
+                }))
+                .with_filing(filing, sink);
+            (Some(Arc::new(gw)), Some(forwarder))
+        }
+    };
     let state = api::ApiState {
         store: reader_store.clone(),
         metrics: metrics.clone(),
@@ -372,23 +425,7 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         leases: leases.clone(),
         display: Arc::new(cfg.raw.display.clone()),
         crossings: Arc::new(cfg.raw.crossings.clone()),
-        jt808: cfg.raw.jt808.listen.is_some().then(|| {
-            // Coaches (use character B: tourist, E: scheduled) as the registry says.
-            let wl = watchlist.clone();
-            Arc::new(
-                jt808::Gateway::new(cfg.raw.jt808.clone()).with_coaches(Box::new(
-                    move |plate: &str| {
-                        let bare = |p: &str| p.replace('·', "");
-                        wl.current().is_some_and(|r| {
-                            r.vehicles.iter().any(|v| {
-                                bare(&v.plate) == bare(plate)
-                                    && matches!(v.use_character.as_deref(), Some("B" | "E"))
-                            })
-                        })
-                    },
-                )),
-            )
-        }),
+        jt808: jt808_gateway.clone(),
     };
     let (jt808_addr, jt808_task) = match (&state.jt808, &cfg.raw.jt808.listen) {
         (Some(gw), Some(addr)) => {
@@ -473,6 +510,8 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
         http_addr,
         jt808_addr,
         jt808: jt808_task,
+        jt808_gateway,
+        jt808_forwarder,
         metrics,
         session,
         subscriber: Some(subscriber),
@@ -534,6 +573,14 @@ impl Running {
         }
         if let Some(s) = self.health_subscriber.take() {
             let _ = s.undeclare().await;
+        }
+        // The gateway's thread holds a sender of the ingest queue too: it ends once what
+        // terminals reported is queued, and no terminal is answered after.
+        if let Some(g) = self.jt808_gateway.take() {
+            g.close();
+        }
+        if let Some(f) = self.jt808_forwarder.take() {
+            let _ = tokio::task::spawn_blocking(move || f.join()).await;
         }
         let _ = self.session.close().await;
         for w in self.writers.drain(..) {

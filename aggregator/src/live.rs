@@ -40,7 +40,7 @@ impl Default for Live {
 pub fn is_alert(ev: &Event) -> bool {
     matches!(
         ev.kind(),
-        EventKind::PedestrianRedLight | EventKind::PlateAnomaly
+        EventKind::PedestrianRedLight | EventKind::PlateAnomaly | EventKind::VehicleAlert
     )
 }
 

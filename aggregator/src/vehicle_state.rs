@@ -112,13 +112,7 @@ pub fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
 }
 
 /// One position of a vehicle.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Fix {
-    pub time_ms: i64,
-    pub lat: f64,
-    pub lon: f64,
-    pub speed_kmh: f64,
-}
+pub use protocol::PositionFix as Fix;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,15 +122,8 @@ pub enum State {
     StoppedAbnormally,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    AbnormalStop,
-    Speeding,
-    Fatigue,
-    NightCoach,
-    TerminalSilent,
-}
+/// What an alert is about.
+pub use protocol::VehicleAlertKind as AlertKind;
 
 /// An alert with the fixes it rests on.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,15 +1,26 @@
-//! The JT/T 808 gateway against simulated terminals. The simulator is written from the
-//! standard (JT/T 808-2019, with the 2013 header and registration layout for a quarter of
-//! the terminals), not from the gateway's codec: its own escaping, checksum, BCD and bodies.
+//! The JT/T 808 gateway against simulated terminals for a simulated day. The simulator is
+//! written from the standard (JT/T 808-2019, with the 2013 header and registration layout
+//! for a quarter of the terminals), not from the gateway's codec: its own escaping,
+//! checksum, BCD and bodies (`protocol/tests/jt808_independent.rs` checks frames against
+//! another author's codec).
 //!
 //! 100 terminals, each on its own connection: register (plate in GBK), authenticate with the
-//! code the platform answered, then a compressed day: 50 location reports at 30 s of fix
-//! time apart with a heartbeat every ten, and a batch of 10 positions kept while out of
-//! coverage, sent as two sub-packages. Every message must be answered (0x8100, 0x8001 with
-//! the terminal's serial and message id), every position counted, each terminal's latest
-//! position the newest it sent. A hostile client beside them sends garbage, frames with bad
-//! checksums and a location without authenticating: refused, counted, disconnected after
-//! too many bad frames in a row, and nobody else notices.
+//! code the platform answered, then yesterday (Beijing time) from 00:00 to 24:00, a fix every
+//! 2 minutes (720 each), a heartbeat every hour; the fixes of 15:00-16:00 are kept as if out
+//! of coverage and sent after 17:00 as one batch in two sub-packages. Every vehicle sleeps in
+//! its depot, drives 06:00-09:00 (a 4-minute stop at a light on the way), rests at a service
+//! area, drives 09:30-12:30, rests, drives 13:30-16:30 and goes home. Scripted on top:
+//! - terminals 1, 11, 21...: 120 km/h from 10:00 to 10:04 (limit 100): speeding;
+//! - 2, 12, ...: stopped on the road from 14:00 to 14:40: abnormal stop (20 min);
+//! - 3, 13, ...: no rest at 09:00: 6.5 h at the wheel: fatigue (4 h);
+//! - 4, 14, ...: coaches driving 02:00-04:00: night coach; 5, 15, ... are coaches that do not.
+//!
+//! Every message must be answered (0x8100, 0x8001 with the terminal's serial and message id);
+//! every position is stored as a `vehicle_position` event; each scripted case raises exactly
+//! one `vehicle_alert` event (pending review, with the position events it rests on), and the
+//! clean vehicles none. A hostile client beside them sends garbage, frames with bad checksums
+//! and a location without authenticating: refused, counted, disconnected after too many bad
+//! frames in a row, and nobody else notices.
 
 mod common;
 
@@ -158,8 +169,8 @@ impl Terminal {
         self.serial
     }
 
-    /// Registers, authenticates, reports; the newest fix it sent.
-    fn run(&mut self, addr: std::net::SocketAddr, i: usize, t0: i64) -> (f64, f64, i64) {
+    /// Registers, authenticates, reports its day from `day0`; the newest fix it sent.
+    fn run(&mut self, addr: std::net::SocketAddr, i: usize, day0: i64) -> (f64, f64, i64) {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let plate = format!("苏E{i:05}");
@@ -194,92 +205,179 @@ impl Terminal {
             .unwrap();
         assert_eq!(general(&mut s, sn, 0x0102), 0, "authenticated");
 
-        let pos = |k: i64| {
-            (
-                31.2 + i as f64 * 0.001 + k as f64 * 1e-4,
-                120.6 + k as f64 * 1e-4,
-            )
-        };
         let mut newest = (0.0, 0.0, 0);
-        for k in 0..50i64 {
-            let (lat, lon) = pos(k);
-            let tk = t0 + k * 30_000;
-            // A tenth of the terminals drive at 120 km/h for two minutes of fixes.
-            let kmh = if i % 10 == 1 && (10..15).contains(&k) {
-                120.0
+        let mut kept = Vec::new();
+        for k in 0..FIXES {
+            let minute = k * STEP_MIN;
+            let tk = day0 + minute * 60_000;
+            let (lat, lon, kmh) = script(i, minute);
+            let body = location_body(lat, lon, kmh, tk);
+            if (15 * 60..16 * 60).contains(&minute) {
+                kept.push(body);
             } else {
-                60.0
-            };
-            let sn = self.next();
-            s.write_all(&frame(
-                0x0200,
-                self.v2019,
-                &self.phone,
-                sn,
-                None,
-                &location_body(lat, lon, kmh, tk),
-            ))
-            .unwrap();
-            assert_eq!(general(&mut s, sn, 0x0200), 0);
-            newest = (lat, lon, tk);
-            if k % 10 == 9 {
+                let sn = self.next();
+                s.write_all(&frame(0x0200, self.v2019, &self.phone, sn, None, &body))
+                    .unwrap();
+                assert_eq!(general(&mut s, sn, 0x0200), 0);
+                newest = (lat, lon, tk);
+            }
+            if minute % 60 == 58 {
                 let sn = self.next();
                 s.write_all(&frame(0x0002, self.v2019, &self.phone, sn, None, &[]))
                     .unwrap();
                 assert_eq!(general(&mut s, sn, 0x0002), 0);
             }
+            if minute == 17 * 60 {
+                // Back in coverage: what was kept, as a batch of type 1 in two
+                // sub-packages (consecutive serials), older than what was sent since.
+                let mut batch = (kept.len() as u16).to_be_bytes().to_vec();
+                batch.push(1);
+                for b in kept.drain(..) {
+                    batch.extend((b.len() as u16).to_be_bytes());
+                    batch.extend(b);
+                }
+                let half = batch.len() / 2;
+                let (s1, s2) = (self.next(), self.next());
+                s.write_all(&frame(
+                    0x0704,
+                    self.v2019,
+                    &self.phone,
+                    s1,
+                    Some((2, 1)),
+                    &batch[..half],
+                ))
+                .unwrap();
+                s.write_all(&frame(
+                    0x0704,
+                    self.v2019,
+                    &self.phone,
+                    s2,
+                    Some((2, 2)),
+                    &batch[half..],
+                ))
+                .unwrap();
+                assert_eq!(
+                    general(&mut s, s1, 0x0704),
+                    0,
+                    "the batch, answered once whole"
+                );
+            }
         }
-        // Ten fixes kept while out of coverage, older than the last: a batch of type 1 in
-        // two sub-packages (consecutive serials).
-        let mut batch = 10u16.to_be_bytes().to_vec();
-        batch.push(1);
-        for k in 0..10i64 {
-            let (lat, lon) = pos(-k - 1);
-            let b = location_body(lat, lon, 40.0, t0 - (k + 1) * 30_000);
-            batch.extend((b.len() as u16).to_be_bytes());
-            batch.extend(b);
-        }
-        let half = batch.len() / 2;
-        let (s1, s2) = (self.next(), self.next());
-        s.write_all(&frame(
-            0x0704,
-            self.v2019,
-            &self.phone,
-            s1,
-            Some((2, 1)),
-            &batch[..half],
-        ))
-        .unwrap();
-        s.write_all(&frame(
-            0x0704,
-            self.v2019,
-            &self.phone,
-            s2,
-            Some((2, 2)),
-            &batch[half..],
-        ))
-        .unwrap();
-        assert_eq!(
-            general(&mut s, s1, 0x0704),
-            0,
-            "the batch, answered once whole"
-        );
         newest
     }
 }
 
+/// A fix every `STEP_MIN` minutes of the day.
+const STEP_MIN: i64 = 2;
+const FIXES: i64 = 24 * 60 / STEP_MIN;
+const DEPOT: (f64, f64) = (31.0, 120.0);
+const SERVICE_AREA: (f64, f64) = (31.5, 120.5);
+
+/// Where terminal `i` is at `minute` of the day and how fast it goes.
+fn script(i: usize, minute: i64) -> (f64, f64, f64) {
+    let h = |hh: i64, mm: i64| hh * 60 + mm;
+    let road = |kmh: f64| (31.2 + i as f64 * 0.001, 120.2 + minute as f64 * 1e-4, kmh);
+    let at = |p: (f64, f64)| (p.0, p.1, 0.0);
+    let case = i % 10;
+    let m = minute;
+    if case == 4 && (h(2, 0)..h(4, 0)).contains(&m) {
+        return road(70.0); // a coach at night
+    }
+    if case == 1 && (h(10, 0)..=h(10, 4)).contains(&m) {
+        return road(120.0);
+    }
+    if case == 2 && (h(14, 0)..=h(14, 40)).contains(&m) {
+        return road(0.0); // stopped on the road
+    }
+    if (h(7, 30)..=h(7, 34)).contains(&m) {
+        return road(0.0); // a red light
+    }
+    match m {
+        m if m < h(6, 0) => at(DEPOT),
+        m if m < h(9, 0) => road(80.0),
+        m if m < h(9, 30) && case != 3 => at(SERVICE_AREA),
+        m if m < h(12, 30) => road(80.0),
+        m if m < h(13, 30) => at(SERVICE_AREA),
+        m if m < h(16, 30) => road(80.0),
+        _ => at(DEPOT),
+    }
+}
+
+/// The alert each terminal's script must raise, if any.
+fn scripted_alert(i: usize) -> Option<&'static str> {
+    match i % 10 {
+        1 => Some("speeding"),
+        2 => Some("abnormal_stop"),
+        3 => Some("fatigue"),
+        4 => Some("night_coach"),
+        _ => None,
+    }
+}
+
+const GATEWAY_CHECKPOINT: &str = "32050500051210000099";
+
+fn get(agg: &aggregator::Running, path: &str) -> Value {
+    let (status, _, body) = aggregator::client::get_bytes(agg.http_addr, path).unwrap();
+    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
 #[test]
-fn a_hundred_terminals_and_a_hostile_one() {
+fn a_hundred_terminals_for_a_day_and_a_hostile_one() {
     let rt = runtime();
     let dir = temp_dir("jt808");
+    // Coaches: the registry says so (use character B).
+    let coaches: Vec<Value> = (0..100)
+        .filter(|i| matches!(i % 10, 4 | 5))
+        .map(|i| serde_json::json!({"plate": format!("苏E{i:05}"), "vehicle_class": "K11", "use_character": "B"}))
+        .collect();
+    let registry = dir.0.join("registry.json");
+    std::fs::write(
+        &registry,
+        serde_json::json!({"version": 1, "issued_by": "test", "vehicles": coaches}).to_string(),
+    )
+    .unwrap();
     let text = format!(
-        "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[auth]\nrequired = false\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{}\"]\n[jt808]\nlisten = \"127.0.0.1:0\"\nauth_secret = \"test secret\"\n",
-        dir.0.join("agg.db").display(),
-        free_port()
+        r#"id = "32050500055030000001"
+scope = "county:320505"
+[auth]
+required = false
+[storage]
+sqlite_path = "{db}"
+[http]
+listen = "127.0.0.1:0"
+[zenoh]
+listen = ["tcp/127.0.0.1:{port}"]
+[watchlist]
+file = "{registry}"
+[[checkpoints]]
+id = "{GATEWAY_CHECKPOINT}"
+name = "重点车辆监管平台"
+lon = 120.6
+lat = 31.3
+[jt808]
+listen = "127.0.0.1:0"
+auth_secret = "test secret"
+checkpoint_id = "{GATEWAY_CHECKPOINT}"
+[jt808.state]
+allowed_places = [
+  {{ name = "depot", lat = {dlat}, lon = {dlon}, radius_m = 500.0 }},
+  {{ name = "service area", lat = {slat}, lon = {slon}, radius_m = 500.0 }},
+]
+"#,
+        db = dir.0.join("agg.db").display(),
+        port = free_port(),
+        registry = registry.display(),
+        dlat = DEPOT.0,
+        dlon = DEPOT.1,
+        slat = SERVICE_AREA.0,
+        slon = SERVICE_AREA.1,
     );
     let agg = start_aggregator(&rt, &text);
     let addr = agg.jt808_addr.expect("the gateway listens");
-    let t0 = protocol::time::now_ms() / 1000 * 1000 - 3_600_000;
+    // Yesterday, 00:00 Beijing time.
+    let bj = protocol::time::now_ms() + 8 * 3_600_000;
+    let day0 = bj - bj.rem_euclid(86_400_000) - 8 * 3_600_000 - 86_400_000;
 
     // The hostile client: garbage, frames with a wrong checksum, a location without
     // authenticating, then more bad frames until the gateway hangs up.
@@ -293,7 +391,7 @@ fn a_hundred_terminals_and_a_hostile_one() {
             "13900000000",
             1,
             None,
-            &location_body(31.0, 120.0, 50.0, t0),
+            &location_body(31.0, 120.0, 50.0, day0),
         ))
         .unwrap();
         let refused = general(&mut s, 1, 0x0200);
@@ -326,7 +424,7 @@ fn a_hundred_terminals_and_a_hostile_one() {
                     v2019: i % 4 != 0,
                     serial: 0,
                 };
-                (t.phone.clone(), t.run(addr, i, t0))
+                (t.phone.clone(), t.run(addr, i, day0))
             })
         })
         .collect();
@@ -337,10 +435,96 @@ fn a_hundred_terminals_and_a_hostile_one() {
     assert_eq!(refused, 1, "a location before authenticating is refused");
     assert!(closed, "the hostile client was disconnected");
 
-    let (status, _, body) =
-        aggregator::client::get_bytes(agg.http_addr, "/api/v1/vehicles/positions").unwrap();
-    assert_eq!(status, 200);
-    let v: Value = serde_json::from_slice(&body).unwrap();
+    // Every position stored as an event, and the alerts.
+    let total = 100 * FIXES as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let stats = loop {
+        let st = get(&agg, "/api/v1/stats");
+        let by = &st["store"]["by_kind"];
+        if by["vehicle_position"].as_u64() == Some(total) || Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stored_secs = started.elapsed().as_secs_f64();
+    let by = &stats["store"]["by_kind"];
+    assert_eq!(
+        by["vehicle_position"], total,
+        "every position stored: {stats}"
+    );
+    let want: Vec<(String, String)> = (0..100)
+        .filter_map(|i| scripted_alert(i).map(|a| (format!("139{i:08}"), a.to_string())))
+        .collect();
+    assert_eq!(by["vehicle_alert"], want.len(), "{stats}");
+
+    let page = get(&agg, "/api/v1/events?kind=vehicle_alert&limit=1000");
+    let events = page["events"].as_array().unwrap();
+    let mut got: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["body"]["terminal"].as_str().unwrap().to_string(),
+                e["body"]["alert"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "each scripted case once, nothing else");
+    for e in events {
+        assert_eq!(e["review"], "pending", "{e}");
+        assert_eq!(e["checkpoint_id"], GATEWAY_CHECKPOINT);
+        let b = &e["body"];
+        assert!(b["plate"].as_str().unwrap().starts_with("苏E"), "{e}");
+        let positions = b["positions"].as_array().unwrap();
+        assert!(!positions.is_empty() && positions.len() == b["fixes"].as_array().unwrap().len());
+        // Its evidence: the positions it rests on, stored.
+        for id in positions {
+            let p = get(&agg, &format!("/api/v1/events/{}", id.as_str().unwrap()));
+            assert_eq!(p["kind"], "vehicle_position", "{p}");
+            assert_eq!(p["body"]["terminal"], b["terminal"]);
+        }
+    }
+    // The alerts' times: what the script did when.
+    let at = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["body"]["alert"] == kind)
+            .map(|e| (e["frame_time_ms"].as_i64().unwrap() - day0) / 60_000)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        at("speeding").iter().all(|m| *m == 10 * 60 + 2),
+        "{:?}",
+        at("speeding")
+    );
+    assert!(
+        at("abnormal_stop").iter().all(|m| *m == 14 * 60 + 20),
+        "{:?}",
+        at("abnormal_stop")
+    );
+    assert!(
+        at("fatigue").iter().all(|m| *m == 10 * 60),
+        "{:?}",
+        at("fatigue")
+    );
+    assert!(
+        at("night_coach").iter().all(|m| *m == 2 * 60),
+        "{:?}",
+        at("night_coach")
+    );
+    // A plate's positions are found by its plate.
+    let p = get(
+        &agg,
+        "/api/v1/events?kind=vehicle_position&plate=苏E00007&limit=1000",
+    );
+    assert_eq!(
+        p["events"].as_array().unwrap().len(),
+        720,
+        "{}",
+        p["next_cursor"]
+    );
+
+    let v = get(&agg, "/api/v1/vehicles/positions");
     let positions = v["positions"].as_array().unwrap();
     assert_eq!(positions.len(), 100, "{}", v["gateway"]);
     for (phone, (lat, lon, t)) in &sent {
@@ -348,7 +532,7 @@ fn a_hundred_terminals_and_a_hostile_one() {
             .iter()
             .find(|p| p["terminal"] == phone.as_str())
             .unwrap_or_else(|| panic!("no position of {phone}"));
-        assert_eq!(p["reports"], 60, "{p}");
+        assert_eq!(p["reports"], FIXES, "{p}");
         assert_eq!(
             p["time_ms"], *t,
             "the newest fix, not the batch's older ones: {p}"
@@ -362,39 +546,18 @@ fn a_hundred_terminals_and_a_hostile_one() {
             p["plate"].as_str().unwrap().starts_with("苏E"),
             "GBK plate: {p}"
         );
+        // Home in the depot since 16:30: stopped, not abnormally.
+        assert_eq!(p["state"], "stopped", "{p}");
     }
-    for p in positions {
-        assert_eq!(p["state"], "driving", "{p}");
-    }
-    // Alerts: one speeding alert for each speeding terminal, nothing for the others.
-    let (status, _, body) =
-        aggregator::client::get_bytes(agg.http_addr, "/api/v1/vehicles/alerts").unwrap();
-    assert_eq!(status, 200);
-    let alerts: Value = serde_json::from_slice(&body).unwrap();
-    let mut got: Vec<(String, String)> = alerts["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["terminal"].as_str().unwrap().to_string(),
-                a["kind"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    got.sort();
-    let want: Vec<(String, String)> = (0..100)
-        .filter(|i| i % 10 == 1)
-        .map(|i| (format!("139{i:08}"), "speeding".to_string()))
-        .collect();
-    assert_eq!(got, want, "{alerts}");
     let g = &v["gateway"];
-    assert_eq!(g["locations"], 100 * 60, "{g}");
+    assert_eq!(g["locations"], total, "{g}");
     assert_eq!(g["unauthenticated"], 1, "{g}");
     assert!(g["bad_frames"]["checksum"].as_u64().unwrap() >= 19, "{g}");
+    let other = 100 * (2 + 24 + 2); // register, authenticate, heartbeats, two sub-packages
     eprintln!(
-        "100 terminals, 6000 positions and 900 other messages each answered in {secs:.2} s ({:.0} positions/s, one message in flight per terminal); gateway: {g}",
-        6000.0 / secs
+        "100 terminals, a day each: {total} positions and {other} other messages answered in {secs:.1} s ({:.0} positions/s, one message in flight per terminal), all stored after {stored_secs:.1} s; {} alerts; gateway: {g}",
+        total as f64 / secs,
+        want.len()
     );
     rt.block_on(agg.stop());
 }

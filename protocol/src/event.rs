@@ -23,15 +23,21 @@ pub enum EventKind {
     PlateAnomaly,
     PedestrianRedLight,
     NodeHealth,
+    /// A key vehicle's position, reported by its JT/T 808 terminal.
+    VehiclePosition,
+    /// What a key vehicle's positions show: an abnormal stop, speeding, fatigue...
+    VehicleAlert,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::ObjectTrack,
         EventKind::VehiclePass,
         EventKind::PlateAnomaly,
         EventKind::PedestrianRedLight,
         EventKind::NodeHealth,
+        EventKind::VehiclePosition,
+        EventKind::VehicleAlert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +47,8 @@ impl EventKind {
             EventKind::PlateAnomaly => "plate_anomaly",
             EventKind::PedestrianRedLight => "pedestrian_red_light",
             EventKind::NodeHealth => "node_health",
+            EventKind::VehiclePosition => "vehicle_position",
+            EventKind::VehicleAlert => "vehicle_alert",
         }
     }
 
@@ -53,10 +61,13 @@ impl EventKind {
     /// node sent (a node cannot publish a violation already confirmed).
     pub fn initial_review(self) -> ReviewState {
         match self {
-            EventKind::PedestrianRedLight | EventKind::PlateAnomaly => ReviewState::Pending,
-            EventKind::ObjectTrack | EventKind::VehiclePass | EventKind::NodeHealth => {
-                ReviewState::NotRequired
+            EventKind::PedestrianRedLight | EventKind::PlateAnomaly | EventKind::VehicleAlert => {
+                ReviewState::Pending
             }
+            EventKind::ObjectTrack
+            | EventKind::VehiclePass
+            | EventKind::NodeHealth
+            | EventKind::VehiclePosition => ReviewState::NotRequired,
         }
     }
 }
@@ -401,6 +412,88 @@ pub struct PlateAnomaly {
     pub detail: Option<String>,
 }
 
+/// One position of a key vehicle (JT/T 808 0x0200 / 0x0704). The event's `node_id` and
+/// `camera_id` are the gateway's id (type 209), its `checkpoint_id` the place the gateway
+/// stands for in the county's key space, its `frame_time_ms` the fix's time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VehiclePosition {
+    /// The terminal's phone number, its id in JT/T 808.
+    pub terminal: String,
+    /// The plate it registered with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plate: Option<String>,
+    pub lat: f64,
+    pub lon: f64,
+    pub speed_kmh: f64,
+    /// 0-359, clockwise from north.
+    pub heading: u16,
+    pub altitude_m: u16,
+    /// JT/T 808 alarm and status bits as sent.
+    pub alarm: u32,
+    pub status: u32,
+}
+
+/// A point of a key vehicle's track an alert rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PositionFix {
+    pub time_ms: i64,
+    pub lat: f64,
+    pub lon: f64,
+    pub speed_kmh: f64,
+}
+
+/// What a key vehicle's positions show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VehicleAlertKind {
+    /// Stopped longer than allowed outside every allowed place.
+    AbnormalStop,
+    /// Over the road's limit for a while.
+    Speeding,
+    /// Driving hours on end without the rest the rules ask.
+    Fatigue,
+    /// A coach driving between 02:00 and 05:00 local time.
+    NightCoach,
+    /// The terminal stopped reporting.
+    TerminalSilent,
+}
+
+impl VehicleAlertKind {
+    pub const ALL: [VehicleAlertKind; 5] = [
+        VehicleAlertKind::AbnormalStop,
+        VehicleAlertKind::Speeding,
+        VehicleAlertKind::Fatigue,
+        VehicleAlertKind::NightCoach,
+        VehicleAlertKind::TerminalSilent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VehicleAlertKind::AbnormalStop => "abnormal_stop",
+            VehicleAlertKind::Speeding => "speeding",
+            VehicleAlertKind::Fatigue => "fatigue",
+            VehicleAlertKind::NightCoach => "night_coach",
+            VehicleAlertKind::TerminalSilent => "terminal_silent",
+        }
+    }
+}
+
+/// An alert on a key vehicle, with the fixes it rests on (and their position events' ids).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VehicleAlert {
+    pub alert: VehicleAlertKind,
+    pub terminal: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plate: Option<String>,
+    /// What was measured, in words (duration, speed and limit...).
+    pub detail: String,
+    /// The fixes that show it (at most a few dozen: first, last and some between).
+    pub fixes: Vec<PositionFix>,
+    /// The `vehicle_position` events of those fixes.
+    #[serde(default)]
+    pub positions: Vec<String>,
+}
+
 /// The kind-specific part of an event. New kinds add variants here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "body", rename_all = "snake_case")]
@@ -409,6 +502,8 @@ pub enum EventBody {
     PedestrianRedLight(PedestrianRedLight),
     VehiclePass(VehiclePass),
     PlateAnomaly(PlateAnomaly),
+    VehiclePosition(VehiclePosition),
+    VehicleAlert(VehicleAlert),
 }
 
 impl EventBody {
@@ -418,6 +513,8 @@ impl EventBody {
             EventBody::PedestrianRedLight(_) => EventKind::PedestrianRedLight,
             EventBody::VehiclePass(_) => EventKind::VehiclePass,
             EventBody::PlateAnomaly(_) => EventKind::PlateAnomaly,
+            EventBody::VehiclePosition(_) => EventKind::VehiclePosition,
+            EventBody::VehicleAlert(_) => EventKind::VehicleAlert,
         }
     }
 }
@@ -510,10 +607,17 @@ impl Event {
         if ulid::Ulid::from_string(&self.event_id).is_err() {
             return Err(EventError::EventId(self.event_id.clone()));
         }
+        // A key vehicle's events come from the JT/T 808 gateway, the rest from edge nodes.
+        let (node, camera) = match self.kind() {
+            EventKind::VehiclePosition | EventKind::VehicleAlert => {
+                (DeviceType::AccessGateway, DeviceType::AccessGateway)
+            }
+            _ => (DeviceType::AnalysisDevice, DeviceType::Camera),
+        };
         for (field, id, expected) in [
-            ("node_id", &self.node_id, DeviceType::AnalysisDevice),
+            ("node_id", &self.node_id, node),
             ("checkpoint_id", &self.checkpoint_id, DeviceType::Checkpoint),
-            ("camera_id", &self.camera_id, DeviceType::Camera),
+            ("camera_id", &self.camera_id, camera),
         ] {
             if id.device_type() != expected {
                 return Err(EventError::IdType {
@@ -534,6 +638,8 @@ impl Event {
         let plate = match &self.body {
             EventBody::VehiclePass(v) => v.plate.as_deref(),
             EventBody::PlateAnomaly(a) => Some(a.plate.as_str()),
+            EventBody::VehiclePosition(p) => p.plate.as_deref(),
+            EventBody::VehicleAlert(a) => a.plate.as_deref(),
             _ => None,
         };
         if let Some(chars) = plate

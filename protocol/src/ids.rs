@@ -18,6 +18,8 @@ pub enum DeviceType {
     Camera,
     /// 200: centre signalling server.
     SignallingServer,
+    /// 209: access gateway (接入网关): the JT/T 808 gateway vehicle terminals report to.
+    AccessGateway,
     /// 503: video image database (the aggregator).
     ImageDatabase,
     /// 505: video analysis device (the edge node).
@@ -30,6 +32,7 @@ impl DeviceType {
             DeviceType::Checkpoint => "121",
             DeviceType::Camera => "132",
             DeviceType::SignallingServer => "200",
+            DeviceType::AccessGateway => "209",
             DeviceType::ImageDatabase => "503",
             DeviceType::AnalysisDevice => "505",
         }
@@ -40,6 +43,7 @@ impl DeviceType {
             "121" => DeviceType::Checkpoint,
             "132" => DeviceType::Camera,
             "200" => DeviceType::SignallingServer,
+            "209" => DeviceType::AccessGateway,
             "503" => DeviceType::ImageDatabase,
             "505" => DeviceType::AnalysisDevice,
             _ => return None,
@@ -51,7 +55,7 @@ impl DeviceType {
 pub enum DeviceIdError {
     #[error("device id '{0}' must be exactly 20 digits (centre 8, industry 2, type 3, network 1, sequence 6), e.g. 32050500051210000001")]
     Shape(String),
-    #[error("device id '{id}' has unknown type code '{code}'; known: 121 checkpoint, 132 camera, 200 signalling server, 503 image database, 505 analysis device")]
+    #[error("device id '{id}' has unknown type code '{code}'; known: 121 checkpoint, 132 camera, 200 signalling server, 209 access gateway, 503 image database, 505 analysis device")]
     UnknownType { id: String, code: String },
     #[error("device id '{id}' is a {found:?}, expected a {expected:?} (type code {})", expected.code())]
     WrongType {

@@ -19,8 +19,8 @@ pub mod time;
 
 pub use event::{
     AckMsg, AnomalyType, BBox, Detection, Event, EventBody, EventError, EventKind, EvidenceRef,
-    LightState, ObjectTrack, Offence, PathPoint, PedestrianRedLight, PlateAnomaly, ReviewState,
-    RuleRef, Severity, SignalPhaseMsg, SignalReading, SignalSource, TrackPhase, VehiclePass,
-    MAX_EVENT_BYTES, SCHEMA_VERSION,
+    LightState, ObjectTrack, Offence, PathPoint, PedestrianRedLight, PlateAnomaly, PositionFix,
+    ReviewState, RuleRef, Severity, SignalPhaseMsg, SignalReading, SignalSource, TrackPhase,
+    VehicleAlert, VehicleAlertKind, VehiclePass, VehiclePosition, MAX_EVENT_BYTES, SCHEMA_VERSION,
 };
 pub use ids::{DeviceId, DeviceIdError, DeviceType};

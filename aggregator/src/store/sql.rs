@@ -973,6 +973,19 @@ pub(crate) fn columns(ev: &Event) -> Columns<'_> {
             phase: None,
             plate: Some(a.plate.as_str()),
         },
+        // A key vehicle's positions and alerts are found by its plate like its passes.
+        EventBody::VehiclePosition(p) => Columns {
+            kind,
+            class: None,
+            phase: None,
+            plate: p.plate.as_deref(),
+        },
+        EventBody::VehicleAlert(a) => Columns {
+            kind,
+            class: Some(a.alert.as_str()),
+            phase: None,
+            plate: a.plate.as_deref(),
+        },
     }
 }
 
