@@ -4,6 +4,13 @@
 //! each phase's critical flow averaged over the days, its flow ratio and Webster's cycle and
 //! greens beside the plan in force (08:00: y = 0.3 + 0.2, C0 = (1.5 x 8 + 5) / 0.5 = 34 s,
 //! greens 15.6 and 10.4 s; 09:00: light traffic, the minimum cycle).
+//!
+//! And a textbook's worked example through the same path: two approaches carrying 500 and
+//! 300 pcu/h, saturation flow 1600 pcu/h each, 16 s lost per cycle: Webster's optimum cycle
+//! `C0 = (1.5 x 16 + 5) / (1 - (500 + 300) / 1600) = 58 s` (the solved problem of Indian
+//! highway-engineering texts, e.g. as printed at byjus.com, "If the normal flows on two
+//! approach roads at an intersection are respectively 500 pcu per hr and 300 pcu per hr...";
+//! the greens follow as `(58 - 16) x y_i / Y`: 26.25 and 15.75 s).
 
 mod common;
 
@@ -14,8 +21,12 @@ use protocol::*;
 use serde_json::Value;
 
 const CK: &str = "32050500051210000001";
+/// The textbook's crossing.
+const CK2: &str = "32050500051210000002";
 const CAM: &str = "32050500051320000001";
 const NODE: &str = "32050500055050000001";
+const CAM2: &str = "32050500051320000002";
+const NODE2: &str = "32050500055050000002";
 
 #[test]
 fn peak_hour_and_webster_timing_from_scripted_passes() {
@@ -49,6 +60,22 @@ green_s = 30
 name = "南北"
 lanes = [3]
 green_s = 20
+[[checkpoints]]
+id = "{CK2}"
+name = "例题路口"
+lon = 120.64
+lat = 31.27
+[[crossings]]
+name = "例题路口"
+checkpoint = "{CK2}"
+saturation_flow = 1600
+lost_time_s = 8
+[[crossings.phases]]
+name = "主路"
+lanes = [1]
+[[crossings.phases]]
+name = "支路"
+lanes = [2]
 "#,
         dir.0.join("agg.db").display()
     );
@@ -85,6 +112,23 @@ green_s = 20
                     sent += 1;
                 }
             }
+        }
+    }
+    // The textbook's flows: 500 and 300 pcu/h at 10:00 on the first day.
+    for (lane, per_hour) in [(1u32, 500i64), (2, 300)] {
+        for k in 0..per_hour {
+            n += 1;
+            let t = hour(0, 10) + k * 3_600_000 / per_hour + lane as i64;
+            let ev = pass(CK2, CAM2, NODE2, t, &format!("苏E{n:05}"), lane);
+            let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
+            rt.block_on(async {
+                session
+                    .put(key, ev.encode())
+                    .congestion_control(zenoh::qos::CongestionControl::Block)
+                    .await
+                    .unwrap()
+            });
+            sent += 1;
         }
     }
     let get = |path: &str| -> Value {
@@ -147,6 +191,30 @@ green_s = 20
     assert_eq!(hours[1]["hour"], 9);
     assert_eq!(hours[1]["proposal"]["capped"], "min_cycle");
     assert_eq!(hours[1]["proposal"]["cycle_s"], 30.0);
+
+    // The textbook's example: cycle and greens within 1 s of the book's.
+    let book = get(&format!(
+        "/api/v1/timing?crossing=%E4%BE%8B%E9%A2%98%E8%B7%AF%E5%8F%A3&from={}&to={}",
+        hour(0, 0),
+        hour(1, 0)
+    ));
+    let hours = book["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 1, "{book}");
+    assert_eq!(hours[0]["hour"], 10);
+    assert_eq!(
+        hours[0]["critical_flows_vph"],
+        serde_json::json!([500.0, 300.0])
+    );
+    let p = &hours[0]["proposal"];
+    let (cycle, g1, g2) = (
+        p["cycle_s"].as_f64().unwrap(),
+        p["greens_s"][0].as_f64().unwrap(),
+        p["greens_s"][1].as_f64().unwrap(),
+    );
+    assert!((cycle - 58.0).abs() < 1.0, "the book's 58 s: {p}");
+    assert!((g1 - 26.25).abs() < 1.0 && (g2 - 15.75).abs() < 1.0, "{p}");
+    assert_eq!(p["capped"], Value::Null);
+    eprintln!("textbook example: cycle {cycle:.2} s (book 58), greens {g1:.2} / {g2:.2} s (26.25 / 15.75)");
 
     // An unknown crossing is named with the ones configured.
     let (status, _, body) =
