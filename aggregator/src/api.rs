@@ -107,6 +107,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/cameras/{camera_id}/zones/audit", get(zones_audit))
         .route("/api/v1/watchlist", get(get_watchlist).put(put_watchlist))
+        .route("/api/v1/accidents", axum::routing::post(import_accidents))
+        .route("/api/v1/accidents/patterns", get(accident_patterns))
         .route("/api/v1/login", axum::routing::post(login))
         .route("/api/v1/logout", axum::routing::post(logout))
         .route("/api/v1/whoami", get(whoami))
@@ -683,6 +685,95 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+/// Imports accident records (CSV; `crate::accidents`): administrators only.
+async fn import_accidents(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !c.principal.is_admin() {
+        return Err(forbidden("import accident records"));
+    }
+    let text = std::str::from_utf8(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the accident file is not UTF-8 ({e}); save it as UTF-8 CSV"),
+        )
+    })?;
+    let tz = jiff::tz::TimeZone::get(&s.display.time_zone)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let parsed =
+        crate::accidents::parse_csv(text, &tz).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let rows = parsed.accidents;
+    let n = rows.len();
+    let new = with_store(&s, move |st| {
+        st.accidents_put(&rows, protocol::time::now_ms())
+    })
+    .await?;
+    let detail = format!(
+        "{new} new, {} already kept, {} lines refused, from {}",
+        n - new,
+        parsed.errors.len(),
+        c.from
+    );
+    if let Err(e) = audit_line(&s, "accidents_import", &c.principal.user, "", detail).await {
+        tracing::warn!(error = %e.1, "Accident import not audited");
+    }
+    Ok(Json(json!({
+        "imported": new,
+        "already_kept": n - new,
+        "refused": parsed.errors.len(),
+        "errors": parsed.errors.iter().take(1000).collect::<Vec<_>>(),
+    })))
+}
+
+/// Accident hot spots by place and hour of the week, and trends by year.
+async fn accident_patterns(
+    State(s): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let from = q
+        .get("from")
+        .map(|v| crate::query::parse_time("from", v))
+        .transpose()?
+        .unwrap_or(i64::MIN);
+    let to = q
+        .get("to")
+        .map(|v| crate::query::parse_time("to", v))
+        .transpose()?
+        .unwrap_or(i64::MAX);
+    let alpha = match q.get("alpha") {
+        None => 0.01,
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|a| *a > 0.0 && *a < 0.5)
+            .ok_or_else(|| {
+                bad(format!(
+                    "alpha '{v}' must be a number between 0 and 0.5, e.g. 0.01"
+                ))
+            })?,
+    };
+    let top = match q.get("top") {
+        None => 20,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|t| (1..=1000).contains(t))
+            .ok_or_else(|| bad(format!("top '{v}' must be 1..1000")))?,
+    };
+    let tz = jiff::tz::TimeZone::get(&s.display.time_zone)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let rows = with_store(&s, move |st| st.accidents_in(from, to)).await?;
+    let p = tokio::task::spawn_blocking(move || crate::accidents::patterns(&rows, &tz, alpha, top))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(
+        json!({ "time_zone": s.display.time_zone, "patterns": p }),
+    ))
 }
 
 pub(crate) async fn with_store<T: Send + 'static>(

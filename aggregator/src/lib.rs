@@ -3,6 +3,7 @@
 //! [`start`] wires the stages together; tasks, threads and shutdown live there. The stages
 //! themselves ([`ingest`], [`store`], [`api`]) are usable on their own.
 
+pub mod accidents;
 pub mod api;
 pub mod auth;
 pub mod checkpoints;

@@ -98,7 +98,7 @@ fn bad(msg: String) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg)
 }
 
-fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }

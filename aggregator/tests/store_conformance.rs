@@ -637,6 +637,7 @@ fn conformance(store: &mut dyn EventStore, reopen: &dyn Fn() -> Box<dyn EventSto
     drop(q);
 
     sync_conformance(reopen().as_mut());
+    accidents_conformance(reopen().as_mut());
     sightings_conformance(reopen().as_mut());
 }
 
@@ -791,6 +792,30 @@ fn sync_conformance(s: &mut dyn EventStore) {
     s.release("320505/export", "b").unwrap();
     s.release("320505/retention", "b").unwrap();
     assert!(s.leases().unwrap().is_empty());
+}
+
+/// Accident records: kept once by id, read back whole in time order within the window.
+fn accidents_conformance(s: &mut dyn EventStore) {
+    use aggregator::accidents::Accident;
+    let a = |id: &str, t: i64, lat: Option<f64>| Accident {
+        id: id.into(),
+        time_ms: t,
+        place: "人民路, K3".into(),
+        severity: "general".into(),
+        kind: "追尾".into(),
+        lat,
+        lon: lat.map(|x| x + 89.0),
+    };
+    let rows = vec![
+        a("b", 2_000, None),
+        a("a", 1_000, Some(31.25)),
+        a("c", 3_000, None),
+    ];
+    assert_eq!(s.accidents_put(&rows, 5).unwrap(), 3);
+    assert_eq!(s.accidents_put(&rows[..2], 6).unwrap(), 0, "kept once");
+    let got = s.accidents_in(1_000, 3_000).unwrap();
+    assert_eq!(got, vec![rows[1].clone(), rows[0].clone()]);
+    assert!(s.accidents_in(4_000, 5_000).unwrap().is_empty());
 }
 
 #[test]

@@ -380,6 +380,19 @@ pub trait EventStore: Send {
     ) -> Result<bool, StoreError>;
     /// The watch list kept for `scope`: version and body.
     fn watchlist_get(&mut self, scope: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// Keeps accident records (one transaction; a record whose id is kept already is
+    /// skipped); how many were new.
+    fn accidents_put(
+        &mut self,
+        rows: &[crate::accidents::Accident],
+        at_ms: i64,
+    ) -> Result<usize, StoreError>;
+    /// The accident records of `from_ms..to_ms`, in time order.
+    fn accidents_in(
+        &mut self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<crate::accidents::Accident>, StoreError>;
 }
 
 /// Opens the backend the config names.

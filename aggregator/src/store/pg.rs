@@ -16,8 +16,9 @@ use crate::store::{
     EXPORT_DONE, EXPORT_DUE, EXPORT_REFUSED, EXPORT_STATS,
 };
 use crate::store::{
-    deletion_keys, near_for, present_sql, sync_ref, LeaseRow, SyncCursor, SyncRef, LEASE, LEASES,
-    RELEASE, SET_SYNC_MARK, SYNC_MARK, SYNC_REFS, WATCHLIST_GET, WATCHLIST_PUT,
+    deletion_keys, near_for, present_sql, sync_ref, LeaseRow, SyncCursor, SyncRef, ACCIDENTS_IN,
+    ACCIDENT_PUT, LEASE, LEASES, RELEASE, SET_SYNC_MARK, SYNC_MARK, SYNC_REFS, WATCHLIST_GET,
+    WATCHLIST_PUT,
 };
 
 pub struct PgStore {
@@ -866,6 +867,63 @@ impl EventStore for PgStore {
             )
             .map_err(pg)?;
         Ok(n == 1)
+    }
+
+    fn accidents_put(
+        &mut self,
+        rows: &[crate::accidents::Accident],
+        at_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.client.transaction().map_err(pg)?;
+        let stmt = tx
+            .prepare(&placeholders(ACCIDENT_PUT, |n| format!("${n}")))
+            .map_err(pg)?;
+        let mut new = 0;
+        for a in rows {
+            new += tx
+                .execute(
+                    &stmt,
+                    &[
+                        &a.id,
+                        &a.time_ms,
+                        &a.place,
+                        &a.severity,
+                        &a.kind,
+                        &a.lat,
+                        &a.lon,
+                        &at_ms,
+                    ],
+                )
+                .map_err(pg)? as usize;
+        }
+        tx.commit().map_err(pg)?;
+        Ok(new)
+    }
+
+    fn accidents_in(
+        &mut self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<crate::accidents::Accident>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                &placeholders(ACCIDENTS_IN, |n| format!("${n}")),
+                &[&from_ms, &to_ms],
+            )
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::accidents::Accident {
+                id: r.get(0),
+                time_ms: r.get(1),
+                place: r.get(2),
+                severity: r.get(3),
+                kind: r.get(4),
+                lat: r.get(5),
+                lon: r.get(6),
+            })
+            .collect())
     }
 
     fn watchlist_get(&mut self, scope: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {

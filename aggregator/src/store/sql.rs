@@ -148,6 +148,20 @@ CREATE TABLE watchlists (
     // Evidence images out of the row store on PostgreSQL (large objects; see
     // `POSTGRES_EVIDENCE_OUTSIDE`); SQLite keeps them in its one file.
     "{evidence_outside}",
+    // Accident records imported from the police register (`crate::accidents`).
+    r#"
+CREATE TABLE accidents (
+    id          TEXT PRIMARY KEY,
+    time_ms     BIGINT NOT NULL,
+    place       TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    lat         DOUBLE PRECISION,
+    lon         DOUBLE PRECISION,
+    imported_ms BIGINT NOT NULL
+);
+CREATE INDEX accidents_time ON accidents (time_ms);
+"#,
 ];
 
 /// Migration 15 on PostgreSQL: an image's bytes leave the `evidence` table for a large
@@ -419,6 +433,13 @@ pub(crate) const WATCHLIST_PUT: &str =
        at_ms = excluded.at_ms
      WHERE watchlists.version < excluded.version";
 pub(crate) const WATCHLIST_GET: &str = "SELECT version, body FROM watchlists WHERE scope = {1}";
+/// One accident record, kept once by its id.
+pub(crate) const ACCIDENT_PUT: &str =
+    "INSERT INTO accidents (id, time_ms, place, severity, kind, lat, lon, imported_ms)
+     VALUES ({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}) ON CONFLICT (id) DO NOTHING";
+pub(crate) const ACCIDENTS_IN: &str =
+    "SELECT id, time_ms, place, severity, kind, lat, lon FROM accidents
+     WHERE time_ms >= {1} AND time_ms < {2} ORDER BY time_ms, id";
 pub(crate) const RELEASE: &str = "DELETE FROM leases WHERE job = {1} AND holder = {2}";
 pub(crate) const LEASES: &str =
     "SELECT job, holder, expires_ms - {now_ms} FROM leases WHERE expires_ms >= {now_ms} ORDER BY job";
@@ -641,7 +662,7 @@ pub(crate) const EXPORT_FORGET: &str = "DELETE FROM export_queue WHERE event_id 
 /// `{n}` placeholders of the statements above in a backend's style.
 pub(crate) fn placeholders(sql: &str, ph: impl Fn(usize) -> String) -> String {
     let mut s = sql.to_string();
-    for n in 1..=4 {
+    for n in 1..=8 {
         s = s.replace(&format!("{{{n}}}"), &ph(n));
     }
     s

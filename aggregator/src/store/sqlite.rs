@@ -623,6 +623,47 @@ impl EventStore for SqliteStore {
         Ok(n == 1)
     }
 
+    fn accidents_put(
+        &mut self,
+        rows: &[crate::accidents::Accident],
+        at_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut new = 0;
+        {
+            let mut stmt = tx.prepare_cached(&placeholders(ACCIDENT_PUT, |n| format!("?{n}")))?;
+            for a in rows {
+                new += stmt.execute(params![
+                    a.id, a.time_ms, a.place, a.severity, a.kind, a.lat, a.lon, at_ms
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    fn accidents_in(
+        &mut self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<crate::accidents::Accident>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&placeholders(ACCIDENTS_IN, |n| format!("?{n}")))?;
+        let rows = stmt.query_map(params![from_ms, to_ms], |r| {
+            Ok(crate::accidents::Accident {
+                id: r.get(0)?,
+                time_ms: r.get(1)?,
+                place: r.get(2)?,
+                severity: r.get(3)?,
+                kind: r.get(4)?,
+                lat: r.get(5)?,
+                lon: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn watchlist_get(&mut self, scope: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let mut stmt = self
             .conn
