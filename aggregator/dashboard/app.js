@@ -10,6 +10,9 @@ let checkpoints = [];
 let alertSource = null;
 let healthTimer = null;
 let cameraTimer = null;
+let vehiclesTimer = null;
+// The signalised crossings the user sees (timing charts).
+let crossings = [];
 let cameraShown = null;
 let searchCursor = null;
 let searchQuery = "";
@@ -204,7 +207,10 @@ async function start() {
   $("login").hidden = true;
   $("nav").hidden = false;
   drawWho();
-  checkpoints = (await api("/api/v1/checkpoints")).checkpoints;
+  const cks = await api("/api/v1/checkpoints");
+  checkpoints = cks.checkpoints;
+  crossings = cks.crossings || [];
+  $("timing-crossing").replaceChildren(...crossings.map((c) => el("option", { value: c, translate: "no" }, c)));
   const sel = $("search-checkpoint");
   sel.replaceChildren(el("option", { value: "", "data-i18n": "any" }, t("any")), ...checkpoints.map((c) => el("option", { value: c.id }, `${c.name} (${c.id})`)));
   connectAlerts();
@@ -249,6 +255,7 @@ function show(name) {
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.getAttribute("href") === `#/${name}`);
   if (healthTimer && name !== "health") { clearInterval(healthTimer); healthTimer = null; }
   if (cameraTimer && name !== "camera") { clearTimeout(cameraTimer); cameraTimer = null; cameraShown = null; }
+  if (vehiclesTimer && name !== "vehicles") { clearInterval(vehiclesTimer); vehiclesTimer = null; }
 }
 
 function route() {
@@ -263,6 +270,8 @@ function route() {
     case "trajectory": show("trajectory"); if (a) { $("trajectory-plate").value = a; loadTrajectory(a); } else drawMap([]); break;
     case "health": show("health"); loadHealth(); if (!healthTimer) healthTimer = setInterval(loadHealth, 5000); break;
     case "charts": show("charts"); loadCharts(); break;
+    case "vehicles": show("vehicles"); loadVehicles(); if (!vehiclesTimer) vehiclesTimer = setInterval(loadVehicles, 5000); break;
+    case "accidents": show("accidents"); loadAccidents(); break;
     default: show("live");
   }
 }
@@ -1023,8 +1032,197 @@ async function loadCharts() {
   } catch (err) {
     $("chart-kinds").replaceChildren(svg("text", { x: 20, y: 40, class: "error" }, err.message));
   }
+  await loadTiming();
 }
 $("charts-form").addEventListener("submit", (e) => { e.preventDefault(); loadCharts(); });
+
+// --- signal timing ----------------------------------------------------------------------
+
+// Webster's proposal per hour of the day beside the plan in force, for the chosen crossing
+// over the charts' window.
+async function loadTiming() {
+  const crossing = $("timing-crossing").value;
+  const rows = $("timing-rows");
+  if (!crossing) { rows.replaceChildren(); $("timing-plan").textContent = t("timing.none"); $("chart-timing").replaceChildren(); return; }
+  try {
+    const q = `crossing=${encodeURIComponent(crossing)}&from=${encodeURIComponent(apiTime($("charts-from").value))}&to=${encodeURIComponent(apiTime($("charts-to").value))}`;
+    const r = await api(`/api/v1/timing?${q}`);
+    const plan = r.plan_in_force;
+    $("timing-plan").textContent = plan
+      ? t("timing.plan", { cycle: plan.cycle_s.toFixed(0), greens: plan.greens_s.map((g) => g.toFixed(0)).join(" / "), phases: r.phases.map((p) => p.name).join(" / ") })
+      : t("timing.no_plan", { phases: r.phases.map((p) => p.name).join(" / ") });
+    rows.replaceChildren(...r.hours.map((h) => el("tr", {},
+      el("td", {}, `${String(h.hour).padStart(2, "0")}:00`),
+      el("td", {}, h.critical_flows_vph.map((f) => f.toFixed(0)).join(" / ")),
+      el("td", {}, h.proposal.y_total.toFixed(2)),
+      el("td", { class: h.proposal.capped ? "warn" : "" }, h.proposal.cycle_s.toFixed(0) + (h.proposal.capped ? ` (${t(`timing.capped.${h.proposal.capped}`)})` : "")),
+      el("td", {}, h.proposal.greens_s.map((g) => g.toFixed(1)).join(" / ")),
+    )));
+    // The proposed cycle by hour of the day, the plan's as a line.
+    const series = new Map([[t("timing.proposed"), new Map(r.hours.map((h) => [h.hour, h.proposal.cycle_s]))]]);
+    hourChart("chart-timing", "legend-timing", series, plan ? plan.cycle_s : null);
+  } catch (err) {
+    showError($("timing-plan"), err);
+  }
+}
+$("timing-crossing").addEventListener("change", loadTiming);
+
+// Bars over the 24 hours of the day; a dashed line at `level` (the plan in force).
+function hourChart(target, legend, series, level) {
+  const chart = $(target);
+  chart.replaceChildren();
+  const [name0] = series.keys();
+  const values = series.get(name0);
+  const max = Math.max(1, level || 0, ...values.values());
+  const left = 48, bottom = 230, width = 740, height = 210, bw = width / 24;
+  chart.append(svg("line", { x1: left, y1: bottom, x2: left + width, y2: bottom, class: "axis" }));
+  chart.append(svg("text", { x: 4, y: bottom - height + 4, class: "tick" }, max.toFixed(0)));
+  chart.append(svg("text", { x: 4, y: bottom, class: "tick" }, 0));
+  for (let h = 0; h < 24; h++) {
+    const v = values.get(h);
+    if (v) {
+      const r = svg("rect", { x: left + h * bw + 1, y: bottom - (v / max) * height, width: bw - 2, height: (v / max) * height, fill: PALETTE[0], class: "bar" });
+      r.append(svg("title", {}, `${h}:00 ${v.toFixed(1)}`));
+      chart.append(r);
+    }
+    if (h % 3 === 0) chart.append(svg("text", { x: left + h * bw, y: bottom + 16, class: "tick" }, `${h}:00`));
+  }
+  const names = [name0];
+  if (level) {
+    const y = bottom - (level / max) * height;
+    chart.append(svg("line", { x1: left, y1: y, x2: left + width, y2: y, class: "plan-line" }));
+    names.push(t("timing.plan_line"));
+  }
+  $(legend).replaceChildren(...names.map((n, j) => el("span", {}, el("i", { class: j ? "swatch plan" : "swatch c0" }), ` ${n}`)));
+}
+
+// --- key vehicles -----------------------------------------------------------------------
+
+const STATE_CLASS = { driving: "driving", stopped: "stopped", stopped_abnormally: "abnormal" };
+
+// Positions (JT/T 808) on a map with the checkpoints, their table, and the alerts their
+// positions raised (events: a click opens one for review).
+async function loadVehicles() {
+  let v;
+  try {
+    v = await api("/api/v1/vehicles/positions");
+  } catch (err) {
+    $("vehicles-note").textContent = t("vehicles.no_gateway");
+    $("vehicle-rows").replaceChildren();
+    $("vehicle-map").replaceChildren();
+    return;
+  }
+  const positions = v.positions || [];
+  const counts = {};
+  for (const p of positions) counts[p.state || "unknown"] = (counts[p.state || "unknown"] || 0) + 1;
+  $("vehicles-note").textContent = t("vehicles.summary", { n: positions.length, driving: counts.driving || 0, stopped: counts.stopped || 0, abnormal: counts.stopped_abnormally || 0 });
+  const map = $("vehicle-map");
+  map.replaceChildren();
+  const points = positions.map((p) => ({ lon: p.lon, lat: p.lat })).concat(checkpoints);
+  if (points.length) {
+    const at = settings.map_tiles ? tiles(map, points) : projector(points);
+    for (const c of checkpoints) {
+      const [x, y] = at(c.lon, c.lat);
+      map.append(svg("circle", { cx: x, cy: y, r: 5, class: "ckpt" }));
+    }
+    const labels = [];
+    for (const p of positions) {
+      const [x, y] = at(p.lon, p.lat);
+      const dot = svg("circle", { cx: x, cy: y, r: 7, class: `vehicle ${STATE_CLASS[p.state] || ""}`, "data-terminal": p.terminal });
+      dot.append(svg("title", {}, `${p.plate || p.terminal} ${name("vstate", p.state)} ${p.speed_kmh.toFixed(0)} km/h`));
+      map.append(dot);
+      if (positions.length <= 50) labels.push({ x: x + 10, y: y + 4, text: p.plate || p.terminal, cls: "ckpt-label", anchor: "start", right: true, cx: x });
+    }
+    placeLabels(map, labels);
+  }
+  $("legend-vehicles").replaceChildren(...["driving", "stopped", "stopped_abnormally"].map((s) => el("span", {}, el("i", { class: `swatch vehicle ${STATE_CLASS[s]}` }), ` ${name("vstate", s)}`)));
+  $("vehicle-rows").replaceChildren(...positions.map((p) => el("tr", { "data-terminal": p.terminal },
+    el("td", { class: "plate", translate: "no" }, p.plate || ""),
+    el("td", { translate: "no" }, p.terminal),
+    el("td", { class: STATE_CLASS[p.state] || "" }, name("vstate", p.state)),
+    el("td", {}, t("detail.position", { kmh: p.speed_kmh.toFixed(0) })),
+    el("td", {}, fmtTime(p.time_ms)),
+    el("td", {}, p.reports),
+  )));
+  try {
+    const alerts = await api("/api/v1/events?kind=vehicle_alert&limit=50");
+    $("vehicle-alerts").replaceChildren(...alerts.events.map((ev) => eventRow(ev, false)));
+  } catch (err) {
+    showError($("vehicles-note"), err);
+  }
+}
+
+// --- accidents --------------------------------------------------------------------------
+
+async function loadAccidents() {
+  const p = new URLSearchParams();
+  try {
+    if ($("accidents-from").value) p.set("from", apiTime($("accidents-from").value));
+    if ($("accidents-to").value) p.set("to", apiTime($("accidents-to").value));
+  } catch (err) {
+    showError($("accidents-summary"), err);
+    return;
+  }
+  let r;
+  try {
+    r = (await api(`/api/v1/accidents/patterns?${p}`)).patterns;
+  } catch (err) {
+    showError($("accidents-summary"), err);
+    return;
+  }
+  $("accidents-summary").textContent = r.accidents
+    ? t("accidents.summary", { n: r.accidents, places: r.places, hot: r.places_ranked.filter((x) => x.hot).length, hours: r.hours_hot.length })
+    : t("accidents.none");
+  const sev = (m) => Object.entries(m).map(([k, n]) => `${name("severity", k)} ${n}`).join(listSep());
+  $("accident-places").replaceChildren(...r.places_ranked.map((x) => el("tr", { class: x.hot ? "hot" : "" },
+    el("td", { translate: "no" }, x.place),
+    el("td", {}, x.count),
+    el("td", {}, x.expected.toFixed(1)),
+    el("td", {}, x.hot ? t("accidents.hot", { p: x.p_value.toExponential(1) }) : x.p_value.toExponential(1)),
+    el("td", {}, `${String(x.worst_hour).padStart(2, "0")}:00`),
+    el("td", {}, sev(x.by_severity)),
+  )));
+  const hours = r.hours_hot.length ? r.hours_hot : r.hours_busiest;
+  $("accident-hours").replaceChildren(...hours.map((h) => el("tr", { class: h.hot ? "hot" : "" },
+    el("td", {}, t("accidents.weekday_hour", { day: name("weekday", String(h.weekday)), hour: String(h.hour).padStart(2, "0") })),
+    el("td", {}, h.count),
+    el("td", {}, h.expected.toFixed(1)),
+    el("td", {}, h.hot ? t("accidents.hot", { p: h.p_value.toExponential(1) }) : h.p_value.toExponential(1)),
+  )));
+  // Each year's accidents, stacked by severity.
+  const years = r.years.map((y) => y.year);
+  const series = new Map();
+  for (const s of ["minor", "general", "major", "severe"]) series.set(name("severity", s), new Map(r.years.map((y) => [y.year, y.by_severity[s] || 0])));
+  yearChart("chart-years", "legend-years", years, series);
+}
+$("accidents-form").addEventListener("submit", (e) => { e.preventDefault(); loadAccidents(); });
+
+function yearChart(target, legend, years, series) {
+  const chart = $(target);
+  chart.replaceChildren();
+  const names = [...series.keys()];
+  const totals = years.map((y) => names.reduce((s, n) => s + (series.get(n).get(y) || 0), 0));
+  const max = Math.max(1, ...totals);
+  const left = 48, bottom = 230, width = 740, height = 210;
+  const bw = width / Math.max(1, years.length);
+  chart.append(svg("line", { x1: left, y1: bottom, x2: left + width, y2: bottom, class: "axis" }));
+  chart.append(svg("text", { x: 4, y: bottom - height + 4, class: "tick" }, max));
+  years.forEach((year, i) => {
+    let y = bottom;
+    names.forEach((n, j) => {
+      const v = series.get(n).get(year) || 0;
+      if (!v) return;
+      const h = (v / max) * height;
+      y -= h;
+      const r = svg("rect", { x: left + i * bw + 4, y, width: Math.max(1, bw - 8), height: h, fill: PALETTE[j % PALETTE.length], class: "bar" });
+      r.append(svg("title", {}, `${year} ${n}: ${v}`));
+      chart.append(r);
+    });
+    chart.append(svg("text", { x: left + i * bw + bw / 2, y: bottom + 16, class: "tick", "text-anchor": "middle" }, `${year} (${totals[i]})`));
+  });
+  $(legend).replaceChildren(...names.map((n, j) => el("span", {}, el("i", { class: `swatch c${j % PALETTE.length}` }), ` ${n}`)));
+  if (!years.length) chart.append(svg("text", { x: 300, y: 120 }, t("charts.empty")));
+}
 
 // Settings first (language, time zone), then the session if there is one.
 async function boot() {

@@ -1291,7 +1291,14 @@ async fn checkpoints(
         .into_iter()
         .filter(|k| c.principal.sees(&k.id))
         .collect();
-    Json(json!({ "checkpoints": seen }))
+    // The signalised crossings at those checkpoints (`/api/v1/timing?crossing=`).
+    let crossings: Vec<&str> = s
+        .crossings
+        .iter()
+        .filter(|x| c.principal.sees(&x.checkpoint))
+        .map(|x| x.name.as_str())
+        .collect();
+    Json(json!({ "checkpoints": seen, "crossings": crossings }))
 }
 
 /// Stored events per kind, tracks per class, images: a county operator's of that county

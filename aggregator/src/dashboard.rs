@@ -203,6 +203,16 @@ mod tests {
         for a in protocol::VehicleAlertKind::ALL {
             values.push(("valert", a.as_str().into()));
         }
+        use crate::vehicle_state::State as V;
+        for st in [V::Driving, V::Stopped, V::StoppedAbnormally] {
+            values.push(("vstate", as_name(serde_json::to_value(st).unwrap())));
+        }
+        for sev in crate::accidents::SEVERITIES {
+            values.push(("severity", sev.into()));
+        }
+        for d in 1..=7 {
+            values.push(("weekday", d.to_string()));
+        }
         use protocol::ReviewState as R;
         for r in [R::NotRequired, R::Pending, R::Confirmed, R::Rejected] {
             values.push(("review", as_name(serde_json::to_value(r).unwrap())));
