@@ -11,6 +11,8 @@ let alertSource = null;
 let healthTimer = null;
 let cameraTimer = null;
 let vehiclesTimer = null;
+// The key vehicle whose track the map draws (a click on its row).
+let trackedPlate = null;
 // The signalised crossings the user sees (timing charts).
 let crossings = [];
 let cameraShown = null;
@@ -1133,10 +1135,28 @@ async function loadVehicles() {
       map.append(dot);
       if (positions.length <= 50) labels.push({ x: x + 10, y: y + 4, text: p.plate || p.terminal, cls: "ckpt-label", anchor: "start", right: true, cx: x });
     }
+    // The chosen vehicle's last 24 hours: its positions as a line, its checkpoint passes as
+    // squares (those in a gap of its positions outlined).
+    if (trackedPlate) {
+      try {
+        const tr = await api(`/api/v1/vehicles/track?plate=${encodeURIComponent(trackedPlate)}&from=${Date.now() - 86400000}`);
+        const gps = tr.points.filter((x) => x.source === "gps").map((x) => at(x.lon, x.lat));
+        if (gps.length > 1) map.prepend(svg("polyline", { points: gps.map((q) => q.join(",")).join(" "), class: "track", fill: "none" }));
+        for (const x of tr.points.filter((q) => q.source === "checkpoint")) {
+          const [px, py] = at(x.lon, x.lat);
+          const r = svg("rect", { x: px - 6, y: py - 6, width: 12, height: 12, class: `track-pass${x.fills_gap ? " gap" : ""}` });
+          r.append(svg("title", {}, `${fmtTime(x.time_ms)} ${x.checkpoint_name}`));
+          map.append(r);
+        }
+        $("vehicles-note").textContent += t("vehicles.track", { plate: trackedPlate, gps: tr.positions, passes: tr.passes, filled: tr.passes_filling_gaps });
+      } catch (err) {
+        showError($("vehicles-note"), err);
+      }
+    }
     placeLabels(map, labels);
   }
   $("legend-vehicles").replaceChildren(...["driving", "stopped", "stopped_abnormally"].map((s) => el("span", {}, el("i", { class: `swatch vehicle ${STATE_CLASS[s]}` }), ` ${name("vstate", s)}`)));
-  $("vehicle-rows").replaceChildren(...positions.map((p) => el("tr", { "data-terminal": p.terminal },
+  $("vehicle-rows").replaceChildren(...positions.map((p) => el("tr", { "data-terminal": p.terminal, class: `link${p.plate && p.plate === trackedPlate ? " selected" : ""}`, onclick: () => { trackedPlate = p.plate || null; loadVehicles(); } },
     el("td", { class: "plate", translate: "no" }, p.plate || ""),
     el("td", { translate: "no" }, p.terminal),
     el("td", { class: STATE_CLASS[p.state] || "" }, name("vstate", p.state)),

@@ -179,6 +179,7 @@ const MESSAGES = {
     "vehicles.alerts": "重点车辆告警（点击审核）",
     "vehicles.no_gateway": "本平台未启用车载终端（部标 808 协议）接入",
     "vehicles.summary": "共 {n} 辆：行驶 {driving}，停车 {stopped}，异常停车 {abnormal}",
+    "vehicles.track": "；{plate} 近 24 小时：定位 {gps} 个，卡口过车 {passes} 次（其中 {filled} 次补上定位空白）",
     "vstate.driving": "行驶",
     "vstate.stopped": "停车",
     "vstate.stopped_abnormally": "异常停车",
@@ -239,6 +240,7 @@ const MESSAGES = {
     "valert.fatigue": "疲劳驾驶",
     "valert.night_coach": "客车凌晨 2-5 时运行",
     "valert.terminal_silent": "终端离线",
+    "valert.off_route": "偏离线路",
     "detail.position": "{kmh} 公里/小时",
     "detail.valert_fixes": "依据 {n} 个定位点",
 
@@ -498,6 +500,7 @@ const MESSAGES = {
     "vehicles.alerts": "Key vehicle alerts (click to review)",
     "vehicles.no_gateway": "No JT/T 808 gateway runs on this platform",
     "vehicles.summary": "{n} vehicles: {driving} driving, {stopped} stopped, {abnormal} stopped abnormally",
+    "vehicles.track": "; {plate}, last 24 h: {gps} positions, {passes} checkpoint passes ({filled} filling gaps in the positions)",
     "vstate.driving": "driving",
     "vstate.stopped": "stopped",
     "vstate.stopped_abnormally": "stopped abnormally",
@@ -558,6 +561,7 @@ const MESSAGES = {
     "valert.fatigue": "fatigue driving",
     "valert.night_coach": "coach 02:00-05:00",
     "valert.terminal_silent": "terminal silent",
+    "valert.off_route": "off route",
     "detail.position": "{kmh} km/h",
     "detail.valert_fixes": "from {n} positions",
 

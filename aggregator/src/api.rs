@@ -85,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/timing", query_get("timing"))
         .route("/api/v1/vehicles/positions", get(vehicle_positions))
         .route("/api/v1/vehicles/alerts", get(vehicle_alerts))
+        .route("/api/v1/vehicles/track", get(vehicle_track))
         .route("/api/v1/key-vehicles", query_get("key_vehicles"))
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/stats", get(stats))
@@ -944,6 +945,128 @@ async fn vehicle_alerts(
     Ok(Json(
         json!({ "alerts": gw.alerts(c.principal.county.as_deref()) }),
     ))
+}
+
+/// Points a track answers at most.
+const MAX_TRACK_POINTS: usize = 20_000;
+
+/// A key vehicle's track over a window: its terminal's positions and its checkpoint passes
+/// (sure reads of the same plate) in one time order. A pass inside a gap of the positions
+/// (`gap_s`, default 120: the terminal out of coverage, or off) says so: it fills it.
+async fn vehicle_track(
+    State(s): State<ApiState>,
+    Extension(c): Extension<Caller>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let plate = q
+        .get("plate")
+        .filter(|p| !p.is_empty() && p.chars().count() <= protocol::event::MAX_PLATE_CHARS)
+        .ok_or_else(|| {
+            bad("plate is required (at most 16 characters), e.g. plate=苏E12345".into())
+        })?
+        .clone();
+    let from = q
+        .get("from")
+        .map(|v| crate::query::parse_time("from", v))
+        .transpose()?;
+    let to = q
+        .get("to")
+        .map(|v| crate::query::parse_time("to", v))
+        .transpose()?;
+    let gap_ms = match q.get("gap_s") {
+        None => 120_000,
+        Some(v) => {
+            v.parse::<i64>()
+                .ok()
+                .filter(|g| (1..=86_400).contains(g))
+                .ok_or_else(|| bad(format!("gap_s '{v}' must be 1..86400")))?
+                * 1000
+        }
+    };
+    let county = c.principal.county.clone();
+    let kinds = [
+        protocol::EventKind::VehiclePosition,
+        protocol::EventKind::VehiclePass,
+    ];
+    let (events, truncated) = with_store(&s, move |st| {
+        let mut out = Vec::new();
+        for kind in kinds {
+            let mut cursor = None;
+            loop {
+                let page = st.list(&crate::store::EventFilter {
+                    county: county.clone(),
+                    kind: Some(kind),
+                    plate: Some(plate.clone()),
+                    from_ms: from,
+                    to_ms: to,
+                    limit: 1000,
+                    cursor,
+                    ..Default::default()
+                })?;
+                out.extend(page.events);
+                if out.len() >= MAX_TRACK_POINTS {
+                    return Ok((out, true));
+                }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        Ok((out, false))
+    })
+    .await?;
+    let mut points: Vec<(i64, serde_json::Value)> = Vec::new();
+    for ev in &events {
+        match &ev.body {
+            protocol::EventBody::VehiclePosition(p) => points.push((
+                ev.frame_time_ms,
+                json!({"time_ms": ev.frame_time_ms, "source": "gps", "lat": p.lat, "lon": p.lon, "speed_kmh": p.speed_kmh, "event_id": ev.event_id}),
+            )),
+            protocol::EventBody::VehiclePass(v) if !v.plate_unsure => {
+                let Some(ck) = s.checkpoints.get(ev.checkpoint_id.as_str()) else {
+                    continue;
+                };
+                points.push((
+                    ev.frame_time_ms,
+                    json!({"time_ms": ev.frame_time_ms, "source": "checkpoint", "lat": ck.lat, "lon": ck.lon, "checkpoint_id": ev.checkpoint_id, "checkpoint_name": ck.name, "lane": ev.lane, "event_id": ev.event_id}),
+                ));
+            }
+            _ => {}
+        }
+    }
+    points.sort_by_key(|(t, _)| *t);
+    // The gaps of the positions, and the passes that fall in one.
+    let gps: Vec<i64> = points
+        .iter()
+        .filter(|(_, p)| p["source"] == "gps")
+        .map(|(t, _)| *t)
+        .collect();
+    let mut filled = 0;
+    for (t, p) in points.iter_mut() {
+        if p["source"] != "checkpoint" {
+            continue;
+        }
+        let i = gps.partition_point(|g| g <= t);
+        let before = i.checked_sub(1).map(|j| gps[j]);
+        let after = gps.get(i).copied();
+        let in_gap = match (before, after) {
+            (Some(b), Some(a)) => a - b > gap_ms,
+            (Some(b), None) => *t - b > gap_ms,
+            (None, Some(a)) => a - *t > gap_ms,
+            (None, None) => true,
+        };
+        p["fills_gap"] = json!(in_gap);
+        filled += in_gap as usize;
+    }
+    Ok(Json(json!({
+        "positions": gps.len(),
+        "passes": points.len() - gps.len(),
+        "passes_filling_gaps": filled,
+        "truncated": truncated,
+        "points": points.into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+    })))
 }
 
 /// A camera the caller sees: its checkpoint and its id, from its node's health reports.

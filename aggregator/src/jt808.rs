@@ -714,6 +714,10 @@ fn handle(gw: &Gateway, s: &mut Session, f: Frame, events: &mut Vec<Event>) -> V
                     "JT/T 808 terminal registered"
                 );
                 let coach = (gw.is_coach)(&r.plate);
+                gw.tracker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_plate(&h.phone, &r.plate);
                 gw.registered
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

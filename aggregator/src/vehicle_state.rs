@@ -6,7 +6,12 @@
 //!   in) for `speeding_for_s` on end;
 //! - **fatigue**: driving `fatigue_drive_s` (4 h) without a rest of `rest_s` (20 min);
 //! - **night coach**: a coach driving between 02:00 and 05:00 local time;
-//! - **terminal silent**: no report for `silent_after_s`.
+//! - **terminal silent**: no report for `silent_after_s`;
+//! - **off route**: a vehicle registered for a route (`routes`, by plate) farther than the
+//!   route's corridor from it for `off_route_for_s`.
+//!
+//! A stop on an expressway (`expressways`: polylines with their half-width) is abnormal
+//! after `expressway_stop_after_s` (2 min), outside its service areas (allowed places).
 //!
 //! Pure: fixes in, states and alerts out; the JT/T 808 gateway feeds it.
 
@@ -43,6 +48,76 @@ pub struct StateConfig {
     /// Local time is UTC plus this (480: China).
     #[serde(default = "d_offset")]
     pub utc_offset_minutes: i64,
+    /// Expressways: a stop on one is abnormal sooner.
+    #[serde(default)]
+    pub expressways: Vec<Road>,
+    #[serde(default = "d_expressway_stop")]
+    pub expressway_stop_after_s: i64,
+    /// Registered routes (coaches' licensed lines, hazardous goods' approved roads).
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default = "d_off_route_for")]
+    pub off_route_for_s: i64,
+}
+
+/// A road as a polyline of `[lat, lon]` points, `half_width_m` either side.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Road {
+    pub name: String,
+    pub points: Vec<[f64; 2]>,
+    #[serde(default = "d_half_width")]
+    pub half_width_m: f64,
+}
+
+/// A route the vehicles with these plates must keep to, within `corridor_m`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    pub plates: Vec<String>,
+    pub points: Vec<[f64; 2]>,
+    #[serde(default = "d_corridor")]
+    pub corridor_m: f64,
+}
+
+fn d_expressway_stop() -> i64 {
+    120
+}
+fn d_off_route_for() -> i64 {
+    120
+}
+fn d_half_width() -> f64 {
+    50.0
+}
+fn d_corridor() -> f64 {
+    500.0
+}
+
+/// Metres from `p` to the polyline `line` (`[lat, lon]` points), on a local flat projection
+/// (good to a fraction of a percent over the tens of kilometres of a county).
+pub fn distance_to_line_m(p: (f64, f64), line: &[[f64; 2]]) -> f64 {
+    let k = p.0.to_radians().cos();
+    let xy = |lat: f64, lon: f64| ((lon - p.1) * k * 111_320.0, (lat - p.0) * 110_574.0);
+    match line {
+        [] => f64::INFINITY,
+        [a] => distance_m(p, (a[0], a[1])),
+        _ => line
+            .windows(2)
+            .map(|w| {
+                let (ax, ay) = xy(w[0][0], w[0][1]);
+                let (bx, by) = xy(w[1][0], w[1][1]);
+                let (dx, dy) = (bx - ax, by - ay);
+                let len2 = dx * dx + dy * dy;
+                let t = if len2 > 0.0 {
+                    (-(ax * dx + ay * dy) / len2).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                (ax + t * dx).hypot(ay + t * dy)
+            })
+            .fold(f64::INFINITY, f64::min),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -153,6 +228,10 @@ struct Track {
     /// The local date (days since the epoch) a night-coach alert was raised for.
     night_alerted_on: Option<i64>,
     silent_alerted: bool,
+    /// The registered route (index into `routes`), from the vehicle's plate.
+    route: Option<usize>,
+    off_since: Option<Fix>,
+    off_alerted: bool,
 }
 
 /// Every terminal's state.
@@ -176,6 +255,30 @@ impl Tracker {
             .iter()
             .find(|z| distance_m((z.lat, z.lon), (f.lat, f.lon)) <= z.radius_m)
             .map_or(self.cfg.speed_limit_kmh, |z| z.limit_kmh)
+    }
+
+    /// Tells the tracker a terminal's plate (at registration): its route, if any.
+    pub fn set_plate(&mut self, terminal: &str, plate: &str) {
+        let bare = |p: &str| p.replace('·', "");
+        let route = self
+            .cfg
+            .routes
+            .iter()
+            .position(|r| r.plates.iter().any(|x| bare(x) == bare(plate)));
+        let t = self.tracks.entry(terminal.to_string()).or_default();
+        if t.route != route {
+            t.route = route;
+            t.off_since = None;
+            t.off_alerted = false;
+        }
+    }
+
+    fn expressway(&self, f: &Fix) -> Option<&str> {
+        self.cfg
+            .expressways
+            .iter()
+            .find(|r| distance_to_line_m((f.lat, f.lon), &r.points) <= r.half_width_m)
+            .map(|r| r.name.as_str())
     }
 
     fn allowed(&self, f: &Fix) -> Option<&str> {
@@ -207,6 +310,12 @@ impl Tracker {
     pub fn on_fix(&mut self, terminal: &str, f: Fix, coach: bool, now_ms: i64) -> Vec<Alert> {
         let limit = self.limit_at(&f);
         let allowed = self.allowed(&f).map(str::to_string);
+        let expressway = self.expressway(&f).map(str::to_string);
+        let off_route = self.tracks.get(terminal).and_then(|t| t.route).map(|r| {
+            let route = &self.cfg.routes[r];
+            let d = distance_to_line_m((f.lat, f.lon), &route.points);
+            (route.name.clone(), d, d > route.corridor_m)
+        });
         let cfg = self.cfg.clone();
         let t = self.tracks.entry(terminal.to_string()).or_default();
         t.seen_ms = t.seen_ms.max(now_ms);
@@ -226,11 +335,19 @@ impl Tracker {
         if f.speed_kmh < cfg.stopped_below_kmh {
             let since = *t.slow_since.get_or_insert(f);
             let stood = (f.time_ms - since.time_ms) / 1000;
-            if !t.abnormal_alerted && stood >= cfg.abnormal_stop_after_s && allowed.is_none() {
+            let after = if expressway.is_some() {
+                cfg.expressway_stop_after_s
+            } else {
+                cfg.abnormal_stop_after_s
+            };
+            if !t.abnormal_alerted && stood >= after && allowed.is_none() {
                 t.abnormal_alerted = true;
                 out.push(alert(
                     AlertKind::AbnormalStop,
-                    format!("stopped {} min outside any allowed place", stood / 60),
+                    match &expressway {
+                        Some(road) => format!("stopped {} s on expressway {road}", stood),
+                        None => format!("stopped {} min outside any allowed place", stood / 60),
+                    },
                     vec![since, f],
                 ));
             }
@@ -297,6 +414,27 @@ impl Tracker {
                 "coach driving between 02:00 and 05:00".into(),
                 vec![f],
             ));
+        }
+        // Off its registered route, sustained.
+        match off_route {
+            Some((name, d, true)) => {
+                let since = *t.off_since.get_or_insert(f);
+                if !t.off_alerted && f.time_ms - since.time_ms >= cfg.off_route_for_s * 1000 {
+                    t.off_alerted = true;
+                    out.push(alert(
+                        AlertKind::OffRoute,
+                        format!(
+                            "{d:.0} m off route {name} for {} s",
+                            (f.time_ms - since.time_ms) / 1000
+                        ),
+                        vec![since, f],
+                    ));
+                }
+            }
+            _ => {
+                t.off_since = None;
+                t.off_alerted = false;
+            }
         }
         t.last = Some(f);
         out
@@ -377,6 +515,88 @@ mod tests {
             .sum();
         assert_eq!(n, 0);
         assert_eq!(t.state("b"), Some(State::Stopped));
+    }
+
+    #[test]
+    fn a_stop_on_an_expressway_is_abnormal_sooner_but_not_in_its_service_area() {
+        let mut cfg = StateConfig::default();
+        // An expressway running north along 120.6 E; a service area on it.
+        cfg.expressways.push(Road {
+            name: "G2".into(),
+            points: vec![[31.0, 120.6], [31.5, 120.6]],
+            half_width_m: 50.0,
+        });
+        cfg.allowed_places.push(Place {
+            name: "service area".into(),
+            lat: 31.4,
+            lon: 120.6,
+            radius_m: 300.0,
+        });
+        let at = |s: i64, lat: f64, lon: f64| Fix {
+            time_ms: T0 + s * 1000,
+            lat,
+            lon,
+            speed_kmh: 0.0,
+        };
+        let mut t = Tracker::new(cfg);
+        // On the expressway (20 m off its line): an alert after 2 minutes, once.
+        let mut got = Vec::new();
+        for s in (0..=300).step_by(30) {
+            got.extend(t.on_fix("a", at(s, 31.2, 120.6002), false, 0));
+        }
+        assert_eq!(kinds(&got), [AlertKind::AbnormalStop]);
+        assert_eq!(got[0].at_ms, T0 + 120_000);
+        assert!(got[0].detail.contains("expressway G2"), "{}", got[0].detail);
+        // In its service area, or 2 km off it for five minutes: nothing.
+        for (id, lat, lon) in [("b", 31.4, 120.6), ("c", 31.2, 120.62)] {
+            let n: usize = (0..=300)
+                .step_by(30)
+                .map(|s| t.on_fix(id, at(s, lat, lon), false, 0).len())
+                .sum();
+            assert_eq!(n, 0, "{id}");
+        }
+    }
+
+    #[test]
+    fn off_its_registered_route_for_two_minutes() {
+        let mut cfg = StateConfig::default();
+        cfg.routes.push(Route {
+            name: "苏州-无锡".into(),
+            plates: vec!["苏E·12345".into()],
+            points: vec![[31.30, 120.60], [31.30, 120.80], [31.50, 120.80]],
+            corridor_m: 500.0,
+        });
+        let mut t = Tracker::new(cfg);
+        t.set_plate("a", "苏E12345");
+        t.set_plate("b", "苏E99999"); // no route: never off it
+        let at = |s: i64, lat: f64, lon: f64| Fix {
+            time_ms: T0 + s * 1000,
+            lat,
+            lon,
+            speed_kmh: 60.0,
+        };
+        let mut got = Vec::new();
+        // Along the route (the corner too), then 2 km north of it for four minutes.
+        for (s, lat, lon) in [
+            (0, 31.30, 120.65),
+            (60, 31.3003, 120.75),
+            (120, 31.40, 120.801),
+            (180, 31.32, 120.70),
+            (240, 31.32, 120.70),
+            (300, 31.32, 120.71),
+            (360, 31.32, 120.72),
+        ] {
+            got.extend(t.on_fix("a", at(s, lat, lon), false, 0));
+            got.extend(t.on_fix("b", at(s, lat, lon), false, 0));
+        }
+        assert_eq!(kinds(&got), [AlertKind::OffRoute], "{got:?}");
+        assert_eq!(
+            (got[0].terminal.as_str(), got[0].at_ms),
+            ("a", T0 + 300_000)
+        );
+        assert!(got[0].detail.contains("苏州-无锡"), "{}", got[0].detail);
+        let d = distance_to_line_m((31.32, 120.70), &[[31.30, 120.60], [31.30, 120.80]]);
+        assert!((d - 2_211.0).abs() < 10.0, "{d}");
     }
 
     #[test]

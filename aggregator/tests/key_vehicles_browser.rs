@@ -2,8 +2,9 @@
 //! (headless Chromium over WebDriver) against a running aggregator with its JT/T 808 gateway.
 //!
 //! Three terminals report over TCP (framed by `protocol::jt808`; the codec itself is tested
-//! elsewhere): one drives, one has stood 25 minutes on the road (abnormal stop), one drove
-//! 120 km/h for two minutes (speeding). Passes at a signalised crossing give its flows; a
+//! elsewhere): one drives (out of coverage for ten minutes, when a toll station's camera
+//! reads its plate: the pass fills the gap of its track), one has stood 25 minutes on the
+//! road (abnormal stop), one drove 120 km/h for two minutes (speeding). Passes at a signalised crossing give its flows; a
 //! small accident register with one planted hot place is imported. The pages must show, in
 //! Chinese and without an English word: the three vehicles on the map and in the table with
 //! their states, the two alerts (one opened for review), the timing proposal beside the plan
@@ -28,6 +29,9 @@ const GW: &str = "32050500051210000099";
 const CK: &str = "32050500051210000001";
 const CAM: &str = "32050500051320000001";
 const NODE: &str = "32050500055050000001";
+/// A toll station's checkpoint a key vehicle passes while its terminal is out of coverage.
+const CK3: &str = "32050500051210000003";
+const CAM3: &str = "32050500051320000003";
 
 struct Terminal {
     s: TcpStream,
@@ -129,6 +133,11 @@ id = "{CK}"
 name = "校园路口"
 lon = 120.63
 lat = 31.26
+[[checkpoints]]
+id = "{CK3}"
+name = "苏州收费站"
+lon = 120.59
+lat = 31.29
 [[crossings]]
 name = "校园路口"
 checkpoint = "{CK}"
@@ -159,7 +168,10 @@ checkpoint_id = "{GW}"
     let mut c = Terminal::connect(addr, "13900000003", "苏E00003");
     for k in 0..=30 {
         let t = now - (30 - k) * min;
-        a.at(t, 31.28 + k as f64 * 1e-3, 120.58, 60.0);
+        // Out of coverage for ten minutes: a checkpoint pass fills the gap (below).
+        if !(10..=20).contains(&k) {
+            a.at(t, 31.28 + k as f64 * 1e-3, 120.58, 60.0);
+        }
         // Stood on the road since five minutes in: abnormal after 20 minutes.
         b.at(t, 31.27, 120.62, if k < 5 { 50.0 } else { 0.0 });
         c.at(
@@ -196,6 +208,14 @@ checkpoint_id = "{GW}"
             });
         }
     }
+    let seen = pass(CK3, CAM3, NODE, now - 15 * min, "苏E00001", 1);
+    let key = keys::event(
+        &seen.checkpoint_id,
+        &seen.camera_id,
+        seen.kind(),
+        &seen.event_id,
+    );
+    rt.block_on(async { session.put(key, seen.encode()).await.unwrap() });
     // The accident register: ten ordinary places, one that is not.
     let mut csv = String::from("time,place,severity,kind\n");
     for y in 2021..=2025 {
@@ -234,9 +254,34 @@ checkpoint_id = "{GW}"
                 aggregator::client::get_bytes(agg.http_addr, "/api/v1/stats").unwrap();
             let v: Value = serde_json::from_slice(&body).unwrap();
             let by = &v["store"]["by_kind"];
-            by["vehicle_pass"] == 900 && by["vehicle_alert"] == 2 && by["vehicle_position"] == 93
+            by["vehicle_pass"] == 901 && by["vehicle_alert"] == 2 && by["vehicle_position"] == 82
         },
     );
+
+    // The vehicle's track: its positions and, in their gap, its pass at the toll station.
+    let (status, _, body) = aggregator::client::get_bytes(
+        agg.http_addr,
+        "/api/v1/vehicles/track?plate=%E8%8B%8FE00001",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let track: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(track["positions"], 20, "{track}");
+    assert_eq!(track["passes"], 1);
+    assert_eq!(track["passes_filling_gaps"], 1);
+    let points = track["points"].as_array().unwrap();
+    let times: Vec<i64> = points
+        .iter()
+        .map(|p| p["time_ms"].as_i64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
+    let i = points
+        .iter()
+        .position(|p| p["source"] == "checkpoint")
+        .unwrap();
+    assert_eq!(i, 10, "after the ten positions before the gap");
+    assert_eq!(points[i]["checkpoint_name"], "苏州收费站");
+    assert_eq!(points[i]["fills_gap"], true);
 
     let shots = browser::screenshots_dir();
     let d = Driver::launch();
@@ -256,6 +301,12 @@ checkpoint_id = "{GW}"
         alerts,
         serde_json::json!(["苏E00002 异常停车 待审核", "苏E00003 超速行驶 待审核"]),
         "{alerts}"
+    );
+    // A vehicle's row draws its track: positions as a line, the toll station's pass.
+    d.click("#vehicle-rows tr[data-terminal='13900000001']");
+    d.wait(
+        "the track of 苏E00001",
+        "document.querySelectorAll('#vehicle-map polyline.track').length === 1 && document.querySelectorAll('#vehicle-map rect.track-pass.gap').length === 1",
     );
     no_english(&d, "the key vehicles");
     d.screenshot(&shots, "13-key-vehicles.png");

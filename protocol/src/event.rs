@@ -456,15 +456,18 @@ pub enum VehicleAlertKind {
     NightCoach,
     /// The terminal stopped reporting.
     TerminalSilent,
+    /// Away from the route it is registered for.
+    OffRoute,
 }
 
 impl VehicleAlertKind {
-    pub const ALL: [VehicleAlertKind; 5] = [
+    pub const ALL: [VehicleAlertKind; 6] = [
         VehicleAlertKind::AbnormalStop,
         VehicleAlertKind::Speeding,
         VehicleAlertKind::Fatigue,
         VehicleAlertKind::NightCoach,
         VehicleAlertKind::TerminalSilent,
+        VehicleAlertKind::OffRoute,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -474,6 +477,7 @@ impl VehicleAlertKind {
             VehicleAlertKind::Fatigue => "fatigue",
             VehicleAlertKind::NightCoach => "night_coach",
             VehicleAlertKind::TerminalSilent => "terminal_silent",
+            VehicleAlertKind::OffRoute => "off_route",
         }
     }
 }
