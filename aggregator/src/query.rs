@@ -8,7 +8,8 @@
 //! - `trajectory`: one plate's passes in time order with checkpoint names and coordinates, and
 //!   the leg between each two (road distance, time, implied speed).
 //! - `flow`: vehicle passes per hour (or `bucket_minutes`) per checkpoint and lane.
-//! - `key_vehicles`: the key vehicles of the registry (coaches and hazardous goods, 两客一危)
+//! - `key_vehicles`: the key vehicles of the registry (coaches, hazardous goods and heavy
+//!   goods vehicles, 两客一危一货)
 //!   seen in a time range, each with its trajectory.
 
 use std::collections::BTreeMap;
@@ -504,11 +505,15 @@ async fn key_vehicles(
             json!({"registry_version": null, "vehicles": [], "note": "no registry in force: PUT one to /api/v1/watchlist"}),
         );
     };
-    // 两客一危: tourist and scheduled coaches, hazardous goods.
+    // 两客一危一货: tourist and scheduled coaches, hazardous goods, heavy goods vehicles.
     let key: BTreeMap<String, &protocol::registry::VehicleRecord> = reg
         .vehicles
         .iter()
-        .filter(|r| r.is_hazardous() || matches!(r.use_character.as_deref(), Some("B" | "E")))
+        .filter(|r| {
+            r.is_hazardous()
+                || r.is_heavy_truck()
+                || matches!(r.use_character.as_deref(), Some("B" | "E"))
+        })
         .map(|r| (r.plate.clone(), r))
         .collect();
     let plates: Vec<String> = key.keys().cloned().collect();
@@ -558,6 +563,9 @@ async fn key_vehicles(
                 "vehicle_class": r.vehicle_class,
                 "hazardous": r.is_hazardous(),
                 "coach": r.is_coach(),
+                "heavy_truck": r.is_heavy_truck(),
+                // What the registry holds against it (inspection overdue, hit-and-run...).
+                "statuses": r.status,
                 "passes": points.len(),
                 "last_seen": points.last(),
                 "legs": legs(s, &points),

@@ -75,6 +75,13 @@ impl VehicleRecord {
             || self.is_hazardous()
     }
 
+    /// Heavy goods vehicle (一货): heavy truck (GA 24.4 H1x) or heavy tractor (Q1x).
+    pub fn is_heavy_truck(&self) -> bool {
+        self.vehicle_class
+            .as_deref()
+            .is_some_and(|c| c.starts_with("H1") || c.starts_with("Q1"))
+    }
+
     pub fn is_hazardous(&self) -> bool {
         self.use_character.as_deref() == Some("R") || self.vehicle_class.as_deref() == Some("H14")
     }
@@ -165,6 +172,20 @@ mod tests {
             status: vec![],
             short_route: false,
         }
+    }
+
+    #[test]
+    fn heavy_goods_vehicles_by_class() {
+        let with = |class: &str, use_char: Option<&str>| VehicleRecord {
+            vehicle_class: Some(class.into()),
+            use_character: use_char.map(String::from),
+            ..rec("苏E12345")
+        };
+        // GA 24.4: H1x heavy trucks, Q1x heavy tractors; medium (H2x) and light (H3x) not.
+        assert!(with("H11", None).is_heavy_truck() && with("Q11", None).is_heavy_truck());
+        assert!(!with("H21", None).is_heavy_truck() && !with("H31", None).is_heavy_truck());
+        assert!(!with("K11", Some("B")).is_heavy_truck());
+        assert!(with("H21", Some("R")).is_hazardous() && with("H14", None).is_hazardous());
     }
 
     #[test]

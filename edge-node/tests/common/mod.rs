@@ -71,21 +71,26 @@ pub mod tempdir {
 
 impl TestAggregator {
     pub fn start() -> TestAggregator {
+        Self::start_with("")
+    }
+
+    /// An aggregator whose config has `extra` appended (checkpoints, crossings, sections).
+    pub fn start_with(extra: &str) -> TestAggregator {
         // A port found free can be taken by another test's outgoing connection before the
         // aggregator binds it: try again on another.
         for _ in 0..4 {
-            if let Some(agg) = Self::try_start() {
+            if let Some(agg) = Self::try_start(extra) {
                 return agg;
             }
         }
-        Self::try_start().expect("aggregator started")
+        Self::try_start(extra).expect("aggregator started")
     }
 
-    fn try_start() -> Option<TestAggregator> {
+    fn try_start(extra: &str) -> Option<TestAggregator> {
         let dir = tempdir::Dir::new("agg");
         let zenoh_port = free_port();
         let text = format!(
-            "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[auth]\nrequired = false\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zenoh_port}\"]\n[retention]\ndefault_days = 0\n",
+            "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[auth]\nrequired = false\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zenoh_port}\"]\n[retention]\ndefault_days = 0\n{extra}",
             dir.0.join("agg.db").display()
         );
         let rt = tokio::runtime::Builder::new_multi_thread()
