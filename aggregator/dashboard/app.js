@@ -967,8 +967,9 @@ $("zone-save").addEventListener("click", async () => {
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
-function barChart(target, legend, buckets, series) {
-  // series: name -> Map(bucket -> value); stacked bars per bucket.
+// Stacked bars per bucket (series: name -> Map(bucket -> value)); buckets are times unless
+// `label` says how to name one (its total given).
+function barChart(target, legend, buckets, series, label) {
   const chart = $(target);
   chart.replaceChildren();
   const names = [...series.keys()];
@@ -987,10 +988,12 @@ function barChart(target, legend, buckets, series) {
       const h = (v / max) * height;
       y -= h;
       const r = svg("rect", { x: left + i * bw + 1, y, width: Math.max(1, bw - 2), height: h, fill: PALETTE[j % PALETTE.length] });
-      r.append(svg("title", {}, `${fmtTime(b)} ${n}: ${v}`));
+      r.append(svg("title", {}, `${label ? b : fmtTime(b)} ${n}: ${v}`));
       chart.append(r);
     });
-    if (buckets.length <= 48 && i % Math.ceil(buckets.length / 12) === 0) {
+    if (label) {
+      chart.append(svg("text", { x: left + i * bw + bw / 2, y: bottom + 16, class: "tick", "text-anchor": "middle" }, label(b, totals[i])));
+    } else if (buckets.length <= 48 && i % Math.ceil(buckets.length / 12) === 0) {
       chart.append(svg("text", { x: left + i * bw, y: bottom + 16, class: "tick" }, fmtTime(b).slice(11, 16)));
     }
   });
@@ -1213,36 +1216,9 @@ async function loadAccidents() {
   const years = r.years.map((y) => y.year);
   const series = new Map();
   for (const s of ["minor", "general", "major", "severe"]) series.set(name("severity", s), new Map(r.years.map((y) => [y.year, y.by_severity[s] || 0])));
-  yearChart("chart-years", "legend-years", years, series);
+  barChart("chart-years", "legend-years", years, series, (year, total) => `${year} (${total})`);
 }
 $("accidents-form").addEventListener("submit", (e) => { e.preventDefault(); loadAccidents(); });
-
-function yearChart(target, legend, years, series) {
-  const chart = $(target);
-  chart.replaceChildren();
-  const names = [...series.keys()];
-  const totals = years.map((y) => names.reduce((s, n) => s + (series.get(n).get(y) || 0), 0));
-  const max = Math.max(1, ...totals);
-  const left = 48, bottom = 230, width = 740, height = 210;
-  const bw = width / Math.max(1, years.length);
-  chart.append(svg("line", { x1: left, y1: bottom, x2: left + width, y2: bottom, class: "axis" }));
-  chart.append(svg("text", { x: 4, y: bottom - height + 4, class: "tick" }, max));
-  years.forEach((year, i) => {
-    let y = bottom;
-    names.forEach((n, j) => {
-      const v = series.get(n).get(year) || 0;
-      if (!v) return;
-      const h = (v / max) * height;
-      y -= h;
-      const r = svg("rect", { x: left + i * bw + 4, y, width: Math.max(1, bw - 8), height: h, fill: PALETTE[j % PALETTE.length], class: "bar" });
-      r.append(svg("title", {}, `${year} ${n}: ${v}`));
-      chart.append(r);
-    });
-    chart.append(svg("text", { x: left + i * bw + bw / 2, y: bottom + 16, class: "tick", "text-anchor": "middle" }, `${year} (${totals[i]})`));
-  });
-  $(legend).replaceChildren(...names.map((n, j) => el("span", {}, el("i", { class: `swatch c${j % PALETTE.length}` }), ` ${n}`)));
-  if (!years.length) chart.append(svg("text", { x: 300, y: 120 }, t("charts.empty")));
-}
 
 // Settings first (language, time zone), then the session if there is one.
 async function boot() {

@@ -17,7 +17,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use protocol::*;
 use serde_json::Value;
 
 const CK: &str = "32050500051210000001";
@@ -99,16 +98,7 @@ lanes = [2]
                     n += 1;
                     let t = hour(d, h) + k * 3_600_000 / per_hour + i as i64;
                     let ev = pass(CK, CAM, NODE, t, &format!("苏E{n:05}"), i as u32 + 1);
-                    let key =
-                        keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
-                    // Blocking, not dropping, when the link is busy: every pass counts.
-                    rt.block_on(async {
-                        session
-                            .put(key, ev.encode())
-                            .congestion_control(zenoh::qos::CongestionControl::Block)
-                            .await
-                            .unwrap()
-                    });
+                    put_event(&rt, &session, &ev);
                     sent += 1;
                 }
             }
@@ -120,14 +110,7 @@ lanes = [2]
             n += 1;
             let t = hour(0, 10) + k * 3_600_000 / per_hour + lane as i64;
             let ev = pass(CK2, CAM2, NODE2, t, &format!("苏E{n:05}"), lane);
-            let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
-            rt.block_on(async {
-                session
-                    .put(key, ev.encode())
-                    .congestion_control(zenoh::qos::CongestionControl::Block)
-                    .await
-                    .unwrap()
-            });
+            put_event(&rt, &session, &ev);
             sent += 1;
         }
     }

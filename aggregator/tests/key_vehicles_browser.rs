@@ -16,7 +16,6 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use protocol::jt808::{self, Edition, Header};
-use protocol::*;
 use serde_json::Value;
 
 mod common;
@@ -198,24 +197,11 @@ checkpoint_id = "{GW}"
                 &format!("苏E{:05}", 10_000 + n),
                 lane,
             );
-            let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
-            rt.block_on(async {
-                session
-                    .put(key, ev.encode())
-                    .congestion_control(zenoh::qos::CongestionControl::Block)
-                    .await
-                    .unwrap()
-            });
+            put_event(&rt, &session, &ev);
         }
     }
     let seen = pass(CK3, CAM3, NODE, now - 15 * min, "苏E00001", 1);
-    let key = keys::event(
-        &seen.checkpoint_id,
-        &seen.camera_id,
-        seen.kind(),
-        &seen.event_id,
-    );
-    rt.block_on(async { session.put(key, seen.encode()).await.unwrap() });
+    put_event(&rt, &session, &seen);
     // The accident register: ten ordinary places, one that is not.
     let mut csv = String::from("time,place,severity,kind\n");
     for y in 2021..=2025 {

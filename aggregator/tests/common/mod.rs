@@ -126,6 +126,19 @@ pub fn jpeg(w: u16, h: u16, min_bytes: usize) -> Vec<u8> {
     out
 }
 
+/// Publishes `ev` on its key as its node would, waiting (not dropping) when the link is
+/// busy: every event a test sends arrives.
+pub fn put_event(rt: &tokio::runtime::Runtime, session: &zenoh::Session, ev: &Event) {
+    let key = keys::event(&ev.checkpoint_id, &ev.camera_id, ev.kind(), &ev.event_id);
+    rt.block_on(async {
+        session
+            .put(key, ev.encode())
+            .congestion_control(zenoh::qos::CongestionControl::Block)
+            .await
+            .unwrap()
+    });
+}
+
 /// A pedestrian red-light violation at `t`, pending review, with one evidence picture.
 pub fn red_light(ck: &str, cam: &str, node: &str, t: i64, image: &str, sha: &str) -> Event {
     let mut ev = pass(ck, cam, node, t, "苏E00000", 1);
