@@ -121,11 +121,7 @@ fn planted_hot_spots_are_found_in_five_years_of_records() {
 
     let rt = runtime();
     let dir = temp_dir("accidents");
-    let text = format!(
-        "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[auth]\nrequired = false\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{}\"]\n",
-        dir.0.join("agg.db").display(),
-        free_port()
-    );
+    let text = county_config(&dir.0, free_port(), "");
     let agg = start_aggregator(&rt, &text);
     let post = |body: &str| -> (u16, Value) {
         let (status, _, b) = aggregator::client::request_with(

@@ -337,18 +337,11 @@ fn a_hundred_terminals_for_a_day_and_a_hostile_one() {
         serde_json::json!({"version": 1, "issued_by": "test", "vehicles": coaches}).to_string(),
     )
     .unwrap();
-    let text = format!(
-        r#"id = "32050500055030000001"
-scope = "county:320505"
-[auth]
-required = false
-[storage]
-sqlite_path = "{db}"
-[http]
-listen = "127.0.0.1:0"
-[zenoh]
-listen = ["tcp/127.0.0.1:{port}"]
-[watchlist]
+    let text = county_config(
+        &dir.0,
+        free_port(),
+        &format!(
+            r#"[watchlist]
 file = "{registry}"
 [[checkpoints]]
 id = "{GATEWAY_CHECKPOINT}"
@@ -365,13 +358,12 @@ allowed_places = [
   {{ name = "service area", lat = {slat}, lon = {slon}, radius_m = 500.0 }},
 ]
 "#,
-        db = dir.0.join("agg.db").display(),
-        port = free_port(),
-        registry = registry.display(),
-        dlat = DEPOT.0,
-        dlon = DEPOT.1,
-        slat = SERVICE_AREA.0,
-        slon = SERVICE_AREA.1,
+            registry = registry.display(),
+            dlat = DEPOT.0,
+            dlon = DEPOT.1,
+            slat = SERVICE_AREA.0,
+            slon = SERVICE_AREA.1,
+        ),
     );
     let agg = start_aggregator(&rt, &text);
     let addr = agg.jt808_addr.expect("the gateway listens");

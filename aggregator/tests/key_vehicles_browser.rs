@@ -111,18 +111,11 @@ fn key_vehicles_timing_and_accidents_pages() {
     let rt = runtime();
     let dir = temp_dir("kv-browser");
     let zport = free_port();
-    let text = format!(
-        r#"id = "32050500055030000001"
-scope = "county:320505"
-[auth]
-required = false
-[storage]
-sqlite_path = "{db}"
-[http]
-listen = "127.0.0.1:0"
-[zenoh]
-listen = ["tcp/127.0.0.1:{zport}"]
-[[checkpoints]]
+    let text = county_config(
+        &dir.0,
+        zport,
+        &format!(
+            r#"[[checkpoints]]
 id = "{GW}"
 name = "重点车辆监管平台"
 lon = 120.60
@@ -152,8 +145,8 @@ green_s = 20
 listen = "127.0.0.1:0"
 auth_secret = "browser"
 checkpoint_id = "{GW}"
-"#,
-        db = dir.0.join("agg.db").display()
+"#
+        ),
     );
     let agg = start_aggregator(&rt, &text);
     let base = format!("http://{}", agg.http_addr);

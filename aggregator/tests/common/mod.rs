@@ -126,6 +126,15 @@ pub fn jpeg(w: u16, h: u16, min_bytes: usize) -> Vec<u8> {
     out
 }
 
+/// A county aggregator's config (320505, logins off, SQLite in `dir`, HTTP on a free port,
+/// zenoh listening on `zenoh_port`) with `extra` after it.
+pub fn county_config(dir: &std::path::Path, zenoh_port: u16, extra: &str) -> String {
+    format!(
+        "id = \"32050500055030000001\"\nscope = \"county:320505\"\n[auth]\nrequired = false\n[storage]\nsqlite_path = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[zenoh]\nlisten = [\"tcp/127.0.0.1:{zenoh_port}\"]\n{extra}",
+        dir.join("agg.db").display()
+    )
+}
+
 /// Publishes `ev` on its key as its node would, waiting (not dropping) when the link is
 /// busy: every event a test sends arrives.
 pub fn put_event(rt: &tokio::runtime::Runtime, session: &zenoh::Session, ev: &Event) {
