@@ -336,9 +336,11 @@ path = "{}"
         frames_processed(metrics_port, LIVE),
         frames_processed(metrics_port, FILE),
     );
-    // The other camera went on while the stream was gone.
+    // The other camera went on while the stream was gone: at least a frame a second (a
+    // camera held up by the dead stream would process none; the rate itself depends on how
+    // busy this machine is: CI's 2 cores once gave it 19 frames in those 6 s).
     assert!(
-        file_down >= file_at_stop + 20,
+        file_down >= file_at_stop + 6,
         "file camera {file_at_stop} -> {file_down} frames while the stream was down"
     );
     let _server = RtspServer::start(port);
