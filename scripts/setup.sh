@@ -24,7 +24,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   fonts-wqy-microhei openssl
   chromium chromium-driver
-  strace
+  strace systemd
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -198,28 +198,47 @@ fetch_from_deb darknet=0.0.0+git20180914.61c9d02e-2+b4 usr/share/darknet/data/do
   "$CACHE/media/dog.jpg" 5a9522051c3cec2bbd2f6323fccba32e8fbf3ddcc2b3e2fd46b04c720bc6f866
 rm -f "$DL"/darknet_*.deb
 
-# The plain Python plate pipeline (benches/python/plain_plates.py), the peer the plate bench
-# measures itself against: a venv with ONNX Runtime, NumPy and OpenCV, every wheel pinned by
-# sha256. Only the bench needs it: a failure here is reported, not fatal.
+# The Python venv: the plain Python peers the benches measure themselves against
+# (benches/python/) and the INT8 detector's quantizer (scripts/quantize_detector.py): ONNX
+# Runtime, NumPy, OpenCV and onnx, every wheel pinned by sha256. The INT8 detector is part of
+# the product (models/yolov8n-int8.toml): a failure here stops setup.
 VENV=$CACHE/venv
-if [ ! -f "$VENV/.complete" ]; then
-  say "creating the Python venv for the plate bench's peer in $VENV"
-  cat > "$CACHE/venv-requirements.txt" <<'REQ'
+cat > "$CACHE/venv-requirements.txt" <<'REQ'
 onnxruntime==1.32.0 --hash=sha256:5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d
 numpy==2.4.6 --hash=sha256:89cd468399cfd2504718f0ba50e410dca55a170b61a02ad92bb18c8a65186e93
 opencv-python-headless==5.1.0.95 --hash=sha256:7d387d4a64abe0c737440d38b5a90822f9bbcc10c8ce06a35904d6ecf7a2fb30
 flatbuffers==25.12.19 --hash=sha256:7634f50c427838bb021c2d66a3d1168e9d199b0607e6329399f04846d42e20b4
 packaging==26.4 --hash=sha256:81383611a09c1bc0b08b76e0fd5829d7c6824c65b27a6aee339da133f4233ea2
 protobuf==7.36.2 --hash=sha256:bdb3a345d48db958e6ce1f18e508beb0cc981d64f24088427549c866cd039f1e
+onnx==1.23.2 --hash=sha256:c03ecf6b835d136108eeaeeafbd0026fc7b3cf98661409fbc6b63d5a29361348
+ml_dtypes==0.7.0 --hash=sha256:d214c910cabaf80aa1ee37b0f25131e20d7a6474182e5293a68985b0421299da
+typing_extensions==4.16.0 --hash=sha256:481caa481374e813c1b176ada14e97f1f67a4539ce9cfeb3f350d78d6370c2e8
 REQ
-  if python3 -m venv "$VENV" >&2 \
-    && "$VENV/bin/pip" install -q --require-hashes --only-binary=:all: --find-links "$DL" \
-      -r "$CACHE/venv-requirements.txt" >&2; then
-    touch "$VENV/.complete"
-    say "installed $VENV"
-  else
-    say "warning: could not install the Python venv ($VENV): the plate bench will run without its Python peer"
-  fi
+if [ ! -f "$VENV/.complete" ] || ! cmp -s "$CACHE/venv-requirements.txt" "$VENV/.requirements"; then
+  say "creating the Python venv (bench peers, the detector's quantizer) in $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" >&2
+  "$VENV/bin/pip" install -q --require-hashes --only-binary=:all: --find-links "$DL" \
+    -r "$CACHE/venv-requirements.txt" >&2 \
+    || die "could not install the Python venv ($VENV) from PyPI; check that PyPI is reachable (or a mirror in pip.conf), then run scripts/setup.sh again"
+  cp "$CACHE/venv-requirements.txt" "$VENV/.requirements"
+  touch "$VENV/.complete"
+  say "installed $VENV"
+fi
+
+# The INT8 detector (models/yolov8n-int8.toml), made here from the FP32 one by ONNX Runtime's
+# static quantizer over the sample media; the quantizer is deterministic, so the result must
+# have the manifest's sha256.
+INT8=$CACHE/models/yolov8n-int8.onnx
+INT8_SHA=$(sed -n 's/^sha256 = "\([0-9a-f]*\)"$/\1/p' "$ROOT/models/yolov8n-int8.toml")
+if ! sha_ok "$INT8" "$INT8_SHA"; then
+  say "quantizing the detector to INT8 ($INT8)"
+  "$VENV/bin/python" "$ROOT/scripts/quantize_detector.py" --model "$CACHE/models/yolov8n.onnx" \
+    --media "$CACHE/media" --out "$INT8.part" >&2 || die "the detector's quantization failed (scripts/quantize_detector.py)"
+  sha_ok "$INT8.part" "$INT8_SHA" \
+    || die "the INT8 detector came out with sha256 $(sha256sum "$INT8.part" | cut -d' ' -f1), expected $INT8_SHA (models/yolov8n-int8.toml): the quantizer or its inputs differ from the ones pinned here"
+  mv "$INT8.part" "$INT8"
+  say "installed $INT8"
 fi
 
 # The API fuzzer the suite runs against both backends (aggregator/tests/api_fuzz.rs):

@@ -39,6 +39,11 @@ pub fn detector_manifest() -> PathBuf {
     repo_root().join("models/yolov8n.toml")
 }
 
+/// The INT8 variant of the detector that setup makes (models/yolov8n-int8.toml).
+pub fn detector_manifest_int8() -> PathBuf {
+    repo_root().join("models/yolov8n-int8.toml")
+}
+
 /// Logs to stderr (`RUST_LOG`, default info): long benchmark runs show each camera's
 /// progress every 10 % of the file, as the node does.
 pub fn init_logging() {

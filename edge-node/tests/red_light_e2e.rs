@@ -531,6 +531,45 @@ fn a_third_of_the_frames_still_finds_every_violation() {
     assert_eq!(found.len(), truth.violations.len(), "{found:?}");
 }
 
+/// The INT8 detector (models/yolov8n-int8.toml, made by setup) on the demo crossing finds
+/// every violation of the ground truth and no other: its accuracy on this real video, the
+/// one the ground truth was drawn for, is the FP32 model's.
+#[test]
+fn the_int8_detector_finds_every_violation() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let truth = Truth::load();
+    let agg = TestAggregator::start();
+    let dir = common::tempdir::Dir::new("int8");
+    let manifest = repo_root().join("models/yolov8n-int8.toml");
+    let config = demo_config(agg.zenoh_port, None, truth.frames, |v| {
+        v["cameras"][0]["detector"] = toml::Value::String(manifest.display().to_string());
+    });
+    let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(400));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary = summary.unwrap();
+    assert_eq!(
+        summary["cameras"][0]["frames_processed"].as_u64(),
+        Some(truth.frames)
+    );
+    let published = summary["events_published"].as_u64().unwrap();
+    assert_eq!(
+        agg.wait_stored(published, Duration::from_secs(30)),
+        published
+    );
+    let found = found_entries(&agg);
+    let (_, unmatched) = truth.score(&found, 0);
+    eprintln!(
+        "red light with the INT8 detector: found {found:?}, truth {:?}",
+        truth.violations
+    );
+    assert!(
+        unmatched.is_empty(),
+        "missed {unmatched:?}; found {found:?}"
+    );
+    assert_eq!(found.len(), truth.violations.len(), "{found:?}");
+}
+
 /// An MP4's duration from its movie header (`mvhd`), seconds.
 fn mp4_seconds(b: &[u8]) -> f64 {
     assert_eq!(&b[4..8], b"ftyp", "not an MP4");
