@@ -320,7 +320,8 @@ function eventRow(ev, withCamera) {
     el("td", {}, checkpointName(ev.checkpoint_id)),
   ];
   if (withCamera) cells.push(el("td", { translate: "no" }, ev.camera_id));
-  cells.push(el("td", { class: "plate", translate: "no" }, plateOf(ev)), el("td", {}, detailOf(ev)), el("td", { class: `review ${ev.review}`, "data-state": ev.review }, name("review", ev.review)));
+  const untrusted = ev.clock && !ev.clock.trusted;
+  cells.push(el("td", { class: "plate", translate: "no" }, plateOf(ev)), el("td", {}, detailOf(ev), untrusted ? el("span", { class: "clock-untrusted", title: t("detail.clock_untrusted") }, " ⚠ " + t("detail.clock_untrusted")) : ""), el("td", { class: `review ${ev.review}`, "data-state": ev.review }, name("review", ev.review)));
   const tr = el("tr", { "data-id": ev.event_id, class: "link", tabindex: "0" }, ...cells);
   tr.addEventListener("click", () => { location.hash = `#/event/${ev.event_id}`; });
   return tr;
@@ -692,6 +693,15 @@ function providers(report) {
   return Object.entries(report.execution_providers || {}).map(([m, p]) => `${m}: ${p}`).join(", ");
 }
 
+// The node's clock: synchronised and within its bound (evidence time trusted), or not.
+function clockCell(report) {
+  const c = report.clock;
+  if (!c) return el("td", { class: "clock" }, t("clock.unknown"));
+  return c.trusted
+    ? el("td", { class: "clock ok" }, t("clock.trusted", { source: name("clocksrc", c.source), err: (c.max_error_ms || 0).toFixed(1) }))
+    : el("td", { class: "clock bad", "data-untrusted": "1" }, t("clock.untrusted", { source: name("clocksrc", c.source) }));
+}
+
 async function loadHealth() {
   const { nodes } = await api("/api/v1/nodes").catch(() => ({ nodes: [] }));
   const rows = [];
@@ -707,6 +717,7 @@ async function loadHealth() {
         el("td", {}, c ? c.fps.toFixed(1) : ""),
         el("td", { class: "dropped" }, c ? `${c.frames_decoded} / ${c.frames_dropped}${dropReasons(c)}` : ""),
         el("td", { class: "providers", translate: "no" }, first && n.report ? providers(n.report) : ""),
+        first && n.report ? clockCell(n.report) : el("td", {}, ""),
         el("td", {}, first && n.report ? t("health.outbox", { items: n.report.outbox_backlog_items, secs: n.report.outbox_oldest_age_secs.toFixed(0) }) : "")));
     });
   }

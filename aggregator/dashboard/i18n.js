@@ -51,6 +51,7 @@ const MESSAGES = {
     "col.fps": "帧率",
     "col.frames": "解码 / 丢弃帧",
     "col.providers": "模型运行于",
+    "col.clock": "时钟",
     "col.outbox": "待发送积压",
 
     "search.title": "事件查询",
@@ -126,6 +127,9 @@ const MESSAGES = {
     "health.silent": "离线",
     "health.never": "从未上报",
     "health.outbox": "{items}（最早 {secs} 秒）",
+    "clock.trusted": "已同步（{source}，误差 ≤ {err} 毫秒）",
+    "clock.untrusted": "未同步或超差（{source}）",
+    "clock.unknown": "未上报",
     "health.camera": "{label}（{id}）",
 
     "camera.title": "实时画面",
@@ -308,6 +312,9 @@ const MESSAGES = {
     "picture.plate": "号牌特写",
 
     "drop.behind": "处理不及",
+    "clocksrc.chrony": "时间同步服务",
+    "clocksrc.kernel": "系统内核",
+    "clocksrc.none": "无法读取",
     "drop.budget": "限帧",
     "drop.inference_error": "推理出错",
     "drop.stopped": "已停止",
@@ -318,6 +325,7 @@ const MESSAGES = {
     "detail.cloned": "相距 {km} 公里，间隔 {min} 分钟，推算时速 {kmh} 公里",
     "detail.section": "区间 {km} 公里，用时 {min} 分钟，平均时速 {kmh} 公里",
     "detail.unsure": "号牌识别不确定",
+    "detail.clock_untrusted": "取证时时钟未同步",
 
     "error.forbidden": "无权执行此操作",
     "error.not_found": "未找到",
@@ -372,6 +380,7 @@ const MESSAGES = {
     "col.fps": "FPS",
     "col.frames": "Frames decoded / dropped",
     "col.providers": "Models on",
+    "col.clock": "Clock",
     "col.outbox": "Outbox backlog",
 
     "search.title": "Search events",
@@ -447,6 +456,9 @@ const MESSAGES = {
     "health.silent": "silent",
     "health.never": "never",
     "health.outbox": "{items} (oldest {secs} s)",
+    "clock.trusted": "synchronised ({source}, error ≤ {err} ms)",
+    "clock.untrusted": "unsynchronised or off bound ({source})",
+    "clock.unknown": "not reported",
     "health.camera": "{label} ({id})",
 
     "camera.title": "Live view",
@@ -629,6 +641,9 @@ const MESSAGES = {
     "picture.plate": "plate",
 
     "drop.behind": "behind",
+    "clocksrc.chrony": "chrony",
+    "clocksrc.kernel": "kernel",
+    "clocksrc.none": "unreadable",
     "drop.budget": "budget",
     "drop.inference_error": "inference error",
     "drop.stopped": "stopped",
@@ -639,6 +654,7 @@ const MESSAGES = {
     "detail.cloned": "{km} km apart, {min} min between, {kmh} km/h implied",
     "detail.section": "section of {km} km in {min} min, {kmh} km/h on average",
     "detail.unsure": "plate read unsure",
+    "detail.clock_untrusted": "clock unsynchronised when taken",
 
     "error.forbidden": "not allowed for this user",
     "error.not_found": "not found",

@@ -208,6 +208,7 @@ pub fn cloned_plate(
                 .cloned()
                 .collect(),
             review: ReviewState::Pending,
+            clock: None,
             body: EventBody::PlateAnomaly(PlateAnomaly {
                 anomaly: AnomalyType::ClonedPlate,
                 plate: plate.to_string(),
@@ -314,6 +315,7 @@ fn section_speeding(
                     .cloned()
                     .collect(),
                 review: ReviewState::Pending,
+                clock: None,
                 body: EventBody::PlateAnomaly(PlateAnomaly {
                     anomaly: AnomalyType::SectionSpeeding,
                     plate: plate.to_string(),
@@ -386,6 +388,7 @@ pub fn watch_list_hits(w: &WatchIndex, aggregator: &DeviceId, pass: &Event) -> O
         }),
         evidence: pass.evidence.clone(),
         review: ReviewState::Pending,
+        clock: None,
         body: EventBody::PlateAnomaly(PlateAnomaly {
             anomaly: AnomalyType::WatchList,
             plate: plate.to_string(),
@@ -533,6 +536,7 @@ mod tests {
             rule: None,
             evidence: vec![],
             review: ReviewState::NotRequired,
+            clock: None,
             body: crate::store::tests::pass_body(1, plate),
         }
     }

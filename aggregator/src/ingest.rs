@@ -244,6 +244,11 @@ impl IngestMetrics {
     }
 }
 
+/// The reason for an event of a newer schema than this build's: a node upgraded before its
+/// aggregator. It is counted but neither stored nor refused: unacknowledged, the node keeps
+/// it in its outbox and sends it again until an upgraded aggregator takes it.
+pub const NEWER_SCHEMA: &str = "schema_version_newer";
+
 /// Checks one sample: payload decodes and validates, and its ids match the key it came on.
 pub fn validate(key: &str, payload: &[u8]) -> Result<Event, (&'static str, String)> {
     if has_nul_escape(payload) {
@@ -258,6 +263,10 @@ pub fn validate(key: &str, payload: &[u8]) -> Result<Event, (&'static str, Strin
         let reason = match e {
             EventError::TooLarge(_) => "oversized",
             EventError::Malformed(_) => "malformed",
+            // A newer node than this aggregator: held, not refused (see NEWER_SCHEMA).
+            EventError::Version { found } if found > protocol::SCHEMA_VERSION as u64 => {
+                NEWER_SCHEMA
+            }
             EventError::Version { .. } => "schema_version",
             _ => "invalid",
         };
@@ -716,7 +725,9 @@ pub fn run_writer(
                 Ok(None) => {}
                 Err((reason, detail)) => {
                     metrics.reject(&key, reason, &detail);
-                    acks.rejected(&key);
+                    if reason != NEWER_SCHEMA {
+                        acks.rejected(&key);
+                    }
                 }
             }
             if batch.len() < MAX_BATCH {
@@ -861,6 +872,13 @@ mod tests {
         );
         let mut v: serde_json::Value = serde_json::from_slice(&ev.encode()).unwrap();
         v["schema_version"] = 99.into();
+        assert_eq!(
+            validate(&key, &serde_json::to_vec(&v).unwrap())
+                .unwrap_err()
+                .0,
+            NEWER_SCHEMA
+        );
+        v["schema_version"] = 0.into();
         assert_eq!(
             validate(&key, &serde_json::to_vec(&v).unwrap())
                 .unwrap_err()

@@ -335,6 +335,7 @@ impl Gateway {
             } else {
                 ReviewState::NotRequired
             },
+            clock: None,
             body,
         }
     }

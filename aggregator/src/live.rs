@@ -133,6 +133,7 @@ mod tests {
             outbox_backlog_items: 0,
             outbox_oldest_age_secs: 0.0,
             execution_providers: Default::default(),
+            clock: None,
         };
         live.report(h, 1_000);
         let known = vec!["32050500051210000002".to_string()];

@@ -162,6 +162,16 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
         outbox_backlog_items: 2,
         outbox_oldest_age_secs: 0.4,
         execution_providers: [("yolov8n.onnx".to_string(), "cpu".to_string())].into(),
+        // The box's clock is not synchronised: the operator sees it.
+        clock: Some(protocol::health::ClockStatus {
+            source: "kernel".into(),
+            synchronised: false,
+            offset_ms: Some(0.0),
+            max_error_ms: None,
+            bound_ms: 100.0,
+            trusted: false,
+            checked_ms: 0,
+        }),
     };
     put(keys::health(&ck_a), health.encode());
     wait_until("the passes stored", Duration::from_secs(20), || {
@@ -387,7 +397,7 @@ fn reviewer_sees_a_live_alert_searches_opens_evidence_and_confirms() {
     );
     d.wait(
         "drop reasons and the models' execution provider shown",
-        &format!("(() => {{ const r = document.querySelector('#health-rows tr[data-checkpoint=\"{CK_A}\"]'); return r && r.querySelector('td.dropped').textContent === '7950 / 9（处理不及 9）' && r.querySelector('td.providers').textContent === 'yolov8n.onnx: cpu'; }})()"),
+        &format!("(() => {{ const r = document.querySelector('#health-rows tr[data-checkpoint=\"{CK_A}\"]'); return r && r.querySelector('td.dropped').textContent === '7950 / 9（处理不及 9）' && r.querySelector('td.providers').textContent === 'yolov8n.onnx: cpu' && r.querySelector('td.clock.bad').textContent === '未同步或超差（系统内核）'; }})()"),
     );
     no_english(&d, "the health view");
     d.screenshot(&shots, "6-health.png");

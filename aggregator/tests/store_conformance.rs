@@ -43,6 +43,7 @@ fn event(t: i64, camera: &str, class: &str) -> Event {
         }),
         evidence: vec![],
         review: ReviewState::NotRequired,
+        clock: None,
         body: EventBody::ObjectTrack(ObjectTrack {
             phase: TrackPhase::End,
             track_id: 3,

@@ -65,6 +65,7 @@ fn pass(i: u64, t: i64, plate: Option<&str>) -> Event {
             })
             .collect(),
         review: ReviewState::NotRequired,
+        clock: None,
         body: EventBody::VehiclePass(VehiclePass {
             track_id: i,
             plate: plate.map(String::from),

@@ -42,6 +42,7 @@ fn event_json(i: u64) -> (String, Vec<u8>) {
         rule: None,
         evidence: vec![],
         review: ReviewState::NotRequired,
+        clock: None,
         body: EventBody::VehiclePass(VehiclePass {
             track_id: i,
             plate: Some("苏E12345".into()),

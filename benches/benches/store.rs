@@ -58,6 +58,7 @@ fn pass(i: u64, n: u64) -> Event {
         rule: None,
         evidence: vec![],
         review: ReviewState::NotRequired,
+        clock: None,
         body: EventBody::VehiclePass(VehiclePass {
             track_id: i,
             plate: Some(plate),

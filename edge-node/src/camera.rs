@@ -679,6 +679,7 @@ fn run_once(
     };
     let mut frame_width = 0u32;
     let mut consecutive_errors = 0u32;
+    let timed_by_clock = cam.raw.source.timed_by_clock();
     let result = (|| -> Result<(), CameraError> {
         loop {
             let item = match rx.recv_timeout(Duration::from_millis(200)) {
@@ -692,6 +693,10 @@ fn run_once(
                 Err(RecvTimeoutError::Disconnected) => return Ok(()), // end of source
             };
             let d = item?;
+            // The clock's state when this frame was taken, on every event it gives.
+            if timed_by_clock {
+                factory.clock = ctx.metrics.clock.latest();
+            }
             timers.decode.record(d.decode);
             timers.preprocess.record(d.preprocess);
             let (dets, t) = match detector.detect(d.prepared) {

@@ -37,6 +37,9 @@ pub struct NodeConfig {
     /// The on-disk outbox: every event kept until an aggregator acknowledges it.
     #[serde(default)]
     pub outbox: crate::outbox::OutboxConfig,
+    /// The node's clock: where its state is read and the error bound for trusted evidence.
+    #[serde(default)]
+    pub clock: crate::clock::ClockConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -357,6 +360,16 @@ impl SourceConfig {
     }
     /// Whether frames arrive at the camera's own pace (live, or a file played in real
     /// time): they are then processed newest first, never queued behind inference.
+    /// Whether frame times come from this box's clock (a live stream, or a file or image
+    /// folder without `start_time`): its events then carry the clock's state.
+    pub fn timed_by_clock(&self) -> bool {
+        match self {
+            SourceConfig::Rtsp { .. } => true,
+            SourceConfig::File { start_time, .. } | SourceConfig::Images { start_time, .. } => {
+                start_time.is_none()
+            }
+        }
+    }
     pub fn is_paced(&self) -> bool {
         matches!(
             self,
@@ -522,6 +535,7 @@ impl NodeConfig {
             .map_err(|e| errors.push(format!("checkpoint_id: {e}")))
             .ok();
         self.tracker.validate("tracker", &mut errors);
+        self.clock.validate(&mut errors);
         let endpoints: Vec<String> = self
             .zenoh
             .connect

@@ -7,6 +7,7 @@
 
 pub mod camera;
 pub mod clip;
+pub mod clock;
 // The stages that need neither GStreamer nor ONNX Runtime nor zenoh live in the `pipeline`
 // crate; their old paths stay.
 pub use pipeline::{events, evidence, frame, red_light, signal, stats, track, zones};

@@ -92,11 +92,23 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
     // Watched while the node runs: a changed, valid file is applied live.
     let config_path = args.config.clone();
     let summary = rt.block_on(async move {
+        // Ctrl-C, or SIGTERM from systemd (`systemctl stop`) or a container runtime: the
+        // cameras finish, the outbox drains for `drain_secs`, the summary is written.
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!("Interrupted; finishing the cameras");
-                flag.store(true, Ordering::Relaxed);
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
             }
+            tracing::info!("Interrupted; finishing the cameras");
+            flag.store(true, Ordering::Relaxed);
         });
         node::run(cfg, shutdown, Some(config_path)).await
     })?;

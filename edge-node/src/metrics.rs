@@ -119,6 +119,8 @@ pub struct NodeMetrics {
     /// Config files applied live, and refused (the running config stayed).
     pub config_reloads_applied: AtomicU64,
     pub config_reloads_rejected: AtomicU64,
+    /// The node's clock state, read by `crate::clock`.
+    pub clock: crate::clock::ClockMonitor,
 }
 
 impl NodeMetrics {
@@ -243,6 +245,33 @@ impl NodeMetrics {
                 "edge_config_reloads_total{{result=\"{result}\"}} {}",
                 n.load(Ordering::Relaxed)
             );
+        }
+        if let Some(c) = self.clock.latest() {
+            for (name, help, v) in [
+                (
+                    "edge_clock_synchronised",
+                    "1 when the clock is disciplined by a time source (chrony, or the kernel's NTP state).",
+                    c.synchronised as u8 as f64,
+                ),
+                (
+                    "edge_clock_trusted",
+                    "1 when the clock is synchronised and its error bound within clock.max_error_ms: evidence time trusted.",
+                    c.trusted as u8 as f64,
+                ),
+                (
+                    "edge_clock_offset_seconds",
+                    "Estimated offset from true time (positive: fast); NaN when unknown.",
+                    c.offset_ms.map_or(f64::NAN, |v| v / 1000.0),
+                ),
+                (
+                    "edge_clock_max_error_seconds",
+                    "The largest error the time source admits; NaN when unsynchronised.",
+                    c.max_error_ms.map_or(f64::NAN, |v| v / 1000.0),
+                ),
+            ] {
+                family(&mut out, name, "gauge", help);
+                let _ = writeln!(out, "{name}{{source=\"{}\"}} {v}", c.source);
+            }
         }
         if let Some(o) = self.outbox.lock().expect("not poisoned").as_ref() {
             let b = *o.backlog.lock().expect("not poisoned");

@@ -44,6 +44,8 @@ pub struct NodeSummary {
     pub cameras: Vec<CameraSummary>,
     /// The ONNX Runtime execution provider each model loaded on.
     pub execution_providers: std::collections::BTreeMap<String, String>,
+    /// The node's clock at the end of the run.
+    pub clock: Option<protocol::health::ClockStatus>,
 }
 
 impl NodeSummary {
@@ -77,6 +79,7 @@ pub async fn run(
         .await
         .map_err(|e| PublishError::Open(e.to_string()))?;
     let metrics = Arc::new(crate::metrics::NodeMetrics::default());
+    metrics.clock.start(cfg.raw.clock.clone());
     let mut metrics_addr = None;
     if let Some(listen) = &cfg.raw.metrics.listen {
         let addr: std::net::SocketAddr = listen.parse().expect("validated");
@@ -176,6 +179,7 @@ pub async fn run(
             .map(|text| crate::reload::Watcher::new(p.clone(), text)),
         None => None,
     };
+    let clock = metrics.clock.clone();
     let cameras = supervise(
         cfg.cameras.clone(),
         ctx,
@@ -216,6 +220,7 @@ pub async fn run(
             .into_iter()
             .map(|(m, p)| (m, p.to_string()))
             .collect(),
+        clock: clock.latest(),
     })
 }
 
@@ -406,6 +411,7 @@ async fn publish_health(
                 .into_iter()
                 .map(|(m, p)| (m, p.to_string()))
                 .collect(),
+            clock: metrics.clock.latest(),
         };
         if let Err(e) = session.put(&key, report.encode()).await {
             tracing::debug!(error = %e, "Health report not sent");

@@ -88,7 +88,7 @@ impl Default for OutboxConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("outbox '{path}': {message}; check outbox.path and that its folder is writable")]
+#[error("outbox '{path}': {message}")]
 pub struct OutboxError {
     pub path: String,
     pub message: String,
@@ -141,16 +141,22 @@ pub struct Backlog {
     pub oldest_ms: Option<i64>,
 }
 
+/// The outbox file's layout, kept in `PRAGMA user_version` (0: a file from before versions
+/// were kept, whose layout is version 1). A file of a newer version is refused.
+pub const OUTBOX_SCHEMA_VERSION: i64 = 1;
+
 pub struct Outbox {
     conn: Connection,
     path: String,
 }
 
+const WRITABLE: &str = "check outbox.path and that its folder is writable";
+
 /// Maps a SQLite error to one naming the outbox file.
 fn sql(path: &str) -> impl Fn(rusqlite::Error) -> OutboxError + '_ {
     move |e| OutboxError {
         path: path.to_string(),
-        message: e.to_string(),
+        message: format!("{e}; {WRITABLE}"),
     }
 }
 
@@ -158,12 +164,21 @@ impl Outbox {
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
         let err = |e: &dyn std::fmt::Display| OutboxError {
             path: path.display().to_string(),
-            message: e.to_string(),
+            message: format!("{e}; {WRITABLE}"),
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         }
         let conn = Connection::open(path).map_err(|e| err(&e))?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| err(&e))?;
+        if found > OUTBOX_SCHEMA_VERSION {
+            return Err(OutboxError {
+                path: path.display().to_string(),
+                message: format!("its schema version {found} is newer than this edge node's {OUTBOX_SCHEMA_VERSION}: a newer release wrote it; run that release until its outbox is drained, or move the file aside (its events then stay unsent) (README: Upgrades and rollback)"),
+            });
+        }
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -182,6 +197,8 @@ impl Outbox {
              CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, seq);",
         )
         .map_err(|e| err(&e))?;
+        conn.pragma_update(None, "user_version", OUTBOX_SCHEMA_VERSION)
+            .map_err(|e| err(&e))?;
         Ok(Outbox {
             conn,
             path: path.display().to_string(),
@@ -417,6 +434,44 @@ mod tests {
 
     fn temp() -> PathBuf {
         std::env::temp_dir().join(format!("outbox-test-{}.db", ulid::Ulid::new()))
+    }
+
+    #[test]
+    fn an_outbox_keeps_its_version_and_a_newer_one_is_refused_untouched() {
+        let path = temp();
+        // A file of the first release (no version kept) opens, keeps its items, and is
+        // stamped with this version.
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, payload BLOB NOT NULL, bytes INTEGER NOT NULL, created_ms INTEGER NOT NULL, sent_ms INTEGER, attempts INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO outbox (key, kind, id, payload, bytes, created_ms) VALUES ('k/a', 'event', 'a', x'07', 1, 5);",
+            )
+            .unwrap();
+        }
+        let mut o = Outbox::open(&path).unwrap();
+        assert_eq!(o.backlog().unwrap().items, 1);
+        drop(o);
+        let version = |p: &Path| -> i64 {
+            Connection::open(p)
+                .unwrap()
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(version(&path), OUTBOX_SCHEMA_VERSION);
+        // One written by a newer release is refused, named, and left as it was.
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 7)
+            .unwrap();
+        let e = Outbox::open(&path).err().expect("refused").to_string();
+        assert!(
+            e.contains("schema version 7 is newer than this edge node's 1")
+                && e.contains(&path.display().to_string()),
+            "{e}"
+        );
+        assert_eq!(version(&path), 7);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

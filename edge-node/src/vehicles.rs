@@ -938,6 +938,7 @@ impl VehicleWatch {
             factory.checkpoint_id.clone(),
             factory.camera_id.clone(),
         );
+        let clock_state = factory.clock.clone();
         let base =
             |event_id: String, severity: Severity, rule: Option<&str>, body: EventBody| Event {
                 schema_version: SCHEMA_VERSION,
@@ -959,6 +960,7 @@ impl VehicleWatch {
                 } else {
                     ReviewState::Pending
                 },
+                clock: clock_state.clone(),
                 body,
             };
         let pass_event = base(

@@ -24,6 +24,9 @@ pub struct EventFactory {
     pub checkpoint_id: DeviceId,
     pub camera_id: DeviceId,
     pub lane: Option<u32>,
+    /// The node's clock state in force for the frame being processed (set by the camera
+    /// when its frame times come from the box's clock); every event made carries it.
+    pub clock: Option<protocol::health::ClockStatus>,
     labels: Vec<String>,
     ulids: ulid::Generator,
 }
@@ -41,6 +44,7 @@ impl EventFactory {
             checkpoint_id,
             camera_id,
             lane,
+            clock: None,
             labels,
             ulids: ulid::Generator::new(),
         }
@@ -91,6 +95,7 @@ impl EventFactory {
             }),
             evidence: vec![],
             review: ReviewState::NotRequired,
+            clock: self.clock.clone(),
             body: EventBody::ObjectTrack(ObjectTrack {
                 phase,
                 track_id: t.id,
@@ -146,6 +151,7 @@ impl EventFactory {
                 })
                 .collect(),
             review: ReviewState::Pending,
+            clock: self.clock.clone(),
             body: EventBody::PedestrianRedLight(protocol::PedestrianRedLight {
                 track_id: f.track_id,
                 crosswalk: f.crosswalk.clone(),

@@ -542,6 +542,12 @@ pub struct Event {
     #[serde(default)]
     pub evidence: Vec<EvidenceRef>,
     pub review: ReviewState,
+    /// The node's clock when the frame was taken (absent where the event does not come from
+    /// a camera, or from a node that does not read its clock). `trusted: false` marks the
+    /// event's time and evidence as taken on an unsynchronised clock, or off by more than
+    /// the node's bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<crate::health::ClockStatus>,
     #[serde(flatten)]
     pub body: EventBody,
 }
@@ -684,6 +690,7 @@ pub(crate) mod tests {
             rule: None,
             evidence: vec![],
             review: ReviewState::NotRequired,
+            clock: None,
             body: EventBody::ObjectTrack(ObjectTrack {
                 phase: TrackPhase::End,
                 track_id: 1,

@@ -25,6 +25,32 @@ pub struct CameraHealth {
     pub failures_in_a_row: u64,
 }
 
+/// What a node knows of its own clock: read from chrony (`chronyc tracking`) or from the
+/// kernel's NTP state (`adjtimex`, which chronyd, ntpd, systemd-timesyncd and phc2sys keep).
+/// The health report carries the latest reading; every event carries the one in force when
+/// its frame was taken, so a reviewer sees whether its time can be trusted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockStatus {
+    /// Where the reading came from: `chrony`, `kernel`, or `none` (not read).
+    pub source: String,
+    /// The clock is disciplined by a time source (chrony: leap status normal; kernel: the
+    /// unsynchronised flag is clear).
+    pub synchronised: bool,
+    /// The estimated offset from true time, ms (positive: the clock is fast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_ms: Option<f64>,
+    /// The largest error the time source admits, ms (chrony: |offset| + root dispersion +
+    /// half the root delay; kernel: maxerror).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_ms: Option<f64>,
+    /// The bound the node is configured with, ms (`[clock] max_error_ms`).
+    pub bound_ms: f64,
+    /// Synchronised and within the bound: times taken now can be trusted as evidence.
+    pub trusted: bool,
+    /// When it was read, UTC ms.
+    pub checked_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeHealth {
     pub node_id: String,
@@ -40,6 +66,9 @@ pub struct NodeHealth {
     /// `cuda`, `tensorrt`).
     #[serde(default)]
     pub execution_providers: std::collections::BTreeMap<String, String>,
+    /// The node's clock, as last read (absent from nodes that do not read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockStatus>,
 }
 
 impl NodeHealth {
@@ -83,6 +112,15 @@ mod tests {
             outbox_backlog_items: 3,
             outbox_oldest_age_secs: 0.5,
             execution_providers: [("yolov8n.onnx".to_string(), "cpu".to_string())].into(),
+            clock: Some(ClockStatus {
+                source: "chrony".into(),
+                synchronised: true,
+                offset_ms: Some(-0.4),
+                max_error_ms: Some(3.1),
+                bound_ms: 100.0,
+                trusted: true,
+                checked_ms: 1,
+            }),
         };
         assert_eq!(NodeHealth::decode(&h.encode()).unwrap(), h);
         assert!(NodeHealth::decode(b"{").is_err());

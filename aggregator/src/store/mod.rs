@@ -30,6 +30,14 @@ pub enum StoreError {
     Open { path: String, message: String },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The database was written by a newer release: its schema is past every migration
+    /// this build knows, and running on it could mislay what the newer one keeps.
+    #[error("the database '{at}' has schema version {found}, newer than this aggregator's {known}: a newer release wrote it; run that release again, or restore the backup taken before the upgrade (README: Upgrades and rollback)")]
+    Version {
+        at: String,
+        found: i64,
+        known: usize,
+    },
     #[error("stored event '{0}' does not decode: {1}")]
     Corrupt(String, String),
     #[error("cannot use PostgreSQL: {0}")]

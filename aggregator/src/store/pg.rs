@@ -135,6 +135,13 @@ impl PgStore {
             )
             .map_err(pg)?
             .get(0);
+        if done as usize > MIGRATIONS.len() {
+            return Err(StoreError::Version {
+                at: format!("PostgreSQL schema {schema}"),
+                found: done.into(),
+                known: MIGRATIONS.len(),
+            });
+        }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(done as usize) {
             tx.batch_execute(&dialect(m, &POSTGRES)).map_err(pg)?;
             tx.execute(
@@ -1178,6 +1185,31 @@ mod tests {
     /// place on connect: its passes are kept, found by plate, by prefix, and within one edit
     /// (the plate keys filled from them); its image is kept, moved out of the table, and
     /// goes with its pass when retention takes it.
+    #[test]
+    fn a_database_of_a_newer_release_is_refused() {
+        let (url, schema) = scratch();
+        drop(PgStore::connect(&url, &schema).unwrap());
+        let newer = MIGRATIONS.len() as i32 + 1;
+        let mut c = Client::connect(&url, NoTls).unwrap();
+        c.execute(
+            &format!("INSERT INTO {schema}.schema_migrations (version) VALUES ($1)"),
+            &[&newer],
+        )
+        .unwrap();
+        let e = PgStore::connect(&url, &schema)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "PostgreSQL schema {schema}' has schema version {newer}, newer than this aggregator's {}",
+                MIGRATIONS.len()
+            )),
+            "{e}"
+        );
+        drop_schema(&url, &schema).unwrap();
+    }
+
     #[test]
     fn a_database_of_the_previous_release_is_upgraded() {
         let url = std::env::var("TRAFFIC_PG_URL")

@@ -55,6 +55,19 @@ impl SqliteStore {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        if found > MIGRATIONS.len() as i64 {
+            return Err(StoreError::Version {
+                at: path.display().to_string(),
+                found,
+                known: MIGRATIONS.len(),
+            });
+        }
         Self::init(conn).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -820,6 +833,7 @@ pub(crate) mod tests {
             rule: None,
             evidence: vec![],
             review: ReviewState::NotRequired,
+            clock: None,
             body: EventBody::ObjectTrack(ObjectTrack {
                 phase,
                 track_id: 1,
@@ -840,6 +854,31 @@ pub(crate) mod tests {
 
     const CAM1: &str = "32050500051320000001";
     const CAM2: &str = "32050500051320000002";
+
+    #[test]
+    fn a_database_of_a_newer_release_is_refused_untouched() {
+        let path = std::env::temp_dir().join(format!("store-version-{}.db", ulid::Ulid::new()));
+        drop(SqliteStore::open(&path).unwrap());
+        let newer = MIGRATIONS.len() as i64 + 1;
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", newer)
+            .unwrap();
+        let e = SqliteStore::open(&path).err().expect("refused").to_string();
+        assert!(
+            e.contains(&format!(
+                "schema version {newer}, newer than this aggregator's {}",
+                MIGRATIONS.len()
+            )) && e.contains(&path.display().to_string()),
+            "{e}"
+        );
+        let kept: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, newer);
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn idempotent_insert_filters_and_cursor_pagination() {

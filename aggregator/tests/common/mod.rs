@@ -38,6 +38,7 @@ pub fn pass(ck: &str, cam: &str, node: &str, t: i64, plate: &str, lane: u32) -> 
         rule: None,
         evidence: vec![],
         review: ReviewState::NotRequired,
+        clock: None,
         body: EventBody::VehiclePass(VehiclePass {
             track_id: 1,
             plate: Some(plate.into()),
