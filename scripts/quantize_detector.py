@@ -17,6 +17,7 @@ manifest and refuses a file that differs.
     quantize_detector.py --model yolov8n.onnx --media DIR --out yolov8n-int8.onnx
 """
 import argparse
+import math
 import os
 import re
 import sys
@@ -30,6 +31,12 @@ from onnxruntime.quantization import (
     QuantFormat,
     QuantType,
     quantize_static,
+)
+from onnxruntime.quantization.calibrate import (
+    TensorData,
+    TensorsData,
+    load_tensors_data,
+    save_tensors_data,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -79,6 +86,13 @@ def calibration_frames(media):
     return frames
 
 
+def snapped(lo, hi):
+    """The range widened outward to multiples of 2^(e - 10), e the exponent of its magnitude."""
+    m = max(abs(lo), abs(hi), 1e-12)
+    q = 2.0 ** (math.floor(math.log2(m)) - 10)
+    return math.floor(lo / q) * q, math.ceil(hi / q) * q
+
+
 class Frames(CalibrationDataReader):
     def __init__(self, input_name, frames):
         self.items = iter([{input_name: f} for f in frames])
@@ -108,10 +122,7 @@ def main():
             if n.name.startswith(HEAD) and not HEAD_INNER.match(n.name)
         ]
         input_name = model.graph.input[0].name
-        quantize_static(
-            pre,
-            args.out,
-            Frames(input_name, frames),
+        options = dict(
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -119,6 +130,24 @@ def main():
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=exclude,
         )
+        # First pass: the activation ranges over the calibration frames (kept in a cache).
+        measured = os.path.join(tmp, "ranges.json")
+        quantize_static(pre, os.path.join(tmp, "first.onnx"), Frames(input_name, frames),
+                        calibration_cache_path=measured, **options)
+        ranges = load_tensors_data(measured)
+        snapped_ranges = {}
+        for name, data in ranges.data.items():
+            lo, hi = (np.asarray(v, np.float32) for v in data.range_value)
+            # Per tensor (one value), or per channel (an array): each value snapped.
+            pairs = [snapped(float(a), float(b)) for a, b in zip(lo.ravel(), hi.ravel())]
+            snapped_ranges[name] = TensorData(
+                lowest=np.array([p[0] for p in pairs], np.float32).reshape(lo.shape),
+                highest=np.array([p[1] for p in pairs], np.float32).reshape(hi.shape),
+            )
+        fixed = os.path.join(tmp, "snapped.json")
+        save_tensors_data(TensorsData(CalibrationMethod.MinMax, snapped_ranges), fixed)
+        # Second pass: quantized with the snapped ranges.
+        quantize_static(pre, args.out, None, calibration_cache_path=fixed, **options)
     print(f"wrote {args.out} ({len(exclude)} head nodes kept in FP32)", file=sys.stderr)
 
 

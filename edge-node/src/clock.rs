@@ -231,18 +231,21 @@ impl ClockMonitor {
     }
 
     /// Reads the clock once now, then every `check_interval_secs` on its own thread for
-    /// as long as the process runs (nothing with `source = "none"`).
+    /// as long as the monitor is kept (nothing with `source = "none"`).
     pub fn start(&self, cfg: ClockConfig) {
         if cfg.source == ClockSource::None {
             return;
         }
         self.check(&cfg);
-        let bg = self.clone();
+        let weak = Arc::downgrade(&self.latest);
         std::thread::Builder::new()
             .name("clock".into())
             .spawn(move || loop {
                 std::thread::sleep(Duration::from_secs(cfg.check_interval_secs));
-                bg.check(&cfg);
+                let Some(latest) = weak.upgrade() else {
+                    return;
+                };
+                ClockMonitor { latest }.check(&cfg);
             })
             .expect("spawn the clock thread");
     }

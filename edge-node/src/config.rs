@@ -358,8 +358,6 @@ impl SourceConfig {
     pub fn is_live(&self) -> bool {
         matches!(self, SourceConfig::Rtsp { .. })
     }
-    /// Whether frames arrive at the camera's own pace (live, or a file played in real
-    /// time): they are then processed newest first, never queued behind inference.
     /// Whether frame times come from this box's clock (a live stream, or a file or image
     /// folder without `start_time`): its events then carry the clock's state.
     pub fn timed_by_clock(&self) -> bool {
@@ -370,6 +368,8 @@ impl SourceConfig {
             }
         }
     }
+    /// Whether frames arrive at the camera's own pace (live, or a file played in real
+    /// time): they are then processed newest first, never queued behind inference.
     pub fn is_paced(&self) -> bool {
         matches!(
             self,
