@@ -50,23 +50,8 @@ fn events_are_marked_while_the_clock_is_unsynchronised_and_trusted_once_it_is() 
         "00000000,,0,0.000000000,0.000000000,0.000000000,0.000000000,0.000,0.000,0.000,1.000000000,1.000000000,0.0,Not synchronised",
     );
     let metrics_port = free_port();
-    let http = agg.http;
-    let scraper = std::thread::spawn(move || {
-        let until = std::time::Instant::now() + Duration::from_secs(90);
-        while std::time::Instant::now() < until {
-            if let Ok((200, body)) =
-                aggregator::client::get(("127.0.0.1", metrics_port), "/metrics")
-            {
-                let nodes = aggregator::client::get(http, "/api/v1/nodes")
-                    .map(|(_, b)| b)
-                    .unwrap_or_default();
-                if body.contains("edge_clock_trusted{") && nodes.contains("\"clock\":{") {
-                    return Some((body, nodes));
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
+    let scraper = watch_metrics_and_nodes(metrics_port, agg.http, |metrics, nodes| {
+        metrics.contains("edge_clock_trusted{") && nodes.contains("\"clock\":{")
     });
     let (out, summary) = run_edge(
         &config(agg.zenoh_port, metrics_port, &chronyc, 300),

@@ -63,26 +63,10 @@ fn gpu_providers_fall_back_to_the_cpu_saying_why_and_a_required_gpu_is_refused()
         // Long enough for a health report (every 5 s) after the model loaded.
         300,
     );
-    let http = agg.http;
-    let scraper = std::thread::spawn(move || {
-        let until = std::time::Instant::now() + Duration::from_secs(90);
-        while std::time::Instant::now() < until {
-            if let Ok((200, body)) =
-                aggregator::client::get(("127.0.0.1", metrics_port), "/metrics")
-            {
-                // The health report (every 5 s) reaches the aggregator too.
-                let nodes = aggregator::client::get(http, "/api/v1/nodes")
-                    .map(|(_, b)| b)
-                    .unwrap_or_default();
-                if body.contains("edge_model_execution_provider{")
-                    && nodes.contains("\"execution_providers\":{\"yolov8n.onnx\":\"cpu\"}")
-                {
-                    return Some(body);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
+    // The health report (every 5 s) reaches the aggregator too.
+    let scraper = watch_metrics_and_nodes(metrics_port, agg.http, |metrics, nodes| {
+        metrics.contains("edge_model_execution_provider{")
+            && nodes.contains("\"execution_providers\":{\"yolov8n.onnx\":\"cpu\"}")
     });
     let (out, summary) = run_edge(&text, &dir.0, Duration::from_secs(120));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -111,7 +95,7 @@ fn gpu_providers_fall_back_to_the_cpu_saying_why_and_a_required_gpu_is_refused()
     // The engine cache folder is made before TensorRT is asked for (a wrong path is found
     // at once, not after the GPU arrives).
     assert!(cache.is_dir(), "{}", cache.display());
-    let metrics = scraper
+    let (metrics, _) = scraper
         .join()
         .unwrap()
         .expect("the provider in /metrics and in the health report at the aggregator");

@@ -378,3 +378,30 @@ impl Drop for RtspServer {
         self.stop();
     }
 }
+
+/// Watches a running node's `/metrics` (on `metrics_port`) and the aggregator's
+/// `/api/v1/nodes` (at `http`) on a thread until `until(metrics, nodes)` holds, for 90 s at
+/// most: both bodies then, else `None`.
+pub fn watch_metrics_and_nodes(
+    metrics_port: u16,
+    http: SocketAddr,
+    until: impl Fn(&str, &str) -> bool + Send + 'static,
+) -> std::thread::JoinHandle<Option<(String, String)>> {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            if let Ok((200, body)) =
+                aggregator::client::get(("127.0.0.1", metrics_port), "/metrics")
+            {
+                let nodes = aggregator::client::get(http, "/api/v1/nodes")
+                    .map(|(_, b)| b)
+                    .unwrap_or_default();
+                if until(&body, &nodes) {
+                    return Some((body, nodes));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+}
