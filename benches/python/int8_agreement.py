@@ -21,7 +21,7 @@ import cv2
 import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from plain_detect import decode, letterbox  # noqa: E402
+from plain_detect import decode, iou, letterbox  # noqa: E402
 
 VEHICLES = {2, 3, 5, 7}  # car, motorcycle, bus, truck
 
@@ -31,14 +31,6 @@ def session(path, threads):
     o.intra_op_num_threads = threads
     o.inter_op_num_threads = 1
     return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
-
-
-def iou(a, b):
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    i = ix * iy
-    u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - i
-    return i / u if u > 0 else 0.0
 
 
 def matched(da, db):

@@ -102,15 +102,7 @@ fn red_light_violations_on_vtest_match_ground_truth() {
     let agg = TestAggregator::start();
     let dir = common::tempdir::Dir::new("redlight");
     let config = demo_config(agg.zenoh_port, None, truth.frames, |_| {});
-    let (out, summary) = run_edge(&config, &dir.0, Duration::from_secs(400));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let summary = summary.unwrap();
-    let published = summary["events_published"].as_u64().unwrap();
-    assert_eq!(
-        agg.wait_stored(published, Duration::from_secs(30)),
-        published
-    );
+    let summary = run_all_stored(&agg, &config, &dir.0, Duration::from_secs(400));
 
     let events = agg.all_events("kind=pedestrian_red_light");
     let t0 = protocol::time::parse_rfc3339_ms("2026-11-29T00:00:00Z").unwrap();
