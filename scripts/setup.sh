@@ -25,6 +25,7 @@ APT_PACKAGES=(
   fonts-wqy-microhei openssl
   chromium chromium-driver
   strace systemd
+  gnupg debootstrap iproute2
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -55,6 +55,10 @@ enum Cmd {
     Check {
         #[arg(long)]
         config: PathBuf,
+        /// Also check that this release reads the database the config names (its schema
+        /// is not newer), changing nothing.
+        #[arg(long)]
+        state: bool,
     },
     /// GET a path from a running aggregator's API and print the JSON, e.g.
     /// `aggregator get 127.0.0.1:8080 /api/v1/stats`.
@@ -140,13 +144,17 @@ fn run() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("router '{name}': {e}"))?;
             println!("{text}");
         }
-        Cmd::Check { config } => {
+        Cmd::Check { config, state } => {
             let c = AggregatorConfig::load(&config)?;
             println!(
                 "config '{}' is valid: scope {}",
                 config.display(),
                 c.scope_label
             );
+            if state {
+                let (found, known) = aggregator::store::check_version(&c.raw.storage)?;
+                println!("database: schema version {found}, this release knows {known}");
+            }
         }
         Cmd::Get { addr, path } => {
             let (status, body) = aggregator::client::get(addr.as_str(), &path)?;

@@ -14,7 +14,8 @@ struct Args {
     /// Node config (TOML), e.g. configs/edge-demo.toml.
     #[arg(long)]
     config: PathBuf,
-    /// Only validate the config and exit.
+    /// Only validate the config, and the outbox file if there is one (a release refuses an
+    /// outbox of a newer schema), and exit.
     #[arg(long)]
     check: bool,
     /// Also write the end-of-run summary as JSON here.
@@ -49,6 +50,14 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
             args.config.display(),
             cfg.cameras.len()
         );
+        let outbox = node::outbox_path(&cfg);
+        if outbox.exists() {
+            let version = edge_node::outbox::check_schema_version(&outbox)?;
+            println!(
+                "outbox '{}': schema version {version}, readable by this release",
+                outbox.display()
+            );
+        }
         return Ok(std::process::ExitCode::SUCCESS);
     }
     // Execution providers: every model of the node is opened with them; a required one

@@ -106,14 +106,7 @@ pub async fn run(
     };
     let feed = crate::signal::FeedState::default();
     let _feed_sub = subscribe_signal_feed(&session, &cfg.checkpoint_id, feed.clone()).await?;
-    let outbox_path = cfg.raw.outbox.path.clone().unwrap_or_else(|| {
-        cfg.raw
-            .registry
-            .as_ref()
-            .map(|r| r.state_dir.clone())
-            .unwrap_or_else(|| std::path::PathBuf::from(".cache/state"))
-            .join(format!("outbox-{}.db", cfg.node_id))
-    });
+    let outbox_path = outbox_path(&cfg);
     let outbox = crate::outbox::Outbox::open(&outbox_path)?;
     let outbox = Arc::new(crate::publish::OutboxState::new(
         outbox,
@@ -520,4 +513,16 @@ pub fn render_summary(s: &NodeSummary) -> String {
         ));
     }
     out
+}
+
+/// The outbox file: `outbox.path`, else `outbox-NODE.db` in the registry's state folder.
+pub fn outbox_path(cfg: &ValidConfig) -> std::path::PathBuf {
+    cfg.raw.outbox.path.clone().unwrap_or_else(|| {
+        cfg.raw
+            .registry
+            .as_ref()
+            .map(|r| r.state_dir.clone())
+            .unwrap_or_else(|| std::path::PathBuf::from(".cache/state"))
+            .join(format!("outbox-{}.db", cfg.node_id))
+    })
 }

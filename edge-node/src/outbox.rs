@@ -145,6 +145,35 @@ pub struct Backlog {
 /// were kept, whose layout is version 1). A file of a newer version is refused.
 pub const OUTBOX_SCHEMA_VERSION: i64 = 1;
 
+/// Checks an outbox file's schema version without opening it for writing (no lock, no WAL
+/// files left behind whoever runs it): the version is `PRAGMA user_version`, bytes 60..64 of
+/// the SQLite header. An empty file is version 0; a newer one than this release's is refused
+/// with the message [`Outbox::open`] gives.
+pub fn check_schema_version(path: &Path) -> Result<i64, OutboxError> {
+    let err = |message: String| OutboxError {
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(format!("{e}; check outbox.path")))?;
+    if bytes.is_empty() {
+        return Ok(0);
+    }
+    if bytes.len() < 100 || &bytes[..16] != b"SQLite format 3\0" {
+        return Err(err(
+            "not an SQLite file: outbox.path names another file; point it at the outbox or move the file aside".into(),
+        ));
+    }
+    let found = i32::from_be_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]) as i64;
+    if found > OUTBOX_SCHEMA_VERSION {
+        return Err(err(newer_message(found)));
+    }
+    Ok(found)
+}
+
+fn newer_message(found: i64) -> String {
+    format!("its schema version {found} is newer than this edge node's {OUTBOX_SCHEMA_VERSION}: a newer release wrote it; run that release until its outbox is drained, or move the file aside (its events then stay unsent) (README: Upgrades and rollback)")
+}
+
 pub struct Outbox {
     conn: Connection,
     path: String,
@@ -176,7 +205,7 @@ impl Outbox {
         if found > OUTBOX_SCHEMA_VERSION {
             return Err(OutboxError {
                 path: path.display().to_string(),
-                message: format!("its schema version {found} is newer than this edge node's {OUTBOX_SCHEMA_VERSION}: a newer release wrote it; run that release until its outbox is drained, or move the file aside (its events then stay unsent) (README: Upgrades and rollback)"),
+                message: newer_message(found),
             });
         }
         conn.execute_batch(
@@ -459,18 +488,34 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(version(&path), OUTBOX_SCHEMA_VERSION);
-        // One written by a newer release is refused, named, and left as it was.
+        // The check `edge-node --check` makes reads the same version from the header.
+        assert_eq!(check_schema_version(&path).unwrap(), OUTBOX_SCHEMA_VERSION);
+        // One written by a newer release is refused, named, and left as it was, by the
+        // check and by opening it.
         Connection::open(&path)
             .unwrap()
             .pragma_update(None, "user_version", 7)
             .unwrap();
-        let e = Outbox::open(&path).err().expect("refused").to_string();
-        assert!(
-            e.contains("schema version 7 is newer than this edge node's 1")
-                && e.contains(&path.display().to_string()),
-            "{e}"
-        );
+        for e in [
+            check_schema_version(&path).expect_err("refused"),
+            Outbox::open(&path).err().expect("refused"),
+        ] {
+            let e = e.to_string();
+            assert!(
+                e.contains("schema version 7 is newer than this edge node's 1")
+                    && e.contains(&path.display().to_string()),
+                "{e}"
+            );
+        }
         assert_eq!(version(&path), 7);
+        // Not an SQLite file: named as such.
+        let other = temp();
+        std::fs::write(&other, b"not a database, long enough to have a header of a hundred bytes if it were one...........").unwrap();
+        let e = check_schema_version(&other)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("not an SQLite file"), "{e}");
+        let _ = std::fs::remove_file(&other);
         let _ = std::fs::remove_file(&path);
     }
 

@@ -403,6 +403,46 @@ pub trait EventStore: Send {
     ) -> Result<Vec<crate::accidents::Accident>, StoreError>;
 }
 
+/// The schema version of the database the config names, read without changing it (no
+/// migration, no file or schema created; SQLite's is bytes 60..64 of the file's header, so
+/// no lock is taken and no WAL file left behind whoever runs it): `(found, known)`, or
+/// [`StoreError::Version`] when a newer release wrote it. For `aggregator check --state`,
+/// which an installer runs before it rolls back.
+pub fn check_version(cfg: &crate::config::StorageConfig) -> Result<(i64, usize), StoreError> {
+    let known = sql::MIGRATIONS.len();
+    let found = match cfg.backend {
+        crate::config::Backend::Sqlite => {
+            let path = &cfg.sqlite_path;
+            let open_err = |message: String| StoreError::Open {
+                path: path.display().to_string(),
+                message,
+            };
+            match std::fs::read(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(open_err(e.to_string())),
+                Ok(b) if b.is_empty() => 0,
+                Ok(b) if b.len() < 100 || &b[..16] != b"SQLite format 3\0" => {
+                    return Err(open_err("not an SQLite database".into()))
+                }
+                Ok(b) => i32::from_be_bytes([b[60], b[61], b[62], b[63]]) as i64,
+            }
+        }
+        crate::config::Backend::Postgres => {
+            pg::PgStore::schema_version(&cfg.postgres_url, &cfg.postgres_schema)?
+        }
+    };
+    if found > known as i64 {
+        let at = match cfg.backend {
+            crate::config::Backend::Sqlite => cfg.sqlite_path.display().to_string(),
+            crate::config::Backend::Postgres => {
+                format!("PostgreSQL schema {}", cfg.postgres_schema)
+            }
+        };
+        return Err(StoreError::Version { at, found, known });
+    }
+    Ok((found, known))
+}
+
 /// Opens the backend the config names.
 pub fn open(cfg: &crate::config::StorageConfig) -> Result<Box<dyn EventStore>, StoreError> {
     match cfg.backend {

@@ -101,6 +101,38 @@ fn pg(e: postgres::Error) -> StoreError {
 }
 
 impl PgStore {
+    /// The version of `schema`'s migrations (0 when it has none), read only.
+    pub fn schema_version(url: &str, schema: &str) -> Result<i64, StoreError> {
+        let mut client = Client::connect(url, NoTls)
+            .map_err(|e| StoreError::Pg(format!("cannot connect to '{url}': {e}; check storage.postgres_url and that the server runs")))?;
+        let table = format!("{schema}.schema_migrations");
+        let row = client
+            .query_one(
+                "SELECT CASE WHEN to_regclass($1) IS NULL THEN NULL ELSE 1 END",
+                &[&table],
+            )
+            .map_err(pg)?;
+        if row.get::<_, Option<i32>>(0).is_none() {
+            return Ok(0);
+        }
+        if !schema
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(StoreError::Pg(format!(
+                "schema name '{schema}' must be letters, digits and '_'"
+            )));
+        }
+        let v: i32 = client
+            .query_one(
+                &format!("SELECT COALESCE(MAX(version), 0) FROM {schema}.schema_migrations"),
+                &[],
+            )
+            .map_err(pg)?
+            .get(0);
+        Ok(v as i64)
+    }
+
     /// Connects (`url` like `host=127.0.0.1 port=5432 user=postgres dbname=test` or
     /// `postgresql://...`), creates `schema` if missing and applies pending migrations.
     /// Commits wait for the server's WAL flush (`synchronous_commit = on`, whatever the
@@ -1180,11 +1212,8 @@ mod tests {
         assert_eq!(range_bound("DEFAULT"), None);
     }
 
-    /// A database made by the release before migrations 9-15 (sync marks, leases, plate keys,
-    /// the plate column's collation, partitions, images as large objects) is upgraded in
-    /// place on connect: its passes are kept, found by plate, by prefix, and within one edit
-    /// (the plate keys filled from them); its image is kept, moved out of the table, and
-    /// goes with its pass when retention takes it.
+    /// A database of a newer release is refused by connect and by `check_version` (what
+    /// `aggregator check --state` runs), and left as it was.
     #[test]
     fn a_database_of_a_newer_release_is_refused() {
         let (url, schema) = scratch();
@@ -1196,20 +1225,53 @@ mod tests {
             &[&newer],
         )
         .unwrap();
+        let cfg = crate::config::StorageConfig {
+            backend: crate::config::Backend::Postgres,
+            postgres_url: url.clone(),
+            postgres_schema: schema.clone(),
+            ..Default::default()
+        };
+        let checked = crate::store::check_version(&cfg)
+            .expect_err("refused")
+            .to_string();
         let e = PgStore::connect(&url, &schema)
             .err()
             .expect("refused")
             .to_string();
-        assert!(
-            e.contains(&format!(
-                "PostgreSQL schema {schema}' has schema version {newer}, newer than this aggregator's {}",
-                MIGRATIONS.len()
-            )),
-            "{e}"
+        for e in [e, checked] {
+            assert!(
+                e.contains(&format!(
+                    "PostgreSQL schema {schema}' has schema version {newer}, newer than this aggregator's {}",
+                    MIGRATIONS.len()
+                )),
+                "{e}"
+            );
+        }
+        // A schema with no migrations yet is version 0, and nothing is created by the check.
+        let fresh = crate::config::StorageConfig {
+            postgres_schema: format!("{schema}_none"),
+            ..cfg
+        };
+        assert_eq!(
+            crate::store::check_version(&fresh).unwrap(),
+            (0, MIGRATIONS.len())
         );
+        let made: i64 = c
+            .query_one(
+                "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
+                &[&fresh.postgres_schema],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(made, 0);
         drop_schema(&url, &schema).unwrap();
     }
 
+    /// A database made by the release before migrations 9-15 (sync marks, leases, plate keys,
+    /// the plate column's collation, partitions, images as large objects) is upgraded in
+    /// place on connect: its passes are kept, found by plate, by prefix, and within one edit
+    /// (the plate keys filled from them); its image is kept, moved out of the table, and
+    /// goes with its pass when retention takes it.
     #[test]
     fn a_database_of_the_previous_release_is_upgraded() {
         let url = std::env::var("TRAFFIC_PG_URL")

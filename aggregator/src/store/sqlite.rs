@@ -858,20 +858,43 @@ pub(crate) mod tests {
     #[test]
     fn a_database_of_a_newer_release_is_refused_untouched() {
         let path = std::env::temp_dir().join(format!("store-version-{}.db", ulid::Ulid::new()));
+        // No file yet: version 0, and the check makes none.
+        let cfg = crate::config::StorageConfig {
+            sqlite_path: path.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            crate::store::check_version(&cfg).unwrap(),
+            (0, MIGRATIONS.len())
+        );
+        assert!(!path.exists());
         drop(SqliteStore::open(&path).unwrap());
+        assert_eq!(
+            crate::store::check_version(&cfg).unwrap(),
+            (MIGRATIONS.len() as i64, MIGRATIONS.len())
+        );
         let newer = MIGRATIONS.len() as i64 + 1;
         Connection::open(&path)
             .unwrap()
             .pragma_update(None, "user_version", newer)
             .unwrap();
+        let cfg = crate::config::StorageConfig {
+            sqlite_path: path.clone(),
+            ..Default::default()
+        };
+        let checked = crate::store::check_version(&cfg)
+            .expect_err("refused")
+            .to_string();
         let e = SqliteStore::open(&path).err().expect("refused").to_string();
-        assert!(
-            e.contains(&format!(
-                "schema version {newer}, newer than this aggregator's {}",
-                MIGRATIONS.len()
-            )) && e.contains(&path.display().to_string()),
-            "{e}"
-        );
+        for e in [e, checked] {
+            assert!(
+                e.contains(&format!(
+                    "schema version {newer}, newer than this aggregator's {}",
+                    MIGRATIONS.len()
+                )) && e.contains(&path.display().to_string()),
+                "{e}"
+            );
+        }
         let kept: i64 = Connection::open(&path)
             .unwrap()
             .pragma_query_value(None, "user_version", |r| r.get(0))
