@@ -42,10 +42,11 @@ S=$R/srv/test
 mkdir -p "$S"/{bundles,tampered,other-key,media,configs}
 cp "$WORK"/bundles/* "$S/bundles/"
 cp "$WORK/trusted-keys.gpg" "$S/"
-# One byte changed in the middle of the archive, the good signature beside it.
+# One byte in the middle of the archive flipped (every bit), the good signature beside it.
 cp "$WORK/bundles/$B1" "$WORK/bundles/$B1.sig" "$S/tampered/"
-size=$(stat -c %s "$S/tampered/$B1")
-printf '\x5a' | dd of="$S/tampered/$B1" bs=1 seek=$((size / 2)) conv=notrunc status=none
+at=$(( $(stat -c %s "$S/tampered/$B1") / 2 ))
+byte=$(od -An -tu1 -j "$at" -N1 "$S/tampered/$B1" | tr -d ' ')
+printf "\\x$(printf %02x $((byte ^ 255)))" | dd of="$S/tampered/$B1" bs=1 seek="$at" conv=notrunc status=none
 cmp -s "$S/tampered/$B1" "$WORK/bundles/$B1" && die "the tampered copy is the same as the bundle"
 # The right archive signed by a key the box does not trust.
 cp "$WORK/bundles/$B1" "$S/other-key/"

@@ -147,14 +147,17 @@ pub const OUTBOX_SCHEMA_VERSION: i64 = 1;
 
 /// Checks an outbox file's schema version without opening it for writing (no lock, no WAL
 /// files left behind whoever runs it): the version is `PRAGMA user_version`, bytes 60..64 of
-/// the SQLite header. An empty file is version 0; a newer one than this release's is refused
+/// the SQLite header (only the header's 100 bytes are read). An empty file is version 0; a newer one than this release's is refused
 /// with the message [`Outbox::open`] gives.
 pub fn check_schema_version(path: &Path) -> Result<i64, OutboxError> {
     let err = |message: String| OutboxError {
         path: path.display().to_string(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| err(format!("{e}; check outbox.path")))?;
+    let mut bytes = Vec::with_capacity(100);
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 100), &mut bytes))
+        .map_err(|e| err(format!("{e}; check outbox.path")))?;
     if bytes.is_empty() {
         return Ok(0);
     }

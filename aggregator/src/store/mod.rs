@@ -417,7 +417,7 @@ pub fn check_version(cfg: &crate::config::StorageConfig) -> Result<(i64, usize),
                 path: path.display().to_string(),
                 message,
             };
-            match std::fs::read(path) {
+            match sqlite_header(path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
                 Err(e) => return Err(open_err(e.to_string())),
                 Ok(b) if b.is_empty() => 0,
@@ -441,6 +441,14 @@ pub fn check_version(cfg: &crate::config::StorageConfig) -> Result<(i64, usize),
         return Err(StoreError::Version { at, found, known });
     }
     Ok((found, known))
+}
+
+/// The first 100 bytes of a file (SQLite's header), fewer when it is shorter.
+fn sqlite_header(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut b = Vec::with_capacity(100);
+    std::fs::File::open(path)?.take(100).read_to_end(&mut b)?;
+    Ok(b)
 }
 
 /// Opens the backend the config names.

@@ -103,6 +103,15 @@ fn pg(e: postgres::Error) -> StoreError {
 impl PgStore {
     /// The version of `schema`'s migrations (0 when it has none), read only.
     pub fn schema_version(url: &str, schema: &str) -> Result<i64, StoreError> {
+        if schema.is_empty()
+            || !schema
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(StoreError::Pg(format!(
+                "schema name '{schema}' must be letters, digits and '_'"
+            )));
+        }
         let mut client = Client::connect(url, NoTls)
             .map_err(|e| StoreError::Pg(format!("cannot connect to '{url}': {e}; check storage.postgres_url and that the server runs")))?;
         let table = format!("{schema}.schema_migrations");
@@ -114,14 +123,6 @@ impl PgStore {
             .map_err(pg)?;
         if row.get::<_, Option<i32>>(0).is_none() {
             return Ok(0);
-        }
-        if !schema
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            return Err(StoreError::Pg(format!(
-                "schema name '{schema}' must be letters, digits and '_'"
-            )));
         }
         let v: i32 = client
             .query_one(

@@ -878,10 +878,6 @@ pub(crate) mod tests {
             .unwrap()
             .pragma_update(None, "user_version", newer)
             .unwrap();
-        let cfg = crate::config::StorageConfig {
-            sqlite_path: path.clone(),
-            ..Default::default()
-        };
         let checked = crate::store::check_version(&cfg)
             .expect_err("refused")
             .to_string();
