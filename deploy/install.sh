@@ -76,8 +76,7 @@ as_traffic() { setpriv --reuid=traffic --regid=traffic --init-groups -- "$@"; }
 state_refused_by() {
   local rel=$1 out=""
   if [ -f "$ETC/edge.toml" ]; then
-    out+=$(cd "$STATE/edge" && as_traffic env "ORT_DYLIB_PATH=$rel/share/onnxruntime/libonnxruntime.so" \
-      "$rel/bin/edge-node" --config "$ETC/edge.toml" --check 2>&1) || true
+    out+=$(cd "$STATE/edge" && as_traffic "$rel/bin/edge-node" --config "$ETC/edge.toml" --check 2>&1) || true
   fi
   if [ -f "$ETC/aggregator.toml" ]; then
     out+=$(cd "$STATE/aggregator" && as_traffic "$rel/bin/aggregator" check --config "$ETC/aggregator.toml" --state 2>&1) || true

@@ -100,20 +100,28 @@ fn pg(e: postgres::Error) -> StoreError {
     }
 }
 
+/// A client for `url`, once `schema` is known to be a plain name (it is written into SQL).
+fn open_client(url: &str, schema: &str) -> Result<Client, StoreError> {
+    if schema.is_empty()
+        || !schema
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(StoreError::Pg(format!(
+            "schema name '{schema}' must be letters, digits and '_'"
+        )));
+    }
+    Client::connect(url, NoTls).map_err(|e| {
+        StoreError::Pg(format!(
+            "cannot connect to '{url}': {e}; check storage.postgres_url and that the server runs"
+        ))
+    })
+}
+
 impl PgStore {
     /// The version of `schema`'s migrations (0 when it has none), read only.
     pub fn schema_version(url: &str, schema: &str) -> Result<i64, StoreError> {
-        if schema.is_empty()
-            || !schema
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            return Err(StoreError::Pg(format!(
-                "schema name '{schema}' must be letters, digits and '_'"
-            )));
-        }
-        let mut client = Client::connect(url, NoTls)
-            .map_err(|e| StoreError::Pg(format!("cannot connect to '{url}': {e}; check storage.postgres_url and that the server runs")))?;
+        let mut client = open_client(url, schema)?;
         let table = format!("{schema}.schema_migrations");
         let row = client
             .query_one(
@@ -139,17 +147,7 @@ impl PgStore {
     /// Commits wait for the server's WAL flush (`synchronous_commit = on`, whatever the
     /// server's default): what the writer acknowledges survives a crash of the server.
     pub fn connect(url: &str, schema: &str) -> Result<PgStore, StoreError> {
-        if schema.is_empty()
-            || !schema
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            return Err(StoreError::Pg(format!(
-                "schema name '{schema}' must be letters, digits and '_'"
-            )));
-        }
-        let mut client = Client::connect(url, NoTls)
-            .map_err(|e| StoreError::Pg(format!("cannot connect to '{url}': {e}; check storage.postgres_url and that the server runs")))?;
+        let mut client = open_client(url, schema)?;
         client
             .batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema};
