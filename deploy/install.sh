@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
     --no-start) START=0; shift ;;
     --rollback) MODE=rollback; shift ;;
     --status) MODE=status; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) [ -z "$BUNDLE" ] || die "one bundle at a time ('$BUNDLE' and '$1')"; BUNDLE=$1; shift ;;
   esac

@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     # Binaries built already (the suite's own), instead of a cargo build of --profile.
     --bin-dir) BIN=$(cd "$2" && pwd); PROFILE=given; shift 2 ;;
     --version) VERSION=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
