@@ -145,28 +145,21 @@ pub struct Backlog {
 /// were kept, whose layout is version 1). A file of a newer version is refused.
 pub const OUTBOX_SCHEMA_VERSION: i64 = 1;
 
-/// Checks an outbox file's schema version without opening it for writing (no lock, no WAL
-/// files left behind whoever runs it): the version is `PRAGMA user_version`, bytes 60..64 of
-/// the SQLite header (only the header's 100 bytes are read). An empty file is version 0; a newer one than this release's is refused
-/// with the message [`Outbox::open`] gives.
+/// Checks an outbox file's schema version without opening it through SQLite
+/// ([`protocol::sqlite_file::user_version`]: no lock, no WAL files left behind whoever runs
+/// it). An empty file is version 0; a newer one than this release's is refused with the
+/// message [`Outbox::open`] gives.
 pub fn check_schema_version(path: &Path) -> Result<i64, OutboxError> {
     let err = |message: String| OutboxError {
         path: path.display().to_string(),
         message,
     };
-    let mut bytes = Vec::with_capacity(100);
-    std::fs::File::open(path)
-        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 100), &mut bytes))
-        .map_err(|e| err(format!("{e}; check outbox.path")))?;
-    if bytes.is_empty() {
-        return Ok(0);
-    }
-    if bytes.len() < 100 || &bytes[..16] != b"SQLite format 3\0" {
-        return Err(err(
+    let found = protocol::sqlite_file::user_version(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => err(
             "not an SQLite file: outbox.path names another file; point it at the outbox or move the file aside".into(),
-        ));
-    }
-    let found = i32::from_be_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]) as i64;
+        ),
+        _ => err(format!("{e}; check outbox.path")),
+    })?;
     if found > OUTBOX_SCHEMA_VERSION {
         return Err(err(newer_message(found)));
     }

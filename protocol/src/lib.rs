@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod plate;
 pub mod registry;
 pub mod security;
+pub mod sqlite_file;
 pub mod time;
 
 pub use event::{

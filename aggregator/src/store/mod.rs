@@ -404,8 +404,8 @@ pub trait EventStore: Send {
 }
 
 /// The schema version of the database the config names, read without changing it (no
-/// migration, no file or schema created; SQLite's is bytes 60..64 of the file's header, so
-/// no lock is taken and no WAL file left behind whoever runs it): `(found, known)`, or
+/// migration, no file or schema created; SQLite's read from the file's header by
+/// [`protocol::sqlite_file::user_version`]): `(found, known)`, or
 /// [`StoreError::Version`] when a newer release wrote it. For `aggregator check --state`,
 /// which an installer runs before it rolls back.
 pub fn check_version(cfg: &crate::config::StorageConfig) -> Result<(i64, usize), StoreError> {
@@ -417,14 +417,10 @@ pub fn check_version(cfg: &crate::config::StorageConfig) -> Result<(i64, usize),
                 path: path.display().to_string(),
                 message,
             };
-            match sqlite_header(path) {
+            match protocol::sqlite_file::user_version(path) {
+                Ok(v) => v,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
                 Err(e) => return Err(open_err(e.to_string())),
-                Ok(b) if b.is_empty() => 0,
-                Ok(b) if b.len() < 100 || &b[..16] != b"SQLite format 3\0" => {
-                    return Err(open_err("not an SQLite database".into()))
-                }
-                Ok(b) => i32::from_be_bytes([b[60], b[61], b[62], b[63]]) as i64,
             }
         }
         crate::config::Backend::Postgres => {
@@ -441,14 +437,6 @@ pub fn check_version(cfg: &crate::config::StorageConfig) -> Result<(i64, usize),
         return Err(StoreError::Version { at, found, known });
     }
     Ok((found, known))
-}
-
-/// The first 100 bytes of a file (SQLite's header), fewer when it is shorter.
-fn sqlite_header(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut b = Vec::with_capacity(100);
-    std::fs::File::open(path)?.take(100).read_to_end(&mut b)?;
-    Ok(b)
 }
 
 /// Opens the backend the config names.
