@@ -169,7 +169,7 @@ function detailOf(ev) {
     case "vehicle_alert":
       // The gateway's detail is English: as it is in English, in Chinese the alert's name.
       if (lang === "en") return `${name("valert", b.alert)}: ${b.detail || ""}`;
-      return [name("valert", b.alert), t("detail.valert_fixes", { n: (b.fixes || []).length })].join(listSep());
+      return [name("valert", b.alert), (b.statuses || []).map((x) => name("status", x)).join("、") || null, t("detail.valert_fixes", { n: (b.fixes || []).length })].filter(Boolean).join(listSep());
     default: return "";
   }
 }

@@ -245,6 +245,7 @@ const MESSAGES = {
     "valert.night_coach": "客车凌晨 2-5 时运行",
     "valert.terminal_silent": "终端离线",
     "valert.off_route": "偏离线路",
+    "valert.registry_status": "登记状态异常车辆上路",
     "detail.position": "{kmh} 公里/小时",
     "detail.valert_fixes": "依据 {n} 个定位点",
 
@@ -574,6 +575,7 @@ const MESSAGES = {
     "valert.night_coach": "coach 02:00-05:00",
     "valert.terminal_silent": "terminal silent",
     "valert.off_route": "off route",
+    "valert.registry_status": "on the road with a registry status",
     "detail.position": "{kmh} km/h",
     "detail.valert_fixes": "from {n} positions",
 

@@ -36,6 +36,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
+use crate::vehicle_state::Standing;
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Jt808Config {
@@ -221,12 +223,14 @@ pub struct Gateway {
     cfg: Jt808Config,
     secret: Vec<u8>,
     pub stats: Jt808Stats,
-    /// Registered terminals, and whether each is a coach.
-    registered: Mutex<HashMap<String, (jt808::Register, bool)>>,
+    /// Registered terminals.
+    registered: Mutex<HashMap<String, jt808::Register>>,
     positions: Mutex<HashMap<String, VehiclePosition>>,
     tracker: Mutex<crate::vehicle_state::Tracker>,
     alerts: Mutex<std::collections::VecDeque<VehicleAlert>>,
-    is_coach: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    /// What the registry in force says of a plate, looked up at each report (a new version
+    /// counts from the next one).
+    standing: Box<dyn Fn(&str) -> Standing + Send + Sync>,
     /// Where events go: the gateway's ids and the aggregator's ingest (none: kept in memory
     /// only, as in unit tests); the sender is taken when the aggregator stops.
     filing: Option<Filing>,
@@ -268,7 +272,7 @@ impl Gateway {
             registered: Mutex::new(HashMap::new()),
             positions: Mutex::new(HashMap::new()),
             alerts: Mutex::new(Default::default()),
-            is_coach: Box::new(|_| false),
+            standing: Box::new(|_| Standing::default()),
             filing: None,
             sink: Mutex::new(None),
         }
@@ -340,9 +344,10 @@ impl Gateway {
         }
     }
 
-    /// How to tell a coach by its plate (the night-coach rule); by default none is.
-    pub fn with_coaches(mut self, f: Box<dyn Fn(&str) -> bool + Send + Sync>) -> Gateway {
-        self.is_coach = f;
+    /// What the registry says of a plate: a coach (the night-coach rule) and what it holds
+    /// against the vehicle (the registry-status alert); by default nothing.
+    pub fn with_registry(mut self, f: Box<dyn Fn(&str) -> Standing + Send + Sync>) -> Gateway {
+        self.standing = f;
         self
     }
 
@@ -368,7 +373,7 @@ impl Gateway {
         let mut events = Vec::new();
         for a in alerts {
             let r = reg.get(&a.terminal);
-            let plate = r.map(|(r, _)| r.plate.clone());
+            let plate = r.map(|r| r.plate.clone());
             info!(terminal = a.terminal, kind = ?a.kind, detail = a.detail, "Vehicle alert");
             if let Some(f) = &self.filing {
                 let fixes = thin(&a.fixes, MAX_ALERT_FIXES);
@@ -395,12 +400,13 @@ impl Gateway {
                             vec![]
                         },
                         fixes,
+                        statuses: a.statuses.clone(),
                     }),
                 ));
             }
             kept.push_back(VehicleAlert {
                 plate,
-                region: r.map(|(r, _)| format!("{:02}{:04}", r.province, r.city)),
+                region: r.map(|r| format!("{:02}{:04}", r.province, r.city)),
                 alert: a,
             });
             if kept.len() > MAX_ALERTS {
@@ -455,33 +461,28 @@ impl Gateway {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(phone)
-            .map(|(r, coach)| {
-                (
-                    r.plate.clone(),
-                    format!("{:02}{:04}", r.province, r.city),
-                    *coach,
-                )
-            });
+            .map(|r| (r.plate.clone(), format!("{:02}{:04}", r.province, r.city)));
+        let standing = reg
+            .as_ref()
+            .map(|r| (self.standing)(&r.0))
+            .unwrap_or_default();
         // State and alerts, in the fixes' time order.
         let mut in_order: Vec<&Location> = locations.iter().collect();
         in_order.sort_by_key(|l| l.time_ms);
-        let coach = reg.as_ref().is_some_and(|r| r.2);
         let alerts: Vec<crate::vehicle_state::Alert> = {
             let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
             in_order
                 .iter()
                 .flat_map(|l| {
-                    t.on_fix(
-                        phone,
-                        crate::vehicle_state::Fix {
-                            time_ms: l.time_ms,
-                            lat: l.lat,
-                            lon: l.lon,
-                            speed_kmh: l.speed_kmh,
-                        },
-                        coach,
-                        now,
-                    )
+                    let fix = crate::vehicle_state::Fix {
+                        time_ms: l.time_ms,
+                        lat: l.lat,
+                        lon: l.lon,
+                        speed_kmh: l.speed_kmh,
+                    };
+                    let mut raised = t.on_fix(phone, fix, standing.coach, now);
+                    raised.extend(t.on_standing(phone, fix, &standing.statuses));
+                    raised
                 })
                 .collect()
         };
@@ -506,7 +507,7 @@ impl Gateway {
                     state: None,
                 });
             e.reports += 1;
-            if let Some((plate, region, _)) = &reg {
+            if let Some((plate, region)) = &reg {
                 e.plate = Some(plate.clone());
                 e.region = Some(region.clone());
             }
@@ -714,7 +715,6 @@ fn handle(gw: &Gateway, s: &mut Session, f: Frame, events: &mut Vec<Event>) -> V
                     plate = r.plate,
                     "JT/T 808 terminal registered"
                 );
-                let coach = (gw.is_coach)(&r.plate);
                 gw.tracker
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -722,7 +722,7 @@ fn handle(gw: &Gateway, s: &mut Session, f: Frame, events: &mut Vec<Event>) -> V
                 gw.registered
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(h.phone.clone(), (r, coach));
+                    .insert(h.phone.clone(), r);
                 let body = jt808::register_reply(h.serial, 0, &gw.auth_code(&h.phone));
                 s.reply(h, jt808::REGISTER_REPLY, &body)
             }

@@ -391,17 +391,40 @@ pub async fn start(cfg: ValidConfig) -> Result<Running, AggregatorError> {
                     }
                 })
                 .expect("a thread starts");
-            // Coaches (use character B: tourist, E: scheduled) as the registry says.
+            // What the registry in force says of a plate: coaches (use character B: tourist,
+            // E: scheduled) and what it holds against a vehicle. Looked up at every report,
+            // so it is indexed by plate once per registry version.
             let wl = watchlist.clone();
+            type Index = (
+                u64,
+                Arc<std::collections::HashMap<String, vehicle_state::Standing>>,
+            );
+            let index: Mutex<Option<Index>> = Mutex::new(None);
             let gw = jt808::Gateway::new(g.clone())
-                .with_coaches(Box::new(move |plate: &str| {
+                .with_registry(Box::new(move |plate: &str| {
                     let bare = |p: &str| p.replace('·', "");
-                    wl.current().is_some_and(|r| {
-                        r.vehicles.iter().any(|v| {
-                            bare(&v.plate) == bare(plate)
-                                && matches!(v.use_character.as_deref(), Some("B" | "E"))
-                        })
-                    })
+                    let Some(reg) = wl.current() else {
+                        return Default::default();
+                    };
+                    let mut cached = index.lock().unwrap_or_else(|e| e.into_inner());
+                    if cached.as_ref().map(|c| c.0) != Some(reg.version) {
+                        let by_plate = reg
+                            .vehicles
+                            .iter()
+                            .filter_map(|v| {
+                                let s = vehicle_state::Standing {
+                                    coach: matches!(v.use_character.as_deref(), Some("B" | "E")),
+                                    statuses: v.status.clone(),
+                                };
+                                (s != Default::default()).then(|| (bare(&v.plate), s))
+                            })
+                            .collect();
+                        *cached = Some((reg.version, Arc::new(by_plate)));
+                    }
+                    cached
+                        .as_ref()
+                        .and_then(|c| c.1.get(&bare(plate)).cloned())
+                        .unwrap_or_default()
                 }))
                 .with_filing(filing, sink);
             (Some(Arc::new(gw)), Some(forwarder))

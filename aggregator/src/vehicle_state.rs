@@ -8,7 +8,9 @@
 //! - **night coach**: a coach driving between 02:00 and 05:00 local time;
 //! - **terminal silent**: no report for `silent_after_s`;
 //! - **off route**: a vehicle registered for a route (`routes`, by plate) farther than the
-//!   route's corridor from it for `off_route_for_s`.
+//!   route's corridor from it for `off_route_for_s`;
+//! - **registry status**: a vehicle driving while the registry in force holds something
+//!   against it (inspection overdue, hit-and-run, wanted...), once a local day.
 //!
 //! A stop on an expressway (`expressways`: polylines with their half-width) is abnormal
 //! after `expressway_stop_after_s` (2 min), outside its service areas (allowed places).
@@ -17,6 +19,7 @@
 
 use std::collections::HashMap;
 
+use protocol::registry::Status;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -200,6 +203,15 @@ pub enum State {
 /// What an alert is about.
 pub use protocol::VehicleAlertKind as AlertKind;
 
+/// What the registry in force says of a vehicle, for its rules.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Standing {
+    /// A coach (use character B or E): the night-coach rule.
+    pub coach: bool,
+    /// What the registry holds against it (inspection overdue, hit-and-run...).
+    pub statuses: Vec<Status>,
+}
+
 /// An alert with the fixes it rests on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
@@ -208,6 +220,9 @@ pub struct Alert {
     pub at_ms: i64,
     pub detail: String,
     pub fixes: Vec<Fix>,
+    /// `registry_status`: what the registry holds against the vehicle.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<Status>,
 }
 
 #[derive(Debug, Default)]
@@ -232,6 +247,8 @@ struct Track {
     route: Option<usize>,
     off_since: Option<Fix>,
     off_alerted: bool,
+    /// The local date and the statuses a registry-status alert was raised for.
+    standing_alerted: Option<(i64, Vec<Status>)>,
 }
 
 /// Every terminal's state.
@@ -330,6 +347,7 @@ impl Tracker {
             at_ms: f.time_ms,
             detail,
             fixes,
+            statuses: vec![],
         };
         // Stops.
         if f.speed_kmh < cfg.stopped_below_kmh {
@@ -440,6 +458,37 @@ impl Tracker {
         out
     }
 
+    /// A fix of a vehicle the registry in force holds `statuses` against (none: nothing),
+    /// after `on_fix` took it: one alert a local day while it drives, again the same day
+    /// when the statuses change; none while it stands (parked in its depot is not on the
+    /// road).
+    pub fn on_standing(&mut self, terminal: &str, f: Fix, statuses: &[Status]) -> Option<Alert> {
+        if statuses.is_empty() || f.speed_kmh < self.cfg.stopped_below_kmh {
+            return None;
+        }
+        let day = (f.time_ms + self.cfg.utc_offset_minutes * 60_000).div_euclid(86_400_000);
+        let mut statuses = statuses.to_vec();
+        statuses.sort_by_key(|s| s.as_str());
+        statuses.dedup();
+        let t = self.tracks.entry(terminal.to_string()).or_default();
+        // A fix older than the newest (a batch kept out of coverage) changes nothing.
+        if t.last.is_some_and(|l| f.time_ms < l.time_ms)
+            || t.standing_alerted.as_ref() == Some(&(day, statuses.clone()))
+        {
+            return None;
+        }
+        t.standing_alerted = Some((day, statuses.clone()));
+        let list: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        Some(Alert {
+            kind: AlertKind::RegistryStatus,
+            terminal: terminal.to_string(),
+            at_ms: f.time_ms,
+            detail: format!("driving while the registry holds: {}", list.join(", ")),
+            fixes: vec![f],
+            statuses,
+        })
+    }
+
     /// Terminals no report came from for `silent_after_s` at `now_ms`, once per silence.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Alert> {
         let after = self.cfg.silent_after_s * 1000;
@@ -454,6 +503,7 @@ impl Tracker {
                         at_ms: now_ms,
                         detail: format!("no report for {} min", (now_ms - t.seen_ms) / 60_000),
                         fixes: vec![l],
+                        statuses: vec![],
                     });
                 }
             }
@@ -658,6 +708,35 @@ mod tests {
             got.extend(t.on_fix("b", fix(k as f64, kmh), false, 0));
         }
         assert!(!kinds(&got).contains(&AlertKind::Fatigue), "{got:?}");
+    }
+
+    #[test]
+    fn registry_status_once_a_day_while_driving() {
+        let mut t = Tracker::new(StateConfig::default());
+        let held = [Status::InspectionOverdue];
+        // Parked (16:00 Beijing time): nothing; driving: one alert; driving on: no more.
+        assert!(t.on_standing("a", fix(0.0, 0.0), &held).is_none());
+        let first = t.on_standing("a", fix(1.0, 60.0), &held).expect("an alert");
+        assert_eq!(first.kind, AlertKind::RegistryStatus);
+        assert_eq!(first.statuses, held);
+        assert_eq!(first.at_ms, fix(1.0, 60.0).time_ms);
+        assert!(t.on_standing("a", fix(2.0, 60.0), &held).is_none());
+        // A new status the same day (listed in one order whatever the registry's): again.
+        let more = [Status::InspectionOverdue, Status::HitAndRun];
+        let again = t.on_standing("a", fix(3.0, 60.0), &more).expect("an alert");
+        assert_eq!(
+            again.statuses,
+            [Status::HitAndRun, Status::InspectionOverdue]
+        );
+        assert!(t.on_standing("a", fix(4.0, 60.0), &more[..]).is_none());
+        // Past midnight Beijing time (16:00 + 8 h): once more; nothing held: nothing.
+        assert!(t
+            .on_standing("a", fix(8.0 * 60.0 + 1.0, 60.0), &more)
+            .is_some());
+        // An older fix sent late (the tracker has seen a newer one): nothing.
+        t.on_fix("a", fix(8.0 * 60.0 + 2.0, 60.0), false, 0);
+        assert!(t.on_standing("a", fix(7.0 * 60.0, 60.0), &held).is_none());
+        assert!(t.on_standing("b", fix(5.0, 60.0), &[]).is_none());
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! - terminals 1, 11, 21...: 120 km/h from 10:00 to 10:04 (limit 100): speeding;
 //! - 2, 12, ...: stopped on the road from 14:00 to 14:40: abnormal stop (20 min);
 //! - 3, 13, ...: no rest at 09:00: 6.5 h at the wheel: fatigue (4 h);
-//! - 4, 14, ...: coaches driving 02:00-04:00: night coach; 5, 15, ... are coaches that do not.
+//! - 4, 14, ...: coaches driving 02:00-04:00: night coach; 5, 15, ... are coaches that do not;
+//! - 6, 16, ...: heavy trucks the registry holds as inspection overdue (26, 56, 86 also
+//!   hit-and-run): one registry-status alert when they first drive (06:00), not again that day.
 //!
 //! Every message must be answered (0x8100, 0x8001 with the terminal's serial and message id);
 //! every position is stored as a `vehicle_position` event; each scripted case raises exactly
@@ -310,6 +312,7 @@ fn scripted_alert(i: usize) -> Option<&'static str> {
         2 => Some("abnormal_stop"),
         3 => Some("fatigue"),
         4 => Some("night_coach"),
+        6 => Some("registry_status"),
         _ => None,
     }
 }
@@ -326,10 +329,18 @@ fn get(agg: &aggregator::Running, path: &str) -> Value {
 fn a_hundred_terminals_for_a_day_and_a_hostile_one() {
     let rt = runtime();
     let dir = temp_dir("jt808");
-    // Coaches: the registry says so (use character B).
+    // Coaches: the registry says so (use character B); trucks it holds something against.
     let coaches: Vec<Value> = (0..100)
         .filter(|i| matches!(i % 10, 4 | 5))
         .map(|i| serde_json::json!({"plate": format!("苏E{i:05}"), "vehicle_class": "K11", "use_character": "B"}))
+        .chain((0..100).filter(|i| i % 10 == 6).map(|i| {
+            let status = if i % 30 == 26 {
+                serde_json::json!(["inspection_overdue", "hit_and_run"])
+            } else {
+                serde_json::json!(["inspection_overdue"])
+            };
+            serde_json::json!({"plate": format!("苏E{i:05}"), "vehicle_class": "H11", "status": status})
+        }))
         .collect();
     let registry = dir.0.join("registry.json");
     std::fs::write(
@@ -504,6 +515,25 @@ allowed_places = [
         "{:?}",
         at("night_coach")
     );
+    assert!(
+        at("registry_status").iter().all(|m| *m == 6 * 60),
+        "{:?}",
+        at("registry_status")
+    );
+    for e in events
+        .iter()
+        .filter(|e| e["body"]["alert"] == "registry_status")
+    {
+        let i: usize = e["body"]["terminal"].as_str().unwrap()[3..]
+            .parse()
+            .unwrap();
+        let want = if i % 30 == 26 {
+            serde_json::json!(["hit_and_run", "inspection_overdue"])
+        } else {
+            serde_json::json!(["inspection_overdue"])
+        };
+        assert_eq!(e["body"]["statuses"], want, "{e}");
+    }
     // A plate's positions are found by its plate.
     let p = get(
         &agg,

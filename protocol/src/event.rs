@@ -458,16 +458,20 @@ pub enum VehicleAlertKind {
     TerminalSilent,
     /// Away from the route it is registered for.
     OffRoute,
+    /// On the road while the registry holds something against it (inspection overdue,
+    /// hit-and-run, wanted...): its `statuses`.
+    RegistryStatus,
 }
 
 impl VehicleAlertKind {
-    pub const ALL: [VehicleAlertKind; 6] = [
+    pub const ALL: [VehicleAlertKind; 7] = [
         VehicleAlertKind::AbnormalStop,
         VehicleAlertKind::Speeding,
         VehicleAlertKind::Fatigue,
         VehicleAlertKind::NightCoach,
         VehicleAlertKind::TerminalSilent,
         VehicleAlertKind::OffRoute,
+        VehicleAlertKind::RegistryStatus,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -478,6 +482,7 @@ impl VehicleAlertKind {
             VehicleAlertKind::NightCoach => "night_coach",
             VehicleAlertKind::TerminalSilent => "terminal_silent",
             VehicleAlertKind::OffRoute => "off_route",
+            VehicleAlertKind::RegistryStatus => "registry_status",
         }
     }
 }
@@ -496,6 +501,9 @@ pub struct VehicleAlert {
     /// The `vehicle_position` events of those fixes.
     #[serde(default)]
     pub positions: Vec<String>,
+    /// `registry_status`: what the registry in force holds against the vehicle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<crate::registry::Status>,
 }
 
 /// The kind-specific part of an event. New kinds add variants here.
