@@ -247,7 +247,7 @@ struct Track {
     route: Option<usize>,
     off_since: Option<Fix>,
     off_alerted: bool,
-    /// The local date and the statuses a registry-status alert was raised for.
+    /// The local date and the statuses registry-status alerts were raised for that day.
     standing_alerted: Option<(i64, Vec<Status>)>,
 }
 
@@ -460,8 +460,8 @@ impl Tracker {
 
     /// A fix of a vehicle the registry in force holds `statuses` against (none: nothing),
     /// after `on_fix` took it: one alert a local day while it drives, again the same day
-    /// when the statuses change; none while it stands (parked in its depot is not on the
-    /// road).
+    /// only for a status not alerted yet that day; none while it stands (parked in its
+    /// depot is not on the road).
     pub fn on_standing(&mut self, terminal: &str, f: Fix, statuses: &[Status]) -> Option<Alert> {
         if statuses.is_empty() || f.speed_kmh < self.cfg.stopped_below_kmh {
             return None;
@@ -472,12 +472,19 @@ impl Tracker {
         statuses.dedup();
         let t = self.tracks.entry(terminal.to_string()).or_default();
         // A fix older than the newest (a batch kept out of coverage) changes nothing.
-        if t.last.is_some_and(|l| f.time_ms < l.time_ms)
-            || t.standing_alerted.as_ref() == Some(&(day, statuses.clone()))
-        {
+        if t.last.is_some_and(|l| f.time_ms < l.time_ms) {
             return None;
         }
-        t.standing_alerted = Some((day, statuses.clone()));
+        if t.standing_alerted.as_ref().is_none_or(|(d, _)| *d != day) {
+            t.standing_alerted = Some((day, Vec::new()));
+        }
+        let (_, alerted) = t.standing_alerted.as_mut().expect("set above");
+        if statuses.iter().all(|s| alerted.contains(s)) {
+            return None;
+        }
+        alerted.extend(statuses.iter().copied());
+        alerted.sort_by_key(|s| s.as_str());
+        alerted.dedup();
         let list: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         Some(Alert {
             kind: AlertKind::RegistryStatus,
@@ -729,6 +736,10 @@ mod tests {
             [Status::HitAndRun, Status::InspectionOverdue]
         );
         assert!(t.on_standing("a", fix(4.0, 60.0), &more[..]).is_none());
+        // A status cleared that day: nothing new to say.
+        assert!(t
+            .on_standing("a", fix(5.0, 60.0), &[Status::HitAndRun])
+            .is_none());
         // Past midnight Beijing time (16:00 + 8 h): once more; nothing held: nothing.
         assert!(t
             .on_standing("a", fix(8.0 * 60.0 + 1.0, 60.0), &more)
