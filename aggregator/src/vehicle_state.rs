@@ -479,12 +479,15 @@ impl Tracker {
             t.standing_alerted = Some((day, Vec::new()));
         }
         let (_, alerted) = t.standing_alerted.as_mut().expect("set above");
-        if statuses.iter().all(|s| alerted.contains(s)) {
+        let new: Vec<Status> = statuses
+            .iter()
+            .filter(|s| !alerted.contains(s))
+            .copied()
+            .collect();
+        if new.is_empty() {
             return None;
         }
-        alerted.extend(statuses.iter().copied());
-        alerted.sort_by_key(|s| s.as_str());
-        alerted.dedup();
+        alerted.extend(new);
         let list: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         Some(Alert {
             kind: AlertKind::RegistryStatus,

@@ -170,10 +170,11 @@ fn run_crops(
 /// Whole photos: the plate detector over the whole photo at full resolution (a 40 px plate
 /// must stay findable), every plate found read; each labelled plate scored by the read of
 /// the plate found where it is (or, without corners, the read equal to it, else the surest).
-/// The median of a few durations.
-fn median(mut d: Vec<Duration>) -> Duration {
-    d.sort();
-    d.get(d.len() / 2).copied().unwrap_or_default()
+/// The median of a few durations (`benches::median`).
+fn median(d: &[Duration]) -> Duration {
+    Duration::from_secs_f64(benches::median(
+        d.iter().map(Duration::as_secs_f64).collect(),
+    ))
 }
 
 /// Photos are few (16 CCPD scenes), so each is detected and read `rounds` times and its
@@ -236,9 +237,9 @@ fn run_photos(
             }
         }
         // Per plate: its read, and the photo's detection shared among its plates.
-        let share = median(detect) / found.len().max(1) as u32;
+        let share = median(&detect) / found.len().max(1) as u32;
         for times in read_times {
-            let read = median(times);
+            let read = median(&times);
             s.latency.push(read + share);
             s.detect.push(share);
             s.read.push(read);
@@ -391,11 +392,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let rounds: usize = std::env::var("PLATE_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5)
-        .max(1);
+    let rounds = benches::env_usize("PLATE_ROUNDS", 5).max(1);
     let cfg: PlatesConfig = toml::from_str("").expect("default plate settings");
     let crops = realplates::crops(&dir.join("crops")).expect("reading the crops folder");
     let scenes = realplates::ccpd_photos(&dir.join("scenes")).unwrap_or_default();
